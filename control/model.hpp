@@ -1,0 +1,109 @@
+// The Kubernetes objects ferry understands, as plain values decoded from manifests.
+// Built and owned by the control thread only; never seen by workers. Addresses are IPv4,
+// host byte order.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ferry/result.hpp"
+
+namespace ferry::model {
+
+using labels = std::map<std::string, std::string>;
+
+struct object_meta {
+  std::string ns = "default";  // metadata.namespace ("default" when absent)
+  std::string name;            // metadata.name (required)
+  labels label_map;            // metadata.labels
+  labels annotations;          // metadata.annotations
+};
+
+/// spec.ports[] of a Service. target_port holds a number or a named container port.
+struct service_port {
+  std::string name;
+  uint8_t protocol = 6;  // IPPROTO_TCP / UDP / SCTP
+  uint16_t port = 0;
+  std::variant<uint16_t, std::string> target_port = uint16_t{0};  // 0: same as port
+  uint16_t node_port = 0;                                         // 0: none
+};
+
+enum class service_type { cluster_ip, node_port, load_balancer, external_name };
+
+struct service {
+  object_meta meta;
+  service_type type = service_type::cluster_ip;
+  std::optional<uint32_t> cluster_ip;  // nullopt: not yet allocated (or headless)
+  bool headless = false;               // spec.clusterIP: None
+  labels selector;                     // spec.selector (empty: endpoints managed by hand)
+  std::vector<service_port> ports;
+  std::vector<uint32_t> external_ips;  // spec.externalIPs
+  std::string external_name;           // spec.externalName
+};
+
+/// One port of an EndpointSlice (or of a legacy Endpoints subset).
+struct endpoint_port {
+  std::string name;
+  uint8_t protocol = 6;
+  uint16_t port = 0;
+};
+
+struct endpoint {
+  std::vector<uint32_t> addresses;
+  bool ready = true;  // conditions.ready; absent means ready
+  bool serving = true;
+  bool terminating = false;
+  std::string node_name;
+  std::string target_pod;  // targetRef.name when kind is Pod
+};
+
+/// Ports plus endpoints: an EndpointSlice body or one subset of a legacy Endpoints object.
+struct endpoint_group {
+  std::vector<endpoint_port> ports;
+  std::vector<endpoint> endpoints;
+};
+
+struct endpoint_slice {
+  object_meta meta;
+  std::string service_name;  // label kubernetes.io/service-name
+  bool ipv4 = true;          // addressType IPv4; other families are kept but not used
+  endpoint_group group;
+};
+
+/// Legacy v1 Endpoints; notReadyAddresses become endpoints with ready = false.
+struct endpoints {
+  object_meta meta;
+  std::vector<endpoint_group> subsets;
+};
+
+struct container_port {
+  std::string name;
+  uint8_t protocol = 6;
+  uint16_t port = 0;
+};
+
+struct pod {
+  object_meta meta;
+  std::optional<uint32_t> ip;  // status.podIP
+  bool ready = false;          // status.conditions[type=Ready].status == "True"
+  std::string node_name;       // spec.nodeName
+  std::vector<container_port> ports;
+};
+
+using object = std::variant<service, endpoint_slice, endpoints, pod>;
+
+/// "Service", "EndpointSlice", "Endpoints" or "Pod".
+std::string_view kind_name(const object& obj);
+const object_meta& meta_of(const object& obj);
+
+/// Decodes YAML or JSON text: one or many documents ("---"), or a kind: List with items.
+/// Unknown fields are ignored; a wrong field fails the whole text with a message naming the
+/// origin, the object (Kind ns/name) and the field path. Empty documents are skipped.
+result<std::vector<object>> parse_manifests(std::string_view text, std::string_view origin);
+
+}  // namespace ferry::model
