@@ -22,6 +22,8 @@ struct object_meta {
   std::string name;            // metadata.name (required)
   labels label_map;            // metadata.labels
   labels annotations;          // metadata.annotations
+
+  bool operator==(const object_meta&) const = default;
 };
 
 /// spec.ports[] of a Service. target_port holds a number or a named container port.
@@ -31,6 +33,8 @@ struct service_port {
   uint16_t port = 0;
   std::variant<uint16_t, std::string> target_port = uint16_t{0};  // 0: same as port
   uint16_t node_port = 0;                                         // 0: none
+
+  bool operator==(const service_port&) const = default;
 };
 
 enum class service_type { cluster_ip, node_port, load_balancer, external_name };
@@ -44,6 +48,8 @@ struct service {
   std::vector<service_port> ports;
   std::vector<uint32_t> external_ips;  // spec.externalIPs
   std::string external_name;           // spec.externalName
+
+  bool operator==(const service&) const = default;
 };
 
 /// One port of an EndpointSlice (or of a legacy Endpoints subset).
@@ -51,6 +57,8 @@ struct endpoint_port {
   std::string name;
   uint8_t protocol = 6;
   uint16_t port = 0;
+
+  bool operator==(const endpoint_port&) const = default;
 };
 
 struct endpoint {
@@ -60,12 +68,16 @@ struct endpoint {
   bool terminating = false;
   std::string node_name;
   std::string target_pod;  // targetRef.name when kind is Pod
+
+  bool operator==(const endpoint&) const = default;
 };
 
 /// Ports plus endpoints: an EndpointSlice body or one subset of a legacy Endpoints object.
 struct endpoint_group {
   std::vector<endpoint_port> ports;
   std::vector<endpoint> endpoints;
+
+  bool operator==(const endpoint_group&) const = default;
 };
 
 struct endpoint_slice {
@@ -73,18 +85,24 @@ struct endpoint_slice {
   std::string service_name;  // label kubernetes.io/service-name
   bool ipv4 = true;          // addressType IPv4; other families are kept but not used
   endpoint_group group;
+
+  bool operator==(const endpoint_slice&) const = default;
 };
 
 /// Legacy v1 Endpoints; notReadyAddresses become endpoints with ready = false.
 struct endpoints {
   object_meta meta;
   std::vector<endpoint_group> subsets;
+
+  bool operator==(const endpoints&) const = default;
 };
 
 struct container_port {
   std::string name;
   uint8_t protocol = 6;
   uint16_t port = 0;
+
+  bool operator==(const container_port&) const = default;
 };
 
 struct pod {
@@ -93,6 +111,8 @@ struct pod {
   bool ready = false;          // status.conditions[type=Ready].status == "True"
   std::string node_name;       // spec.nodeName
   std::vector<container_port> ports;
+
+  bool operator==(const pod&) const = default;
 };
 
 using object = std::variant<service, endpoint_slice, endpoints, pod>;

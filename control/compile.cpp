@@ -1,0 +1,174 @@
+#include "compile.hpp"
+
+#include <algorithm>
+#include <set>
+
+namespace ferry::control {
+namespace {
+
+bool selector_matches(const model::labels& selector, const model::labels& labels) {
+  if (selector.empty()) return false;
+  for (const auto& [k, v] : selector) {
+    auto it = labels.find(k);
+    if (it == labels.end() || it->second != v) return false;
+  }
+  return true;
+}
+
+void add_group(const model::endpoint_group& g, const model::service_port& port,
+               std::vector<backend>& out) {
+  // kube-proxy joins a Service port to an endpoint port by name (and protocol).
+  const model::endpoint_port* ep = nullptr;
+  for (const auto& p : g.ports) {
+    if (p.name == port.name && p.protocol == port.protocol) ep = &p;
+  }
+  if (!ep) return;
+  for (const auto& e : g.endpoints) {
+    if (e.addresses.empty()) continue;
+    if (e.ready) {
+      out.push_back({e.addresses[0], ep->port, 1});
+    } else if (e.serving && e.terminating) {
+      out.push_back({e.addresses[0], ep->port, 0});
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<backend> resolve_backends(const store& st, const model::service& svc,
+                                      const model::service_port& port) {
+  std::vector<backend> out;
+  bool have_slices = false;
+  const model::endpoints* legacy = nullptr;
+  for (const auto& [k, so] : st.objects()) {
+    if (const auto* s = std::get_if<model::endpoint_slice>(&so.obj)) {
+      if (s->meta.ns == svc.meta.ns && s->service_name == svc.meta.name && s->ipv4) {
+        have_slices = true;
+        add_group(s->group, port, out);
+      }
+    } else if (const auto* e = std::get_if<model::endpoints>(&so.obj)) {
+      if (e->meta.ns == svc.meta.ns && e->meta.name == svc.meta.name) legacy = e;
+    }
+  }
+  if (!have_slices && legacy) {
+    for (const auto& g : legacy->subsets) add_group(g, port, out);
+  } else if (!have_slices) {
+    // No endpoint objects at all: act as the endpoints controller would on a standalone
+    // node, from the Pods the selector matches.
+    for (const auto& [k, so] : st.objects()) {
+      const auto* p = std::get_if<model::pod>(&so.obj);
+      if (!p || p->meta.ns != svc.meta.ns || !p->ip || !p->ready) continue;
+      if (!selector_matches(svc.selector, p->meta.label_map)) continue;
+      uint16_t target = port.port;
+      if (const auto* n = std::get_if<uint16_t>(&port.target_port); n && *n) target = *n;
+      if (const auto* name = std::get_if<std::string>(&port.target_port)) {
+        target = 0;
+        for (const auto& cp : p->ports) {
+          if (cp.name == *name && cp.protocol == port.protocol) target = cp.port;
+        }
+        if (!target) continue;
+      }
+      out.push_back({*p->ip, target, 1});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const backend& a, const backend& b) {
+    return std::tie(a.ip, a.port, b.weight) < std::tie(b.ip, b.port, a.weight);
+  });
+  // Duplicates (an address in two slices): keep the first, which is the ready one.
+  out.erase(std::unique(out.begin(), out.end(),
+                        [](const backend& a, const backend& b) {
+                          return a.ip == b.ip && a.port == b.port;
+                        }),
+            out.end());
+  return out;
+}
+
+result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
+  struct wanted {
+    std::string name;
+    uint32_t vip;
+    uint16_t port;
+    uint8_t proto;
+    std::vector<backend> backends;
+  };
+  std::map<uint64_t, wanted> want;
+  for (const auto& [k, so] : st.objects()) {
+    const auto* svc = std::get_if<model::service>(&so.obj);
+    if (!svc || !svc->cluster_ip || svc->headless) continue;
+    if (svc->type == model::service_type::external_name) continue;
+    for (const auto& p : svc->ports) {
+      std::string name = svc->meta.ns + "/" + svc->meta.name + (p.name.empty() ? "" : ":" + p.name);
+      want[service_key(*svc->cluster_ip, p.protocol, p.port)] =
+          wanted{std::move(name), *svc->cluster_ip, p.port, p.protocol,
+                 resolve_backends(st, *svc, p)};
+    }
+  }
+  // Slots are reused densely, so ids stay below the number of live service ports.
+  if (want.size() > max_service_ports_) {
+    return make_error("too many service ports: " + std::to_string(want.size()) +
+                      " (services.max_service_ports is " + std::to_string(max_service_ports_) +
+                      ")");
+  }
+
+  // Release the counter slots of service ports that are gone, then give new ones a slot.
+  for (auto it = ids_.begin(); it != ids_.end();) {
+    if (!want.count(it->first)) {
+      free_ids_.push_back(it->second);
+      previous_.erase(it->first);
+      it = ids_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+
+  auto snap = std::make_unique<snapshot>();
+  snap->generation = ++generation_;
+  std::vector<std::pair<uint64_t, const service_port_entry*>> vips, backends;
+  for (auto& [key, w] : want) {
+    auto prev = previous_.find(key);
+    std::shared_ptr<const service_port_entry> entry;
+    if (prev != previous_.end() && prev->second->name == w.name &&
+        prev->second->backends.size() == w.backends.size() &&
+        std::equal(w.backends.begin(), w.backends.end(), prev->second->backends.begin(),
+                   [](const backend& a, const backend& b) {
+                     return a.ip == b.ip && a.port == b.port && a.weight == b.weight;
+                   })) {
+      entry = prev->second;
+    } else {
+      auto e = std::make_shared<service_port_entry>();
+      auto id = ids_.find(key);
+      if (id != ids_.end()) {
+        e->id = id->second;
+      } else if (!free_ids_.empty()) {
+        e->id = free_ids_.back();
+        free_ids_.pop_back();
+      } else {
+        e->id = next_id_++;
+      }
+      ids_[key] = e->id;
+      e->vip = w.vip;
+      e->port = w.port;
+      e->proto = w.proto;
+      e->name = std::move(w.name);
+      e->backends = std::move(w.backends);
+      std::vector<maglev_backend> mb;
+      for (const auto& b : e->backends) {
+        mb.push_back({b.ip, b.port, b.weight});
+        e->has_active |= b.weight > 0;
+      }
+      e->maglev = maglev_build(mb, maglev_table_size(mb.size(), maglev_max_size_));
+      entry = std::move(e);
+      previous_[key] = entry;
+    }
+    vips.emplace_back(key, entry.get());
+    for (const auto& b : entry->backends) {
+      backends.emplace_back(service_key(b.ip, entry->proto, b.port), entry.get());
+    }
+    snap->ports.push_back(std::move(entry));
+  }
+  snap->vips = flat_map<const service_port_entry*>::build(vips);
+  snap->backends = flat_map<const service_port_entry*>::build(backends);
+  return snap;
+}
+
+}  // namespace ferry::control

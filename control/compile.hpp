@@ -1,0 +1,44 @@
+// compile: turns the store into an immutable snapshot for the workers: one service_port_entry
+// (backends + Maglev table) per (ClusterIP, protocol, port), plus the lookup tables.
+// Control thread only. Entries whose backends did not change are reused from the previous
+// snapshot, so one endpoint change rebuilds one Maglev table.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include "ferry/result.hpp"
+#include "ferry/snapshot.hpp"
+#include "store.hpp"
+
+namespace ferry::control {
+
+/// The endpoints of one Service port as kube-proxy would pick them: from the Service's
+/// EndpointSlices (ports joined by name and protocol), else its legacy Endpoints, else (a
+/// standalone node) ready Pods matching the selector. Ready endpoints get weight 1; serving
+/// but terminating ones weight 0 (drain); the rest are left out. Sorted, no duplicates.
+std::vector<backend> resolve_backends(const store& st, const model::service& svc,
+                                      const model::service_port& port);
+
+class compiler {
+ public:
+  compiler(uint32_t maglev_max_size, uint32_t max_service_ports)
+      : maglev_max_size_(maglev_max_size), max_service_ports_(max_service_ports) {}
+
+  /// Builds the next snapshot. Fails (and changes nothing) when more service ports exist
+  /// than the workers have counter slots for.
+  result<std::unique_ptr<snapshot>> compile(const store& st);
+
+ private:
+  uint32_t maglev_max_size_;
+  uint32_t max_service_ports_;
+  uint64_t generation_ = 0;
+  std::map<uint64_t, uint32_t> ids_;  // service_key -> counter slot, stable while it exists
+  std::vector<uint32_t> free_ids_;
+  uint32_t next_id_ = 0;
+  std::map<uint64_t, std::shared_ptr<const service_port_entry>> previous_;
+};
+
+}  // namespace ferry::control

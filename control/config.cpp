@@ -1,0 +1,227 @@
+#include "config.hpp"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <set>
+#include <sstream>
+#include <toml.hpp>
+
+#include "builtin.hpp"
+#include "ferry/counters.hpp"
+#include "ferry/maglev.hpp"
+
+namespace ferry::control {
+namespace {
+
+// Walks one TOML table, remembering which keys were read so leftovers can be refused.
+// Every accessor throws config_error with "file: path.key: reason"; parse_config catches it.
+struct config_error {
+  std::string message;
+};
+
+class table_reader {
+ public:
+  table_reader(const toml::value& v, std::string path, const std::string& file)
+      : file_(file), path_(std::move(path)) {
+    if (!v.is_table()) fail("", "must be a table");
+    table_ = &v.as_table();
+  }
+
+  const toml::value* find(const std::string& key) {
+    seen_.insert(key);
+    auto it = table_->find(key);
+    return it == table_->end() ? nullptr : &it->second;
+  }
+
+  [[noreturn]] void fail(const std::string& key, const std::string& reason) const {
+    std::string where = path_;
+    if (!key.empty()) where += (where.empty() ? "" : ".") + key;
+    throw config_error{file_ + ": " + where + ": " + reason};
+  }
+
+  void string(const std::string& key, std::string& out) {
+    if (auto* v = find(key)) {
+      if (!v->is_string()) fail(key, "must be a string");
+      out = v->as_string().str;
+      if (out.empty()) fail(key, "must not be empty");
+    }
+  }
+
+  template <typename T>
+  void integer(const std::string& key, T& out, int64_t min = 0,
+               int64_t max = std::numeric_limits<T>::max()) {
+    if (auto* v = find(key)) {
+      if (!v->is_integer()) fail(key, "must be an integer");
+      int64_t n = v->as_integer();
+      if (n < min || n > max) {
+        fail(key, "must be between " + std::to_string(min) + " and " + std::to_string(max) +
+                      ", got " + std::to_string(n));
+      }
+      out = static_cast<T>(n);
+    }
+  }
+
+  void strings(const std::string& key, std::vector<std::string>& out) {
+    if (auto* v = find(key)) {
+      if (!v->is_array()) fail(key, "must be an array of strings");
+      out.clear();
+      for (const auto& item : v->as_array()) {
+        if (!item.is_string()) fail(key, "must be an array of strings");
+        out.push_back(item.as_string().str);
+      }
+    }
+  }
+
+  ipv4_prefix prefix(const std::string& key, bool required) {
+    std::string text;
+    string(key, text);
+    if (text.empty()) {
+      if (required) fail(key, "required (an IPv4 address with prefix length, a.b.c.d/n)");
+      return {};
+    }
+    auto p = parse_ipv4_prefix(text);
+    if (!p) fail(key, "\"" + text + "\" is not an IPv4 address with prefix length (a.b.c.d/n)");
+    return *p;
+  }
+
+  template <typename Fn>
+  void table(const std::string& key, Fn&& fn) {
+    if (auto* v = find(key)) {
+      table_reader sub(*v, path_.empty() ? key : path_ + "." + key, file_);
+      fn(sub);
+      sub.finish();
+    }
+  }
+
+  template <typename Fn>
+  void array_of_tables(const std::string& key, Fn&& fn) {
+    if (auto* v = find(key)) {
+      if (!v->is_array()) fail(key, "must be an array of tables ([[" + key + "]])");
+      size_t i = 0;
+      for (const auto& item : v->as_array()) {
+        table_reader sub(item, key + "[" + std::to_string(i++) + "]", file_);
+        fn(sub);
+        sub.finish();
+      }
+    }
+  }
+
+  void finish() const {
+    for (const auto& [key, value] : *table_) {
+      if (!seen_.count(key)) fail(key, "unknown key");
+    }
+  }
+
+ private:
+  const std::string& file_;
+  std::string path_;
+  const toml::table* table_ = nullptr;
+  std::set<std::string> seen_;
+};
+
+void check(const node_config& c) {
+  auto fail = [&](const std::string& what) { throw config_error{c.source + ": " + what}; };
+  if (c.ports.empty()) fail("port: at least one [[port]] is required");
+  if (c.ports.size() > kMaxPorts) fail("port: at most 8 ports are supported");
+  std::set<std::string> names;
+  for (size_t i = 0; i < c.ports.size(); ++i) {
+    const auto& p = c.ports[i];
+    std::string at = "port[" + std::to_string(i) + "]";
+    if (p.name.empty()) fail(at + ".name: required");
+    if (p.device.empty()) fail(at + ".device: required (PCI address or vdev string)");
+    if (!names.insert(p.name).second) fail(at + ".name: duplicate port name \"" + p.name + "\"");
+  }
+  for (size_t i = 0; i < c.routes.size(); ++i) {
+    const auto& r = c.routes[i];
+    std::string at = "route[" + std::to_string(i) + "]";
+    if (r.port.empty()) fail(at + ".port: required");
+    if (!names.count(r.port)) fail(at + ".port: no [[port]] named \"" + r.port + "\"");
+  }
+}
+
+}  // namespace
+
+result<node_config> parse_config(std::string_view text, const std::string& source) {
+  node_config c;
+  c.source = source;
+  try {
+    std::istringstream in{std::string(text)};
+    toml::value root = toml::parse(in, source);
+    table_reader top(root, "", source);
+    top.table("node", [&](table_reader& t) { t.string("name", c.node_name); });
+    top.table("dataplane", [&](table_reader& t) {
+      t.strings("eal_args", c.eal_args);
+      t.integer("mbufs", c.mbufs, 1023, 16 << 20);
+      t.integer("idle_sleep_us", c.idle_sleep_us, 0, 1000000);
+    });
+    top.array_of_tables("port", [&](table_reader& t) {
+      port_config p;
+      t.string("name", p.name);
+      t.string("device", p.device);
+      p.address = t.prefix("address", true);
+      t.integer("rx_desc", p.rx_desc, 64, 16384);
+      t.integer("tx_desc", p.tx_desc, 64, 16384);
+      c.ports.push_back(std::move(p));
+    });
+    top.array_of_tables("route", [&](table_reader& t) {
+      route_config r;
+      r.to = t.prefix("to", true);
+      std::string via;
+      t.string("via", via);
+      if (!via.empty()) {
+        auto a = parse_ipv4(via);
+        if (!a) t.fail("via", "\"" + via + "\" is not an IPv4 address");
+        r.via = *a;
+      }
+      t.string("port", r.port);
+      c.routes.push_back(std::move(r));
+    });
+    top.table("control", [&](table_reader& t) { t.string("socket", c.socket_path); });
+    top.table("sources", [&](table_reader& t) { t.strings("manifests", c.manifests); });
+    top.table("conntrack", [&](table_reader& t) {
+      t.integer("capacity", c.conntrack.capacity, 1024, 1 << 28);
+      t.integer("tcp_syn_timeout", c.conntrack.tcp_syn_timeout, 1, 86400 * 7);
+      t.integer("tcp_established_timeout", c.conntrack.tcp_established_timeout, 1, 86400 * 7);
+      t.integer("tcp_closing_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
+      t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
+    });
+    top.table("maglev", [&](table_reader& t) {
+      t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
+    });
+    top.table("services", [&](table_reader& t) {
+      t.integer("max_service_ports", c.max_service_ports, 16, 1 << 22);
+      if (t.find("service_cidr")) c.service_cidr = t.prefix("service_cidr", true);
+      t.integer("icmp_unreachable_rate", c.icmp_unreachable_rate, 0, 1000000);
+    });
+    top.table("neighbor", [&](table_reader& t) {
+      t.integer("timeout", c.neighbor_timeout, 1, 86400);
+      t.integer("hold_ms", c.neighbor_hold_ms, 0, 60000);
+    });
+    top.finish();
+    check(c);
+  } catch (const config_error& e) {
+    return make_error(e.message);
+  } catch (const std::exception& e) {
+    // toml11 syntax errors carry file, line and a caret under the bad spot.
+    return make_error(std::string(e.what()));
+  }
+  return c;
+}
+
+result<node_config> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return make_error(path + ": cannot read config file: " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  return parse_config(buf.str(), path);
+}
+
+result<node_config> default_config() {
+  auto c = parse_config(kDefaultConfig, "<built-in default>");
+  if (c) c->builtin_manifests = kDefaultManifests;
+  return c;
+}
+
+}  // namespace ferry::control

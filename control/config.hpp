@@ -1,0 +1,22 @@
+// Loading the node configuration from TOML. Control thread only.
+#pragma once
+
+#include <string>
+#include <string_view>
+
+#include "ferry/config.hpp"
+#include "ferry/result.hpp"
+
+namespace ferry::control {
+
+/// Parses TOML text; `source` names it in errors ("node.toml: port[1].address: ...").
+/// Unknown keys are errors (a typo must not silently fall back to a default).
+result<node_config> parse_config(std::string_view text, const std::string& source);
+
+/// Reads and parses a file.
+result<node_config> load_config(const std::string& path);
+
+/// The built-in demo default: two af_packet ports (fe0, fe1) and the seed's services.
+result<node_config> default_config();
+
+}  // namespace ferry::control

@@ -1,0 +1,812 @@
+#include <gtest/gtest.h>
+
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "ferry/net.hpp"
+#include "model.hpp"
+
+namespace ferry::model {
+namespace {
+
+constexpr std::string_view kSeedYaml = R"(apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  selector:
+    app: MyApp
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+)";
+
+constexpr std::string_view kSeedJson = R"({
+  "apiVersion": "v1",
+  "kind": "Service",
+  "metadata": {"name": "my-service"},
+  "spec": {
+    "selector": {"app": "MyApp"},
+    "ports": [{"protocol": "TCP", "port": 80, "targetPort": 9376}]
+  }
+})";
+
+uint32_t ip(const char* text) { return *parse_ipv4(text); }
+
+std::vector<object> parse_ok(std::string_view text) {
+  auto r = parse_manifests(text, "test.yaml");
+  EXPECT_TRUE(r.ok()) << r.message();
+  if (!r.ok()) return {};
+  return std::move(r).value();
+}
+
+// Parses text that must fail; checks nothing came back and returns the message.
+std::string parse_err(std::string_view text, std::string_view origin = "svc.yaml") {
+  auto r = parse_manifests(text, origin);
+  EXPECT_FALSE(r.ok());
+  if (r.ok()) return "<parsed: " + std::to_string(r->size()) + " objects>";
+  EXPECT_EQ(r.message().rfind(std::string(origin) + ": ", 0), 0u) << r.message();
+  return r.message();
+}
+
+bool has(const std::string& msg, std::string_view part) {
+  return msg.find(part) != std::string::npos;
+}
+
+// A Service with one port whose body is `port_body` (indented as a list item's fields).
+std::string service_with_port(std::string_view port_body) {
+  return std::string(R"(apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  ports:
+    - )") +
+         std::string(port_body) + "\n";
+}
+
+void expect_seed(const std::vector<object>& objs) {
+  ASSERT_EQ(objs.size(), 1u);
+  ASSERT_TRUE(std::holds_alternative<service>(objs[0]));
+  const auto& svc = std::get<service>(objs[0]);
+  EXPECT_EQ(kind_name(objs[0]), "Service");
+  EXPECT_EQ(&meta_of(objs[0]), &svc.meta);
+  EXPECT_EQ(svc.meta.name, "my-service");
+  EXPECT_EQ(svc.meta.ns, "default");
+  EXPECT_EQ(svc.type, service_type::cluster_ip);
+  EXPECT_FALSE(svc.cluster_ip.has_value());
+  EXPECT_FALSE(svc.headless);
+  EXPECT_EQ(svc.selector, (labels{{"app", "MyApp"}}));
+  ASSERT_EQ(svc.ports.size(), 1u);
+  EXPECT_EQ(svc.ports[0].protocol, kProtoTcp);
+  EXPECT_EQ(svc.ports[0].port, 80);
+  EXPECT_EQ(svc.ports[0].target_port, (std::variant<uint16_t, std::string>{uint16_t{9376}}));
+  EXPECT_EQ(svc.ports[0].node_port, 0);
+  EXPECT_EQ(svc.ports[0].name, "");
+  EXPECT_TRUE(svc.external_ips.empty());
+}
+
+TEST(Manifest, SeedServiceFromYaml) { expect_seed(parse_ok(kSeedYaml)); }
+
+TEST(Manifest, SeedServiceFromJson) {
+  auto json = parse_ok(kSeedJson);
+  expect_seed(json);
+  auto yaml = parse_ok(kSeedYaml);
+  ASSERT_EQ(yaml.size(), 1u);
+  EXPECT_TRUE(json[0] == yaml[0]);
+}
+
+TEST(Manifest, KindNamesAndMeta) {
+  object o = pod{};
+  EXPECT_EQ(kind_name(o), "Pod");
+  o = endpoints{};
+  EXPECT_EQ(kind_name(o), "Endpoints");
+  o = endpoint_slice{};
+  EXPECT_EQ(kind_name(o), "EndpointSlice");
+  std::get<endpoint_slice>(o).meta.name = "x";
+  EXPECT_EQ(meta_of(o).name, "x");
+}
+
+TEST(Manifest, FullServiceAsKubectlPrintsIt) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Service
+metadata:
+  annotations:
+    kubectl.kubernetes.io/last-applied-configuration: |
+      {"apiVersion":"v1"}
+  creationTimestamp: "2024-01-01T00:00:00Z"
+  labels:
+    app: web
+    version: "2"
+  name: web
+  namespace: shop
+  resourceVersion: "1234"
+  uid: 0f0e0d0c-0000-0000-0000-000000000000
+spec:
+  clusterIP: 10.96.0.10
+  clusterIPs:
+  - 10.96.0.10
+  externalIPs:
+  - 198.18.0.7
+  externalTrafficPolicy: Cluster
+  internalTrafficPolicy: Cluster
+  ipFamilies:
+  - IPv4
+  ipFamilyPolicy: SingleStack
+  ports:
+  - name: http
+    nodePort: 30080
+    port: 80
+    protocol: TCP
+    targetPort: http
+  - name: dns
+    nodePort: 30053
+    port: 53
+    protocol: UDP
+    targetPort: 5353
+  selector:
+    app: web
+  sessionAffinity: None
+  type: NodePort
+status:
+  loadBalancer: {}
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& svc = std::get<service>(objs[0]);
+  EXPECT_EQ(svc.meta.ns, "shop");
+  EXPECT_EQ(svc.meta.label_map, (labels{{"app", "web"}, {"version", "2"}}));
+  EXPECT_EQ(svc.meta.annotations.at("kubectl.kubernetes.io/last-applied-configuration"),
+            "{\"apiVersion\":\"v1\"}\n");
+  EXPECT_EQ(svc.type, service_type::node_port);
+  EXPECT_EQ(svc.cluster_ip, ip("10.96.0.10"));
+  EXPECT_EQ(svc.external_ips, std::vector<uint32_t>{ip("198.18.0.7")});
+  ASSERT_EQ(svc.ports.size(), 2u);
+  EXPECT_EQ(svc.ports[0].name, "http");
+  EXPECT_EQ(svc.ports[0].node_port, 30080);
+  EXPECT_EQ(std::get<std::string>(svc.ports[0].target_port), "http");
+  EXPECT_EQ(svc.ports[1].protocol, kProtoUdp);
+  EXPECT_EQ(std::get<uint16_t>(svc.ports[1].target_port), 5353);
+}
+
+TEST(Manifest, ServiceDefaultsAndVariants) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec:
+  type: LoadBalancer
+  clusterIP: ""
+  clusterIPs: ["fd00::1", "10.0.0.9"]
+  ports:
+  - port: 443
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec:
+  clusterIP: None
+  ports:
+  - {name: x, port: 1, targetPort: "9376", protocol: SCTP}
+  - {name: y, port: 1, protocol: UDP}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: c}
+spec:
+  type: ExternalName
+  externalName: db.example.com
+---
+apiVersion: v1
+kind: Service
+metadata: {name: d}
+spec:
+  clusterIPs: [None]
+  ports: [{port: 8080, targetPort: 0}]
+)");
+  ASSERT_EQ(objs.size(), 4u);
+  const auto& a = std::get<service>(objs[0]);
+  EXPECT_EQ(a.type, service_type::load_balancer);
+  EXPECT_EQ(a.cluster_ip, ip("10.0.0.9"));  // first IPv4 of clusterIPs
+  // Absent targetPort means "same as port".
+  EXPECT_EQ(std::get<uint16_t>(a.ports[0].target_port), 443);
+  const auto& b = std::get<service>(objs[1]);
+  EXPECT_TRUE(b.headless);
+  EXPECT_FALSE(b.cluster_ip.has_value());
+  EXPECT_EQ(b.ports[0].protocol, 132);
+  // A digit string counts as a number, as in Kubernetes' IntOrString.
+  EXPECT_EQ(std::get<uint16_t>(b.ports[0].target_port), 9376);
+  EXPECT_EQ(std::get<uint16_t>(b.ports[1].target_port), 1);
+  const auto& c = std::get<service>(objs[2]);
+  EXPECT_EQ(c.type, service_type::external_name);
+  EXPECT_EQ(c.external_name, "db.example.com");
+  EXPECT_TRUE(c.ports.empty());
+  const auto& d = std::get<service>(objs[3]);
+  EXPECT_TRUE(d.headless);
+  EXPECT_EQ(std::get<uint16_t>(d.ports[0].target_port), 8080);
+}
+
+TEST(Manifest, NamedTargetPort) {
+  auto objs = parse_ok(service_with_port("{port: 80, targetPort: http-web}"));
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& svc = std::get<service>(objs[0]);
+  ASSERT_TRUE(std::holds_alternative<std::string>(svc.ports[0].target_port));
+  EXPECT_EQ(std::get<std::string>(svc.ports[0].target_port), "http-web");
+
+  objs = parse_ok(service_with_port("{port: 80, targetPort: \"metrics\"}"));
+  ASSERT_EQ(objs.size(), 1u);
+  EXPECT_EQ(std::get<std::string>(std::get<service>(objs[0]).ports[0].target_port), "metrics");
+}
+
+TEST(Manifest, MultiDocumentSkipsEmptyDocuments) {
+  auto objs = parse_ok(R"(---
+# nothing here
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: one
+---
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: two
+  namespace: ns2
+...
+)");
+  ASSERT_EQ(objs.size(), 2u);
+  EXPECT_EQ(meta_of(objs[0]).name, "one");
+  EXPECT_EQ(kind_name(objs[1]), "Pod");
+  EXPECT_EQ(meta_of(objs[1]).ns, "ns2");
+
+  EXPECT_TRUE(parse_ok("").empty());
+  EXPECT_TRUE(parse_ok("# only a comment\n---\n").empty());
+}
+
+TEST(Manifest, ListWithNestedList) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: List
+metadata:
+  resourceVersion: ""
+items:
+- apiVersion: v1
+  kind: Service
+  metadata:
+    name: a
+- apiVersion: v1
+  kind: List
+  items:
+  - apiVersion: v1
+    kind: Endpoints
+    metadata:
+      name: a
+  - apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata:
+      name: a-xyz
+      labels:
+        kubernetes.io/service-name: a
+    addressType: IPv4
+    endpoints: null
+    ports: null
+- apiVersion: v1
+  kind: List
+  items: []
+)");
+  ASSERT_EQ(objs.size(), 3u);
+  EXPECT_EQ(kind_name(objs[0]), "Service");
+  EXPECT_EQ(kind_name(objs[1]), "Endpoints");
+  EXPECT_EQ(kind_name(objs[2]), "EndpointSlice");
+  const auto& slice = std::get<endpoint_slice>(objs[2]);
+  EXPECT_TRUE(slice.group.endpoints.empty());
+  EXPECT_TRUE(slice.group.ports.empty());
+}
+
+TEST(Manifest, ListFromJson) {
+  auto objs = parse_ok(R"({"apiVersion": "v1", "kind": "List", "items": [
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "a"},
+     "spec": {"ports": [{"port": 80}]}},
+    {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "namespace": "x"},
+     "status": {"podIP": "10.1.2.3"}}
+  ]})");
+  ASSERT_EQ(objs.size(), 2u);
+  EXPECT_EQ(std::get<pod>(objs[1]).ip, ip("10.1.2.3"));
+}
+
+TEST(Manifest, EndpointSliceConversion) {
+  auto objs = parse_ok(R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: my-service-abc12
+  namespace: shop
+  labels:
+    kubernetes.io/service-name: my-service
+    endpointslice.kubernetes.io/managed-by: endpointslice-controller.k8s.io
+addressType: IPv4
+endpoints:
+- addresses:
+  - 10.1.0.5
+  conditions:
+    ready: true
+    serving: true
+    terminating: false
+  nodeName: node-a
+  targetRef:
+    kind: Pod
+    name: web-1
+    namespace: shop
+  zone: z1
+- addresses: ["10.1.0.6"]
+  conditions:
+    ready: false
+    serving: true
+    terminating: true
+  targetRef: {kind: Node, name: node-b}
+- addresses: ["10.1.0.7"]
+- addresses: ["10.1.0.8"]
+  conditions: {ready: false}
+ports:
+- name: http
+  port: 9376
+  protocol: TCP
+- name: ""
+  port: 53
+  protocol: UDP
+- name: admin
+  port: 7000
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& s = std::get<endpoint_slice>(objs[0]);
+  EXPECT_EQ(s.meta.ns, "shop");
+  EXPECT_EQ(s.service_name, "my-service");
+  EXPECT_TRUE(s.ipv4);
+  ASSERT_EQ(s.group.endpoints.size(), 4u);
+  const auto& e0 = s.group.endpoints[0];
+  EXPECT_EQ(e0.addresses, std::vector<uint32_t>{ip("10.1.0.5")});
+  EXPECT_TRUE(e0.ready);
+  EXPECT_TRUE(e0.serving);
+  EXPECT_FALSE(e0.terminating);
+  EXPECT_EQ(e0.node_name, "node-a");
+  EXPECT_EQ(e0.target_pod, "web-1");
+  const auto& e1 = s.group.endpoints[1];
+  EXPECT_FALSE(e1.ready);
+  EXPECT_TRUE(e1.serving);
+  EXPECT_TRUE(e1.terminating);
+  EXPECT_EQ(e1.target_pod, "");           // targetRef to something other than a Pod
+  const auto& e2 = s.group.endpoints[2];  // no conditions: ready, serving, not terminating
+  EXPECT_TRUE(e2.ready);
+  EXPECT_TRUE(e2.serving);
+  EXPECT_FALSE(e2.terminating);
+  const auto& e3 = s.group.endpoints[3];  // serving follows ready when absent
+  EXPECT_FALSE(e3.ready);
+  EXPECT_FALSE(e3.serving);
+  ASSERT_EQ(s.group.ports.size(), 3u);
+  EXPECT_EQ(s.group.ports[0].name, "http");
+  EXPECT_EQ(s.group.ports[0].port, 9376);
+  EXPECT_EQ(s.group.ports[1].name, "");
+  EXPECT_EQ(s.group.ports[1].protocol, kProtoUdp);
+  EXPECT_EQ(s.group.ports[2].protocol, kProtoTcp);
+}
+
+TEST(Manifest, Ipv6SliceKeptWithoutAddresses) {
+  auto objs = parse_ok(R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: my-service-v6
+  labels: {kubernetes.io/service-name: my-service}
+addressType: IPv6
+endpoints:
+- addresses: ["fd00::5"]
+  conditions: {ready: true}
+ports:
+- {name: http, port: 80}
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& s = std::get<endpoint_slice>(objs[0]);
+  EXPECT_FALSE(s.ipv4);
+  ASSERT_EQ(s.group.endpoints.size(), 1u);
+  EXPECT_TRUE(s.group.endpoints[0].addresses.empty());
+  EXPECT_EQ(s.group.ports.size(), 1u);
+}
+
+TEST(Manifest, LegacyEndpointsConversion) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Endpoints
+metadata:
+  name: my-service
+subsets:
+- addresses:
+  - ip: 10.1.0.5
+    nodeName: node-a
+    targetRef: {kind: Pod, name: web-1, namespace: default}
+  - ip: 10.1.0.6
+  notReadyAddresses:
+  - ip: 10.1.0.7
+    targetRef: {kind: Pod, name: web-3}
+  ports:
+  - name: http
+    port: 9376
+    protocol: TCP
+- ports:
+  - port: 53
+    protocol: UDP
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& eps = std::get<endpoints>(objs[0]);
+  ASSERT_EQ(eps.subsets.size(), 2u);
+  const auto& g = eps.subsets[0];
+  ASSERT_EQ(g.endpoints.size(), 3u);
+  EXPECT_EQ(g.endpoints[0].addresses, std::vector<uint32_t>{ip("10.1.0.5")});
+  EXPECT_TRUE(g.endpoints[0].ready);
+  EXPECT_TRUE(g.endpoints[0].serving);
+  EXPECT_EQ(g.endpoints[0].node_name, "node-a");
+  EXPECT_EQ(g.endpoints[0].target_pod, "web-1");
+  EXPECT_TRUE(g.endpoints[1].ready);
+  EXPECT_FALSE(g.endpoints[2].ready);
+  EXPECT_FALSE(g.endpoints[2].serving);
+  EXPECT_FALSE(g.endpoints[2].terminating);
+  EXPECT_EQ(g.endpoints[2].target_pod, "web-3");
+  ASSERT_EQ(g.ports.size(), 1u);
+  EXPECT_EQ(g.ports[0].name, "http");
+  EXPECT_EQ(g.ports[0].port, 9376);
+  EXPECT_TRUE(eps.subsets[1].endpoints.empty());
+  EXPECT_EQ(eps.subsets[1].ports[0].protocol, kProtoUdp);
+}
+
+TEST(Manifest, PodConversion) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Pod
+metadata:
+  name: web-1
+  labels: {app: web}
+spec:
+  nodeName: node-a
+  containers:
+  - name: app
+    image: nginx
+    ports:
+    - containerPort: 9376
+      name: http
+      protocol: TCP
+    - containerPort: 53
+      protocol: UDP
+  - name: sidecar
+status:
+  conditions:
+  - type: Initialized
+    status: "True"
+  - type: Ready
+    status: "True"
+  phase: Running
+  podIP: 10.1.0.5
+  podIPs:
+  - ip: 10.1.0.5
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-2}
+status:
+  conditions:
+  - {type: Ready, status: "False"}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: web-3}
+status:
+  podIP: fd00::7
+  podIPs: [{ip: "fd00::7"}, {ip: 10.1.0.7}]
+)");
+  ASSERT_EQ(objs.size(), 3u);
+  const auto& p = std::get<pod>(objs[0]);
+  EXPECT_EQ(p.meta.label_map, (labels{{"app", "web"}}));
+  EXPECT_EQ(p.ip, ip("10.1.0.5"));
+  EXPECT_TRUE(p.ready);
+  EXPECT_EQ(p.node_name, "node-a");
+  ASSERT_EQ(p.ports.size(), 2u);
+  EXPECT_EQ(p.ports[0].name, "http");
+  EXPECT_EQ(p.ports[0].port, 9376);
+  EXPECT_EQ(p.ports[0].protocol, kProtoTcp);
+  EXPECT_EQ(p.ports[1].protocol, kProtoUdp);
+  const auto& p2 = std::get<pod>(objs[1]);
+  EXPECT_FALSE(p2.ready);
+  EXPECT_FALSE(p2.ip.has_value());
+  EXPECT_EQ(std::get<pod>(objs[2]).ip, ip("10.1.0.7"));
+}
+
+TEST(Manifest, UnknownFieldsIgnored) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+  finalizers: [a, b]
+  managedFields: [{manager: kubectl, fieldsV1: {f:spec: {}}}]
+spec:
+  somethingNew: {deeply: [nested, 1, 2.5, true]}
+  ports:
+  - port: 80
+    appProtocol: http
+    futureField: [1, 2]
+status: {anything: goes}
+extraTopLevel: 7
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  EXPECT_EQ(std::get<service>(objs[0]).ports[0].port, 80);
+}
+
+// --- errors -------------------------------------------------------------------------------
+
+TEST(ManifestErrors, YamlSyntax) {
+  auto msg = parse_err("apiVersion: v1\nkind: Service\nspec: [1,\n", "manifests.yaml");
+  EXPECT_TRUE(has(msg, "manifests.yaml: YAML syntax error at line ")) << msg;
+  msg = parse_err("{\"apiVersion\": \"v1\", \"kind\": ", "x.json");
+  EXPECT_TRUE(has(msg, "x.json: YAML syntax error")) << msg;
+}
+
+TEST(ManifestErrors, UnsupportedKindNamesDocument) {
+  auto msg = parse_err(
+      std::string(kSeedYaml) + "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n",
+      "manifests.yaml");
+  EXPECT_EQ(msg,
+            "manifests.yaml: document 2: unsupported kind \"Deployment\" (apiVersion apps/v1)");
+}
+
+TEST(ManifestErrors, MissingKindOrApiVersion) {
+  auto msg = parse_err("apiVersion: v1\nmetadata: {name: a}\n");
+  EXPECT_EQ(msg, "svc.yaml: document 1: kind: required");
+  msg = parse_err(std::string(kSeedYaml) + "---\nkind: Service\nmetadata: {name: a}\n");
+  EXPECT_EQ(msg, "svc.yaml: document 2: apiVersion: required");
+  msg = parse_err("- a\n- b\n");
+  EXPECT_TRUE(has(msg, "document 1: must be a mapping, got a list")) << msg;
+}
+
+TEST(ManifestErrors, WrongApiVersionForKnownKind) {
+  auto msg = parse_err("apiVersion: apps/v1\nkind: Service\nmetadata: {name: a}\n");
+  EXPECT_TRUE(has(msg, "document 1: Service: apiVersion: must be v1")) << msg;
+  msg =
+      parse_err("apiVersion: discovery.k8s.io/v1beta1\nkind: EndpointSlice\nmetadata: {name: a}\n");
+  EXPECT_TRUE(has(msg, "EndpointSlice: apiVersion: must be discovery.k8s.io/v1")) << msg;
+  msg = parse_err("apiVersion: discovery.k8s.io/v1\nkind: Pod\nmetadata: {name: a}\n");
+  EXPECT_TRUE(has(msg, "apiVersion")) << msg;
+  msg = parse_err("apiVersion: v2\nkind: List\nitems: []\n");
+  EXPECT_TRUE(has(msg, "List: apiVersion")) << msg;
+}
+
+TEST(ManifestErrors, WholeTextFailsOnOneBadDocument) {
+  // The first document is fine, but a bad second one leaves nothing, not a partial result.
+  auto msg = parse_err(std::string(kSeedYaml) + "---\n" + service_with_port("{port: 0}"));
+  EXPECT_TRUE(has(msg, "Service default/my-service: spec.ports[0].port")) << msg;
+}
+
+TEST(ManifestErrors, MetadataName) {
+  auto msg = parse_err("apiVersion: v1\nkind: Service\nspec: {}\n");
+  EXPECT_EQ(msg, "svc.yaml: document 1: Service: metadata.name: required");
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: \"\"}\n");
+  EXPECT_EQ(msg, "svc.yaml: document 1: Service: metadata.name: required");
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: My_Service}\n");
+  EXPECT_TRUE(has(msg, "document 1: Service: metadata.name: must be")) << msg;
+  EXPECT_TRUE(has(msg, "\"My_Service\"")) << msg;
+  msg =
+      parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: " + std::string(254, 'a') + "}\n");
+  EXPECT_TRUE(has(msg, "metadata.name")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: -a}\n");
+  EXPECT_TRUE(has(msg, "metadata.name")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: Bad.NS}\n");
+  EXPECT_TRUE(has(msg, "metadata.namespace: must be")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: [name, a]\n");
+  EXPECT_TRUE(has(msg, "metadata: must be a mapping, got a list")) << msg;
+  // Dotted names are fine.
+  EXPECT_EQ(parse_ok("apiVersion: v1\nkind: Pod\nmetadata: {name: web.v1-0}\n").size(), 1u);
+}
+
+TEST(ManifestErrors, MetadataMaps) {
+  auto msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: a, labels: [x]}\n");
+  EXPECT_TRUE(has(msg, "metadata.labels: must be a mapping, got a list")) << msg;
+  msg = parse_err(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: a, annotations: {note: {x: 1}}}\n");
+  EXPECT_TRUE(has(msg, "metadata.annotations[note]: must be a string")) << msg;
+}
+
+TEST(ManifestErrors, ServicePortNumber) {
+  auto msg = parse_err(service_with_port("protocol: TCP\n      port: abc"));
+  EXPECT_EQ(msg,
+            "svc.yaml: Service default/my-service: spec.ports[0].port: must be an integer "
+            "1-65535, got \"abc\"");
+  for (const char* bad : {"0", "65536", "-1", "80.0", "1e2", "true", "\"80\"",
+                          "99999999999999999999", "[80]", "{a: 1}", "0x50", "080"}) {
+    msg = parse_err(service_with_port(std::string("port: ") + bad));
+    EXPECT_TRUE(
+        has(msg, "Service default/my-service: spec.ports[0].port: must be an integer 1-65535"))
+        << bad << ": " << msg;
+  }
+  msg = parse_err(service_with_port("name: x"));
+  EXPECT_TRUE(has(msg, "spec.ports[0].port: required")) << msg;
+  msg = parse_err(service_with_port("port: null"));
+  EXPECT_TRUE(has(msg, "spec.ports[0].port: required")) << msg;
+  // JSON numbers behave the same.
+  msg = parse_err(R"({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "j"},
+    "spec": {"ports": [{"name": "a", "port": 80}, {"name": "b", "port": 8.5}]}})");
+  EXPECT_TRUE(has(msg, "spec.ports[1].port: must be an integer 1-65535, got 8.5")) << msg;
+  msg = parse_err(R"({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "j"},
+    "spec": {"ports": [{"port": "80"}]}})");
+  EXPECT_TRUE(has(msg, "spec.ports[0].port: must be an integer 1-65535, got \"80\"")) << msg;
+}
+
+TEST(ManifestErrors, ServicePortOtherFields) {
+  auto msg = parse_err(service_with_port("{port: 80, protocol: ICMP}"));
+  EXPECT_TRUE(has(msg, "spec.ports[0].protocol: must be one of TCP, UDP, SCTP, got \"ICMP\""))
+      << msg;
+  msg = parse_err(service_with_port("{port: 80, nodePort: 70000}"));
+  EXPECT_TRUE(has(msg, "spec.ports[0].nodePort: must be an integer 0-65535")) << msg;
+  EXPECT_EQ(std::get<service>(parse_ok(service_with_port("{port: 80, nodePort: 0}"))[0])
+                .ports[0]
+                .node_port,
+            0);
+  for (const char* bad :
+       {"70000", "-5", "1.5", "true", "\"Bad_Name\"", "\"toolongportname16\"", "\"123-\"", "[1]"}) {
+    msg = parse_err(service_with_port(std::string("{port: 80, targetPort: ") + bad + "}"));
+    EXPECT_TRUE(has(msg, "spec.ports[0].targetPort: ")) << bad << ": " << msg;
+  }
+  msg = parse_err(service_with_port("{port: 80, name: Bad_Name}"));
+  EXPECT_TRUE(has(msg, "spec.ports[0].name: must be")) << msg;
+  msg = parse_err(service_with_port("[80]"));
+  EXPECT_TRUE(has(msg, "spec.ports[0]: must be a mapping, got a list")) << msg;
+}
+
+TEST(ManifestErrors, ServicePortNamesAndDuplicates) {
+  auto base = std::string(R"(apiVersion: v1
+kind: Service
+metadata: {name: s, namespace: ns}
+spec:
+  ports:
+)");
+  auto msg = parse_err(base + "  - {name: a, port: 80}\n  - {port: 81}\n");
+  EXPECT_TRUE(has(msg, "Service ns/s: spec.ports[1].name: required")) << msg;
+  msg = parse_err(base + "  - {port: 80}\n  - {name: b, port: 81}\n");
+  EXPECT_TRUE(has(msg, "spec.ports[0].name: required")) << msg;
+  msg = parse_err(base + "  - {name: a, port: 80}\n  - {name: a, port: 81}\n");
+  EXPECT_TRUE(has(msg, "spec.ports[1].name: duplicate name \"a\"")) << msg;
+  msg = parse_err(base + "  - {name: a, port: 80}\n  - {name: b, port: 80}\n");
+  EXPECT_TRUE(has(msg, "spec.ports[1]: duplicate port 80/TCP")) << msg;
+  // Same number on another protocol is a different port.
+  EXPECT_EQ(
+      parse_ok(base + "  - {name: a, port: 53}\n  - {name: b, port: 53, protocol: UDP}\n").size(),
+      1u);
+}
+
+TEST(ManifestErrors, ServiceSpecFields) {
+  auto svc = [](std::string spec) {
+    return "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n" + spec;
+  };
+  auto msg = parse_err(svc("  type: Weird\n"));
+  EXPECT_TRUE(has(msg, "spec.type: must be one of ClusterIP, NodePort, LoadBalancer, ExternalName"))
+      << msg;
+  msg = parse_err(svc("  clusterIP: 10.0.0\n"));
+  EXPECT_TRUE(has(msg, "spec.clusterIP: must be an IPv4 address, got \"10.0.0\"")) << msg;
+  msg = parse_err(svc("  clusterIP: \"fd00::1\"\n"));
+  EXPECT_TRUE(has(msg, "spec.clusterIP: IPv6 is not supported yet")) << msg;
+  msg = parse_err(svc("  clusterIPs: 10.0.0.1\n"));
+  EXPECT_TRUE(has(msg, "spec.clusterIPs: must be a list")) << msg;
+  msg = parse_err(svc("  clusterIPs: [bogus]\n"));
+  EXPECT_TRUE(has(msg, "spec.clusterIPs[0]: must be")) << msg;
+  msg = parse_err(svc("  selector: [app]\n"));
+  EXPECT_TRUE(has(msg, "spec.selector: must be a mapping, got a list")) << msg;
+  msg = parse_err(svc("  ports: {port: 80}\n"));
+  EXPECT_TRUE(has(msg, "spec.ports: must be a list, got a mapping")) << msg;
+  msg = parse_err(svc("  externalIPs: [1.2.3.4, nope]\n"));
+  EXPECT_TRUE(has(msg, "spec.externalIPs[1]: must be an IPv4 address")) << msg;
+  msg = parse_err(svc("  type: ExternalName\n"));
+  EXPECT_TRUE(has(msg, "spec.externalName: required")) << msg;
+  msg = parse_err(svc("  type: ExternalName\n  externalName: {a: b}\n"));
+  EXPECT_TRUE(has(msg, "spec.externalName: must be a string, got a mapping")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec: [1]\n");
+  EXPECT_TRUE(has(msg, "Service default/s: spec: must be a mapping")) << msg;
+}
+
+TEST(ManifestErrors, EndpointSlice) {
+  auto slice = [](std::string body, std::string labels = "{kubernetes.io/service-name: svc}") {
+    return "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: svc-1\n"
+           "  labels: " +
+           labels + "\n" + body;
+  };
+  auto msg = parse_err(slice("addressType: IPv4\n", "{app: x}"));
+  EXPECT_TRUE(has(msg,
+                  "EndpointSlice default/svc-1: metadata.labels[kubernetes.io/service-name]: "
+                  "required"))
+      << msg;
+  msg = parse_err(slice("endpoints: []\n"));
+  EXPECT_TRUE(has(msg, "EndpointSlice default/svc-1: addressType: required")) << msg;
+  msg = parse_err(slice("addressType: IPv5\n"));
+  EXPECT_TRUE(has(msg, "addressType: must be one of IPv4, IPv6, FQDN")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints:\n- addresses: [10.0.0.1, 300.0.0.1]\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].addresses[1]: must be an IPv4 address")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints:\n- addresses: [\"fd00::1\"]\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].addresses[0]: IPv6 is not supported yet")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints:\n- nodeName: n\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].addresses: required")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints:\n- addresses: []\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].addresses: required")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints:\n- addresses: 10.0.0.1\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].addresses: must be a list")) << msg;
+  msg = parse_err(slice(
+      "addressType: IPv4\nendpoints:\n- addresses: [10.0.0.1]\n  conditions: {ready: \"yes\"}\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].conditions.ready: must be a boolean, got \"yes\"")) << msg;
+  msg = parse_err(slice(
+      "addressType: IPv4\nendpoints:\n- addresses: [10.0.0.1]\n  conditions: {serving: 1}\n"));
+  EXPECT_TRUE(has(msg, "endpoints[0].conditions.serving: must be a boolean, got 1")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nendpoints: {a: b}\n"));
+  EXPECT_TRUE(has(msg, "endpoints: must be a list, got a mapping")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nports:\n- name: http\n"));
+  EXPECT_TRUE(has(msg, "ports[0].port: required")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nports:\n- {name: http, port: null}\n"));
+  EXPECT_TRUE(has(msg, "ports[0].port: required")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nports:\n- {name: http, port: 70000}\n"));
+  EXPECT_TRUE(has(msg, "ports[0].port: must be an integer 1-65535, got 70000")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nports:\n- {name: a, port: 1}\n- {name: a, port: 2}\n"));
+  EXPECT_TRUE(has(msg, "ports[1].name: duplicate name")) << msg;
+  msg = parse_err(slice("addressType: IPv4\nports:\n- {port: 1, protocol: tcpx}\n"));
+  EXPECT_TRUE(has(msg, "ports[0].protocol: must be one of TCP, UDP, SCTP")) << msg;
+}
+
+TEST(ManifestErrors, LegacyEndpoints) {
+  auto eps = [](std::string body) {
+    return "apiVersion: v1\nkind: Endpoints\nmetadata: {name: e}\nsubsets:\n" + body;
+  };
+  auto msg = parse_err(eps("- addresses:\n  - ip: nope\n"));
+  EXPECT_TRUE(has(msg, "Endpoints default/e: subsets[0].addresses[0].ip: must be an IPv4")) << msg;
+  msg = parse_err(eps("- notReadyAddresses:\n  - nodeName: n\n"));
+  EXPECT_TRUE(has(msg, "subsets[0].notReadyAddresses[0].ip: required")) << msg;
+  msg = parse_err(eps("- ports:\n  - {name: a, port: -1}\n"));
+  EXPECT_TRUE(has(msg, "subsets[0].ports[0].port: must be an integer 1-65535, got -1")) << msg;
+  msg = parse_err(eps("- addresses: {ip: 10.0.0.1}\n"));
+  EXPECT_TRUE(has(msg, "subsets[0].addresses: must be a list, got a mapping")) << msg;
+  msg = parse_err(eps("- addresses:\n  - ip: 10.0.0.1\n    targetRef: [Pod]\n"));
+  EXPECT_TRUE(has(msg, "subsets[0].addresses[0].targetRef: must be a mapping")) << msg;
+}
+
+TEST(ManifestErrors, Pod) {
+  auto pod_doc = [](std::string body) {
+    return "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\n" + body;
+  };
+  auto msg = parse_err(pod_doc("status: {podIP: 10.0.0.300}\n"));
+  EXPECT_TRUE(has(msg, "Pod default/p: status.podIP: must be an IPv4 address")) << msg;
+  msg = parse_err(pod_doc("status: {podIP: \"fd00::1\"}\n"));
+  EXPECT_TRUE(has(msg, "status.podIP: IPv6 is not supported yet")) << msg;
+  msg = parse_err(pod_doc("spec:\n  containers:\n  - name: a\n    ports:\n    - name: x\n"));
+  EXPECT_TRUE(has(msg, "spec.containers[0].ports[0].containerPort: required")) << msg;
+  msg = parse_err(
+      pod_doc("spec:\n  containers:\n  - name: a\n    ports:\n    - containerPort: 1.5\n"));
+  EXPECT_TRUE(has(msg, "spec.containers[0].ports[0].containerPort: must be an integer")) << msg;
+  msg = parse_err(pod_doc("spec:\n  containers: {name: a}\n"));
+  EXPECT_TRUE(has(msg, "spec.containers: must be a list, got a mapping")) << msg;
+  msg = parse_err(pod_doc("status:\n  conditions: [Ready]\n"));
+  EXPECT_TRUE(has(msg, "status.conditions[0]: must be a mapping")) << msg;
+}
+
+TEST(ManifestErrors, ListItems) {
+  auto msg = parse_err(R"(apiVersion: v1
+kind: List
+items:
+- apiVersion: v1
+  kind: Service
+  metadata: {name: ok}
+- apiVersion: apps/v1
+  kind: Deployment
+)");
+  EXPECT_EQ(msg,
+            "svc.yaml: document 1: items[1]: unsupported kind \"Deployment\" (apiVersion "
+            "apps/v1)");
+  msg = parse_err("apiVersion: v1\nkind: List\nitems:\n- kind: Pod\n  apiVersion: v1\n");
+  EXPECT_EQ(msg, "svc.yaml: document 1: items[0]: Pod: metadata.name: required");
+  msg = parse_err("apiVersion: v1\nkind: List\nitems: {a: b}\n");
+  EXPECT_TRUE(has(msg, "document 1: items: must be a list, got a mapping")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: List\nitems: [null]\n");
+  EXPECT_TRUE(has(msg, "items[0]: must be a mapping")) << msg;
+  // A List that contains itself through an alias ends in an error, not a crash.
+  msg = parse_err("&a {apiVersion: v1, kind: List, items: [*a]}\n");
+  EXPECT_TRUE(has(msg, "nested too deeply")) << msg;
+}
+
+}  // namespace
+}  // namespace ferry::model

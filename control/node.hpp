@@ -1,0 +1,71 @@
+// node: the control thread's operations. One function per operation (apply, delete, the
+// views); the control socket, the config loader and (later) the Kubernetes watcher only
+// decode their input and call these. Control thread only (not thread-safe).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "compile.hpp"
+#include "ferry/config.hpp"
+#include "ferry/result.hpp"
+#include "ferry/snapshot.hpp"
+#include "store.hpp"
+
+namespace ferry::control {
+
+struct document {
+  std::string origin;  // file name or "<stdin>", for messages
+  std::string text;
+};
+
+/// Reads a manifest file, or every *.yaml, *.yml and *.json file of a directory (sorted,
+/// not recursive, like kubectl apply -f DIR).
+result<std::vector<document>> read_documents(const std::string& path);
+
+class node {
+ public:
+  using publish_fn = std::function<void(std::unique_ptr<const snapshot>)>;
+  using view_fn = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+  node(const node_config& cfg, publish_fn publish);
+
+  /// Parses every document, applies all objects at once, recompiles and publishes. Nothing
+  /// changes when any document or object is refused.
+  result<std::vector<change>> apply(const std::vector<document>& docs, source from);
+
+  /// Deletes the objects the documents name.
+  result<std::vector<change>> remove(const std::vector<document>& docs);
+
+  /// Loads [sources] manifests and the built-in manifests (at start).
+  result<void> load_sources(const node_config& cfg);
+
+  /// Listing for `get services|endpoints|pods`; ns empty means all namespaces.
+  nlohmann::json get(const std::string& resource, const std::string& ns) const;
+
+  /// Decodes a control-socket request and calls the operation.
+  nlohmann::json handle(const nlohmann::json& request);
+
+  /// Views the dataplane provides (flows, stats), installed by ferryd.
+  void set_views(view_fn flows, view_fn stats) {
+    flows_ = std::move(flows);
+    stats_ = std::move(stats);
+  }
+
+  const store& objects() const { return store_; }
+
+ private:
+  result<void> recompile();
+
+  node_config cfg_;
+  publish_fn publish_;
+  store store_;
+  compiler compiler_;
+  view_fn flows_, stats_;
+};
+
+}  // namespace ferry::control

@@ -1,0 +1,329 @@
+#include "socket_server.hpp"
+
+#include <gtest/gtest.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+namespace ferry::control {
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+sockaddr_un address_of(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  return addr;
+}
+
+// A bare blocking client, for sending what call() never would (bad JSON, nothing at all).
+int connect_raw(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  auto addr = address_of(path);
+  if (fd < 0 || ::connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    ADD_FAILURE() << "connect " << path << ": " << std::strerror(errno);
+  }
+  return fd;
+}
+
+void send_raw(int fd, const std::string& data) {
+  size_t done = 0;
+  while (done < data.size()) {
+    ssize_t n = ::send(fd, data.data() + done, data.size() - done, MSG_NOSIGNAL);
+    if (n <= 0) return;  // the server may stop reading early; its answer is what we check
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::string read_raw(int fd) {
+  std::string out;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::recv(fd, buf, sizeof(buf), 0)) > 0) out.append(buf, static_cast<size_t>(n));
+  return out;
+}
+
+class SocketServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ferry-ss-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    // A subdirectory that does not exist yet, to exercise mkdir -p.
+    path_ = dir_ + "/run/ferry/ferry.sock";
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::unique_ptr<socket_server> listen(socket_server::handler h) {
+    auto server = socket_server::listen(path_, std::move(h));
+    EXPECT_TRUE(server.ok()) << server.message();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+
+  // Runs client on its own thread while this thread serves, as ferryd's control thread would.
+  static void serve_while(socket_server& server, const std::function<void()>& client) {
+    std::atomic<bool> done{false};
+    std::thread t([&] {
+      client();
+      done = true;
+    });
+    while (!done) server.poll_once(20);
+    t.join();
+  }
+
+  json echo_call(socket_server& server, const json& request) {
+    json response;
+    serve_while(server, [&] {
+      auto r = call(path_, request, 10000);
+      EXPECT_TRUE(r.ok()) << r.message();
+      if (r.ok()) response = *r;
+    });
+    return response;
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+json echo(const json& request) { return {{"ok", true}, {"result", request}}; }
+
+TEST_F(SocketServerTest, RoundTrip) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  EXPECT_EQ(server->path(), path_);
+
+  struct stat st;
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+
+  json request = {{"op", "get"}, {"resource", "services"}, {"text", "caf\xc3\xa9\nline two"}};
+  json response = echo_call(*server, request);
+  EXPECT_EQ(response, echo(request));
+
+  // The server keeps serving after the first connection.
+  EXPECT_EQ(echo_call(*server, {{"op", "stats"}}), echo({{"op", "stats"}}));
+}
+
+TEST_F(SocketServerTest, ServesAllPendingConnectionsInOnePoll) {
+  int calls = 0;
+  auto server = listen([&](const json& request) {
+    ++calls;
+    return echo(request);
+  });
+  ASSERT_TRUE(server);
+  int fds[3];
+  for (int i = 0; i < 3; ++i) {
+    fds[i] = connect_raw(path_);
+    send_raw(fds[i], json{{"op", "n"}, {"i", i}}.dump() + "\n");
+  }
+  server->poll_once(1000);
+  EXPECT_EQ(calls, 3);
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(json::parse(read_raw(fds[i])), echo({{"op", "n"}, {"i", i}}));
+    ::close(fds[i]);
+  }
+}
+
+TEST_F(SocketServerTest, PollTimesOutWithoutClients) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  auto start = std::chrono::steady_clock::now();
+  server->poll_once(50);
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(40));
+}
+
+TEST_F(SocketServerTest, BadJsonIsRefusedWithoutCallingHandler) {
+  bool called = false;
+  auto server = listen([&](const json& r) {
+    called = true;
+    return echo(r);
+  });
+  ASSERT_TRUE(server);
+  std::string reply;
+  serve_while(*server, [&] {
+    int fd = connect_raw(path_);
+    send_raw(fd, "{\"op\": \n");
+    reply = read_raw(fd);
+    ::close(fd);
+  });
+  ASSERT_FALSE(reply.empty());
+  EXPECT_EQ(reply.back(), '\n');
+  json response = json::parse(reply);
+  EXPECT_EQ(response["ok"], false);
+  EXPECT_EQ(response["error"].get<std::string>().rfind("bad request: ", 0), 0u) << response;
+  EXPECT_FALSE(called);
+}
+
+TEST_F(SocketServerTest, NonObjectRequestIsRefused) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  json response = echo_call(*server, json::array({1, 2}));
+  EXPECT_EQ(response, json({{"ok", false}, {"error", "bad request: expected a JSON object"}}));
+}
+
+TEST_F(SocketServerTest, RequestWithoutNewlineEndsAtEof) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  std::string reply;
+  serve_while(*server, [&] {
+    int fd = connect_raw(path_);
+    send_raw(fd, R"({"op":"stats"})");
+    ::shutdown(fd, SHUT_WR);
+    reply = read_raw(fd);
+    ::close(fd);
+  });
+  EXPECT_EQ(json::parse(reply), echo({{"op", "stats"}}));
+}
+
+TEST_F(SocketServerTest, HandlerExceptionBecomesError) {
+  auto server = listen([](const json&) -> json { throw std::runtime_error("boom: no such op"); });
+  ASSERT_TRUE(server);
+  json response = echo_call(*server, {{"op", "explode"}});
+  EXPECT_EQ(response, json({{"ok", false}, {"error", "boom: no such op"}}));
+}
+
+TEST_F(SocketServerTest, OversizedRequestIsRefusedWithoutCallingHandler) {
+  bool called = false;
+  auto server = listen([&](const json& r) {
+    called = true;
+    return echo(r);
+  });
+  ASSERT_TRUE(server);
+  json response;
+  serve_while(*server, [&] {
+    auto r = call(path_, {{"op", "apply"}, {"text", std::string(65u << 20, 'x')}}, 10000);
+    ASSERT_TRUE(r.ok()) << r.message();
+    response = *r;
+  });
+  EXPECT_EQ(response["ok"], false);
+  EXPECT_NE(response["error"].get<std::string>().find("larger than 64 MiB"), std::string::npos);
+  EXPECT_FALSE(called);
+}
+
+TEST_F(SocketServerTest, SlowClientTimesOut) {
+  bool called = false;
+  auto server = listen([&](const json& r) {
+    called = true;
+    return echo(r);
+  });
+  ASSERT_TRUE(server);
+  std::string reply;
+  auto start = std::chrono::steady_clock::now();
+  serve_while(*server, [&] {
+    int fd = connect_raw(path_);
+    send_raw(fd, R"({"op":)");  // and then nothing: no newline, no EOF
+    reply = read_raw(fd);
+    ::close(fd);
+  });
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  ASSERT_FALSE(reply.empty());
+  json response = json::parse(reply);
+  EXPECT_EQ(response["ok"], false);
+  EXPECT_NE(response["error"].get<std::string>().find("within 5 s"), std::string::npos);
+  EXPECT_FALSE(called);
+}
+
+TEST_F(SocketServerTest, StaleSocketFileIsReplaced) {
+  // What a crashed ferryd leaves behind: a bound socket file with nobody listening.
+  fs::create_directories(fs::path(path_).parent_path());
+  int stale = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  auto addr = address_of(path_);
+  ASSERT_EQ(::bind(stale, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(stale);
+  ASSERT_TRUE(fs::is_socket(path_));
+
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  EXPECT_EQ(echo_call(*server, {{"op", "stats"}}), echo({{"op", "stats"}}));
+}
+
+TEST_F(SocketServerTest, LiveSocketIsNotStolen) {
+  auto first = listen(echo);
+  ASSERT_TRUE(first);
+  auto second = socket_server::listen(path_, echo);
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.message().find(path_), std::string::npos) << second.message();
+  EXPECT_NE(second.message().find("in use"), std::string::npos) << second.message();
+  // The probe connection must not disturb the first server.
+  first->poll_once(0);
+  EXPECT_EQ(echo_call(*first, {{"op", "stats"}}), echo({{"op", "stats"}}));
+}
+
+TEST_F(SocketServerTest, RegularFileIsNotReplaced) {
+  fs::create_directories(fs::path(path_).parent_path());
+  std::ofstream(path_) << "not a socket";
+  auto server = socket_server::listen(path_, echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.message().find("not a socket"), std::string::npos) << server.message();
+  EXPECT_TRUE(fs::is_regular_file(path_));
+}
+
+TEST_F(SocketServerTest, UnusableDirectoryIsReported) {
+  fs::create_directories(dir_);
+  std::ofstream(dir_ + "/file") << "x";
+  auto server = socket_server::listen(dir_ + "/file/ferry.sock", echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.message().find(dir_ + "/file"), std::string::npos) << server.message();
+}
+
+TEST_F(SocketServerTest, PathTooLongIsReported) {
+  auto server = socket_server::listen(dir_ + "/" + std::string(200, 'x'), echo);
+  ASSERT_FALSE(server.ok());
+  EXPECT_NE(server.message().find("longer than"), std::string::npos) << server.message();
+}
+
+TEST_F(SocketServerTest, DestructorRemovesSocketFile) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  EXPECT_TRUE(fs::exists(path_));
+  server.reset();
+  EXPECT_FALSE(fs::exists(path_));
+}
+
+TEST_F(SocketServerTest, ConnectErrorWhenNoServer) {
+  auto r = call(path_, {{"op", "stats"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.message(), "cannot connect to ferryd at " + path_ +
+                             ": No such file or directory (is ferryd running?)");
+}
+
+TEST_F(SocketServerTest, ConnectErrorWhenServerGone) {
+  {
+    auto server = listen(echo);
+    ASSERT_TRUE(server);
+  }
+  // Simulate a crash that left the file behind: bind without listen.
+  int stale = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  auto addr = address_of(path_);
+  ASSERT_EQ(::bind(stale, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)), 0);
+  ::close(stale);
+  auto r = call(path_, {{"op", "stats"}});
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.message(),
+            "cannot connect to ferryd at " + path_ + ": Connection refused (is ferryd running?)");
+}
+
+TEST_F(SocketServerTest, CallTimesOutWhenNobodyServes) {
+  auto server = listen(echo);
+  ASSERT_TRUE(server);
+  // Nobody calls poll_once: the connection sits in the backlog until the client gives up.
+  auto r = call(path_, {{"op", "stats"}}, 100);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.message().find("timed out"), std::string::npos) << r.message();
+}
+
+}  // namespace
+}  // namespace ferry::control

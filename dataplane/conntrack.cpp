@@ -1,0 +1,209 @@
+#include "conntrack.hpp"
+
+#include <rte_malloc.h>
+#include <rte_prefetch.h>
+
+#include <bit>
+#include <new>
+
+#include "ferry/hash.hpp"
+
+namespace ferry::dp {
+
+const char* flow_state_name(flow_state s) {
+  switch (s) {
+    case flow_state::free: return "free";
+    case flow_state::tcp_syn: return "SYN_SENT";
+    case flow_state::tcp_established: return "ESTABLISHED";
+    case flow_state::tcp_closing: return "CLOSING";
+    case flow_state::udp: return "UDP";
+    case flow_state::count: break;
+  }
+  return "?";
+}
+
+conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, uint64_t tsc_hz,
+                     const conntrack_config& cfg)
+    : capacity_(std::bit_ceil(std::max<uint32_t>(capacity, 1024))),
+      workers_(workers),
+      qsbr_(qsbr) {
+  // Two keys per flow at most half the slots: capacity / 2 buckets of 8.
+  uint64_t buckets = capacity_ / 2;
+  bucket_mask_ = buckets - 1;
+  entries_ = static_cast<flow_entry*>(
+      rte_zmalloc("ferry_flows", sizeof(flow_entry) * capacity_, 64));
+  buckets_ = static_cast<bucket*>(rte_zmalloc("ferry_flow_index", sizeof(bucket) * buckets, 64));
+  if (!entries_ || !buckets_) {
+    rte_free(entries_);
+    rte_free(buckets_);
+    entries_ = nullptr;
+    buckets_ = nullptr;
+    capacity_ = 0;
+    return;
+  }
+  for (uint32_t i = 0; i < capacity_; ++i) new (&entries_[i]) flow_entry{};
+  for (uint64_t i = 0; i < buckets; ++i) new (&buckets_[i]) bucket{};
+  touch_tick_ = tsc_hz / 8;
+  timeouts_[static_cast<size_t>(flow_state::free)] = 0;
+  timeouts_[static_cast<size_t>(flow_state::tcp_syn)] = tsc_hz * cfg.tcp_syn_timeout;
+  timeouts_[static_cast<size_t>(flow_state::tcp_established)] =
+      tsc_hz * cfg.tcp_established_timeout;
+  timeouts_[static_cast<size_t>(flow_state::tcp_closing)] = tsc_hz * cfg.tcp_closing_timeout;
+  timeouts_[static_cast<size_t>(flow_state::udp)] = tsc_hz * cfg.udp_timeout;
+}
+
+conntrack::~conntrack() {
+  rte_free(entries_);
+  rte_free(buckets_);
+}
+
+void conntrack::init_worker(conntrack_worker& w, unsigned index, uint32_t qsbr_thread) const {
+  uint32_t share = capacity_ / workers_;
+  w.index = index;
+  w.qsbr_thread = qsbr_thread;
+  w.sweep_begin = index * share;
+  w.sweep_end = index + 1 == workers_ ? capacity_ : w.sweep_begin + share;
+  w.sweep_cursor = w.sweep_begin;
+  w.free.clear();
+  w.free.reserve(w.sweep_end - w.sweep_begin);
+  // Pop from the back: hand out low indices first (nicer to read in `get flows`).
+  for (uint32_t i = w.sweep_end; i > w.sweep_begin; --i) w.free.push_back(i - 1);
+  w.reclaim.assign(w.sweep_end - w.sweep_begin, {});
+  w.reclaim_head = w.reclaim_count = 0;
+}
+
+uint64_t conntrack::hash(const flow_key& k) {
+  return hash_tuple(k.src_ip, k.dst_ip, k.src_port, k.dst_port, k.proto);
+}
+
+void conntrack::prefetch(uint64_t hash) const { rte_prefetch0(&buckets_[hash & bucket_mask_]); }
+
+bool conntrack::key_matches(const flow_entry& e, flow_dir dir, const flow_key& k) {
+  if (e.proto != k.proto) return false;
+  if (dir == flow_dir::forward) {
+    return e.client_ip == k.src_ip && e.vip == k.dst_ip && e.client_port == k.src_port &&
+           e.vport == k.dst_port;
+  }
+  return e.backend_ip == k.src_ip && e.client_ip == k.dst_ip && e.backend_port == k.src_port &&
+         e.client_port == k.dst_port;
+}
+
+flow_match conntrack::lookup(const flow_key& k, uint64_t hash) const {
+  const auto sig = static_cast<uint32_t>(hash >> 32);
+  for (unsigned p = 0; p < kMaxProbe; ++p) {
+    const bucket& b = buckets_[(hash + p) & bucket_mask_];
+    bool saw_empty = false;
+    for (const auto& slot : b.slot) {
+      // acquire: pairs with the release CAS in link(); the entry's fields are visible.
+      uint64_t v = slot.load(std::memory_order_acquire);
+      if (v == kEmpty) {
+        saw_empty = true;
+        continue;
+      }
+      if (v == kTomb || static_cast<uint32_t>(v >> 32) != sig) continue;
+      uint32_t code = static_cast<uint32_t>(v) - 1;
+      flow_entry& e = entries_[code >> 1];
+      auto dir = static_cast<flow_dir>(code & 1);
+      if (e.state.load(std::memory_order_relaxed) != flow_state::free &&
+          key_matches(e, dir, k)) {
+        return {&e, dir};
+      }
+    }
+    if (saw_empty) break;
+  }
+  return {};
+}
+
+bool conntrack::link(uint64_t hash, uint32_t entry, flow_dir dir, uint32_t& slot_out) {
+  const uint64_t value =
+      (hash >> 32 << 32) | (uint64_t{entry} * 2 + static_cast<uint32_t>(dir) + 1);
+  for (unsigned p = 0; p < kMaxProbe; ++p) {
+    uint64_t bi = (hash + p) & bucket_mask_;
+    bucket& b = buckets_[bi];
+    for (unsigned s = 0; s < kSlotsPerBucket; ++s) {
+      uint64_t v = b.slot[s].load(std::memory_order_relaxed);
+      if (v != kEmpty && v != kTomb) continue;
+      // release: the entry was filled in before it becomes reachable.
+      if (b.slot[s].compare_exchange_strong(v, value, std::memory_order_release,
+                                            std::memory_order_relaxed)) {
+        slot_out = static_cast<uint32_t>(bi * kSlotsPerBucket + s);
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+void conntrack::unlink(flow_entry& e) {
+  for (uint32_t s : e.slots) {
+    if (s == UINT32_MAX) continue;
+    // relaxed: readers that still see the old value are covered by the grace period.
+    buckets_[s / kSlotsPerBucket].slot[s % kSlotsPerBucket].store(kTomb,
+                                                                  std::memory_order_relaxed);
+  }
+  e.state.store(flow_state::free, std::memory_order_relaxed);
+}
+
+flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, uint32_t backend_ip,
+                              uint16_t backend_port, uint32_t service_id, flow_state state,
+                              uint64_t now) {
+  if (w.free.empty()) return nullptr;
+  uint32_t idx = w.free.back();
+  flow_entry& e = entries_[idx];
+  e.client_ip = fwd.src_ip;
+  e.vip = fwd.dst_ip;
+  e.client_port = fwd.src_port;
+  e.vport = fwd.dst_port;
+  e.proto = fwd.proto;
+  e.backend_ip = backend_ip;
+  e.backend_port = backend_port;
+  e.owner = static_cast<uint8_t>(w.index);
+  e.service_id = service_id;
+  e.created = now;
+  e.slots[0] = e.slots[1] = UINT32_MAX;
+  e.last_seen.store(now, std::memory_order_relaxed);
+  e.state.store(state, std::memory_order_relaxed);
+
+  flow_key rev{backend_ip, fwd.src_ip, backend_port, fwd.src_port, fwd.proto};
+  if (!link(hash(fwd), idx, flow_dir::forward, e.slots[0]) ||
+      !link(hash(rev), idx, flow_dir::reply, e.slots[1])) {
+    // A reader may already have seen the first slot: recycle through the grace period.
+    unlink(e);
+    w.reclaim[(w.reclaim_head + w.reclaim_count++) % w.reclaim.size()] = {
+        idx, rte_rcu_qsbr_start(qsbr_)};
+    w.free.pop_back();
+    return nullptr;
+  }
+  w.free.pop_back();
+  return &e;
+}
+
+uint32_t conntrack::sweep(conntrack_worker& w, uint64_t now, uint32_t budget) {
+  // Recycle what has waited out its grace period (FIFO: tokens only grow).
+  while (w.reclaim_count) {
+    auto& p = w.reclaim[w.reclaim_head];
+    if (rte_rcu_qsbr_check(qsbr_, p.token, false) != 1) break;
+    w.free.push_back(p.entry);
+    w.reclaim_head = (w.reclaim_head + 1) % w.reclaim.size();
+    --w.reclaim_count;
+  }
+
+  uint32_t expired = 0;
+  uint64_t token = 0;
+  for (uint32_t n = 0; n < budget; ++n) {
+    flow_entry& e = entries_[w.sweep_cursor];
+    if (++w.sweep_cursor == w.sweep_end) w.sweep_cursor = w.sweep_begin;
+    flow_state s = e.state.load(std::memory_order_relaxed);
+    if (s == flow_state::free) continue;
+    // Another worker may have stamped a slightly later TSC than our burst's `now`.
+    uint64_t seen = e.last_seen.load(std::memory_order_relaxed);
+    if (now <= seen || now - seen <= timeouts_[static_cast<size_t>(s)]) continue;
+    unlink(e);
+    if (!expired++) token = rte_rcu_qsbr_start(qsbr_);
+    w.reclaim[(w.reclaim_head + w.reclaim_count++) % w.reclaim.size()] = {
+        static_cast<uint32_t>(&e - entries_), token};
+  }
+  return expired;
+}
+
+}  // namespace ferry::dp

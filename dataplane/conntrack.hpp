@@ -1,0 +1,139 @@
+// The connection table: every NATed flow, found by its forward key (client -> VIP) and by its
+// reply key (backend -> client), so a reply is un-NATed on whichever worker it arrives.
+//
+// Concurrency contract:
+// - Entries are partitioned by worker. Only the owning worker allocates, expires and frees
+//   its entries (a private free list: no atomics). Any worker may find any entry and update
+//   its state and last_seen (relaxed atomics: a lost update only shifts a timeout).
+// - The index is an array of 64-byte buckets of 8 atomic slots. A slot is empty, a tombstone,
+//   or (signature, entry, direction). Inserts claim the first empty-or-tombstone slot along
+//   the probe sequence with a CAS (release); lookups load slots with acquire, so an entry's
+//   fields are visible before its slot is. Slots never go back to empty, so a lookup can stop
+//   at the first bucket that has an empty slot.
+// - An expired entry is unlinked (slots -> tombstone, state -> free) and put back on the free
+//   list only after a QSBR grace period of the same rte_rcu_qsbr the snapshot uses, so a
+//   worker still holding it from a lookup never sees it reused.
+// - The control thread may read entries (`ferryctl get flows`) for display only.
+#pragma once
+
+#include <rte_rcu_qsbr.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "ferry/config.hpp"
+#include "ferry/counters.hpp"
+
+namespace ferry::dp {
+
+enum class flow_state : uint8_t { free = 0, tcp_syn, tcp_established, tcp_closing, udp, count };
+const char* flow_state_name(flow_state s);
+
+/// A flow's addresses as seen on the wire (host order).
+struct flow_key {
+  uint32_t src_ip = 0, dst_ip = 0;
+  uint16_t src_port = 0, dst_port = 0;
+  uint8_t proto = 0;
+};
+
+struct alignas(64) flow_entry {
+  // Written by the owner before the entry is linked, then read-only until it is freed.
+  uint32_t client_ip, vip, backend_ip;
+  uint16_t client_port, vport, backend_port;
+  uint8_t proto;
+  uint8_t owner;        // worker index
+  uint32_t service_id;  // counter slot of the service port
+  uint32_t slots[2];    // index slots of the forward and reply keys, for unlinking
+  uint64_t created;     // TSC
+  std::atomic<flow_state> state{flow_state::free};
+  std::atomic<uint64_t> last_seen{0};  // TSC; updated coarsely (see touch())
+};
+static_assert(sizeof(flow_entry) == 64);
+
+enum class flow_dir : uint8_t { forward = 0, reply = 1 };
+
+struct flow_match {
+  flow_entry* entry = nullptr;
+  flow_dir dir = flow_dir::forward;
+};
+
+/// Per-worker private part of the table: free list and reclamation queue.
+struct conntrack_worker {
+  unsigned index = 0;
+  uint32_t qsbr_thread = 0;
+  std::vector<uint32_t> free;  // entry indices ready for reuse
+  struct pending {
+    uint32_t entry;
+    uint64_t token;
+  };
+  std::vector<pending> reclaim;  // FIFO ring of unlinked entries waiting out a grace period
+  size_t reclaim_head = 0, reclaim_count = 0;
+  uint32_t sweep_begin = 0, sweep_end = 0, sweep_cursor = 0;
+};
+
+class conntrack {
+ public:
+  /// capacity is rounded up to a power of two and split evenly between workers.
+  conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, uint64_t tsc_hz,
+            const conntrack_config& cfg);
+  ~conntrack();
+  conntrack(const conntrack&) = delete;
+  conntrack& operator=(const conntrack&) = delete;
+
+  /// Sets up a worker's private part (its share of entries on its free list).
+  void init_worker(conntrack_worker& w, unsigned index, uint32_t qsbr_thread) const;
+
+  static uint64_t hash(const flow_key& k);
+  void prefetch(uint64_t hash) const;
+  flow_match lookup(const flow_key& k, uint64_t hash) const;
+
+  /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
+  /// either key's bucket (the caller forwards statelessly and counts it).
+  flow_entry* insert(conntrack_worker& w, const flow_key& fwd, uint32_t backend_ip,
+                     uint16_t backend_port, uint32_t service_id, flow_state state,
+                     uint64_t now);
+
+  /// Marks the flow seen; writes last_seen only when it moved on by a tick, so forward and
+  /// reply traffic on two workers do not bounce the cache line on every packet.
+  void touch(flow_entry& e, uint64_t now) const {
+    if (now - e.last_seen.load(std::memory_order_relaxed) > touch_tick_) {
+      e.last_seen.store(now, std::memory_order_relaxed);
+    }
+  }
+
+  /// Expires up to `budget` of this worker's entries and recycles those whose grace period
+  /// has passed. Returns the number expired.
+  uint32_t sweep(conntrack_worker& w, uint64_t now, uint32_t budget);
+
+  uint32_t capacity() const { return capacity_; }
+  const flow_entry& entry(uint32_t i) const { return entries_[i]; }
+  uint64_t timeout(flow_state s) const { return timeouts_[static_cast<size_t>(s)]; }
+  unsigned workers() const { return workers_; }
+
+ private:
+  static constexpr uint64_t kEmpty = 0;
+  static constexpr uint64_t kTomb = ~uint64_t{0};
+  static constexpr unsigned kSlotsPerBucket = 8;
+  static constexpr unsigned kMaxProbe = 8;  // buckets
+
+  struct alignas(64) bucket {
+    std::atomic<uint64_t> slot[kSlotsPerBucket];
+  };
+
+  bool link(uint64_t hash, uint32_t entry, flow_dir dir, uint32_t& slot_out);
+  void unlink(flow_entry& e);
+  static bool key_matches(const flow_entry& e, flow_dir dir, const flow_key& k);
+
+  uint32_t capacity_;
+  unsigned workers_;
+  rte_rcu_qsbr* qsbr_;
+  flow_entry* entries_;
+  bucket* buckets_;
+  uint64_t bucket_mask_;
+  uint64_t touch_tick_;
+  uint64_t timeouts_[static_cast<size_t>(flow_state::count)];
+};
+
+}  // namespace ferry::dp

@@ -1,0 +1,127 @@
+// The dataplane: ports, routes, the connection and neighbor tables, the published snapshot,
+// and one `worker` per worker lcore.
+//
+// Thread-safety: `dataplane` is built at start by the main lcore and then read-only, except
+// for `snap` (written by the control thread with release, read by workers with acquire,
+// old values freed after a QSBR grace period), `stop`, and the internally synchronised
+// conntrack and neighbor tables. Each `worker` is touched only by its own lcore, except
+// its counters, which the control thread reads.
+#pragma once
+
+#include <rte_ether.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "conntrack.hpp"
+#include "ferry/config.hpp"
+#include "ferry/counters.hpp"
+#include "ferry/snapshot.hpp"
+#include "neighbor.hpp"
+
+namespace ferry::dp {
+
+constexpr uint16_t kBurst = 32;
+constexpr uint16_t kTxBatch = 64;
+constexpr uint16_t kHoldSize = 256;
+
+struct port_info {
+  std::string name;
+  uint16_t port_id = 0;  // DPDK port id
+  rte_ether_addr mac{};
+  uint32_t addr = 0;  // host order
+  uint16_t rx_queues = 1;
+  uint16_t tx_queues = 1;
+};
+
+struct route_entry {
+  uint32_t net = 0, mask = 0;
+  uint32_t via = 0;   // 0: on-link
+  uint16_t port = 0;  // index into dataplane::ports
+};
+
+struct dataplane {
+  std::vector<port_info> ports;    // config order; "port index" everywhere means this index
+  std::vector<route_entry> routes;  // longest prefix first; connected subnets included
+  std::unique_ptr<conntrack> ct;
+  std::unique_ptr<neighbor_table> neighbors;
+  std::atomic<const snapshot*> snap{nullptr};
+  rte_rcu_qsbr* qsbr = nullptr;
+  rte_mempool* pool = nullptr;
+  uint64_t tsc_hz = 0;
+  uint64_t hold_tsc = 0;           // how long a packet waits for ARP
+  uint64_t arp_retry_tsc = 0;      // at most one request per next hop per interval
+  uint32_t icmp_rate = 0;          // no-endpoint answers per second per worker
+  uint32_t idle_sleep_us = 0;
+  uint32_t max_service_ports = 0;
+  std::atomic<bool> stop{false};
+
+  const route_entry* route(uint32_t dst) const {
+    for (const auto& r : routes) {
+      if ((dst & r.mask) == r.net) return &r;
+    }
+    return nullptr;
+  }
+  bool is_local(uint32_t ip) const {
+    for (const auto& p : ports) {
+      if (p.addr == ip) return true;
+    }
+    return false;
+  }
+};
+
+/// Builds routes: connected subnets of the ports, then the configured static routes, sorted
+/// longest prefix first. Port names must exist (config checking guarantees it).
+std::vector<route_entry> build_routes(const node_config& cfg);
+
+struct tx_batch {
+  uint16_t n = 0;
+  rte_mbuf* pkts[kTxBatch];
+};
+
+struct held_packet {
+  rte_mbuf* m;
+  uint64_t deadline;
+  uint32_t next_hop;
+  uint16_t port;
+};
+
+struct alignas(64) worker {
+  worker_counters counters;
+  unsigned index = 0;   // 0..workers-1
+  unsigned lcore = 0;
+  uint16_t queue = 0;   // RX/TX queue pair on every port
+  dataplane* dp = nullptr;
+  conntrack_worker ct;
+  uint64_t now = 0;  // TSC at the start of the current burst
+  uint64_t icmp_tokens = 0;
+  uint64_t icmp_refill = 0;
+  uint16_t n_held = 0;
+  tx_batch tx[kMaxPorts];
+  held_packet held[kHoldSize];
+  std::unique_ptr<service_counters[]> services;
+};
+
+/// Sets up worker i (counters, conntrack share, QSBR thread id = i).
+void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore);
+
+/// The packet path: handles a received burst from port index in_port. Each packet ends in
+/// a TX batch, parked for ARP, or freed with a drop counted.
+void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
+                   uint16_t in_port);
+
+/// Sends parked packets whose next hop resolved; drops those that waited too long.
+void service_held(worker& w);
+
+/// Hands every TX batch to its device queue; counts what the device refused.
+void flush_tx(worker& w);
+
+/// The worker lcore's loop (rte_eal_remote_launch entry point; arg is a worker*).
+int worker_main(void* arg);
+
+}  // namespace ferry::dp

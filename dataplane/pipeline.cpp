@@ -1,0 +1,457 @@
+// The per-packet path. No allocation (except an mbuf for a reply we originate), no locks,
+// no exceptions, no logging: every outcome is a TX batch entry or a counted drop.
+#include <rte_arp.h>
+#include <rte_byteorder.h>
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_icmp.h>
+#include <rte_ip.h>
+#include <rte_prefetch.h>
+#include <rte_tcp.h>
+#include <rte_udp.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "checksum.hpp"
+#include "dataplane.hpp"
+
+namespace ferry::dp {
+namespace {
+
+constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
+                  kTcpRst = RTE_TCP_RST_FLAG, kTcpAck = RTE_TCP_ACK_FLAG;
+constexpr uint16_t kEthHdr = sizeof(rte_ether_hdr);
+
+enum class kind : uint8_t { dropped, arp, local, transit };
+
+// What parsing learned about one packet; lives for one burst.
+struct parsed {
+  kind k;
+  drop reason;
+  uint8_t tcp_flags;
+  uint16_t l4_len;  // bytes of L4 header + payload
+  rte_ipv4_hdr* ip;
+  uint8_t* l4;
+  flow_key key;
+  uint64_t hash;
+};
+
+void free_drop(worker& w, rte_mbuf* m, drop reason) {
+  w.counters.count(reason);
+  rte_pktmbuf_free(m);
+}
+
+void flush_port(worker& w, uint16_t port) {
+  tx_batch& b = w.tx[port];
+  if (!b.n) return;
+  uint16_t sent = rte_eth_tx_burst(w.dp->ports[port].port_id, w.queue, b.pkts, b.n);
+  w.counters.port_tx[port].add(sent);
+  for (uint16_t i = sent; i < b.n; ++i) free_drop(w, b.pkts[i], drop::tx_full);
+  b.n = 0;
+}
+
+void enqueue(worker& w, uint16_t port, rte_mbuf* m) {
+  tx_batch& b = w.tx[port];
+  b.pkts[b.n++] = m;
+  if (b.n == kTxBatch) flush_port(w, port);
+}
+
+void send_arp_request(worker& w, uint16_t port, uint32_t target) {
+  const port_info& p = w.dp->ports[port];
+  rte_mbuf* m = rte_pktmbuf_alloc(w.dp->pool);
+  if (!m) {
+    w.counters.count(drop::mbuf_exhausted);
+    return;
+  }
+  auto* eth = reinterpret_cast<rte_ether_hdr*>(
+      rte_pktmbuf_append(m, sizeof(rte_ether_hdr) + sizeof(rte_arp_hdr)));
+  if (!eth) return free_drop(w, m, drop::mbuf_exhausted);
+  std::memset(&eth->dst_addr, 0xff, RTE_ETHER_ADDR_LEN);
+  eth->src_addr = p.mac;
+  eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_ARP);
+  auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
+  arp->arp_hardware = RTE_BE16(RTE_ARP_HRD_ETHER);
+  arp->arp_protocol = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+  arp->arp_hlen = RTE_ETHER_ADDR_LEN;
+  arp->arp_plen = 4;
+  arp->arp_opcode = RTE_BE16(RTE_ARP_OP_REQUEST);
+  arp->arp_data.arp_sha = p.mac;
+  arp->arp_data.arp_sip = rte_cpu_to_be_32(p.addr);
+  std::memset(&arp->arp_data.arp_tha, 0, RTE_ETHER_ADDR_LEN);
+  arp->arp_data.arp_tip = rte_cpu_to_be_32(target);
+  w.counters.arp_requests_sent.add();
+  enqueue(w, port, m);
+}
+
+// Queues an IPv4 packet (headers final) towards dst: route, neighbor, MACs. While the next
+// hop is unresolved the packet is parked (up to hold_tsc) and an ARP request goes out.
+void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
+  dataplane& dp = *w.dp;
+  const route_entry* r = dp.route(dst);
+  if (!r) return free_drop(w, m, drop::no_route);
+  uint32_t next_hop = r->via ? r->via : dst;
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  eth->src_addr = dp.ports[r->port].mac;
+  eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+  neighbor_table::entry* ne = dp.neighbors->get(r->port, next_hop, true);
+  if (ne && dp.neighbors->resolve(*ne, w.now, eth->dst_addr)) return enqueue(w, r->port, m);
+  if (!ne || w.n_held == kHoldSize) return free_drop(w, m, drop::neighbor_hold_full);
+  if (neighbor_table::should_request(*ne, w.now, dp.arp_retry_tsc)) {
+    send_arp_request(w, r->port, next_hop);
+  }
+  w.held[w.n_held++] = {m, w.now + dp.hold_tsc, next_hop, r->port};
+  w.counters.neighbor_held.add();
+}
+
+void handle_arp(worker& w, rte_mbuf* m, uint16_t in_port) {
+  if (m->data_len < kEthHdr + sizeof(rte_arp_hdr)) return free_drop(w, m, drop::arp_malformed);
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
+  if (arp->arp_hardware != RTE_BE16(RTE_ARP_HRD_ETHER) ||
+      arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) ||
+      arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4) {
+    return free_drop(w, m, drop::arp_malformed);
+  }
+  const port_info& p = w.dp->ports[in_port];
+  uint32_t sip = rte_be_to_cpu_32(arp->arp_data.arp_sip);
+  uint32_t tip = rte_be_to_cpu_32(arp->arp_data.arp_tip);
+  bool for_us = tip == p.addr;
+  // Learn the sender when it talks to us; refresh (never create) from other ARP traffic.
+  if (sip != 0) {
+    if (auto* e = w.dp->neighbors->get(in_port, sip, for_us)) {
+      neighbor_table::learn(*e, arp->arp_data.arp_sha, w.now);
+    }
+  }
+  if (!for_us) return free_drop(w, m, drop::arp_not_ours);
+  if (arp->arp_opcode != RTE_BE16(RTE_ARP_OP_REQUEST)) {
+    rte_pktmbuf_free(m);  // a reply to us: learnt above
+    return;
+  }
+  arp->arp_opcode = RTE_BE16(RTE_ARP_OP_REPLY);
+  arp->arp_data.arp_tha = arp->arp_data.arp_sha;
+  arp->arp_data.arp_tip = arp->arp_data.arp_sip;
+  arp->arp_data.arp_sha = p.mac;
+  arp->arp_data.arp_sip = rte_cpu_to_be_32(p.addr);
+  eth->dst_addr = eth->src_addr;
+  eth->src_addr = p.mac;
+  w.counters.arp_replies_sent.add();
+  enqueue(w, in_port, m);
+}
+
+// Sets the TTL (keeping the header checksum right through RFC 1624).
+void set_ttl(rte_ipv4_hdr* ip, uint8_t ttl) {
+  uint16_t old_word, new_word;
+  std::memcpy(&old_word, &ip->time_to_live, 2);  // TTL and protocol share one 16-bit word
+  ip->time_to_live = ttl;
+  std::memcpy(&new_word, &ip->time_to_live, 2);
+  ip->hdr_checksum = csum_update16(ip->hdr_checksum, old_word, new_word);
+}
+
+void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
+  rte_ipv4_hdr* ip = p.ip;
+  if (ip->next_proto_id == kProtoIcmp && p.l4_len >= sizeof(rte_icmp_hdr)) {
+    auto* icmp = reinterpret_cast<rte_icmp_hdr*>(p.l4);
+    if (icmp->icmp_type == RTE_IP_ICMP_ECHO_REQUEST && icmp->icmp_code == 0) {
+      uint16_t old_word, new_word;
+      std::memcpy(&old_word, icmp, 2);
+      icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+      std::memcpy(&new_word, icmp, 2);
+      icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, old_word, new_word);
+      rte_be32_t src = ip->src_addr;  // the header sum does not depend on their order
+      ip->src_addr = ip->dst_addr;
+      ip->dst_addr = src;
+      set_ttl(ip, 64);
+      w.counters.icmp_echo_replies.add();
+      return send_ip(w, m, rte_be_to_cpu_32(ip->dst_addr));
+    }
+  }
+  free_drop(w, m, drop::local_unhandled);
+}
+
+// A service port without endpoints: answer ICMP port unreachable from the VIP (the
+// client's socket then reports "connection refused"), rate limited per worker.
+void reject(worker& w, rte_mbuf* m, const parsed& p) {
+  dataplane& dp = *w.dp;
+  w.counters.count(drop::no_endpoints);
+  // Token bucket: one token per 1/rate seconds, at most `rate` banked.
+  if (dp.icmp_rate) {
+    uint64_t per_token = dp.tsc_hz / dp.icmp_rate;
+    uint64_t earned = (w.now - w.icmp_refill) / per_token;
+    if (earned) {
+      w.icmp_tokens = std::min<uint64_t>(dp.icmp_rate, w.icmp_tokens + earned);
+      w.icmp_refill += earned * per_token;
+    }
+  }
+  if (!w.icmp_tokens) return free_drop(w, m, drop::icmp_rate_limited);
+  rte_mbuf* r = rte_pktmbuf_alloc(dp.pool);
+  if (!r) return free_drop(w, m, drop::mbuf_exhausted);
+  --w.icmp_tokens;
+
+  // Quote the offending IP header and the first 8 bytes of its payload (RFC 792).
+  uint16_t ihl = rte_ipv4_hdr_len(p.ip);
+  uint16_t quote = ihl + std::min<uint16_t>(8, p.l4_len);
+  uint16_t len = sizeof(rte_ipv4_hdr) + sizeof(rte_icmp_hdr) + quote;
+  auto* eth = reinterpret_cast<rte_ether_hdr*>(rte_pktmbuf_append(r, kEthHdr + len));
+  if (!eth) {
+    rte_pktmbuf_free(r);
+    return free_drop(w, m, drop::mbuf_exhausted);
+  }
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  auto* icmp = reinterpret_cast<rte_icmp_hdr*>(ip + 1);
+  std::memcpy(icmp + 1, p.ip, quote);
+  std::memset(ip, 0, sizeof(*ip) + sizeof(*icmp));
+  ip->version_ihl = RTE_IPV4_VHL_DEF;
+  ip->total_length = rte_cpu_to_be_16(len);
+  ip->time_to_live = 64;
+  ip->next_proto_id = kProtoIcmp;
+  ip->src_addr = p.ip->dst_addr;
+  ip->dst_addr = p.ip->src_addr;
+  ip->hdr_checksum = csum(ip, sizeof(*ip));
+  icmp->icmp_type = 3;  // destination unreachable
+  icmp->icmp_code = 3;  // port unreachable
+  icmp->icmp_cksum = csum(icmp, sizeof(*icmp) + quote);
+  rte_pktmbuf_free(m);
+  w.counters.icmp_unreach_sent.add();
+  send_ip(w, r, p.key.src_ip);
+}
+
+// Rewrites one address and port (source or destination) with incremental checksums.
+void rewrite(parsed& p, bool dst, uint32_t ip_host, uint16_t port_host) {
+  rte_ipv4_hdr* ip = p.ip;
+  uint32_t new_ip = rte_cpu_to_be_32(ip_host);
+  uint16_t new_port = rte_cpu_to_be_16(port_host);
+  // TCP and UDP both start with the source and destination ports.
+  uint8_t* addr_at = reinterpret_cast<uint8_t*>(ip) + (dst ? 16 : 12);
+  uint8_t* port_at = p.l4 + (dst ? 2 : 0);
+  uint32_t addr;
+  uint16_t port;
+  std::memcpy(&addr, addr_at, 4);
+  std::memcpy(&port, port_at, 2);
+  ip->hdr_checksum = csum_update32(ip->hdr_checksum, addr, new_ip);
+  if (p.key.proto == kProtoTcp) {
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
+    th->cksum = csum_update16(csum_update32(th->cksum, addr, new_ip), port, new_port);
+  } else {
+    auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
+    if (uh->dgram_cksum != 0) {  // 0: the sender did not checksum, and neither do we
+      uint16_t c = csum_update16(csum_update32(uh->dgram_cksum, addr, new_ip), port, new_port);
+      uh->dgram_cksum = c ? c : 0xffff;
+    }
+  }
+  std::memcpy(addr_at, &new_ip, 4);
+  std::memcpy(port_at, &new_port, 2);
+}
+
+void tcp_track(flow_entry& e, flow_dir dir, uint8_t flags) {
+  flow_state s = e.state.load(std::memory_order_relaxed);
+  flow_state next = s;
+  if (flags & (kTcpRst | kTcpFin)) {
+    next = flow_state::tcp_closing;
+  } else if (s == flow_state::tcp_syn && dir == flow_dir::reply) {
+    next = flow_state::tcp_established;  // the backend answered
+  } else if (s == flow_state::tcp_closing && dir == flow_dir::forward &&
+             (flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
+    next = flow_state::tcp_syn;  // the client reuses the port: same flow, same backend
+  }
+  if (next != s) e.state.store(next, std::memory_order_relaxed);
+}
+
+void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
+  service_counters& c = w.services[id];
+  c.packets.add();
+  c.bytes.add(m->pkt_len);
+  if (new_flow) c.new_flows.add();
+}
+
+void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
+  conntrack& ct = *w.dp->ct;
+  if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
+
+  flow_match hit = ct.lookup(p.key, p.hash);
+  if (hit.entry) {
+    flow_entry& e = *hit.entry;
+    if (e.owner != w.index) w.counters.flows_foreign.add();
+    if (hit.dir == flow_dir::forward) {
+      rewrite(p, true, e.backend_ip, e.backend_port);
+    } else {
+      rewrite(p, false, e.vip, e.vport);
+    }
+    if (p.key.proto == kProtoTcp) tcp_track(e, hit.dir, p.tcp_flags);
+    ct.touch(e, w.now);
+    count_service(w, e.service_id, m, false);
+    set_ttl(p.ip, p.ip->time_to_live - 1);
+    return send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
+  }
+
+  const service_port_entry* const* svc =
+      snap ? snap->vips.find(service_key(p.key.dst_ip, p.key.proto, p.key.dst_port)) : nullptr;
+  if (svc) {
+    const service_port_entry& s = **svc;
+    if (!s.has_active) return reject(w, m, p);
+    const backend& b = s.pick(p.hash);
+    flow_state state = flow_state::udp;
+    if (p.key.proto == kProtoTcp) {
+      bool syn = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
+      state = syn ? flow_state::tcp_syn : flow_state::tcp_established;
+    }
+    // A RST for an unknown flow is forwarded but makes no entry.
+    bool track = !(p.tcp_flags & kTcpRst);
+    if (track && ct.insert(w.ct, p.key, b.ip, b.port, s.id, state, w.now)) {
+      w.counters.flows_created.add();
+      if (state == flow_state::tcp_established) w.counters.flows_picked_up.add();
+    } else {
+      if (track) w.counters.flows_table_full.add();
+      w.counters.stateless_forward.add();
+    }
+    count_service(w, s.id, m, true);
+    rewrite(p, true, b.ip, b.port);
+    set_ttl(p.ip, p.ip->time_to_live - 1);
+    return send_ip(w, m, b.ip);
+  }
+
+  // A backend's reply with no entry (table was full, or ferryd restarted): un-NAT it from
+  // the backend table so the client still sees the service address.
+  const service_port_entry* const* from =
+      snap ? snap->backends.find(service_key(p.key.src_ip, p.key.proto, p.key.src_port))
+           : nullptr;
+  if (from) {
+    w.counters.stateless_reply.add();
+    count_service(w, (*from)->id, m, false);
+    rewrite(p, false, (*from)->vip, (*from)->port);
+    set_ttl(p.ip, p.ip->time_to_live - 1);
+    return send_ip(w, m, p.key.dst_ip);
+  }
+  free_drop(w, m, drop::not_service);
+}
+
+// Validates headers without reading past the first segment; fills p.
+void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
+  p.k = kind::dropped;
+  if (m->data_len < kEthHdr) {
+    p.reason = drop::eth_truncated;
+    return;
+  }
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  if (rte_is_same_ether_addr(&eth->src_addr, &w.dp->ports[in_port].mac)) {
+    p.reason = drop::own_source_mac;
+    return;
+  }
+  if (eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_ARP)) {
+    p.k = kind::arp;
+    return;
+  }
+  if (eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
+    p.reason = drop::eth_unsupported;
+    return;
+  }
+  if (m->data_len < kEthHdr + sizeof(rte_ipv4_hdr)) {
+    p.reason = drop::ip_truncated;
+    return;
+  }
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  if ((ip->version_ihl >> 4) != 4) {
+    p.reason = drop::ip_bad_version;
+    return;
+  }
+  uint16_t ihl = rte_ipv4_hdr_len(ip);
+  if (ihl < sizeof(rte_ipv4_hdr) || kEthHdr + ihl > m->data_len) {
+    p.reason = drop::ip_bad_ihl;
+    return;
+  }
+  uint16_t total = rte_be_to_cpu_16(ip->total_length);
+  if (total < ihl || kEthHdr + uint32_t{total} > m->pkt_len) {
+    p.reason = drop::ip_bad_length;
+    return;
+  }
+  // Ethernet padding after a short IP packet is not part of it.
+  if (m->pkt_len > kEthHdr + uint32_t{total} && m->nb_segs == 1) {
+    rte_pktmbuf_trim(m, static_cast<uint16_t>(m->pkt_len - kEthHdr - total));
+  }
+  // Any fragment (MF set or a nonzero offset): no ports to translate on later fragments,
+  // and translating only the first would break reassembly. Counted, not forwarded.
+  if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
+    p.reason = drop::ip_fragment;
+    return;
+  }
+  p.ip = ip;
+  p.l4 = reinterpret_cast<uint8_t*>(ip) + ihl;
+  p.l4_len = total - ihl;
+  uint32_t in_first_seg = m->data_len - kEthHdr - ihl;
+  p.key.src_ip = rte_be_to_cpu_32(ip->src_addr);
+  p.key.dst_ip = rte_be_to_cpu_32(ip->dst_addr);
+  p.key.proto = ip->next_proto_id;
+  p.tcp_flags = 0;
+  if (w.dp->is_local(p.key.dst_ip)) {
+    p.k = kind::local;
+    return;
+  }
+  if (p.key.proto == kProtoTcp) {
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
+    if (p.l4_len < sizeof(rte_tcp_hdr) || in_first_seg < sizeof(rte_tcp_hdr) ||
+        (th->data_off >> 4) * 4u < sizeof(rte_tcp_hdr) || (th->data_off >> 4) * 4u > p.l4_len) {
+      p.reason = drop::l4_truncated;
+      return;
+    }
+    p.tcp_flags = th->tcp_flags;
+  } else if (p.key.proto == kProtoUdp) {
+    if (p.l4_len < sizeof(rte_udp_hdr) || in_first_seg < sizeof(rte_udp_hdr)) {
+      p.reason = drop::l4_truncated;
+      return;
+    }
+  } else {
+    p.reason = drop::l4_unsupported;
+    return;
+  }
+  const auto* ports = reinterpret_cast<const uint16_t*>(p.l4);
+  p.key.src_port = rte_be_to_cpu_16(ports[0]);
+  p.key.dst_port = rte_be_to_cpu_16(ports[1]);
+  p.hash = conntrack::hash(p.key);
+  p.k = kind::transit;
+}
+
+}  // namespace
+
+void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
+                   uint16_t in_port) {
+  parsed p[kBurst];
+  w.counters.port_rx[in_port].add(n);
+  // Stage 1: parse everything and prefetch each flow's index bucket, so the lookups of
+  // stage 2 find them in cache (VPP lb node's software pipelining).
+  for (uint16_t i = 0; i < n; ++i) {
+    if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
+    parse(w, pkts[i], in_port, p[i]);
+    if (p[i].k == kind::transit) w.dp->ct->prefetch(p[i].hash);
+  }
+  for (uint16_t i = 0; i < n; ++i) {
+    switch (p[i].k) {
+      case kind::dropped: free_drop(w, pkts[i], p[i].reason); break;
+      case kind::arp: handle_arp(w, pkts[i], in_port); break;
+      case kind::local: handle_local(w, pkts[i], p[i]); break;
+      case kind::transit: handle_transit(w, snap, pkts[i], p[i]); break;
+    }
+  }
+}
+
+void service_held(worker& w) {
+  uint16_t kept = 0;
+  for (uint16_t i = 0; i < w.n_held; ++i) {
+    held_packet& h = w.held[i];
+    auto* eth = rte_pktmbuf_mtod(h.m, rte_ether_hdr*);
+    neighbor_table::entry* ne = w.dp->neighbors->get(h.port, h.next_hop, false);
+    if (ne && w.dp->neighbors->resolve(*ne, w.now, eth->dst_addr)) {
+      enqueue(w, h.port, h.m);
+    } else if (w.now > h.deadline) {
+      free_drop(w, h.m, drop::neighbor_timeout);
+    } else {
+      w.held[kept++] = h;
+    }
+  }
+  w.n_held = kept;
+}
+
+void flush_tx(worker& w) {
+  for (uint16_t port = 0; port < w.dp->ports.size(); ++port) flush_port(w, port);
+}
+
+}  // namespace ferry::dp

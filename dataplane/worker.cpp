@@ -1,0 +1,87 @@
+#include <rte_cycles.h>
+#include <rte_ethdev.h>
+#include <rte_lcore.h>
+
+#include <algorithm>
+
+#include "dataplane.hpp"
+
+namespace ferry::dp {
+
+std::vector<route_entry> build_routes(const node_config& cfg) {
+  struct sortable {
+    route_entry r;
+    uint8_t len;
+  };
+  std::vector<sortable> all;
+  auto port_index = [&](const std::string& name) {
+    for (uint16_t i = 0; i < cfg.ports.size(); ++i) {
+      if (cfg.ports[i].name == name) return i;
+    }
+    return uint16_t{0};
+  };
+  for (uint16_t i = 0; i < cfg.ports.size(); ++i) {
+    const auto& a = cfg.ports[i].address;
+    all.push_back({{a.addr & a.mask(), a.mask(), 0, i}, a.len});
+  }
+  for (const auto& r : cfg.routes) {
+    all.push_back({{r.to.addr & r.to.mask(), r.to.mask(), r.via, port_index(r.port)}, r.to.len});
+  }
+  // Longest prefix first; stable, so a static route beats a connected one of equal length
+  // only if it comes first in the config (connected routes are listed first).
+  std::stable_sort(all.begin(), all.end(),
+                   [](const sortable& a, const sortable& b) { return a.len > b.len; });
+  std::vector<route_entry> out;
+  for (const auto& s : all) out.push_back(s.r);
+  return out;
+}
+
+void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
+  w.index = index;
+  w.lcore = lcore;
+  w.queue = static_cast<uint16_t>(index);
+  w.dp = &dp;
+  dp.ct->init_worker(w.ct, index, index);
+  w.services.reset(new service_counters[dp.max_service_ports]);
+  w.counters.services = w.services.get();
+  w.icmp_tokens = dp.icmp_rate;
+  w.icmp_refill = rte_rdtsc();
+}
+
+int worker_main(void* arg) {
+  worker& w = *static_cast<worker*>(arg);
+  dataplane& dp = *w.dp;
+  rte_rcu_qsbr_thread_register(dp.qsbr, w.index);
+  rte_rcu_qsbr_thread_online(dp.qsbr, w.index);
+  rte_mbuf* pkts[kBurst];
+  constexpr uint32_t kSweepBudget = 64;
+
+  while (!dp.stop.load(std::memory_order_relaxed)) {
+    // acquire: pairs with the control thread's release store of a fully built snapshot.
+    const snapshot* snap = dp.snap.load(std::memory_order_acquire);
+    w.now = rte_rdtsc();
+    uint32_t received = 0;
+    for (uint16_t port = 0; port < dp.ports.size(); ++port) {
+      if (w.queue >= dp.ports[port].rx_queues) continue;
+      uint16_t n = rte_eth_rx_burst(dp.ports[port].port_id, w.queue, pkts, kBurst);
+      if (n) process_burst(w, snap, pkts, n, port);
+      received += n;
+    }
+    if (w.n_held) service_held(w);
+    flush_tx(w);
+    w.counters.flows_expired.add(dp.ct->sweep(w.ct, w.now, kSweepBudget));
+    // Nothing from this iteration (snapshot, flow entries) is held past this point.
+    rte_rcu_qsbr_quiescent(dp.qsbr, w.index);
+    if (!received && dp.idle_sleep_us) {
+      // Offline while asleep so the control thread never waits on a sleeping worker.
+      rte_rcu_qsbr_thread_offline(dp.qsbr, w.index);
+      rte_delay_us_sleep(dp.idle_sleep_us);
+      rte_rcu_qsbr_thread_online(dp.qsbr, w.index);
+    }
+  }
+  rte_rcu_qsbr_thread_offline(dp.qsbr, w.index);
+  rte_rcu_qsbr_thread_unregister(dp.qsbr, w.index);
+  return 0;
+}
+
+}  // namespace ferry::dp

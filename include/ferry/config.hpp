@@ -1,0 +1,56 @@
+// Node configuration (ferryd --config FILE.toml), decoded by control/config.cpp and read by
+// both the control thread and, at start only, the dataplane setup. Plain values; immutable
+// once ferryd runs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "ferry/net.hpp"
+
+namespace ferry {
+
+struct port_config {
+  std::string name;     // label used by routes and stats ("eth0")
+  std::string device;   // PCI address or vdev string ("net_af_packet0,iface=fe0")
+  ipv4_prefix address;  // the node's address and on-link subnet on this port
+  uint16_t rx_desc = 1024;
+  uint16_t tx_desc = 1024;
+};
+
+struct route_config {
+  ipv4_prefix to;
+  uint32_t via = 0;  // 0: destination is on-link
+  std::string port;  // name of a [[port]]
+};
+
+struct conntrack_config {
+  uint32_t capacity = 1u << 20;  // flows; rounded up to a power of two
+  uint32_t tcp_syn_timeout = 30;  // seconds, per state
+  uint32_t tcp_established_timeout = 86400;
+  uint32_t tcp_closing_timeout = 30;
+  uint32_t udp_timeout = 30;
+};
+
+struct node_config {
+  std::string source = "<built-in default>";  // file name, for messages
+  std::string node_name = "ferry";
+  std::vector<std::string> eal_args;
+  uint32_t mbufs = 16383;      // packet buffers in the pool (per process)
+  uint32_t idle_sleep_us = 0;  // workers sleep this long after an empty poll (0: busy poll)
+  std::vector<port_config> ports;
+  std::vector<route_config> routes;
+  std::string socket_path = "/run/ferry/ferry.sock";
+  std::vector<std::string> manifests;  // files or directories
+  std::string builtin_manifests;       // YAML applied at start (the built-in demo)
+  conntrack_config conntrack;
+  uint32_t maglev_max_size = 655373;
+  uint32_t max_service_ports = 65536;
+  ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs for Services that name none
+  uint32_t icmp_unreachable_rate = 100;  // per second per worker, for no-endpoint answers
+  uint32_t neighbor_timeout = 300;       // seconds an ARP answer stays valid
+  uint32_t neighbor_hold_ms = 1000;      // how long a packet waits for ARP before a drop
+};
+
+}  // namespace ferry

@@ -1,0 +1,423 @@
+// ferryctl: the command-line client for ferryd's control socket. It only builds requests and
+// formats responses; parsing manifests and checking them is ferryd's job, so that there is one
+// source of truth for what a valid object is.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <functional>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "socket_server.hpp"
+
+namespace {
+
+using nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr int exit_ok = 0;
+constexpr int exit_failed = 1;  // ferryd refused, could not be reached, or input unreadable
+constexpr int exit_usage = 2;
+
+// Ends the command with "error: <what>" and the given exit status.
+struct failure : std::runtime_error {
+  failure(const std::string& what, int status = exit_failed)
+      : std::runtime_error(what), exit_status(status) {}
+  int exit_status;
+};
+
+std::string default_socket_path() {
+  const char* env = std::getenv("FERRY_SOCKET");
+  return env != nullptr && *env != '\0' ? env : "/run/ferry/ferry.sock";
+}
+
+// ---- Input documents -------------------------------------------------------------------------
+
+std::string read_fd(int fd, const std::string& origin) {
+  std::string text;
+  char buf[64 * 1024];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n == 0) return text;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw failure("cannot read " + origin + ": " + std::strerror(errno));
+    text.append(buf, static_cast<size_t>(n));
+  }
+}
+
+std::string read_file(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw failure("cannot read " + path + ": " + std::strerror(errno));
+  try {
+    std::string text = read_fd(fd, path);
+    ::close(fd);
+    return text;
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+}
+
+bool is_manifest_name(const fs::path& p) {
+  auto ext = p.extension();
+  return ext == ".yaml" || ext == ".yml" || ext == ".json";
+}
+
+// Expands -f arguments like kubectl: a file, "-" for stdin, or a directory's manifest files
+// (sorted, so apply order is reproducible; not recursive, so nested backups are not picked up).
+json collect_documents(const std::vector<std::string>& paths) {
+  json documents = json::array();
+  auto add = [&](const std::string& origin, std::string text) {
+    documents.push_back({{"origin", origin}, {"text", std::move(text)}});
+  };
+  for (const auto& path : paths) {
+    std::error_code ec;
+    if (path == "-") {
+      add("<stdin>", read_fd(STDIN_FILENO, "<stdin>"));
+    } else if (fs::is_directory(path, ec)) {
+      std::vector<fs::path> files;
+      for (fs::directory_iterator it(path, ec), end; !ec && it != end; it.increment(ec)) {
+        std::error_code type_ec;
+        if (it->is_regular_file(type_ec) && is_manifest_name(it->path())) files.push_back(*it);
+      }
+      if (ec) throw failure("cannot read directory " + path + ": " + ec.message());
+      if (files.empty()) throw failure("no .yaml, .yml or .json files in directory " + path);
+      std::sort(files.begin(), files.end());
+      for (const auto& file : files) add(file.string(), read_file(file.string()));
+    } else {
+      add(path, read_file(path));
+    }
+  }
+  return documents;
+}
+
+// ---- Talking to ferryd -----------------------------------------------------------------------
+
+// Sends the request and returns the response's "result"; any refusal becomes a failure.
+json request_result(const std::string& socket_path, const json& request) {
+  auto response = ferry::control::call(socket_path, request);
+  if (!response.ok()) throw failure(response.message());
+  const json& r = *response;
+  auto ok = r.is_object() ? r.find("ok") : r.end();
+  if (!r.is_object() || ok == r.end() || !ok->is_boolean()) {
+    throw failure("bad response from ferryd: " + r.dump());
+  }
+  if (!ok->get<bool>()) {
+    auto message = r.find("error");
+    throw failure(message != r.end() && message->is_string() ? message->get<std::string>()
+                                                             : "ferryd refused the request");
+  }
+  auto result = r.find("result");
+  return result != r.end() ? *result : json();
+}
+
+// ---- Formatting ------------------------------------------------------------------------------
+
+using row = std::vector<std::string>;
+
+// Columns left-aligned and separated by at least 3 spaces, like kubectl; the last column is not
+// padded so lines carry no trailing blanks.
+void print_table(const std::vector<row>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& r : rows) {
+    widths.resize(std::max(widths.size(), r.size()));
+    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
+  }
+  for (const auto& r : rows) {
+    std::string line;
+    for (size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line.append(widths[i] - r[i].size() + 3, ' ');
+    }
+    std::cout << line << '\n';
+  }
+}
+
+// Missing fields read as null rather than throwing: an older or newer ferryd may differ.
+const json& member(const json& object, const std::string& key) {
+  static const json null;
+  if (!object.is_object()) return null;
+  auto it = object.find(key);
+  return it != object.end() ? *it : null;
+}
+
+const json& items_of(const json& object, const std::string& key) {
+  static const json empty = json::array();
+  const json& items = member(object, key);
+  return items.is_array() ? items : empty;
+}
+
+std::string text(const json& value) {
+  if (value.is_null()) return "";
+  if (value.is_string()) return value.get<std::string>();
+  if (value.is_boolean()) return value.get<bool>() ? "True" : "False";
+  if (value.is_number_float()) {
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.1f", value.get<double>());
+    return buf;
+  }
+  return value.dump();
+}
+
+using cell_fn = std::function<std::string(const json& item)>;
+
+struct column {
+  std::string header;
+  cell_fn cell;
+};
+
+cell_fn field(std::string key) {
+  return [key = std::move(key)](const json& item) { return text(member(item, key)); };
+}
+
+// "rx_packets" -> column RX-PACKETS showing that field.
+std::vector<column> fields(const std::vector<std::string>& keys) {
+  std::vector<column> columns;
+  for (const auto& key : keys) {
+    std::string header = key;
+    for (char& c : header) c = c == '_' ? '-' : static_cast<char>(std::toupper(c));
+    columns.push_back({header, field(key)});
+  }
+  return columns;
+}
+
+void print_items(const json& items, const std::vector<column>& columns) {
+  std::vector<row> rows(1);
+  for (const auto& c : columns) rows[0].push_back(c.header);
+  for (const auto& item : items) {
+    row& r = rows.emplace_back();
+    for (const auto& c : columns) r.push_back(c.cell(item));
+  }
+  print_table(rows);
+}
+
+std::string service_ports(const json& service) {
+  std::string out;
+  for (const auto& port : items_of(service, "ports")) {
+    if (!out.empty()) out += ',';
+    out += text(member(port, "port"));
+    const json& node_port = member(port, "node_port");
+    if (node_port.is_number() && node_port != 0) out += ':' + text(node_port);
+    out += '/' + text(member(port, "protocol"));
+  }
+  return out.empty() ? "<none>" : out;
+}
+
+// Long endpoint lists would wreck the table; kubectl shows three and a count.
+std::string endpoint_list(const json& endpoints) {
+  const json& all = items_of(endpoints, "endpoints");
+  if (all.empty()) return "<none>";
+  std::string out;
+  for (size_t i = 0; i < all.size() && i < 3; ++i) out += (i > 0 ? "," : "") + text(all[i]);
+  if (all.size() > 3) out += " + " + std::to_string(all.size() - 3) + " more...";
+  return out;
+}
+
+struct resource {
+  std::string name;  // what the request names
+  std::vector<std::string> aliases;
+  std::vector<column> columns;
+};
+
+const std::vector<resource>& resources() {
+  static const std::vector<resource> all = {
+      {"services",
+       {"services", "service", "svc"},
+       {{"NAMESPACE", field("namespace")},
+        {"NAME", field("name")},
+        {"TYPE", field("type")},
+        {"CLUSTER-IP", field("cluster_ip")},
+        {"PORT(S)", service_ports},
+        {"ENDPOINTS", field("ready_endpoints")}}},
+      {"endpoints",
+       {"endpoints", "ep"},
+       {{"NAMESPACE", field("namespace")}, {"NAME", field("name")}, {"ENDPOINTS", endpoint_list}}},
+      {"pods",
+       {"pods", "pod", "po"},
+       {{"NAMESPACE", field("namespace")},
+        {"NAME", field("name")},
+        {"READY", field("ready")},
+        {"IP", field("ip")},
+        {"NODE", field("node")}}},
+      {"flows",
+       {"flows", "flow"},
+       {{"PROTO", field("protocol")},
+        {"CLIENT", field("client")},
+        {"SERVICE", field("service")},
+        {"BACKEND", field("backend")},
+        {"STATE", field("state")},
+        {"IDLE(s)", field("idle_seconds")},
+        {"LCORE", field("lcore")}}},
+  };
+  return all;
+}
+
+const resource& find_resource(const std::string& name) {
+  std::string lower = name;
+  for (char& c : lower) c = static_cast<char>(std::tolower(c));
+  for (const auto& r : resources()) {
+    if (std::find(r.aliases.begin(), r.aliases.end(), lower) != r.aliases.end()) return r;
+  }
+  throw failure(
+      "unknown resource type \"" + name + "\" (want services/svc, endpoints/ep, pods/po or flows)",
+      exit_usage);
+}
+
+void print_changes(const json& result) {
+  for (const auto& change : items_of(result, "changes")) {
+    std::string kind = text(member(change, "kind"));
+    for (char& c : kind) c = static_cast<char>(std::tolower(c));
+    std::cout << kind << '/' << text(member(change, "name")) << ' '
+              << text(member(change, "action")) << '\n';
+  }
+}
+
+void print_stats(const json& stats) {
+  std::cout << "Workers: " << text(member(stats, "workers")) << "\n\nPorts:\n";
+  print_items(items_of(stats, "ports"), fields({"name", "rx_packets", "tx_packets", "rx_bytes",
+                                                "tx_bytes", "rx_missed", "tx_dropped"}));
+
+  std::cout << "\nFlows:\n";
+  print_items(json::array({member(stats, "flows")}),
+              fields({"active", "created", "expired", "table_full", "stateless"}));
+
+  // Only the reasons that happened, biggest first: that is what an operator is looking for.
+  std::vector<std::pair<std::string, json>> drops;
+  if (const json& all = member(stats, "drops"); all.is_object()) {
+    for (const auto& [reason, count] : all.items()) {
+      if (count.is_number() && count != 0) drops.emplace_back(reason, count);
+    }
+  }
+  std::stable_sort(drops.begin(), drops.end(),
+                   [](const auto& a, const auto& b) { return a.second > b.second; });
+  std::cout << "\nDrops:\n";
+  if (drops.empty()) {
+    std::cout << "no drops\n";
+  } else {
+    std::vector<row> rows = {{"REASON", "PACKETS"}};
+    for (const auto& [reason, count] : drops) rows.push_back({reason, text(count)});
+    print_table(rows);
+  }
+
+  std::cout << "\nServices:\n";
+  print_items(items_of(stats, "services"),
+              fields({"name", "vip", "port", "protocol", "packets", "bytes", "new_flows"}));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"ferryctl: inspect and configure the ferry load balancer (ferryd)"};
+  // Let global options follow the subcommand too (`ferryctl get svc -o json`), as in kubectl.
+  app.fallthrough();
+  // Not require_subcommand(): CLI11 would then answer a misspelt command with "A subcommand is
+  // required" instead of naming the word it did not understand.
+  app.require_subcommand(0, 1);
+
+  std::string socket_path = default_socket_path();
+  std::string output = "table";
+  app.add_option("--socket", socket_path, "ferryd control socket (env FERRY_SOCKET)")
+      ->capture_default_str();
+  app.add_option("-o,--output", output, "output format")
+      ->check(CLI::IsMember({"table", "json"}))
+      ->capture_default_str();
+
+  std::vector<std::string> apply_files;
+  auto* apply = app.add_subcommand("apply", "create or update objects from manifests");
+  apply->add_option("-f,--filename", apply_files, "file, directory or - for stdin")->required();
+
+  std::vector<std::string> delete_files;
+  auto* remove = app.add_subcommand("delete", "delete the objects named in manifests");
+  remove->add_option("-f,--filename", delete_files, "file, directory or - for stdin")->required();
+
+  std::string resource_name;
+  std::string namespace_name;
+  int limit = 100;
+  auto* get = app.add_subcommand("get", "list services, endpoints, pods or flows");
+  get->add_option("resource", resource_name, "services|svc|endpoints|ep|pods|po|flows")->required();
+  auto* ns_opt = get->add_option("-n,--namespace", namespace_name, "only this namespace");
+  bool all_namespaces = false;  // no namespace in the request already means all of them
+  get->add_flag("-A,--all-namespaces", all_namespaces, "all namespaces (the default)")
+      ->excludes(ns_opt);
+  auto* limit_opt = get->add_option("--limit", limit, "flows: show at most N (default 100)")
+                        ->check(CLI::Range(1, 10000000));
+
+  auto* stats = app.add_subcommand("stats", "show packet, flow and drop counters");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help is a ParseError with status 0; every real usage error exits 2, whatever CLI11's
+    // own code for it is, so scripts can tell "you typed it wrong" from "ferryd said no".
+    return app.exit(e) == 0 ? exit_ok : exit_usage;
+  }
+
+  if (app.get_subcommands().empty()) {
+    std::cerr << "error: missing command (apply, delete, get or stats)\n"
+              << "Run with --help for more information.\n";
+    return exit_usage;
+  }
+
+  try {
+    json request;
+    std::function<void(const json&)> print_result;
+    if (apply->parsed() || remove->parsed()) {
+      request = {{"op", apply->parsed() ? "apply" : "delete"},
+                 {"documents", collect_documents(apply->parsed() ? apply_files : delete_files)}};
+      print_result = print_changes;
+    } else if (get->parsed()) {
+      const resource& r = find_resource(resource_name);
+      request = {{"op", "get"}, {"resource", r.name}};
+      std::string where;  // for "No resources found in NS namespace.", as kubectl says it
+      if (ns_opt->count() > 0) {
+        request["namespace"] = namespace_name;
+        where = " in " + namespace_name + " namespace";
+      }
+      if (r.name == "flows") {
+        request["limit"] = limit;
+      } else if (limit_opt->count() > 0) {
+        throw failure("--limit only applies to flows", exit_usage);
+      }
+      print_result = [&r, where](const json& result) {
+        const json& items = items_of(result, "items");
+        if (items.empty() && r.name != "flows") {
+          std::cerr << "No resources found" << where << ".\n";
+        } else {
+          print_items(items, r.columns);
+        }
+        if (r.name == "flows") {
+          std::cout << "(showing " << items.size() << " of " << text(member(result, "total"))
+                    << " flows)\n";
+        }
+      };
+    } else if (stats->parsed()) {
+      request = {{"op", "stats"}};
+      print_result = print_stats;
+    }
+
+    json result = request_result(socket_path, request);
+    if (output == "json") {
+      std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
+    } else {
+      print_result(result);
+    }
+    return exit_ok;
+  } catch (const failure& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return e.exit_status;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << '\n';
+    return exit_failed;
+  }
+}

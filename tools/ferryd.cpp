@@ -1,0 +1,267 @@
+// ferryd: the daemon. The EAL main lcore runs the control thread (config, store, compile,
+// publish, control socket); every other lcore runs a dataplane worker.
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_errno.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <spdlog/spdlog.h>
+
+#include <csignal>
+#include <cstring>
+#include <iostream>
+#include <map>
+
+#include "config.hpp"
+#include "inspect.hpp"
+#include "node.hpp"
+#include "ports.hpp"
+#include "publish.hpp"
+#include "socket_server.hpp"
+
+namespace {
+
+using nlohmann::json;
+using namespace ferry;
+
+std::atomic<bool> g_signalled{false};
+void on_signal(int) { g_signalled.store(true); }
+
+void usage() {
+  std::cerr << "usage: ferryd [--config FILE.toml] [--check] [--verbose]\n"
+               "  no --config: run the built-in demo default (see README)\n"
+               "  --check: validate the config and its manifests, then exit\n";
+}
+
+std::string addr_port(uint32_t ip, uint16_t port) {
+  return format_ipv4(ip) + ":" + std::to_string(port);
+}
+
+json flows_view(const dp::dataplane& d, const json& req) {
+  uint64_t active = 0;
+  size_t limit = req.value("limit", 100);
+  json items = json::array();
+  for (const auto& f : dp::list_flows(d, limit, active)) {
+    items.push_back({{"protocol", proto_name(f.proto)},
+                     {"client", addr_port(f.client_ip, f.client_port)},
+                     {"service", addr_port(f.vip, f.vport)},
+                     {"backend", addr_port(f.backend_ip, f.backend_port)},
+                     {"state", f.state},
+                     {"idle_seconds", f.idle_seconds},
+                     {"age_seconds", f.age_seconds},
+                     {"lcore", f.worker}});
+  }
+  return {{"items", items}, {"total", active}};
+}
+
+// Counter slots are reused when a service port goes away; remember what a slot showed when
+// its current owner got it, so a new service port starts from zero.
+struct service_baselines {
+  std::map<uint32_t, std::pair<std::string, dp::service_totals>> by_id;
+};
+
+json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::worker>>& workers,
+                service_baselines& base) {
+  dp::totals t = dp::collect(d, workers);
+  json ports = json::array();
+  for (const auto& p : t.ports) {
+    ports.push_back({{"name", p.name},
+                     {"rx_packets", p.rx_packets},
+                     {"tx_packets", p.tx_packets},
+                     {"rx_bytes", p.rx_bytes},
+                     {"tx_bytes", p.tx_bytes},
+                     {"rx_missed", p.rx_missed},
+                     {"rx_errors", p.rx_errors},
+                     {"tx_dropped", p.tx_errors}});
+  }
+  json drops = json::object();
+  for (size_t i = 0; i < kNumDrops; ++i) drops[std::string(kDropNames[i])] = t.drops[i];
+  uint64_t active = 0;
+  dp::list_flows(d, 0, active);
+  json services = json::array();
+  if (const snapshot* s = d.snap.load(std::memory_order_acquire)) {
+    for (const auto& e : s->ports) {
+      dp::service_totals now = dp::collect_service(workers, e->id);
+      std::string owner = e->name + "@" + addr_port(e->vip, e->port) + "/" + proto_name(e->proto);
+      auto [it, fresh] = base.by_id.try_emplace(e->id, owner, dp::service_totals{});
+      if (!fresh && it->second.first != owner) it->second = {owner, now};
+      const auto& b = it->second.second;
+      services.push_back({{"name", e->name},
+                          {"vip", format_ipv4(e->vip)},
+                          {"port", e->port},
+                          {"protocol", proto_name(e->proto)},
+                          {"packets", now.packets - b.packets},
+                          {"bytes", now.bytes - b.bytes},
+                          {"new_flows", now.new_flows - b.new_flows}});
+    }
+  }
+  json per_worker = json::array();
+  for (size_t i = 0; i < workers.size(); ++i) {
+    per_worker.push_back({{"worker", i},
+                          {"lcore", workers[i]->lcore},
+                          {"rx_packets", t.per_worker_rx[i]},
+                          {"foreign_flow_hits", t.per_worker_foreign[i]}});
+  }
+  return {{"ports", ports},
+          {"drops", drops},
+          {"flows",
+           {{"active", active},
+            {"created", t.flows_created},
+            {"picked_up", t.flows_picked_up},
+            {"expired", t.flows_expired},
+            {"table_full", t.flows_table_full},
+            {"stateless", t.stateless_forward},
+            {"stateless_replies", t.stateless_reply},
+            {"foreign_hits", t.flows_foreign},
+            {"capacity", d.ct->capacity()}}},
+          {"l2",
+           {{"arp_requests_sent", t.arp_requests_sent},
+            {"arp_replies_sent", t.arp_replies_sent},
+            {"icmp_echo_replies", t.icmp_echo_replies},
+            {"icmp_unreachable_sent", t.icmp_unreach_sent},
+            {"neighbor_held", t.neighbor_held}}},
+          {"services", services},
+          {"workers", per_worker}};
+}
+
+int run(const node_config& cfg) {
+  // Refuse to start half-configured: check every manifest before touching any device.
+  {
+    control::node dry(cfg, [](std::unique_ptr<const snapshot>) {});
+    if (auto r = dry.load_sources(cfg); !r) {
+      spdlog::error("{}", r.message());
+      return 1;
+    }
+  }
+
+  std::vector<std::string> args{"ferryd"};
+  args.insert(args.end(), cfg.eal_args.begin(), cfg.eal_args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) {
+    spdlog::error("{}: dataplane.eal_args: EAL init failed: {}", cfg.source,
+                  rte_strerror(rte_errno));
+    return 1;
+  }
+  unsigned n_workers = rte_lcore_count() - 1;
+  if (n_workers == 0 || n_workers > 64) {
+    spdlog::error("{}: dataplane.eal_args: need 1-64 worker lcores besides the main lcore "
+                  "(e.g. -l 0,1), got {}", cfg.source, n_workers);
+    rte_eal_cleanup();
+    return 1;
+  }
+
+  dp::dataplane d;
+  d.tsc_hz = rte_get_tsc_hz();
+  d.hold_tsc = d.tsc_hz / 1000 * cfg.neighbor_hold_ms;
+  d.arp_retry_tsc = d.tsc_hz / 5;
+  d.icmp_rate = cfg.icmp_unreachable_rate;
+  d.idle_sleep_us = cfg.idle_sleep_us;
+  d.max_service_ports = cfg.max_service_ports;
+  d.routes = dp::build_routes(cfg);
+  d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
+  d.qsbr = static_cast<rte_rcu_qsbr*>(
+      rte_zmalloc("ferry_qsbr", rte_rcu_qsbr_get_memsize(n_workers), RTE_CACHE_LINE_SIZE));
+  d.pool = rte_pktmbuf_pool_create("ferry_mbufs", cfg.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
+                                   static_cast<int>(rte_socket_id()));
+  int rc = 1;
+  std::vector<std::unique_ptr<dp::worker>> workers;
+  if (!d.qsbr || rte_rcu_qsbr_init(d.qsbr, n_workers) != 0 || !d.pool) {
+    spdlog::error("{}: cannot allocate the packet pool ({} mbufs) or RCU state: {} "
+                  "(raise -m in dataplane.eal_args or lower dataplane.mbufs)",
+                  cfg.source, cfg.mbufs, rte_strerror(rte_errno));
+  } else if (d.ct = std::make_unique<dp::conntrack>(cfg.conntrack.capacity, n_workers, d.qsbr,
+                                                    d.tsc_hz, cfg.conntrack);
+             d.ct->capacity() == 0) {
+    spdlog::error("{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
+                  "dataplane.eal_args or lower the capacity)", cfg.source,
+                  cfg.conntrack.capacity);
+  } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
+    spdlog::error("{}", r.message());
+  } else {
+    control::publisher pub(d.snap, d.qsbr);
+    control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) { pub.publish(std::move(s)); });
+    if (auto lr = ctl.load_sources(cfg); !lr) {
+      spdlog::error("{}", lr.message());
+    } else {
+      unsigned lcore, i = 0;
+      RTE_LCORE_FOREACH_WORKER(lcore) {
+        workers.push_back(std::make_unique<dp::worker>());
+        dp::init_worker(*workers.back(), d, i++, lcore);
+      }
+      i = 0;
+      RTE_LCORE_FOREACH_WORKER(lcore) {
+        rte_eal_remote_launch(dp::worker_main, workers[i++].get(), lcore);
+      }
+      service_baselines baselines;
+      ctl.set_views([&](const json& req) { return flows_view(d, req); },
+                    [&](const json&) { return stats_view(d, workers, baselines); });
+      auto server = control::socket_server::listen(
+          cfg.socket_path, [&](const json& req) { return ctl.handle(req); });
+      if (!server) {
+        spdlog::error("{}: control.socket: {}", cfg.source, server.message());
+      } else {
+        for (const auto& p : d.ports) {
+          spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues", p.name, p.port_id,
+                       p.rx_queues, p.tx_queues);
+        }
+        spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}",
+                     cfg.node_name, n_workers, pub.current()->ports.size(), cfg.socket_path);
+        while (!g_signalled.load()) (*server)->poll_once(200);
+        spdlog::info("ferryd stopping");
+        rc = 0;
+      }
+      d.stop.store(true);
+      rte_eal_mp_wait_lcore();
+    }
+  }
+  workers.clear();
+  dp::close_ports(d);
+  d.ct.reset();
+  rte_mempool_free(d.pool);
+  rte_free(d.qsbr);
+  rte_eal_cleanup();
+  return rc;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if ((a == "--config" || a == "-c") && i + 1 < argc) {
+      config_path = argv[++i];
+    } else if (a == "--check") {
+      check = true;
+    } else if (a == "--verbose" || a == "-v") {
+      spdlog::set_level(spdlog::level::debug);
+    } else if (a == "--help" || a == "-h") {
+      usage();
+      return 0;
+    } else {
+      usage();
+      return 2;
+    }
+  }
+  auto cfg = config_path.empty() ? ferry::control::default_config()
+                                 : ferry::control::load_config(config_path);
+  if (!cfg) {
+    spdlog::error("{}", cfg.message());
+    return 1;
+  }
+  if (check) {
+    ferry::control::node dry(*cfg, [](std::unique_ptr<const ferry::snapshot>) {});
+    if (auto r = dry.load_sources(*cfg); !r) {
+      spdlog::error("{}", r.message());
+      return 1;
+    }
+    std::cout << cfg->source << ": ok\n";
+    return 0;
+  }
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  return run(*cfg);
+}
