@@ -284,13 +284,23 @@ void print_changes(const json& result) {
 }
 
 void print_stats(const json& stats) {
-  std::cout << "Workers: " << text(member(stats, "workers")) << "\n\nPorts:\n";
+  std::cout << "Ports:\n";
   print_items(items_of(stats, "ports"), fields({"name", "rx_packets", "tx_packets", "rx_bytes",
                                                 "tx_bytes", "rx_missed", "tx_dropped"}));
 
+  std::cout << "\nWorkers:\n";
+  print_items(items_of(stats, "workers"),
+              fields({"worker", "lcore", "rx_packets", "foreign_flow_hits"}));
+
   std::cout << "\nFlows:\n";
   print_items(json::array({member(stats, "flows")}),
-              fields({"active", "created", "expired", "table_full", "stateless"}));
+              fields({"active", "capacity", "created", "picked_up", "expired", "table_full",
+                      "stateless", "stateless_replies"}));
+
+  std::cout << "\nL2/ICMP:\n";
+  print_items(json::array({member(stats, "l2")}),
+              fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held",
+                      "icmp_echo_replies", "icmp_unreachable_sent"}));
 
   // Only the reasons that happened, biggest first: that is what an operator is looking for.
   std::vector<std::pair<std::string, json>> drops;

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages ferry needs to build, test and run its demo. Idempotent:
+# only missing packages are installed. Run as root.
+set -euo pipefail
+
+packages=(
+  g++ meson ninja-build pkg-config
+  libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
+  nlohmann-json3-dev libcli11-dev libbenchmark-dev
+  iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi

@@ -1,0 +1,69 @@
+#!/usr/bin/python3
+"""A pod for ferry's demo and tests: answers HTTP GET with its own name (TCP) and echoes
+UDP datagrams prefixed with its name. Runs inside a network namespace until killed."""
+import argparse
+import http.server
+import socket
+import socketserver
+import threading
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--http", type=int, default=0, help="TCP port for HTTP")
+    ap.add_argument("--udp", type=int, default=0, help="UDP port for echo")
+    args = ap.parse_args()
+    body = (args.name + "\n").encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self):
+            if self.path.startswith("/slow"):
+                # A long-lived response: a chunk every 0.2 s for as many seconds as asked.
+                import time
+                seconds = float(self.path.split("/")[-1] or 5)
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.end_headers()
+                end = time.time() + seconds
+                while time.time() < end:
+                    self.wfile.write(body)
+                    self.wfile.flush()
+                    time.sleep(0.2)
+                self.close_connection = True
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    threads = []
+    if args.http:
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        srv = socketserver.ThreadingTCPServer(("0.0.0.0", args.http), Handler)
+        srv.daemon_threads = True
+        threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
+    if args.udp:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("0.0.0.0", args.udp))
+
+        def echo():
+            while True:
+                data, peer = sock.recvfrom(65535)
+                sock.sendto(args.name.encode() + b" " + data, peer)
+
+        threads.append(threading.Thread(target=echo, daemon=True))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    main()
