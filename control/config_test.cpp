@@ -1,0 +1,461 @@
+#include "config.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "builtin.hpp"
+#include "ferry/net.hpp"
+#include "model.hpp"
+
+namespace ferry::control {
+namespace {
+
+constexpr std::string_view kFullConfig = R"toml(
+[node]
+name = "edge-1"
+[dataplane]
+eal_args = ["-l", "0,1", "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "ferry"]
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+address = "198.18.0.254/24"
+[[route]]
+to = "198.19.0.0/16"
+via = "198.18.0.1"
+port = "eth0"
+[control]
+socket = "/run/ferry/ferry.sock"
+[sources]
+manifests = ["examples/manifests/"]
+[conntrack]
+capacity = 2048
+tcp_syn_timeout = 5
+tcp_established_timeout = 100
+tcp_closing_timeout = 7
+udp_timeout = 9
+[maglev]
+max_table_size = 65537
+[services]
+max_service_ports = 1024
+icmp_unreachable_rate = 10
+service_cidr = "198.19.0.0/16"
+[neighbor]
+timeout = 60
+hold_ms = 500
+)toml";
+
+// One valid port; tests append the section under test after it.
+constexpr std::string_view kOnePort = R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+address = "198.18.0.254/24"
+)toml";
+
+uint32_t ip(const char* text) { return *parse_ipv4(text); }
+
+bool has(const std::string& msg, std::string_view part) {
+  return msg.find(part) != std::string::npos;
+}
+
+// Parses text that must fail and returns the message, which must start with the source.
+std::string config_err(std::string_view text, const std::string& source = "test.toml") {
+  auto r = parse_config(text, source);
+  EXPECT_FALSE(r.ok());
+  if (r.ok()) return "<parsed>";
+  return r.message();
+}
+
+void expect_names_source(const std::string& msg, const std::string& source = "test.toml") {
+  EXPECT_EQ(msg.rfind(source + ": ", 0), 0u) << msg;
+}
+
+TEST(default_config, parses) {
+  auto c = default_config();
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_EQ(c->source, "<built-in default>");
+  EXPECT_EQ(c->node_name, "ferry-demo");
+  EXPECT_FALSE(c->eal_args.empty());
+}
+
+TEST(default_config, has_two_af_packet_ports) {
+  auto c = default_config();
+  ASSERT_TRUE(c.ok()) << c.message();
+  ASSERT_EQ(c->ports.size(), 2u);
+  EXPECT_EQ(c->ports[0].name, "eth0");
+  EXPECT_EQ(c->ports[1].name, "eth1");
+  EXPECT_TRUE(has(c->ports[0].device, "iface=fe0")) << c->ports[0].device;
+  EXPECT_TRUE(has(c->ports[1].device, "iface=fe1")) << c->ports[1].device;
+  EXPECT_EQ(c->ports[0].address.addr, ip("198.18.0.254"));
+  EXPECT_EQ(c->ports[0].address.len, 24);
+  EXPECT_EQ(c->ports[1].address.addr, ip("198.18.1.254"));
+  EXPECT_EQ(c->ports[1].address.len, 24);
+  EXPECT_TRUE(c->routes.empty());
+}
+
+TEST(default_config, uses_the_benchmarking_service_cidr) {
+  auto c = default_config();
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_EQ(c->service_cidr.addr, ip("198.19.0.0"));
+  EXPECT_EQ(c->service_cidr.len, 16);
+}
+
+TEST(default_config, carries_the_builtin_manifests) {
+  auto c = default_config();
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_FALSE(c->builtin_manifests.empty());
+  EXPECT_EQ(c->builtin_manifests, kDefaultManifests);
+  auto objects = model::parse_manifests(c->builtin_manifests, "builtin");
+  ASSERT_TRUE(objects.ok()) << objects.message();
+  EXPECT_EQ(objects->size(), 4u);
+}
+
+TEST(default_config, only_the_default_gets_builtin_manifests) {
+  auto c = parse_config(kDefaultConfig, "copy.toml");
+  ASSERT_TRUE(c.ok()) << c.message();
+  EXPECT_TRUE(c->builtin_manifests.empty());
+}
+
+TEST(parse_config, reads_every_key) {
+  auto r = parse_config(kFullConfig, "full.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  const node_config& c = *r;
+  EXPECT_EQ(c.source, "full.toml");
+  EXPECT_EQ(c.node_name, "edge-1");
+  EXPECT_EQ(c.eal_args, (std::vector<std::string>{"-l", "0,1", "--no-huge", "-m", "512",
+                                                  "--no-pci", "--file-prefix", "ferry"}));
+  ASSERT_EQ(c.ports.size(), 1u);
+  EXPECT_EQ(c.ports[0].name, "eth0");
+  EXPECT_EQ(c.ports[0].device, "net_af_packet0,iface=fe0");
+  EXPECT_EQ(c.ports[0].address.addr, ip("198.18.0.254"));
+  EXPECT_EQ(c.ports[0].address.len, 24);
+  ASSERT_EQ(c.routes.size(), 1u);
+  EXPECT_EQ(c.routes[0].to.addr, ip("198.19.0.0"));
+  EXPECT_EQ(c.routes[0].to.len, 16);
+  EXPECT_EQ(c.routes[0].via, ip("198.18.0.1"));
+  EXPECT_EQ(c.routes[0].port, "eth0");
+  EXPECT_EQ(c.socket_path, "/run/ferry/ferry.sock");
+  EXPECT_EQ(c.manifests, std::vector<std::string>{"examples/manifests/"});
+  EXPECT_EQ(c.conntrack.capacity, 2048u);
+  EXPECT_EQ(c.conntrack.tcp_syn_timeout, 5u);
+  EXPECT_EQ(c.conntrack.tcp_established_timeout, 100u);
+  EXPECT_EQ(c.conntrack.tcp_closing_timeout, 7u);
+  EXPECT_EQ(c.conntrack.udp_timeout, 9u);
+  EXPECT_EQ(c.maglev_max_size, 65537u);
+  EXPECT_EQ(c.max_service_ports, 1024u);
+  EXPECT_EQ(c.icmp_unreachable_rate, 10u);
+  EXPECT_EQ(c.service_cidr.addr, ip("198.19.0.0"));
+  EXPECT_EQ(c.service_cidr.len, 16);
+  EXPECT_EQ(c.neighbor_timeout, 60u);
+  EXPECT_EQ(c.neighbor_hold_ms, 500u);
+  EXPECT_TRUE(c.builtin_manifests.empty());
+}
+
+TEST(parse_config, reads_dataplane_and_descriptor_keys) {
+  auto r = parse_config(R"toml(
+[dataplane]
+mbufs = 4095
+idle_sleep_us = 50
+[[port]]
+name = "eth0"
+device = "0000:3b:00.0"
+address = "10.0.0.2/24"
+rx_desc = 512
+tx_desc = 2048
+)toml",
+                        "test.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->mbufs, 4095u);
+  EXPECT_EQ(r->idle_sleep_us, 50u);
+  ASSERT_EQ(r->ports.size(), 1u);
+  EXPECT_EQ(r->ports[0].rx_desc, 512);
+  EXPECT_EQ(r->ports[0].tx_desc, 2048);
+}
+
+TEST(parse_config, leaves_defaults_for_absent_keys) {
+  auto r = parse_config(kOnePort, "test.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  node_config defaults;
+  EXPECT_EQ(r->node_name, defaults.node_name);
+  EXPECT_EQ(r->socket_path, defaults.socket_path);
+  EXPECT_EQ(r->conntrack.capacity, defaults.conntrack.capacity);
+  EXPECT_EQ(r->maglev_max_size, defaults.maglev_max_size);
+  EXPECT_EQ(r->max_service_ports, defaults.max_service_ports);
+  EXPECT_EQ(r->service_cidr.addr, defaults.service_cidr.addr);
+  EXPECT_EQ(r->service_cidr.len, defaults.service_cidr.len);
+  EXPECT_EQ(r->ports[0].rx_desc, 1024);
+  EXPECT_TRUE(r->routes.empty());
+}
+
+TEST(parse_config, route_without_via_is_on_link) {
+  auto r = parse_config(std::string(kOnePort) + R"toml(
+[[route]]
+to = "10.0.0.0/8"
+port = "eth0"
+)toml",
+                        "test.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  ASSERT_EQ(r->routes.size(), 1u);
+  EXPECT_EQ(r->routes[0].via, 0u);
+}
+
+TEST(parse_config, unknown_top_level_key_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "\nverbose = true\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "verbose: unknown key")) << msg;
+}
+
+TEST(parse_config, unknown_key_in_a_section_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[conntrack]\ncapacty = 2048\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "conntrack.capacty: unknown key")) << msg;
+}
+
+TEST(parse_config, unknown_key_in_port_is_an_error) {
+  auto msg = config_err(R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+address = "198.18.0.254/24"
+adress = "198.18.0.254/24"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port[0].adress")) << msg;
+  EXPECT_TRUE(has(msg, "unknown key")) << msg;
+}
+
+TEST(parse_config, misspelled_required_port_key_is_an_error) {
+  // The typo hides the required key, so the message names the key that is missing.
+  auto msg = config_err(R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+adress = "198.18.0.254/24"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port[0].address: required")) << msg;
+}
+
+TEST(parse_config, unknown_key_in_second_port_names_its_index) {
+  auto msg = config_err(std::string(kOnePort) + R"toml(
+[[port]]
+name = "eth1"
+device = "net_af_packet1,iface=fe1"
+address = "198.18.1.254/24"
+rxdesc = 512
+)toml");
+  EXPECT_TRUE(has(msg, "port[1].rxdesc: unknown key")) << msg;
+}
+
+TEST(parse_config, string_where_integer_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[conntrack]\ncapacity = \"2048\"\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "conntrack.capacity: must be an integer")) << msg;
+}
+
+TEST(parse_config, integer_where_string_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[node]\nname = 7\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "node.name: must be a string")) << msg;
+}
+
+TEST(parse_config, out_of_range_integer_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[conntrack]\ncapacity = 5\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "conntrack.capacity: must be between 1024 and")) << msg;
+  EXPECT_TRUE(has(msg, "got 5")) << msg;
+}
+
+TEST(parse_config, negative_integer_is_out_of_range) {
+  auto msg = config_err(std::string(kOnePort) + "[neighbor]\ntimeout = -1\n");
+  EXPECT_TRUE(has(msg, "neighbor.timeout: must be between 1 and 86400, got -1")) << msg;
+}
+
+TEST(parse_config, too_small_maglev_table_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[maglev]\nmax_table_size = 100\n");
+  EXPECT_TRUE(has(msg, "maglev.max_table_size: must be between 251 and")) << msg;
+}
+
+TEST(parse_config, bad_port_address_is_an_error) {
+  auto msg = config_err(R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+address = "198.18.0.300/24"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port[0].address")) << msg;
+  EXPECT_TRUE(has(msg, "198.18.0.300/24")) << msg;
+  EXPECT_TRUE(has(msg, "is not an IPv4 address")) << msg;
+}
+
+TEST(parse_config, missing_port_address_is_an_error) {
+  auto msg = config_err(R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+)toml");
+  EXPECT_TRUE(has(msg, "port[0].address: required")) << msg;
+}
+
+TEST(parse_config, missing_port_device_is_an_error) {
+  auto msg = config_err(R"toml(
+[[port]]
+name = "eth0"
+address = "198.18.0.254/24"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port[0].device: required")) << msg;
+}
+
+TEST(parse_config, bad_service_cidr_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[services]\nservice_cidr = \"198.19.0.0/33\"\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "services.service_cidr")) << msg;
+}
+
+TEST(parse_config, bad_route_via_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + R"toml(
+[[route]]
+to = "10.0.0.0/8"
+via = "10.0.0"
+port = "eth0"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "route[0].via")) << msg;
+  EXPECT_TRUE(has(msg, "is not an IPv4 address")) << msg;
+}
+
+TEST(parse_config, route_to_unknown_port_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + R"toml(
+[[route]]
+to = "10.0.0.0/8"
+via = "198.18.0.1"
+port = "eth9"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "route[0].port")) << msg;
+  EXPECT_TRUE(has(msg, "no [[port]] named \"eth9\"")) << msg;
+}
+
+TEST(parse_config, route_without_port_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + R"toml(
+[[route]]
+to = "10.0.0.0/8"
+)toml");
+  EXPECT_TRUE(has(msg, "route[0].port: required")) << msg;
+}
+
+TEST(parse_config, duplicate_port_names_are_an_error) {
+  auto msg = config_err(std::string(kOnePort) + R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet1,iface=fe1"
+address = "198.18.1.254/24"
+)toml");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port[1].name")) << msg;
+  EXPECT_TRUE(has(msg, "duplicate port name \"eth0\"")) << msg;
+}
+
+TEST(parse_config, no_ports_is_an_error) {
+  auto msg = config_err("[node]\nname = \"edge-1\"\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port: at least one [[port]] is required")) << msg;
+}
+
+TEST(parse_config, empty_text_is_an_error) {
+  auto msg = config_err("");
+  EXPECT_TRUE(has(msg, "at least one [[port]]")) << msg;
+}
+
+TEST(parse_config, too_many_ports_is_an_error) {
+  std::string text;
+  for (int i = 0; i < 9; ++i) {
+    text += "[[port]]\nname = \"eth" + std::to_string(i) + "\"\ndevice = \"net_af_packet" +
+            std::to_string(i) + "\"\naddress = \"10.0." + std::to_string(i) + ".1/24\"\n";
+  }
+  auto msg = config_err(text);
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "at most 8 ports")) << msg;
+}
+
+TEST(parse_config, port_as_plain_table_is_an_error) {
+  auto msg = config_err("[port]\nname = \"eth0\"\n");
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "port: must be an array of tables")) << msg;
+}
+
+TEST(parse_config, section_that_is_not_a_table_is_an_error) {
+  auto msg = config_err(std::string("node = 5\n") + std::string(kOnePort));
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "node: must be a table")) << msg;
+}
+
+TEST(parse_config, eal_args_must_be_strings) {
+  auto msg = config_err(std::string("[dataplane]\neal_args = [\"-l\", 1]\n") +
+                        std::string(kOnePort));
+  EXPECT_TRUE(has(msg, "dataplane.eal_args: must be an array of strings")) << msg;
+}
+
+TEST(parse_config, empty_string_is_an_error) {
+  auto msg = config_err(std::string(kOnePort) + "[control]\nsocket = \"\"\n");
+  EXPECT_TRUE(has(msg, "control.socket: must not be empty")) << msg;
+}
+
+TEST(parse_config, toml_syntax_error_names_the_file) {
+  auto r = parse_config("[node\nname = \"edge-1\"\n", "broken.toml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(has(r.message(), "broken.toml")) << r.message();
+}
+
+TEST(parse_config, toml_syntax_error_in_a_value_names_the_file) {
+  auto r = parse_config(std::string(kOnePort) + "[conntrack]\ncapacity = = 5\n", "broken.toml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(has(r.message(), "broken.toml")) << r.message();
+}
+
+TEST(load_config, missing_file_names_the_path) {
+  std::string path = "/nonexistent-ferry-dir/node-" + std::to_string(getpid()) + ".toml";
+  auto r = load_config(path);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.message().rfind(path + ": ", 0), 0u) << r.message();
+  EXPECT_TRUE(has(r.message(), "cannot read")) << r.message();
+}
+
+TEST(load_config, reads_a_file_and_names_it_as_source) {
+  std::string path = ::testing::TempDir() + "ferry-config-test-" + std::to_string(getpid()) +
+                     ".toml";
+  {
+    std::ofstream out(path);
+    out << kFullConfig;
+  }
+  auto r = load_config(path);
+  std::remove(path.c_str());
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->source, path);
+  EXPECT_EQ(r->node_name, "edge-1");
+  EXPECT_EQ(r->conntrack.capacity, 2048u);
+}
+
+TEST(load_config, errors_in_a_file_name_the_path) {
+  std::string path = ::testing::TempDir() + "ferry-config-bad-" + std::to_string(getpid()) +
+                     ".toml";
+  {
+    std::ofstream out(path);
+    out << kOnePort << "[conntrack]\ncapacity = 5\n";
+  }
+  auto r = load_config(path);
+  std::remove(path.c_str());
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.message().rfind(path + ": conntrack.capacity: ", 0), 0u) << r.message();
+}
+
+}  // namespace
+}  // namespace ferry::control

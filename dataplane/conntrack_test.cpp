@@ -1,0 +1,181 @@
+#include "conntrack.hpp"
+
+#include <gtest/gtest.h>
+#include <rte_malloc.h>
+
+#include <atomic>
+#include <thread>
+
+#include "test_eal.hpp"
+
+namespace ferry::dp {
+namespace {
+
+constexpr uint64_t kHz = 1000000;  // a fake TSC: one tick per microsecond
+
+struct fixture : ::testing::Test {
+  void SetUp() override { make(1024, 1); }
+  void TearDown() override {
+    ct.reset();
+    rte_free(qsbr);
+  }
+  void make(uint32_t capacity, unsigned workers) {
+    ct.reset();
+    rte_free(qsbr);
+    qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, rte_rcu_qsbr_get_memsize(workers), 64));
+    ASSERT_EQ(rte_rcu_qsbr_init(qsbr, workers), 0);
+    for (unsigned i = 0; i < workers; ++i) {
+      rte_rcu_qsbr_thread_register(qsbr, i);
+      rte_rcu_qsbr_thread_online(qsbr, i);
+    }
+    conntrack_config cfg;
+    cfg.tcp_syn_timeout = 5;
+    cfg.tcp_established_timeout = 100;
+    cfg.tcp_closing_timeout = 2;
+    cfg.udp_timeout = 10;
+    ct = std::make_unique<conntrack>(capacity, workers, qsbr, kHz, cfg);
+    ws.assign(workers, {});
+    for (unsigned i = 0; i < workers; ++i) ct->init_worker(ws[i], i, i);
+  }
+  // Everyone has passed a quiescent state: entries waiting for a grace period may go.
+  void quiesce() {
+    for (unsigned i = 0; i < ws.size(); ++i) rte_rcu_qsbr_quiescent(qsbr, i);
+  }
+
+  rte_rcu_qsbr* qsbr = nullptr;
+  std::unique_ptr<conntrack> ct;
+  std::vector<conntrack_worker> ws;
+};
+
+flow_key client(uint32_t i) { return {0xc6120001 + i, 0xc6130a00, uint16_t(40000 + i), 80, 6}; }
+
+TEST_F(fixture, FindsBothDirections) {
+  flow_key fwd = client(1);
+  flow_entry* e = ct->insert(ws[0], fwd, 0xc612010b, 9376, 7, flow_state::tcp_syn, 100);
+  ASSERT_NE(e, nullptr);
+  auto hit = ct->lookup(fwd, conntrack::hash(fwd));
+  EXPECT_EQ(hit.entry, e);
+  EXPECT_EQ(hit.dir, flow_dir::forward);
+  flow_key rev{0xc612010b, fwd.src_ip, 9376, fwd.src_port, 6};
+  hit = ct->lookup(rev, conntrack::hash(rev));
+  EXPECT_EQ(hit.entry, e);
+  EXPECT_EQ(hit.dir, flow_dir::reply);
+  EXPECT_EQ(e->service_id, 7u);
+  // Same ports, other protocol or other port: different flows.
+  flow_key udp = fwd;
+  udp.proto = 17;
+  EXPECT_EQ(ct->lookup(udp, conntrack::hash(udp)).entry, nullptr);
+  flow_key other = fwd;
+  other.src_port++;
+  EXPECT_EQ(ct->lookup(other, conntrack::hash(other)).entry, nullptr);
+}
+
+TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
+  flow_key a = client(1), b = client(2);
+  ASSERT_NE(ct->insert(ws[0], a, 1, 1, 0, flow_state::tcp_closing, 0), nullptr);   // 2 s
+  ASSERT_NE(ct->insert(ws[0], b, 2, 2, 0, flow_state::tcp_established, 0), nullptr);  // 100 s
+  size_t free_before = ws[0].free.size();
+  EXPECT_EQ(ct->sweep(ws[0], 1 * kHz, 2048), 0u);
+  EXPECT_EQ(ct->sweep(ws[0], 3 * kHz, 2048), 1u);
+  EXPECT_EQ(ct->lookup(a, conntrack::hash(a)).entry, nullptr);
+  EXPECT_NE(ct->lookup(b, conntrack::hash(b)).entry, nullptr);
+  // Not reusable until every reader has been quiescent.
+  EXPECT_EQ(ws[0].free.size(), free_before);
+  quiesce();
+  ct->sweep(ws[0], 3 * kHz, 0);
+  EXPECT_EQ(ws[0].free.size(), free_before + 1);
+}
+
+TEST_F(fixture, TouchKeepsAFlowAlive) {
+  flow_key a = client(1);
+  flow_entry* e = ct->insert(ws[0], a, 1, 1, 0, flow_state::udp, 0);  // 10 s
+  ct->touch(*e, 8 * kHz);
+  EXPECT_EQ(ct->sweep(ws[0], 15 * kHz, 2048), 0u);
+  EXPECT_EQ(ct->sweep(ws[0], 19 * kHz, 2048), 1u);
+}
+
+TEST_F(fixture, FullTableReturnsNullAndRecovers) {
+  uint32_t inserted = 0;
+  for (uint32_t i = 0; i < 5000; ++i) {
+    inserted += ct->insert(ws[0], client(i), 1, 1, 0, flow_state::udp, 0) != nullptr;
+  }
+  EXPECT_EQ(inserted, ct->capacity());
+  EXPECT_EQ(ct->insert(ws[0], client(9999), 1, 1, 0, flow_state::udp, 0), nullptr);
+  // Everything expires; after a grace period the table takes new flows again.
+  ct->sweep(ws[0], 11 * kHz, ct->capacity());
+  quiesce();
+  ct->sweep(ws[0], 11 * kHz, 0);
+  EXPECT_NE(ct->insert(ws[0], client(9999), 1, 1, 0, flow_state::udp, 11 * kHz), nullptr);
+}
+
+TEST_F(fixture, TombstonesDoNotHideLaterFlows) {
+  // Churn far more flows than the capacity through the same table; every live flow must
+  // stay findable (slots are reused, lookups stop only at empty slots).
+  uint64_t now = 0;
+  for (uint32_t round = 0; round < 20; ++round) {
+    for (uint32_t i = 0; i < 800; ++i) {
+      flow_key k = client(round * 1000 + i);
+      ASSERT_NE(ct->insert(ws[0], k, 1, 1, 0, flow_state::tcp_closing, now), nullptr)
+          << "round " << round << " flow " << i;
+    }
+    for (uint32_t i = 0; i < 800; ++i) {
+      flow_key k = client(round * 1000 + i);
+      ASSERT_NE(ct->lookup(k, conntrack::hash(k)).entry, nullptr);
+    }
+    now += 3 * kHz;  // all expire
+    ct->sweep(ws[0], now, ct->capacity());
+    quiesce();
+    ct->sweep(ws[0], now, 0);
+  }
+}
+
+TEST_F(fixture, WorkersOwnDisjointShares) {
+  make(1024, 2);
+  flow_entry* a = ct->insert(ws[0], client(1), 1, 1, 0, flow_state::udp, 0);
+  flow_entry* b = ct->insert(ws[1], client(2), 1, 1, 0, flow_state::udp, 0);
+  ASSERT_TRUE(a && b);
+  EXPECT_EQ(a->owner, 0);
+  EXPECT_EQ(b->owner, 1);
+  // Either worker finds the other's flow.
+  flow_key k = client(2);
+  EXPECT_EQ(ct->lookup(k, conntrack::hash(k)).entry, b);
+}
+
+// Two threads, each inserting its own flows and looking up the other's replies while both
+// sweep: every flow the other side has published must be found with the right backend.
+TEST_F(fixture, ConcurrentInsertLookupAcrossWorkers) {
+  make(1 << 16, 2);
+  std::atomic<uint32_t> published[2] = {0, 0};
+  std::atomic<bool> failed{false};
+  auto run = [&](unsigned me) {
+    unsigned other = 1 - me;
+    for (uint32_t i = 0; i < 20000; ++i) {
+      flow_key k = client(me * 100000 + i);
+      uint32_t backend = 0x0a000000 + me * 100000 + i;
+      if (!ct->insert(ws[me], k, backend, 9376, 0, flow_state::tcp_established, 1)) {
+        failed = true;
+        return;
+      }
+      published[me].store(i + 1, std::memory_order_release);
+      uint32_t seen = published[other].load(std::memory_order_acquire);
+      if (seen) {
+        uint32_t j = seen - 1;
+        flow_key o = client(other * 100000 + j);
+        flow_key rev{0x0a000000 + other * 100000 + j, o.src_ip, 9376, o.src_port, 6};
+        auto hit = ct->lookup(rev, conntrack::hash(rev));
+        if (!hit.entry || hit.dir != flow_dir::reply || hit.entry->vip != o.dst_ip) failed = true;
+      }
+      ct->sweep(ws[me], 2, 16);
+      rte_rcu_qsbr_quiescent(qsbr, me);
+    }
+  };
+  std::thread t0(run, 0), t1(run, 1);
+  t0.join();
+  t1.join();
+  EXPECT_FALSE(failed.load());
+}
+
+}  // namespace
+}  // namespace ferry::dp
+
+FERRY_TEST_MAIN_WITH_EAL()

@@ -1,0 +1,394 @@
+// Table-driven tests of the packet path: a packet in, the exact packet out (or a counted
+// drop). No I/O: outputs are read from the worker's TX batches before they are flushed.
+#include <gtest/gtest.h>
+#include <rte_cycles.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+
+#include <map>
+#include <optional>
+#include <string>
+
+#include "compile.hpp"
+#include "dataplane.hpp"
+#include "packet_builder.hpp"
+#include "test_eal.hpp"
+
+namespace ferry::dp {
+namespace {
+
+using namespace ferry::dp::testing;
+
+const mac kPort0{0x02, 0, 0, 0, 0, 0x01}, kPort1{0x02, 0, 0, 0, 0, 0x02};
+const mac kClientMac{0x02, 0xc1, 0, 0, 0, 0x01}, kPodMac{0x02, 0xb0, 0, 0, 0, 0x11};
+const mac kLateMac{0x02, 0xb0, 0, 0, 0, 0x99}, kZero{}, kBroadcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+constexpr uint32_t kClient = 0xc6120001;   // 198.18.0.1
+constexpr uint32_t kNode0 = 0xc61200fe;    // 198.18.0.254
+constexpr uint32_t kNode1 = 0xc61201fe;    // 198.18.1.254
+constexpr uint32_t kPod = 0xc612010b;      // 198.18.1.11
+constexpr uint32_t kLatePod = 0xc6120163;  // 198.18.1.99, not yet in the ARP table
+constexpr uint32_t kVip = 0xc6130a00 + 10;       // 198.19.10.10
+constexpr uint32_t kUdpVip = 0xc6130a00 + 20;    // 198.19.10.20
+constexpr uint32_t kEmptyVip = 0xc6130a00 + 30;  // 198.19.10.30
+constexpr uint32_t kLateVip = 0xc6130a00 + 40;   // 198.19.10.40
+constexpr uint32_t kOffnetVip = 0xc6130a00 + 50;  // backend outside every route
+
+const char* kManifests = R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 198.19.10.10
+  ports: [{port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 9376}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dns}
+spec:
+  clusterIP: 198.19.10.20
+  ports: [{port: 53, targetPort: 9376, protocol: UDP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: dns}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 9376, protocol: UDP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty}
+spec:
+  clusterIP: 198.19.10.30
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: late}
+spec:
+  clusterIP: 198.19.10.40
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: late}
+subsets: [{addresses: [{ip: 198.18.1.99}], ports: [{port: 80}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: offnet}
+spec:
+  clusterIP: 198.19.10.50
+  ports: [{port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: offnet}
+subsets: [{addresses: [{ip: 198.18.7.7}], ports: [{port: 80}]}]
+)yaml";
+
+rte_ether_addr to_ether(const mac& m) {
+  rte_ether_addr a;
+  std::memcpy(a.addr_bytes, m.data(), 6);
+  return a;
+}
+
+struct output {
+  uint16_t port;
+  bytes frame;
+};
+
+class pipeline : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    pool_ = rte_pktmbuf_pool_create("test_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
+    ASSERT_NE(pool_, nullptr);
+  }
+
+  void SetUp() override {
+    node_config cfg;
+    cfg.ports = {{"eth0", "fake0", {kNode0, 24}}, {"eth1", "fake1", {kNode1, 24}}};
+    dp_.ports = {{"eth0", 0, to_ether(kPort0), kNode0}, {"eth1", 1, to_ether(kPort1), kNode1}};
+    dp_.routes = build_routes(cfg);
+    dp_.tsc_hz = rte_get_tsc_hz();
+    dp_.hold_tsc = dp_.tsc_hz;
+    dp_.arp_retry_tsc = dp_.tsc_hz;
+    dp_.icmp_rate = 2;
+    dp_.max_service_ports = 64;
+    dp_.pool = pool_;
+    qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, rte_rcu_qsbr_get_memsize(1), 64));
+    rte_rcu_qsbr_init(qsbr_, 1);
+    rte_rcu_qsbr_thread_register(qsbr_, 0);
+    rte_rcu_qsbr_thread_online(qsbr_, 0);
+    dp_.qsbr = qsbr_;
+    dp_.ct = std::make_unique<conntrack>(1024, 1, qsbr_, dp_.tsc_hz, conntrack_config{});
+    dp_.neighbors = std::make_unique<neighbor_table>(dp_.tsc_hz * 300);
+    uint64_t now = rte_rdtsc();
+    neighbor_table::learn(*dp_.neighbors->get(0, kClient, true), to_ether(kClientMac), now);
+    neighbor_table::learn(*dp_.neighbors->get(1, kPod, true), to_ether(kPodMac), now);
+
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(kManifests, "test");
+    ASSERT_TRUE(objs) << objs.message();
+    ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
+    control::compiler comp(65537, 64);
+    auto snap = comp.compile(st);
+    ASSERT_TRUE(snap) << snap.message();
+    snap_ = std::move(*snap);
+    w_ = std::make_unique<worker>();
+    init_worker(*w_, dp_, 0, 0);
+  }
+
+  void TearDown() override {
+    for (auto& b : w_->tx) {
+      rte_pktmbuf_free_bulk(b.pkts, b.n);
+      b.n = 0;
+    }
+    for (uint16_t i = 0; i < w_->n_held; ++i) rte_pktmbuf_free(w_->held[i].m);
+    w_.reset();
+    dp_.ct.reset();
+    rte_free(qsbr_);
+  }
+
+  // Runs one frame through the pipeline; returns what came out (and takes it off the
+  // TX batches).
+  std::vector<output> run(const bytes& in, uint16_t port) {
+    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(in.size())), in.data(), in.size());
+    w_->now = rte_rdtsc();
+    process_burst(*w_, snap_.get(), &m, 1, port);
+    return take();
+  }
+
+  std::vector<output> take() {
+    std::vector<output> out;
+    for (uint16_t p = 0; p < kMaxPorts; ++p) {
+      for (uint16_t i = 0; i < w_->tx[p].n; ++i) {
+        rte_mbuf* m = w_->tx[p].pkts[i];
+        auto* d = rte_pktmbuf_mtod(m, uint8_t*);
+        out.push_back({p, bytes(d, d + m->pkt_len)});
+        rte_pktmbuf_free(m);
+      }
+      w_->tx[p].n = 0;
+    }
+    return out;
+  }
+
+  uint64_t drops(drop d) const { return w_->counters.drops[static_cast<size_t>(d)].get(); }
+
+  static rte_mempool* pool_;
+  dataplane dp_;
+  rte_rcu_qsbr* qsbr_ = nullptr;
+  std::unique_ptr<const snapshot> snap_;
+  std::unique_ptr<worker> w_;
+};
+rte_mempool* pipeline::pool_ = nullptr;
+
+// The forwarding table: each row is a packet in and the exact packet that must leave,
+// in order (rows share connection state, as a real conversation does).
+struct row {
+  const char* name;
+  bytes in;
+  uint16_t in_port;
+  uint16_t out_port;
+  bytes out;
+};
+
+TEST_F(pipeline, TranslatesAConversation) {
+  ip_opts out_ttl{.ttl = 63};
+  ip_opts options{.ihl = 7};
+  ip_opts options_out{.ttl = 63, .ihl = 7};
+  const row rows[] = {
+      {"SYN to the VIP is DNATed to the pod",
+       tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0, 1,
+       tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", out_ttl)},
+      {"SYN-ACK from the pod is un-NATed to the VIP",
+       tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x12), 1, 0,
+       tcp(kClientMac, kPort0, kVip, 80, kClient, 40000, 0x12, "", out_ttl)},
+      {"data follows the flow",
+       tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET / HTTP/1.1\r\n\r\n"), 0, 1,
+       tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x18, "GET / HTTP/1.1\r\n\r\n",
+           out_ttl)},
+      {"reply data",
+       tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x18, "my-app-1\n"), 1, 0,
+       tcp(kClientMac, kPort0, kVip, 80, kClient, 40000, 0x18, "my-app-1\n", out_ttl)},
+      {"IPv4 options: addresses found past the options, checksums right",
+       tcp(kPort0, kClientMac, kClient, 40001, kVip, 80, 0x02, "", options), 0, 1,
+       tcp(kPodMac, kPort1, kClient, 40001, kPod, 9376, 0x02, "", options_out)},
+      {"UDP with checksum",
+       udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0, 1,
+       udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", true, out_ttl)},
+      {"UDP reply",
+       udp(kPort1, kPodMac, kPod, 9376, kClient, 5000, "answer"), 1, 0,
+       udp(kClientMac, kPort0, kUdpVip, 53, kClient, 5000, "answer", true, out_ttl)},
+      {"UDP checksum 0 stays 0",
+       udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, "query", false), 0, 1,
+       udp(kPodMac, kPort1, kClient, 5001, kPod, 9376, "query", false, out_ttl)},
+      {"reply without an entry is un-NATed statelessly",
+       tcp(kPort1, kPodMac, kPod, 9376, kClient, 41000, 0x10), 1, 0,
+       tcp(kClientMac, kPort0, kVip, 80, kClient, 41000, 0x10, "", out_ttl)},
+      {"mid-stream ACK without an entry (after a restart) goes by Maglev",
+       tcp(kPort0, kClientMac, kClient, 42000, kVip, 80, 0x10), 0, 1,
+       tcp(kPodMac, kPort1, kClient, 42000, kPod, 9376, 0x10, "", out_ttl)},
+      {"ARP request for the node is answered",
+       arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, kNode0), 0, 0,
+       arp(kClientMac, kPort0, 2, kPort0, kNode0, kClientMac, kClient)},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    auto out = run(r.in, r.in_port);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].port, r.out_port);
+    EXPECT_EQ(out[0].frame, r.out);
+  }
+  EXPECT_EQ(w_->counters.flows_created.get(), 5u);  // 2 TCP SYN, 2 UDP, 1 picked up
+  EXPECT_EQ(w_->counters.flows_picked_up.get(), 1u);
+  EXPECT_EQ(w_->counters.stateless_reply.get(), 1u);
+  for (size_t d = 0; d < kNumDrops; ++d) EXPECT_EQ(w_->counters.drops[d].get(), 0u) << kDropNames[d];
+}
+
+TEST_F(pipeline, EstablishedFlowKeepsItsBackendWhenEndpointsChange) {
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0);
+  // The service loses every endpoint: the existing flow still goes to its pod.
+  control::store st(ipv4_prefix{0xc6130000, 16});
+  auto objs = model::parse_manifests(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 198.19.10.10\n"
+      "  ports: [{port: 80, targetPort: 9376}]\n", "test");
+  ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
+  snap_ = std::move(*control::compiler(65537, 64).compile(st));
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x10, "", {.ttl = 63}));
+  // A new flow is refused.
+  out = run(tcp(kPort0, kClientMac, kClient, 40001, kVip, 80, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame[14 + 9], kProtoIcmp);
+}
+
+struct drop_row {
+  const char* name;
+  bytes in;
+  uint16_t in_port;
+  drop reason;
+};
+
+TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
+  bytes short_frame(10, 0xaa);
+  bytes ipv6 = ether(kPort0, kClientMac, 0x86dd);
+  ipv6.resize(60);
+  bytes gre = ipv4(kPort0, kClientMac, kClient, kVip, 47, bytes(24, 0), -1);
+  bytes ip_header_cut = tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02);
+  ip_header_cut.resize(14 + 12);
+  bytes ihl_past_frame = udp(kPort0, kClientMac, kClient, 1, kVip, 80, "");
+  ihl_past_frame[14] = 0x4f;  // 60-byte header claimed in a 42-byte frame
+  const drop_row rows[] = {
+      {"10-byte frame", short_frame, 0, drop::eth_truncated},
+      {"IPv6", ipv6, 0, drop::eth_unsupported},
+      {"our own frame", tcp(kPort0, kPort0, kClient, 1, kVip, 80, 0x02), 0, drop::own_source_mac},
+      {"IP header cut", ip_header_cut, 0, drop::ip_truncated},
+      {"version 6 in an IPv4 frame", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.version = 6}), 0, drop::ip_bad_version},
+      {"IHL 4", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ihl = 4}), 0, drop::ip_bad_ihl},
+      {"IHL 15 past the frame", ihl_past_frame, 0, drop::ip_bad_ihl},
+      {"total length past the frame", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = 100}), 0, drop::ip_bad_length},
+      {"first fragment", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.frag = 0x2000}), 0, drop::ip_fragment},
+      {"later fragment", udp(kPort0, kClientMac, kClient, 1, kVip, 80, "xxxxxxxx", true, {.frag = 0x0003}), 0, drop::ip_fragment},
+      {"TTL 1", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 1}), 0, drop::ip_ttl_exceeded},
+      {"TCP header cut by the IP length", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = -15}), 0, drop::l4_truncated},
+      {"UDP header cut", udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "", true, {.total_length_delta = -4}), 0, drop::l4_truncated},
+      {"GRE to a VIP", gre, 0, drop::l4_unsupported},
+      {"no service there", tcp(kPort0, kClientMac, kClient, 1, 0xc6130909, 80, 0x02), 0, drop::not_service},
+      {"UDP to the node itself", udp(kPort0, kClientMac, kClient, 1, kNode0, 53, "q"), 0, drop::local_unhandled},
+      {"ARP for someone else", arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, 0xc612004d), 0, drop::arp_not_ours},
+      {"backend off every route", tcp(kPort0, kClientMac, kClient, 1, kOffnetVip, 80, 0x02), 0, drop::no_route},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    uint64_t before = drops(r.reason);
+    auto out = run(r.in, r.in_port);
+    EXPECT_TRUE(out.empty());
+    EXPECT_EQ(drops(r.reason), before + 1);
+  }
+}
+
+TEST_F(pipeline, NoEndpointsAnswersPortUnreachableRateLimited) {
+  bytes syn = tcp(kPort0, kClientMac, kClient, 40000, kEmptyVip, 80, 0x02);
+  auto out = run(syn, 0);
+  ASSERT_EQ(out.size(), 1u);
+  // ICMP type 3 code 3 from the VIP, quoting the SYN's IP header and first 8 bytes.
+  bytes icmp(8, 0);
+  icmp[0] = 3;
+  icmp[1] = 3;
+  icmp.insert(icmp.end(), syn.begin() + 14, syn.begin() + 14 + 28);
+  uint16_t c = csum(icmp.data(), icmp.size());
+  std::memcpy(&icmp[2], &c, 2);
+  EXPECT_EQ(out[0].port, 0);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kEmptyVip, kClient, 1, icmp, -1, {.id = 0}));
+  EXPECT_EQ(drops(drop::no_endpoints), 1u);
+  // icmp_rate = 2 per second: the bucket holds 2, so the third answer is suppressed.
+  EXPECT_EQ(run(syn, 0).size(), 1u);
+  EXPECT_TRUE(run(syn, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_rate_limited), 1u);
+}
+
+TEST_F(pipeline, AnswersPingForNodeAddresses) {
+  bytes echo = {8, 0, 0, 0, 0x12, 0x34, 0, 1, 'p', 'i', 'n', 'g'};
+  uint16_t c = csum(echo.data(), echo.size());
+  std::memcpy(&echo[2], &c, 2);
+  bytes reply = echo;
+  reply[0] = 0;
+  reply[2] = reply[3] = 0;
+  c = csum(reply.data(), reply.size());
+  std::memcpy(&reply[2], &c, 2);
+  auto out = run(ipv4(kPort0, kClientMac, kClient, kNode0, 1, echo, -1, {.ttl = 9}), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kNode0, kClient, 1, reply, -1));
+}
+
+TEST_F(pipeline, HoldsPacketsUntilTheNextHopAnswersArp) {
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kLateVip, 80, 0x02), 0);
+  // Only an ARP request leaves; the SYN waits.
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1);
+  EXPECT_EQ(out[0].frame, arp(kBroadcast, kPort1, 1, kPort1, kNode1, kZero, kLatePod));
+  EXPECT_EQ(w_->n_held, 1);
+  // The answer arrives: the parked SYN goes out to the learnt MAC.
+  EXPECT_TRUE(run(arp(kPort1, kLateMac, 2, kLateMac, kLatePod, kPort1, kNode1), 1).empty());
+  service_held(*w_);
+  out = take();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kLateMac, kPort1, kClient, 40000, kLatePod, 80, 0x02, "", {.ttl = 63}));
+  EXPECT_EQ(w_->n_held, 0);
+}
+
+TEST_F(pipeline, DropsHeldPacketsWhenArpGoesUnanswered) {
+  run(tcp(kPort0, kClientMac, kClient, 40000, kLateVip, 80, 0x02), 0);
+  ASSERT_EQ(w_->n_held, 1);
+  w_->now += 2 * dp_.hold_tsc;
+  service_held(*w_);
+  EXPECT_EQ(w_->n_held, 0);
+  EXPECT_EQ(drops(drop::neighbor_timeout), 1u);
+}
+
+TEST_F(pipeline, BurstOfMixedPackets) {
+  // A whole burst in one call: each packet gets its own verdict.
+  rte_mbuf* pkts[3];
+  bytes frames[3] = {tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), bytes(5, 0),
+                     udp(kPort0, kClientMac, kClient, 2, kUdpVip, 53, "q")};
+  for (int i = 0; i < 3; ++i) {
+    pkts[i] = rte_pktmbuf_alloc(pool_);
+    std::memcpy(rte_pktmbuf_append(pkts[i], static_cast<uint16_t>(frames[i].size())),
+                frames[i].data(), frames[i].size());
+  }
+  w_->now = rte_rdtsc();
+  process_burst(*w_, snap_.get(), pkts, 3, 0);
+  EXPECT_EQ(take().size(), 2u);
+  EXPECT_EQ(drops(drop::eth_truncated), 1u);
+}
+
+}  // namespace
+}  // namespace ferry::dp
+
+FERRY_TEST_MAIN_WITH_EAL()
