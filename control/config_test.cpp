@@ -128,8 +128,8 @@ TEST(parse_config, reads_every_key) {
   const node_config& c = *r;
   EXPECT_EQ(c.source, "full.toml");
   EXPECT_EQ(c.node_name, "edge-1");
-  EXPECT_EQ(c.eal_args, (std::vector<std::string>{"-l", "0,1", "--no-huge", "-m", "512",
-                                                  "--no-pci", "--file-prefix", "ferry"}));
+  EXPECT_EQ(c.eal_args, (std::vector<std::string>{"-l", "0,1", "--no-huge", "-m", "512", "--no-pci",
+                                                  "--file-prefix", "ferry"}));
   ASSERT_EQ(c.ports.size(), 1u);
   EXPECT_EQ(c.ports[0].name, "eth0");
   EXPECT_EQ(c.ports[0].device, "net_af_packet0,iface=fe0");
@@ -399,8 +399,8 @@ TEST(parse_config, section_that_is_not_a_table_is_an_error) {
 }
 
 TEST(parse_config, eal_args_must_be_strings) {
-  auto msg = config_err(std::string("[dataplane]\neal_args = [\"-l\", 1]\n") +
-                        std::string(kOnePort));
+  auto msg =
+      config_err(std::string("[dataplane]\neal_args = [\"-l\", 1]\n") + std::string(kOnePort));
   EXPECT_TRUE(has(msg, "dataplane.eal_args: must be an array of strings")) << msg;
 }
 
@@ -430,8 +430,8 @@ TEST(load_config, missing_file_names_the_path) {
 }
 
 TEST(load_config, reads_a_file_and_names_it_as_source) {
-  std::string path = ::testing::TempDir() + "ferry-config-test-" + std::to_string(getpid()) +
-                     ".toml";
+  std::string path =
+      ::testing::TempDir() + "ferry-config-test-" + std::to_string(getpid()) + ".toml";
   {
     std::ofstream out(path);
     out << kFullConfig;
@@ -445,8 +445,8 @@ TEST(load_config, reads_a_file_and_names_it_as_source) {
 }
 
 TEST(load_config, errors_in_a_file_name_the_path) {
-  std::string path = ::testing::TempDir() + "ferry-config-bad-" + std::to_string(getpid()) +
-                     ".toml";
+  std::string path =
+      ::testing::TempDir() + "ferry-config-bad-" + std::to_string(getpid()) + ".toml";
   {
     std::ofstream out(path);
     out << kOnePort << "[conntrack]\ncapacity = 5\n";

@@ -71,8 +71,8 @@ TEST(format_ipv4, formats_dotted_quad) {
 }
 
 TEST(format_ipv4, round_trips_through_parse) {
-  for (const char* text : {"198.18.0.254", "10.96.0.1", "0.0.0.0", "255.255.255.255",
-                           "1.2.3.4", "172.16.254.3"}) {
+  for (const char* text :
+       {"198.18.0.254", "10.96.0.1", "0.0.0.0", "255.255.255.255", "1.2.3.4", "172.16.254.3"}) {
     auto addr = parse_ipv4(text);
     ASSERT_TRUE(addr) << text;
     EXPECT_EQ(format_ipv4(*addr), text);

@@ -44,6 +44,8 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
   for (uint32_t i = 0; i < capacity_; ++i) new (&entries_[i]) flow_entry{};
   for (uint64_t i = 0; i < buckets; ++i) new (&buckets_[i]) bucket{};
   touch_tick_ = tsc_hz / 8;
+  // Every entry is looked at within 2 s of its timeout; timeouts are seconds or more.
+  sweep_period_ = tsc_hz * 2;
   timeouts_[static_cast<size_t>(flow_state::free)] = 0;
   timeouts_[static_cast<size_t>(flow_state::tcp_syn)] = tsc_hz * cfg.tcp_syn_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_established)] =
@@ -71,12 +73,6 @@ void conntrack::init_worker(conntrack_worker& w, unsigned index, uint32_t qsbr_t
   w.reclaim.assign(w.sweep_end - w.sweep_begin, {});
   w.reclaim_head = w.reclaim_count = 0;
 }
-
-uint64_t conntrack::hash(const flow_key& k) {
-  return hash_tuple(k.src_ip, k.dst_ip, k.src_port, k.dst_port, k.proto);
-}
-
-void conntrack::prefetch(uint64_t hash) const { rte_prefetch0(&buckets_[hash & bucket_mask_]); }
 
 bool conntrack::key_matches(const flow_entry& e, flow_dir dir, const flow_key& k) {
   if (e.proto != k.proto) return false;

@@ -16,8 +16,10 @@
 // - The control thread may read entries (`ferryctl get flows`) for display only.
 #pragma once
 
+#include <rte_prefetch.h>
 #include <rte_rcu_qsbr.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -25,6 +27,7 @@
 
 #include "ferry/config.hpp"
 #include "ferry/counters.hpp"
+#include "ferry/hash.hpp"
 
 namespace ferry::dp {
 
@@ -71,6 +74,7 @@ struct conntrack_worker {
   std::vector<pending> reclaim;  // FIFO ring of unlinked entries waiting out a grace period
   size_t reclaim_head = 0, reclaim_count = 0;
   uint32_t sweep_begin = 0, sweep_end = 0, sweep_cursor = 0;
+  uint64_t sweep_last = 0;  // TSC of the last paced sweep
 };
 
 class conntrack {
@@ -85,8 +89,23 @@ class conntrack {
   /// Sets up a worker's private part (its share of entries on its free list).
   void init_worker(conntrack_worker& w, unsigned index, uint32_t qsbr_thread) const;
 
-  static uint64_t hash(const flow_key& k);
-  void prefetch(uint64_t hash) const;
+  static uint64_t hash(const flow_key& k) {
+    return hash_tuple(k.src_ip, k.dst_ip, k.src_port, k.dst_port, k.proto);
+  }
+  /// Stage 1 of a pipelined lookup: bring the key's first bucket towards the cache.
+  void prefetch(uint64_t hash) const { rte_prefetch0(&buckets_[hash & bucket_mask_]); }
+  /// Stage 2: with the bucket in cache, prefetch the entries whose signature matches, so
+  /// lookup() (stage 3) finds both in cache.
+  void prefetch_entries(uint64_t hash) const {
+    const bucket& b = buckets_[hash & bucket_mask_];
+    const auto sig = static_cast<uint32_t>(hash >> 32);
+    for (const auto& slot : b.slot) {
+      uint64_t v = slot.load(std::memory_order_relaxed);
+      if (v != kEmpty && v != kTomb && static_cast<uint32_t>(v >> 32) == sig) {
+        rte_prefetch0(&entries_[(static_cast<uint32_t>(v) - 1) >> 1]);
+      }
+    }
+  }
   flow_match lookup(const flow_key& k, uint64_t hash) const;
 
   /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
@@ -106,6 +125,16 @@ class conntrack {
   /// Expires up to `budget` of this worker's entries and recycles those whose grace period
   /// has passed. Returns the number expired.
   uint32_t sweep(conntrack_worker& w, uint64_t now, uint32_t budget);
+
+  /// The worker loop's sweep: visits the worker's whole share once per kSweepPeriod, paced by
+  /// time rather than by loop count, so a busy worker does not spend cache lines on it.
+  uint32_t sweep_paced(conntrack_worker& w, uint64_t now) {
+    if (!w.sweep_last) w.sweep_last = now;
+    uint64_t due = (now - w.sweep_last) * (w.sweep_end - w.sweep_begin) / sweep_period_;
+    if (!due && !w.reclaim_count) return 0;
+    if (due) w.sweep_last = now;
+    return sweep(w, now, static_cast<uint32_t>(std::min<uint64_t>(due, w.sweep_end - w.sweep_begin)));
+  }
 
   uint32_t capacity() const { return capacity_; }
   const flow_entry& entry(uint32_t i) const { return entries_[i]; }
@@ -133,6 +162,7 @@ class conntrack {
   bucket* buckets_;
   uint64_t bucket_mask_;
   uint64_t touch_tick_;
+  uint64_t sweep_period_;
   uint64_t timeouts_[static_cast<size_t>(flow_state::count)];
 };
 

@@ -10,7 +10,7 @@
 #include <string>
 
 #include "compile.hpp"
-#include "dataplane.hpp"
+#include "offline.hpp"
 #include "packet_builder.hpp"
 #include "test_eal.hpp"
 
@@ -103,60 +103,29 @@ struct output {
 
 class pipeline : public ::testing::Test {
  protected:
-  static void SetUpTestSuite() {
-    pool_ = rte_pktmbuf_pool_create("test_pool", 1023, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-    ASSERT_NE(pool_, nullptr);
-  }
-
   void SetUp() override {
     node_config cfg;
     cfg.ports = {{"eth0", "fake0", {kNode0, 24}}, {"eth1", "fake1", {kNode1, 24}}};
-    dp_.ports = {{"eth0", 0, to_ether(kPort0), kNode0}, {"eth1", 1, to_ether(kPort1), kNode1}};
-    dp_.routes = build_routes(cfg);
-    dp_.tsc_hz = rte_get_tsc_hz();
-    dp_.hold_tsc = dp_.tsc_hz;
-    dp_.arp_retry_tsc = dp_.tsc_hz;
-    dp_.icmp_rate = 2;
-    dp_.max_service_ports = 64;
-    dp_.pool = pool_;
-    qsbr_ = static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, rte_rcu_qsbr_get_memsize(1), 64));
-    rte_rcu_qsbr_init(qsbr_, 1);
-    rte_rcu_qsbr_thread_register(qsbr_, 0);
-    rte_rcu_qsbr_thread_online(qsbr_, 0);
-    dp_.qsbr = qsbr_;
-    dp_.ct = std::make_unique<conntrack>(1024, 1, qsbr_, dp_.tsc_hz, conntrack_config{});
-    dp_.neighbors = std::make_unique<neighbor_table>(dp_.tsc_hz * 300);
-    uint64_t now = rte_rdtsc();
-    neighbor_table::learn(*dp_.neighbors->get(0, kClient, true), to_ether(kClientMac), now);
-    neighbor_table::learn(*dp_.neighbors->get(1, kPod, true), to_ether(kPodMac), now);
+    const rte_ether_addr macs[2] = {to_ether(kPort0), to_ether(kPort1)};
+    od_ = std::make_unique<offline_dataplane>(cfg, macs);
+    od_->learn(0, kClient, to_ether(kClientMac));
+    od_->learn(1, kPod, to_ether(kPodMac));
+    w_ = od_->w.get();
+    dp_ = &od_->dp;
 
     control::store st(ipv4_prefix{0xc6130000, 16});
     auto objs = model::parse_manifests(kManifests, "test");
     ASSERT_TRUE(objs) << objs.message();
     ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
-    control::compiler comp(65537, 64);
-    auto snap = comp.compile(st);
+    auto snap = control::compiler(65537, 64).compile(st);
     ASSERT_TRUE(snap) << snap.message();
     snap_ = std::move(*snap);
-    w_ = std::make_unique<worker>();
-    init_worker(*w_, dp_, 0, 0);
-  }
-
-  void TearDown() override {
-    for (auto& b : w_->tx) {
-      rte_pktmbuf_free_bulk(b.pkts, b.n);
-      b.n = 0;
-    }
-    for (uint16_t i = 0; i < w_->n_held; ++i) rte_pktmbuf_free(w_->held[i].m);
-    w_.reset();
-    dp_.ct.reset();
-    rte_free(qsbr_);
   }
 
   // Runs one frame through the pipeline; returns what came out (and takes it off the
   // TX batches).
   std::vector<output> run(const bytes& in, uint16_t port) {
-    rte_mbuf* m = rte_pktmbuf_alloc(pool_);
+    rte_mbuf* m = rte_pktmbuf_alloc(dp_->pool);
     std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(in.size())), in.data(), in.size());
     w_->now = rte_rdtsc();
     process_burst(*w_, snap_.get(), &m, 1, port);
@@ -170,22 +139,19 @@ class pipeline : public ::testing::Test {
         rte_mbuf* m = w_->tx[p].pkts[i];
         auto* d = rte_pktmbuf_mtod(m, uint8_t*);
         out.push_back({p, bytes(d, d + m->pkt_len)});
-        rte_pktmbuf_free(m);
       }
-      w_->tx[p].n = 0;
     }
+    od_->drain_tx();
     return out;
   }
 
   uint64_t drops(drop d) const { return w_->counters.drops[static_cast<size_t>(d)].get(); }
 
-  static rte_mempool* pool_;
-  dataplane dp_;
-  rte_rcu_qsbr* qsbr_ = nullptr;
+  std::unique_ptr<offline_dataplane> od_;
+  dataplane* dp_ = nullptr;
+  worker* w_ = nullptr;
   std::unique_ptr<const snapshot> snap_;
-  std::unique_ptr<worker> w_;
 };
-rte_mempool* pipeline::pool_ = nullptr;
 
 // The forwarding table: each row is a packet in and the exact packet that must leave,
 // in order (rows share connection state, as a real conversation does).
@@ -366,7 +332,7 @@ TEST_F(pipeline, HoldsPacketsUntilTheNextHopAnswersArp) {
 TEST_F(pipeline, DropsHeldPacketsWhenArpGoesUnanswered) {
   run(tcp(kPort0, kClientMac, kClient, 40000, kLateVip, 80, 0x02), 0);
   ASSERT_EQ(w_->n_held, 1);
-  w_->now += 2 * dp_.hold_tsc;
+  w_->now += 2 * dp_->hold_tsc;
   service_held(*w_);
   EXPECT_EQ(w_->n_held, 0);
   EXPECT_EQ(drops(drop::neighbor_timeout), 1u);
@@ -378,7 +344,7 @@ TEST_F(pipeline, BurstOfMixedPackets) {
   bytes frames[3] = {tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), bytes(5, 0),
                      udp(kPort0, kClientMac, kClient, 2, kUdpVip, 53, "q")};
   for (int i = 0; i < 3; ++i) {
-    pkts[i] = rte_pktmbuf_alloc(pool_);
+    pkts[i] = rte_pktmbuf_alloc(dp_->pool);
     std::memcpy(rte_pktmbuf_append(pkts[i], static_cast<uint16_t>(frames[i].size())),
                 frames[i].data(), frames[i].size());
   }

@@ -54,7 +54,6 @@ int worker_main(void* arg) {
   rte_rcu_qsbr_thread_register(dp.qsbr, w.index);
   rte_rcu_qsbr_thread_online(dp.qsbr, w.index);
   rte_mbuf* pkts[kBurst];
-  constexpr uint32_t kSweepBudget = 64;
 
   while (!dp.stop.load(std::memory_order_relaxed)) {
     // acquire: pairs with the control thread's release store of a fully built snapshot.
@@ -69,7 +68,7 @@ int worker_main(void* arg) {
     }
     if (w.n_held) service_held(w);
     flush_tx(w);
-    w.counters.flows_expired.add(dp.ct->sweep(w.ct, w.now, kSweepBudget));
+    w.counters.flows_expired.add(dp.ct->sweep_paced(w.ct, w.now));
     // Nothing from this iteration (snapshot, flow entries) is held past this point.
     rte_rcu_qsbr_quiescent(dp.qsbr, w.index);
     if (!received && dp.idle_sleep_us) {

@@ -370,9 +370,11 @@ def ferry(request):
 
 @pytest.fixture
 def tmpdir_path():
-    d = tempfile.mkdtemp(prefix="ferry-e2e-")
-    yield Path(d)
+    """A temp dir; a ferryd started with its name as EAL --file-prefix is cleaned up too."""
+    d = Path(tempfile.mkdtemp(prefix="ferry-e2e-"))
+    yield d
     shutil.rmtree(d, ignore_errors=True)
+    shutil.rmtree(f"/var/run/dpdk/{d.name}", ignore_errors=True)
 
 
 # ---- Shared checks ---------------------------------------------------------------------------

@@ -1,0 +1,814 @@
+#include "compile.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <memory>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "ferry/maglev.hpp"
+#include "ferry/net.hpp"
+#include "ferry/snapshot.hpp"
+#include "model.hpp"
+#include "store.hpp"
+
+namespace ferry::control {
+namespace {
+
+// The seed: my-service 80 -> 9376 and a slice with three ready endpoints on 9376.
+constexpr std::string_view kSeedService = R"(apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  clusterIP: 198.19.0.10
+  selector:
+    app: MyApp
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+)";
+
+constexpr std::string_view kSeedSlice = R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: my-service-abc12
+  labels:
+    kubernetes.io/service-name: my-service
+addressType: IPv4
+ports:
+  - name: ""
+    protocol: TCP
+    port: 9376
+endpoints:
+  - addresses: ["198.18.1.11"]
+    conditions: {ready: true}
+  - addresses: ["198.18.1.12"]
+    conditions: {ready: true}
+  - addresses: ["198.18.1.13"]
+    conditions: {ready: true}
+)";
+
+// A two-port Service; slices join its ports by name.
+constexpr std::string_view kWebService = R"(apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  clusterIP: 198.19.0.20
+  selector:
+    app: web
+  ports:
+    - name: http
+      port: 80
+      targetPort: 8080
+    - name: https
+      port: 443
+      targetPort: 8443
+)";
+
+constexpr uint32_t kMaxSize = kMaglevDefaultMaxSize;
+
+uint32_t ip(const char* text) { return *parse_ipv4(text); }
+
+bool has(const std::string& msg, std::string_view part) {
+  return msg.find(part) != std::string::npos;
+}
+
+std::vector<model::object> parse(std::string_view text) {
+  auto r = model::parse_manifests(text, "test.yaml");
+  EXPECT_TRUE(r.ok()) << r.message();
+  if (!r.ok()) return {};
+  return std::move(r).value();
+}
+
+void apply_text(store& st, std::string_view text) {
+  auto r = st.apply(parse(text), source::file);
+  ASSERT_TRUE(r.ok()) << r.message();
+}
+
+std::string join(std::initializer_list<std::string_view> docs) {
+  std::string out;
+  for (auto d : docs) {
+    if (!out.empty()) out += "---\n";
+    out += d;
+  }
+  return out;
+}
+
+std::unique_ptr<snapshot> compile_ok(compiler& c, const store& st) {
+  auto r = c.compile(st);
+  EXPECT_TRUE(r.ok()) << r.message();
+  if (!r.ok()) return nullptr;
+  return std::move(r).value();
+}
+
+const service_port_entry* find_vip(const snapshot& snap, const char* vip, uint16_t port,
+                                   uint8_t proto = kProtoTcp) {
+  auto found = snap.vips.find(service_key(ip(vip), proto, port));
+  return found ? *found : nullptr;
+}
+
+// "a.b.c.d:port/weight" for each backend, for readable comparisons.
+std::vector<std::string> describe(const std::vector<backend>& backends) {
+  std::vector<std::string> out;
+  for (const auto& b : backends) {
+    out.push_back(format_ipv4(b.ip) + ":" + std::to_string(b.port) + "/" +
+                  std::to_string(b.weight));
+  }
+  return out;
+}
+
+// A slice for `service` with one port (`port_name`, `port`) and the endpoints given as YAML
+// list items.
+std::string slice_yaml(std::string_view name, std::string_view service, std::string_view port_name,
+                       uint16_t port, std::string_view endpoints,
+                       std::string_view protocol = "TCP") {
+  return "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: " +
+         std::string(name) +
+         "\n  labels:\n    kubernetes.io/service-name: " + std::string(service) +
+         "\naddressType: IPv4\nports:\n  - name: \"" + std::string(port_name) +
+         "\"\n    protocol: " + std::string(protocol) + "\n    port: " + std::to_string(port) +
+         "\nendpoints:\n" + std::string(endpoints);
+}
+
+std::string service_yaml(std::string_view name, std::string_view cluster_ip, uint16_t port) {
+  return "apiVersion: v1\nkind: Service\nmetadata:\n  name: " + std::string(name) +
+         "\nspec:\n  clusterIP: " + std::string(cluster_ip) +
+         "\n  selector:\n    app: " + std::string(name) +
+         "\n  ports:\n    - port: " + std::to_string(port) + "\n";
+}
+
+std::string pod_yaml(std::string_view name, std::string_view labels, std::string_view pod_ip,
+                     bool ready, std::string_view ports = "", std::string_view ns = "default") {
+  std::string text = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: " + std::string(name) +
+                     "\n  namespace: " + std::string(ns) + "\n  labels: " + std::string(labels) +
+                     "\nspec:\n  containers:\n    - name: app\n";
+  if (!ports.empty()) text += "      ports: " + std::string(ports) + "\n";
+  text += "status:\n";
+  if (!pod_ip.empty()) text += "  podIP: " + std::string(pod_ip) + "\n";
+  text += "  conditions:\n    - type: Ready\n      status: \"" +
+          std::string(ready ? "True" : "False") + "\"\n";
+  return text;
+}
+
+const model::service& service_in(const store& st, const std::string& name) {
+  return std::get<model::service>(st.objects().at(store::key{"Service", "default", name}).obj);
+}
+
+TEST(compile, seed_example_yields_one_service_port) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->generation, 1u);
+  ASSERT_EQ(snap->ports.size(), 1u);
+  const service_port_entry& e = *snap->ports[0];
+  EXPECT_EQ(e.vip, ip("198.19.0.10"));
+  EXPECT_EQ(e.port, 80);
+  EXPECT_EQ(e.proto, kProtoTcp);
+  EXPECT_EQ(e.name, "default/my-service");
+  EXPECT_EQ(e.id, 0u);
+  EXPECT_TRUE(e.has_active);
+  EXPECT_EQ(
+      describe(e.backends),
+      (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1", "198.18.1.13:9376/1"}));
+}
+
+TEST(compile, seed_example_has_a_prime_maglev_table_using_every_backend) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->ports.size(), 1u);
+  const auto& table = snap->ports[0]->maglev;
+  EXPECT_GE(table.size(), 300u);
+  EXPECT_TRUE(is_prime(static_cast<uint32_t>(table.size()))) << table.size();
+  std::set<uint16_t> used(table.begin(), table.end());
+  EXPECT_EQ(used, (std::set<uint16_t>{0, 1, 2}));
+}
+
+TEST(compile, seed_example_is_found_in_the_vip_table) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->ports.size(), 1u);
+  auto found = snap->vips.find(service_key(ip("198.19.0.10"), 6, 80));
+  ASSERT_NE(found, nullptr);
+  EXPECT_EQ(*found, snap->ports[0].get());
+  EXPECT_EQ(snap->vips.size(), 1u);
+  EXPECT_EQ(snap->vips.find(service_key(ip("198.19.0.10"), 17, 80)), nullptr);
+  EXPECT_EQ(snap->vips.find(service_key(ip("198.19.0.10"), 6, 9376)), nullptr);
+}
+
+TEST(compile, seed_example_backends_are_found_in_the_backend_table) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->ports.size(), 1u);
+  for (const char* b : {"198.18.1.11", "198.18.1.12", "198.18.1.13"}) {
+    auto found = snap->backends.find(service_key(ip(b), 6, 9376));
+    ASSERT_NE(found, nullptr) << b;
+    EXPECT_EQ(*found, snap->ports[0].get()) << b;
+  }
+  EXPECT_EQ(snap->backends.size(), 3u);
+  EXPECT_EQ(snap->backends.find(service_key(ip("198.18.1.11"), 6, 80)), nullptr);
+}
+
+TEST(compile, builtin_manifests_compile_to_two_service_ports) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  // The redis-master pair of the built-in demo: a legacy Endpoints object only.
+  apply_text(st, join({kSeedService, kSeedSlice, R"(apiVersion: v1
+kind: Service
+metadata:
+  name: redis-master
+spec:
+  clusterIP: 198.19.0.11
+  ports:
+    - protocol: TCP
+      port: 6379
+      targetPort: 6379
+)",
+                       R"(apiVersion: v1
+kind: Endpoints
+metadata:
+  name: redis-master
+subsets:
+  - addresses:
+      - ip: 198.18.1.21
+    ports:
+      - port: 6379
+        protocol: TCP
+)"}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports.size(), 2u);
+  auto redis = find_vip(*snap, "198.19.0.11", 6379);
+  ASSERT_NE(redis, nullptr);
+  EXPECT_EQ(describe(redis->backends), std::vector<std::string>{"198.18.1.21:6379/1"});
+  EXPECT_NE(redis->id, find_vip(*snap, "198.19.0.10", 80)->id);
+}
+
+TEST(compile, slice_ports_join_service_ports_by_name) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kWebService, slice_yaml("web-a", "web", "https", 8443,
+                                               "  - addresses: [\"198.18.1.31\"]\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->ports.size(), 2u);
+  auto http = find_vip(*snap, "198.19.0.20", 80);
+  auto https = find_vip(*snap, "198.19.0.20", 443);
+  ASSERT_NE(http, nullptr);
+  ASSERT_NE(https, nullptr);
+  EXPECT_EQ(http->name, "default/web:http");
+  EXPECT_EQ(https->name, "default/web:https");
+  // The "https" slice port must not feed the "http" service port.
+  EXPECT_TRUE(http->backends.empty());
+  EXPECT_FALSE(http->has_active);
+  EXPECT_EQ(describe(https->backends), std::vector<std::string>{"198.18.1.31:8443/1"});
+  EXPECT_TRUE(https->has_active);
+}
+
+TEST(compile, each_service_port_gets_the_port_of_its_named_slice_port) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kWebService, R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: web-a
+  labels:
+    kubernetes.io/service-name: web
+addressType: IPv4
+ports:
+  - name: https
+    port: 8443
+  - name: http
+    port: 8080
+endpoints:
+  - addresses: ["198.18.1.31"]
+  - addresses: ["198.18.1.32"]
+)"}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto http = find_vip(*snap, "198.19.0.20", 80);
+  auto https = find_vip(*snap, "198.19.0.20", 443);
+  ASSERT_NE(http, nullptr);
+  ASSERT_NE(https, nullptr);
+  EXPECT_EQ(describe(http->backends),
+            (std::vector<std::string>{"198.18.1.31:8080/1", "198.18.1.32:8080/1"}));
+  EXPECT_EQ(describe(https->backends),
+            (std::vector<std::string>{"198.18.1.31:8443/1", "198.18.1.32:8443/1"}));
+  EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8080)), http);
+  EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8443)), https);
+}
+
+TEST(compile, slice_port_of_another_protocol_does_not_join) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, slice_yaml("my-service-udp", "my-service", "", 9376,
+                                                "  - addresses: [\"198.18.1.11\"]\n", "UDP")}));
+  auto& svc = service_in(st, "my-service");
+  EXPECT_TRUE(resolve_backends(st, svc, svc.ports[0]).empty());
+}
+
+TEST(compile, slices_of_other_services_and_namespaces_are_ignored) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string other_ns =
+      slice_yaml("my-service-x", "my-service", "", 9376, "  - addresses: [\"198.18.1.51\"]\n");
+  other_ns.replace(other_ns.find("  name: my-service-x"), 0, "  namespace: prod\n");
+  apply_text(
+      st, join({kSeedService, other_ns,
+                slice_yaml("other-y", "other", "", 9376, "  - addresses: [\"198.18.1.52\"]\n")}));
+  auto& svc = service_in(st, "my-service");
+  EXPECT_TRUE(resolve_backends(st, svc, svc.ports[0]).empty());
+}
+
+TEST(compile, backends_from_several_slices_are_merged_sorted_and_deduplicated) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st, join({kSeedService,
+                slice_yaml("my-service-b", "my-service", "", 9376,
+                           "  - addresses: [\"198.18.1.13\"]\n"
+                           "  - addresses: [\"198.18.1.11\"]\n"),
+                slice_yaml("my-service-a", "my-service", "", 9376,
+                           "  - addresses: [\"198.18.1.12\"]\n"
+                           "  - addresses: [\"198.18.1.11\"]\n"
+                           "    conditions: {ready: false, serving: true, terminating: true}\n")}));
+  auto& svc = service_in(st, "my-service");
+  // The duplicate 198.18.1.11 keeps its ready (weight 1) copy.
+  EXPECT_EQ(
+      describe(resolve_backends(st, svc, svc.ports[0])),
+      (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1", "198.18.1.13:9376/1"}));
+}
+
+TEST(compile, not_ready_endpoints_are_excluded) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st,
+             join({kSeedService, slice_yaml("my-service-a", "my-service", "", 9376,
+                                            "  - addresses: [\"198.18.1.11\"]\n"
+                                            "  - addresses: [\"198.18.1.12\"]\n"
+                                            "    conditions: {ready: false}\n"
+                                            "  - addresses: [\"198.18.1.13\"]\n"
+                                            "    conditions: {ready: false, serving: true}\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends), std::vector<std::string>{"198.18.1.11:9376/1"});
+  EXPECT_EQ(snap->backends.find(service_key(ip("198.18.1.12"), 6, 9376)), nullptr);
+}
+
+TEST(compile, terminating_endpoints_drain_with_weight_zero) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st,
+      join({kSeedService,
+            slice_yaml("my-service-a", "my-service", "", 9376,
+                       "  - addresses: [\"198.18.1.11\"]\n"
+                       "  - addresses: [\"198.18.1.12\"]\n"
+                       "    conditions: {ready: false, serving: true, terminating: true}\n"
+                       "  - addresses: [\"198.18.1.13\"]\n"
+                       "    conditions: {ready: false, serving: false, terminating: true}\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends),
+            (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/0"}));
+  EXPECT_TRUE(e->has_active);
+  // Draining backends get no Maglev slots, but replies from them are still un-NATed.
+  EXPECT_TRUE(std::all_of(e->maglev.begin(), e->maglev.end(), [](uint16_t i) { return i == 0; }));
+  EXPECT_NE(snap->backends.find(service_key(ip("198.18.1.12"), 6, 9376)), nullptr);
+}
+
+TEST(compile, only_terminating_endpoints_leave_no_active_backend) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st, join({kSeedService,
+                slice_yaml("my-service-a", "my-service", "", 9376,
+                           "  - addresses: [\"198.18.1.11\"]\n"
+                           "    conditions: {ready: false, serving: true, terminating: true}\n"
+                           "  - addresses: [\"198.18.1.12\"]\n"
+                           "    conditions: {ready: false, serving: true, terminating: true}\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends),
+            (std::vector<std::string>{"198.18.1.11:9376/0", "198.18.1.12:9376/0"}));
+  EXPECT_FALSE(e->has_active);
+  EXPECT_TRUE(std::all_of(e->maglev.begin(), e->maglev.end(),
+                          [](uint16_t i) { return i == kMaglevNoBackend; }));
+}
+
+TEST(compile, service_without_endpoints_has_an_empty_entry) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, kSeedService);
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);  // still answered (ICMP unreachable), so it must be in the table
+  EXPECT_TRUE(e->backends.empty());
+  EXPECT_FALSE(e->has_active);
+  EXPECT_EQ(snap->backends.size(), 0u);
+}
+
+constexpr std::string_view kSeedEndpoints = R"(apiVersion: v1
+kind: Endpoints
+metadata:
+  name: my-service
+subsets:
+  - addresses:
+      - ip: 198.18.1.21
+      - ip: 198.18.1.22
+    notReadyAddresses:
+      - ip: 198.18.1.23
+    ports:
+      - port: 9376
+        protocol: TCP
+)";
+
+TEST(compile, legacy_endpoints_are_used_without_slices) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedEndpoints}));
+  auto& svc = service_in(st, "my-service");
+  EXPECT_EQ(describe(resolve_backends(st, svc, svc.ports[0])),
+            (std::vector<std::string>{"198.18.1.21:9376/1", "198.18.1.22:9376/1"}));
+}
+
+TEST(compile, legacy_endpoints_are_ignored_when_a_slice_exists) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedEndpoints, kSeedSlice}));
+  auto& svc = service_in(st, "my-service");
+  EXPECT_EQ(
+      describe(resolve_backends(st, svc, svc.ports[0])),
+      (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1", "198.18.1.13:9376/1"}));
+}
+
+TEST(compile, legacy_endpoints_of_another_namespace_are_ignored) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string other(kSeedEndpoints);
+  other.replace(other.find("  name: my-service"), 0, "  namespace: prod\n");
+  apply_text(st, join({kSeedService, other}));
+  auto& svc = service_in(st, "my-service");
+  EXPECT_TRUE(resolve_backends(st, svc, svc.ports[0]).empty());
+}
+
+TEST(compile, pods_are_used_without_endpoint_objects) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, pod_yaml("my-app-1", "{app: MyApp}", "198.18.1.41", true),
+                       pod_yaml("my-app-2", "{app: MyApp, tier: x}", "198.18.1.42", true),
+                       pod_yaml("not-ready", "{app: MyApp}", "198.18.1.43", false),
+                       pod_yaml("no-ip", "{app: MyApp}", "", true),
+                       pod_yaml("other-app", "{app: Other}", "198.18.1.44", true),
+                       pod_yaml("other-ns", "{app: MyApp}", "198.18.1.45", true, "", "prod")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  // Numeric targetPort 9376.
+  EXPECT_EQ(describe(e->backends),
+            (std::vector<std::string>{"198.18.1.41:9376/1", "198.18.1.42:9376/1"}));
+}
+
+TEST(compile, pods_resolve_a_named_target_port_through_container_ports) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st,
+      join({R"(apiVersion: v1
+kind: Service
+metadata:
+  name: named
+spec:
+  clusterIP: 198.19.0.30
+  selector:
+    app: named
+  ports:
+    - port: 80
+      targetPort: web
+)",
+            pod_yaml("named-1", "{app: named}", "198.18.1.61", true,
+                     "[{name: web, containerPort: 8080}, {name: admin, containerPort: 9000}]"),
+            pod_yaml("named-2", "{app: named}", "198.18.1.62", true,
+                     "[{name: web, containerPort: 8081}]"),
+            pod_yaml("named-udp", "{app: named}", "198.18.1.63", true,
+                     "[{name: web, containerPort: 8082, protocol: UDP}]"),
+            pod_yaml("unnamed", "{app: named}", "198.18.1.64", true, "[{containerPort: 8080}]")}));
+  auto& svc = service_in(st, "named");
+  // Each pod maps the name itself; pods without a TCP port of that name are left out.
+  EXPECT_EQ(describe(resolve_backends(st, svc, svc.ports[0])),
+            (std::vector<std::string>{"198.18.1.61:8080/1", "198.18.1.62:8081/1"}));
+}
+
+TEST(compile, pods_without_target_port_use_the_service_port) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("plain", "198.19.0.31", 8080),
+                       pod_yaml("plain-1", "{app: plain}", "198.18.1.71", true)}));
+  auto& svc = service_in(st, "plain");
+  EXPECT_EQ(describe(resolve_backends(st, svc, svc.ports[0])),
+            std::vector<std::string>{"198.18.1.71:8080/1"});
+}
+
+TEST(compile, pods_are_ignored_when_endpoint_objects_exist) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string pod = pod_yaml("my-app-9", "{app: MyApp}", "198.18.1.99", true);
+  apply_text(st, join({kSeedService, kSeedEndpoints, pod}));
+  auto& svc = service_in(st, "my-service");
+  auto with_endpoints = describe(resolve_backends(st, svc, svc.ports[0]));
+  EXPECT_EQ(std::count(with_endpoints.begin(), with_endpoints.end(), "198.18.1.99:9376/1"), 0);
+
+  store st2(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st2, join({kSeedService, kSeedSlice, pod}));
+  auto& svc2 = service_in(st2, "my-service");
+  EXPECT_EQ(resolve_backends(st2, svc2, svc2.ports[0]).size(), 3u);
+}
+
+TEST(compile, service_without_selector_takes_no_pods) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({R"(apiVersion: v1
+kind: Service
+metadata:
+  name: manual
+spec:
+  clusterIP: 198.19.0.32
+  ports:
+    - port: 80
+)",
+                       pod_yaml("any", "{app: manual}", "198.18.1.81", true)}));
+  auto& svc = service_in(st, "manual");
+  EXPECT_TRUE(resolve_backends(st, svc, svc.ports[0]).empty());
+}
+
+TEST(compile, unchanged_service_ports_are_reused) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st,
+             join({kSeedService, kSeedSlice, service_yaml("other", "198.19.0.40", 81),
+                   slice_yaml("other-a", "other", "", 81, "  - addresses: [\"198.18.1.91\"]\n")}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  auto seed1 = find_vip(*first, "198.19.0.10", 80);
+  auto other1 = find_vip(*first, "198.19.0.40", 81);
+  ASSERT_NE(seed1, nullptr);
+  ASSERT_NE(other1, nullptr);
+
+  // Nothing changed: every entry is the same object.
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->generation, first->generation + 1);
+  EXPECT_EQ(find_vip(*second, "198.19.0.10", 80), seed1);
+  EXPECT_EQ(find_vip(*second, "198.19.0.40", 81), other1);
+
+  // One endpoint more behind "other": only that entry is rebuilt.
+  apply_text(st, slice_yaml("other-a", "other", "", 81,
+                            "  - addresses: [\"198.18.1.91\"]\n"
+                            "  - addresses: [\"198.18.1.92\"]\n"));
+  auto third = compile_ok(c, st);
+  ASSERT_TRUE(third);
+  ASSERT_EQ(third->ports.size(), 2u);
+  EXPECT_EQ(find_vip(*third, "198.19.0.10", 80), seed1);
+  auto other3 = find_vip(*third, "198.19.0.40", 81);
+  ASSERT_NE(other3, nullptr);
+  EXPECT_NE(other3, other1);
+  EXPECT_EQ(other3->backends.size(), 2u);
+  // The old snapshot still owns its entry, untouched (workers may be reading it).
+  EXPECT_EQ(other1->backends.size(), 1u);
+}
+
+TEST(compile, reused_entries_are_shared_between_snapshots) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(first && second);
+  ASSERT_EQ(first->ports.size(), 1u);
+  ASSERT_EQ(second->ports.size(), 1u);
+  EXPECT_EQ(first->ports[0].get(), second->ports[0].get());
+}
+
+TEST(compile, weight_change_rebuilds_the_entry) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({kSeedService, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  apply_text(st, slice_yaml("my-service-abc12", "my-service", "", 9376,
+                            "  - addresses: [\"198.18.1.11\"]\n"
+                            "  - addresses: [\"198.18.1.12\"]\n"
+                            "  - addresses: [\"198.18.1.13\"]\n"
+                            "    conditions: {ready: false, serving: true, terminating: true}\n"));
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  ASSERT_EQ(second->ports.size(), 1u);
+  EXPECT_NE(second->ports[0].get(), first->ports[0].get());
+  EXPECT_EQ(second->ports[0]->id, first->ports[0]->id);
+  EXPECT_EQ(
+      describe(second->ports[0]->backends),
+      (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1", "198.18.1.13:9376/0"}));
+}
+
+TEST(compile, counter_ids_stay_stable_for_unchanged_service_ports) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("a", "198.19.0.1", 80), service_yaml("b", "198.19.0.2", 80),
+                       service_yaml("c", "198.19.0.3", 80)}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  uint32_t id_a = find_vip(*first, "198.19.0.1", 80)->id;
+  uint32_t id_b = find_vip(*first, "198.19.0.2", 80)->id;
+  uint32_t id_c = find_vip(*first, "198.19.0.3", 80)->id;
+  EXPECT_EQ((std::set<uint32_t>{id_a, id_b, id_c}), (std::set<uint32_t>{0, 1, 2}));
+
+  // A new service and a changed one: the others keep their slots.
+  apply_text(st, join({service_yaml("d", "198.19.0.4", 80),
+                       slice_yaml("b-1", "b", "", 80, "  - addresses: [\"198.18.1.2\"]\n")}));
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(find_vip(*second, "198.19.0.1", 80)->id, id_a);
+  EXPECT_EQ(find_vip(*second, "198.19.0.2", 80)->id, id_b);
+  EXPECT_EQ(find_vip(*second, "198.19.0.3", 80)->id, id_c);
+  EXPECT_EQ(find_vip(*second, "198.19.0.4", 80)->id, 3u);
+}
+
+TEST(compile, counter_ids_are_reused_after_a_service_is_deleted) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("a", "198.19.0.1", 80), service_yaml("b", "198.19.0.2", 80),
+                       service_yaml("c", "198.19.0.3", 80)}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  uint32_t id_b = find_vip(*first, "198.19.0.2", 80)->id;
+
+  st.remove(parse(service_yaml("b", "198.19.0.2", 80)));
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->ports.size(), 2u);
+  EXPECT_EQ(find_vip(*second, "198.19.0.2", 80), nullptr);
+
+  apply_text(st, service_yaml("e", "198.19.0.5", 80));
+  auto third = compile_ok(c, st);
+  ASSERT_TRUE(third);
+  EXPECT_EQ(find_vip(*third, "198.19.0.5", 80)->id, id_b);
+  std::set<uint32_t> ids;
+  for (const auto& e : third->ports) ids.insert(e->id);
+  EXPECT_EQ(ids, (std::set<uint32_t>{0, 1, 2}));
+}
+
+TEST(compile, ids_stay_below_max_service_ports_through_churn) {
+  compiler c(kMaxSize, 16);
+  for (int round = 0; round < 10; ++round) {
+    std::string text;
+    for (int i = 0; i < 16; ++i) {
+      if (i) text += "---\n";
+      // Each round replaces half the services with new ones.
+      int n = (i % 2) ? i : i + 100 * round;
+      text += service_yaml("s" + std::to_string(n), "198.19.1." + std::to_string(n % 250 + 1),
+                           static_cast<uint16_t>(1000 + n));
+    }
+    store fresh(*parse_ipv4_prefix("198.19.0.0/16"));
+    apply_text(fresh, text);
+    auto snap = compile_ok(c, fresh);
+    ASSERT_TRUE(snap);
+    ASSERT_EQ(snap->ports.size(), 16u);
+    std::set<uint32_t> ids;
+    for (const auto& e : snap->ports) {
+      EXPECT_LT(e->id, 16u);
+      ids.insert(e->id);
+    }
+    EXPECT_EQ(ids.size(), 16u) << "round " << round;
+  }
+}
+
+TEST(compile, too_many_service_ports_is_an_error) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("a", "198.19.0.1", 80), service_yaml("b", "198.19.0.2", 80),
+                       kWebService}));
+  compiler c(kMaxSize, 3);
+  auto r = c.compile(st);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(has(r.message(), "too many service ports: 4")) << r.message();
+  EXPECT_TRUE(has(r.message(), "max_service_ports is 3")) << r.message();
+}
+
+TEST(compile, failed_compile_changes_nothing) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("a", "198.19.0.1", 80), service_yaml("b", "198.19.0.2", 80)}));
+  compiler c(kMaxSize, 2);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  auto a1 = find_vip(*first, "198.19.0.1", 80);
+
+  apply_text(st, service_yaml("c", "198.19.0.3", 80));
+  EXPECT_FALSE(c.compile(st).ok());
+
+  st.remove(parse(service_yaml("c", "198.19.0.3", 80)));
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->generation, first->generation + 1);
+  EXPECT_EQ(find_vip(*second, "198.19.0.1", 80), a1);
+}
+
+TEST(compile, exactly_max_service_ports_is_allowed) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({service_yaml("a", "198.19.0.1", 80), kWebService}));
+  compiler c(kMaxSize, 3);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports.size(), 3u);
+}
+
+TEST(compile, external_name_and_headless_services_produce_no_entries) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st,
+      join({R"(apiVersion: v1
+kind: Service
+metadata:
+  name: db
+spec:
+  type: ExternalName
+  externalName: db.example.com
+  ports:
+    - port: 5432
+)",
+            R"(apiVersion: v1
+kind: Service
+metadata:
+  name: ext-with-ip
+spec:
+  type: ExternalName
+  externalName: db.example.com
+  clusterIP: 198.19.0.50
+  ports:
+    - port: 5432
+)",
+            R"(apiVersion: v1
+kind: Service
+metadata:
+  name: headless
+spec:
+  clusterIP: None
+  selector:
+    app: headless
+  ports:
+    - port: 80
+)",
+            slice_yaml("headless-a", "headless", "", 80, "  - addresses: [\"198.18.1.55\"]\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->ports.empty());
+  EXPECT_EQ(snap->vips.size(), 0u);
+  EXPECT_EQ(snap->backends.size(), 0u);
+  EXPECT_EQ(find_vip(*snap, "198.19.0.50", 5432), nullptr);
+}
+
+TEST(compile, every_protocol_and_port_is_its_own_entry) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, R"(apiVersion: v1
+kind: Service
+metadata:
+  name: dns
+spec:
+  clusterIP: 198.19.0.53
+  ports:
+    - name: dns-udp
+      protocol: UDP
+      port: 53
+    - name: dns-tcp
+      protocol: TCP
+      port: 53
+)");
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  ASSERT_EQ(snap->ports.size(), 2u);
+  auto udp = find_vip(*snap, "198.19.0.53", 53, kProtoUdp);
+  auto tcp = find_vip(*snap, "198.19.0.53", 53, kProtoTcp);
+  ASSERT_NE(udp, nullptr);
+  ASSERT_NE(tcp, nullptr);
+  EXPECT_NE(udp, tcp);
+  EXPECT_EQ(udp->proto, kProtoUdp);
+  EXPECT_EQ(udp->name, "default/dns:dns-udp");
+  EXPECT_NE(udp->id, tcp->id);
+}
+
+}  // namespace
+}  // namespace ferry::control

@@ -1,0 +1,323 @@
+// ferry-perf: benchmarks that print one JSON object per result line.
+//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--no-huge]
+//   ferry-perf maglev   [--runs 5]
+// `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
+// `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
+// hugepages and rewrites docs/performance.md.
+#include <rte_eal.h>
+#include <netinet/in.h>
+#include <rte_ip.h>
+#include <rte_tcp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "compile.hpp"
+#include "ferry/maglev.hpp"
+#include "offline.hpp"
+
+namespace {
+
+using nlohmann::json;
+using namespace ferry;
+
+struct spread {
+  double median, min, max;
+};
+
+spread summarize(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return {v[v.size() / 2], v.front(), v.back()};
+}
+
+json to_json(const spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
+
+// ---- pipeline -------------------------------------------------------------------------
+
+constexpr uint32_t kVip = 0xc613000a;         // 198.19.0.10
+constexpr uint32_t kClientNet = 0xc6128000;   // 198.18.128.0/17, behind 198.18.0.1
+constexpr uint32_t kGateway = 0xc6120001;
+constexpr uint32_t kBackendNet = 0xc6120100;  // 198.18.1.x
+constexpr unsigned kBackends = 100;
+
+uint32_t client_ip(uint64_t flow) { return kClientNet + (flow & 0x7fff); }
+uint16_t client_port(uint64_t flow) { return static_cast<uint16_t>(1024 + (flow >> 15)); }
+
+struct pipeline_bench {
+  std::unique_ptr<dp::offline_dataplane> od;
+  std::unique_ptr<const snapshot> snap;
+  const service_port_entry* svc = nullptr;
+  uint8_t tmpl[64] = {};
+
+  explicit pipeline_bench(uint32_t capacity) {
+    node_config cfg;
+    cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
+    cfg.routes = {{{kClientNet, 17}, kGateway, "eth0"}};
+    cfg.conntrack.tcp_established_timeout = 86400;
+    rte_ether_addr macs[2] = {{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}}};
+    dp::offline_options o;
+    o.flow_capacity = capacity;
+    od = std::make_unique<dp::offline_dataplane>(cfg, macs, o);
+    od->learn(0, kGateway, {{2, 0xc1, 0, 0, 0, 1}});
+
+    std::string yaml =
+        "apiVersion: v1\nkind: Service\nmetadata: {name: bench}\nspec:\n"
+        "  clusterIP: 198.19.0.10\n  ports: [{port: 80, targetPort: 9376}]\n---\n"
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {name: bench}\nsubsets:\n"
+        "- ports: [{port: 9376}]\n  addresses:\n";
+    for (unsigned i = 1; i <= kBackends; ++i) {
+      yaml += "  - ip: " + format_ipv4(kBackendNet + i) + "\n";
+      od->learn(1, kBackendNet + i, {{2, 0xb0, 0, 0, 0, static_cast<uint8_t>(i)}});
+    }
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(yaml, "bench");
+    if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
+    snap = std::move(*control::compiler(kMaglevDefaultMaxSize, 16).compile(st));
+    svc = snap->ports[0].get();
+
+    // Ethernet + IPv4 + TCP, 60 bytes on the wire; flow fields are patched per packet.
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(tmpl);
+    eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+    eth->src_addr = {{2, 0xc1, 0, 0, 0, 1}};
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+    ip->total_length = RTE_BE16(46);
+    ip->time_to_live = 64;
+    ip->next_proto_id = IPPROTO_TCP;
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(ip + 1);
+    th->data_off = 5 << 4;
+  }
+
+  void insert_flows(uint64_t n) {
+    dp::worker& w = *od->w;
+    for (uint64_t f = 0; f < n; ++f) {
+      dp::flow_key k{client_ip(f), kVip, client_port(f), 80, IPPROTO_TCP};
+      const backend& b = svc->pick(dp::conntrack::hash(k));
+      if (!od->dp.ct->insert(w.ct, k, b.ip, b.port, svc->id, dp::flow_state::tcp_established,
+                             rte_rdtsc())) {
+        std::cerr << "flow table full at " << f << "\n";
+        std::abort();
+      }
+    }
+  }
+
+  enum class kind { established, reply, new_flow };
+
+  // Writes the packet of `flow` into m: a forward ACK, a backend's reply, or a SYN.
+  void fill(rte_mbuf* m, uint64_t flow, kind k) const {
+    rte_pktmbuf_reset(m);
+    auto* d = rte_pktmbuf_mtod(m, uint8_t*);
+    std::memcpy(d, tmpl, 60);
+    m->data_len = m->pkt_len = 60;
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(d);
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(ip + 1);
+    if (k == kind::reply) {
+      dp::flow_key fk{client_ip(flow), kVip, client_port(flow), 80, IPPROTO_TCP};
+      const backend& b = svc->pick(dp::conntrack::hash(fk));
+      eth->dst_addr = od->dp.ports[1].mac;
+      ip->src_addr = rte_cpu_to_be_32(b.ip);
+      ip->dst_addr = rte_cpu_to_be_32(fk.src_ip);
+      th->src_port = rte_cpu_to_be_16(b.port);
+      th->dst_port = rte_cpu_to_be_16(fk.src_port);
+      th->tcp_flags = RTE_TCP_ACK_FLAG;
+    } else {
+      eth->dst_addr = od->dp.ports[0].mac;
+      ip->src_addr = rte_cpu_to_be_32(client_ip(flow));
+      ip->dst_addr = rte_cpu_to_be_32(kVip);
+      th->src_port = rte_cpu_to_be_16(client_port(flow));
+      th->dst_port = RTE_BE16(80);
+      th->tcp_flags = k == kind::new_flow ? RTE_TCP_SYN_FLAG : RTE_TCP_ACK_FLAG;
+    }
+  }
+
+  // Cycles for `packets` packets: fill + process_burst + the worker loop's sweep, and the
+  // fill alone (so the packet path's own cost can be reported).
+  std::pair<double, double> run(const std::vector<uint64_t>& flows, kind k, uint64_t packets) {
+    dp::worker& w = *od->w;
+    rte_mbuf* pkts[dp::kBurst];
+    if (rte_pktmbuf_alloc_bulk(od->dp.pool, pkts, dp::kBurst) != 0) std::abort();
+    uint64_t i = 0;
+    uint64_t start = rte_rdtsc();
+    while (i < packets) {
+      for (auto* m : pkts) fill(m, flows[i++ % flows.size()], k);
+      w.now = rte_rdtsc();
+      dp::process_burst(w, snap.get(), pkts, dp::kBurst, k == kind::reply ? 1 : 0);
+      od->drop_tx();  // the same mbufs come round again
+      od->dp.ct->sweep_paced(w.ct, w.now);
+    }
+    double total = static_cast<double>(rte_rdtsc() - start);
+    i = 0;
+    start = rte_rdtsc();
+    while (i < packets) {
+      for (auto* m : pkts) fill(m, flows[i++ % flows.size()], k);
+      asm volatile("" ::: "memory");
+    }
+    double refill = static_cast<double>(rte_rdtsc() - start);
+    rte_pktmbuf_free_bulk(pkts, dp::kBurst);
+    return {total, refill};
+  }
+};
+
+void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs) {
+  const uint64_t kPackets = 2'000'000;
+  const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
+  for (uint64_t n : flow_counts) {
+    uint64_t new_total = kPackets * static_cast<uint64_t>(runs);
+    pipeline_bench b(static_cast<uint32_t>(std::bit_ceil(n + new_total + 1024)));
+    b.insert_flows(n);
+    std::mt19937_64 rng(n);
+    std::vector<uint64_t> random_flows(1 << 20);
+    for (auto& f : random_flows) f = rng() % n;
+    for (auto k : {pipeline_bench::kind::established, pipeline_bench::kind::reply,
+                   pipeline_bench::kind::new_flow}) {
+      std::vector<double> ns, fill_ns;
+      uint64_t next_new = n;
+      for (int r = 0; r < runs; ++r) {
+        std::vector<uint64_t> flows;
+        if (k == pipeline_bench::kind::new_flow) {
+          flows.resize(kPackets);
+          for (auto& f : flows) f = next_new++;
+        }
+        auto [total, refill] = b.run(k == pipeline_bench::kind::new_flow ? flows : random_flows,
+                                     k, kPackets);
+        ns.push_back((total - refill) * ns_per_cycle / kPackets);
+        fill_ns.push_back(refill * ns_per_cycle / kPackets);
+      }
+      spread s = summarize(ns);
+      const char* name = k == pipeline_bench::kind::established ? "established"
+                         : k == pipeline_bench::kind::reply     ? "reply"
+                                                                : "new_flow";
+      uint64_t drops = 0;
+      for (const auto& d : b.od->w->counters.drops) drops += d.get();
+      std::cout << json{{"bench", "pipeline"},
+                        {"case", name},
+                        {"flows", n},
+                        {"packets_per_run", kPackets},
+                        {"runs", runs},
+                        {"ns_per_packet", to_json(s)},
+                        {"mpps", 1e3 / s.median},
+                        {"fill_ns_per_packet", summarize(fill_ns).median},
+                        {"drops", drops},
+                        {"table_full", b.od->w->counters.flows_table_full.get()}}
+                       .dump()
+                << std::endl;
+    }
+  }
+}
+
+// ---- maglev ---------------------------------------------------------------------------
+
+std::vector<maglev_backend> backends(size_t n, uint32_t first = 0x0a000001) {
+  std::vector<maglev_backend> b;
+  for (size_t i = 0; i < n; ++i) b.push_back({static_cast<uint32_t>(first + i), 9376, 1});
+  return b;
+}
+
+double moved_fraction(const std::vector<maglev_backend>& a, const std::vector<uint16_t>& ta,
+                      const std::vector<maglev_backend>& b, const std::vector<uint16_t>& tb) {
+  size_t moved = 0;
+  for (size_t i = 0; i < ta.size(); ++i) {
+    moved += a[ta[i]].ip != b[tb[i]].ip;
+  }
+  return static_cast<double>(moved) / static_cast<double>(ta.size());
+}
+
+void bench_maglev(int runs) {
+  for (uint32_t m : {65537u, 655373u}) {
+    for (size_t n : {100u, 1000u}) {
+      auto b = backends(n);
+      std::vector<double> ms;
+      std::vector<uint16_t> table;
+      for (int r = 0; r < runs; ++r) {
+        auto t0 = std::chrono::steady_clock::now();
+        table = maglev_build(b, m);
+        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                         .count());
+      }
+      std::vector<size_t> counts(n);
+      for (auto s : table) counts[s]++;
+      double mean = static_cast<double>(m) / static_cast<double>(n);
+      double imbalance = static_cast<double>(*std::max_element(counts.begin(), counts.end())) / mean;
+      auto removed = b;
+      removed.erase(removed.begin() + static_cast<long>(n / 2));
+      auto added = b;
+      added.push_back({static_cast<uint32_t>(0x0b000001), 9376, 1});
+      double rm = moved_fraction(b, table, removed, maglev_build(removed, m));
+      double add = moved_fraction(b, table, added, maglev_build(added, m));
+      std::cout << json{{"bench", "maglev"},
+                        {"case", "build"},
+                        {"table_size", m},
+                        {"backends", n},
+                        {"runs", runs},
+                        {"build_ms", to_json(summarize(ms))},
+                        {"max_over_mean", imbalance},
+                        {"moved_on_remove", rm},
+                        {"moved_on_add", add},
+                        {"ideal_remove", 1.0 / static_cast<double>(n)},
+                        {"ideal_add", 1.0 / static_cast<double>(n + 1)}}
+                       .dump()
+                << std::endl;
+    }
+  }
+}
+
+std::vector<uint64_t> parse_list(const std::string& s) {
+  std::vector<uint64_t> out;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) out.push_back(std::stoull(item));
+  return out;
+}
+
+int usage() {
+  std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--no-huge]\n"
+               "       ferry-perf maglev [--runs R]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
+  std::string cmd = argv[1];
+  std::vector<uint64_t> flows{1000, 1000000};
+  int runs = 5;
+  bool huge = true;
+  for (int i = 2; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--flows" && i + 1 < argc) {
+      flows = parse_list(argv[++i]);
+    } else if (a == "--runs" && i + 1 < argc) {
+      runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--no-huge") {
+      huge = false;
+    } else {
+      return usage();
+    }
+  }
+  if (cmd == "maglev") {
+    bench_maglev(runs);
+    return 0;
+  }
+  if (cmd != "pipeline") return usage();
+  std::vector<std::string> args{"ferry-perf", "-l", "0", "--no-pci", "--file-prefix",
+                                "ferry-perf", "--log-level", "*:error", "--no-telemetry"};
+  if (!huge) args.insert(args.end(), {"--no-huge", "-m", "6144"});
+  std::vector<char*> eal;
+  for (auto& a : args) eal.push_back(a.data());
+  if (rte_eal_init(static_cast<int>(eal.size()), eal.data()) < 0) {
+    std::cerr << "EAL init failed (hugepages set up? perf/run.sh does it, or pass --no-huge)\n";
+    return 1;
+  }
+  bench_pipeline(flows, runs);
+  rte_eal_cleanup();
+  return 0;
+}

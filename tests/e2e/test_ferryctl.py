@@ -1,0 +1,108 @@
+"""ferryctl against a running ferryd: a refused apply changes nothing, usage errors exit 2,
+and apply/delete really add and remove a service from the dataplane."""
+import json
+
+import pytest
+
+from conftest import POD_IPS, PODS, SEED_SERVICE, VIP, curl_names, endpoint_slice
+
+WEB_VIP = "198.19.0.40"
+WEB = f"""\
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+spec:
+  clusterIP: {WEB_VIP}
+  ports:
+    - {{protocol: TCP, port: 8080, targetPort: 9376}}
+---
+""" + endpoint_slice("web-1", "web", list(POD_IPS.values()))
+
+
+def get_json(ferry, what):
+    r = ferry.ferryctl("get", what, "-o", "json")
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+def test_broken_apply_changes_nothing(ferry, tmpdir_path):
+    svc_before = get_json(ferry, "svc")
+    ep_before = get_json(ferry, "ep")
+    # A valid new Service and an update of my-service with a bad port in one file: all or
+    # nothing.
+    broken = (WEB + "---\n" + SEED_SERVICE.replace("targetPort: 9376", "targetPort: 9377")
+              .replace("port: 80", 'port: "abc"'))
+    path = tmpdir_path / "broken.yaml"
+    path.write_text(broken)
+    r = ferry.ferryctl("apply", "-f", str(path))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "my-service" in r.stderr and "spec.ports[0].port" in r.stderr, r.stderr
+    assert str(path) in r.stderr, r.stderr
+    assert r.stdout == ""
+    assert get_json(ferry, "svc") == svc_before
+    assert get_json(ferry, "ep") == ep_before
+    # And the dataplane still does what it did.
+    assert set(curl_names(ferry, 12)) == PODS
+    assert ferry.curl(f"http://{WEB_VIP}:8080/", max_time=1).returncode != 0
+
+
+def test_broken_yaml_from_stdin(ferry):
+    before = get_json(ferry, "svc")
+    r = ferry.ferryctl("apply", "-f", "-", input="apiVersion: v1\nkind: Service\nmetadata: [\n")
+    assert r.returncode == 1
+    assert "<stdin>" in r.stderr and "YAML" in r.stderr, r.stderr
+    assert get_json(ferry, "svc") == before
+
+
+@pytest.mark.parametrize("args", [["get", "bogus"], ["frobnicate"], [], ["get"],
+                                  ["get", "flows", "-o", "yaml"], ["get", "svc", "--limit", "3"]])
+def test_usage_errors_exit_2(ferry, args):
+    r = ferry.ferryctl(*args)
+    assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
+    assert r.stderr.strip(), args
+
+
+def test_unreachable_ferryd_exits_1(ferry, tmpdir_path):
+    r = ferry.ferryctl("--socket", str(tmpdir_path / "none.sock"), "get", "svc")
+    assert r.returncode == 1 and "none.sock" in r.stderr, r.stderr
+
+
+def test_apply_then_delete_service(ferry, tmpdir_path):
+    path = tmpdir_path / "web.yaml"
+    path.write_text(WEB)
+    r = ferry.ferryctl("apply", "-f", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "service/web created" in r.stdout, r.stdout
+    names = {x["name"]: x for x in get_json(ferry, "svc")["items"]}
+    assert names["web"]["cluster_ip"] == WEB_VIP and names["web"]["ready_endpoints"] == 3
+    names = curl_names(ferry, 9, url=f"http://{WEB_VIP}:8080/")
+    assert set(names) <= PODS and len(set(names)) > 1, names
+    # Applying the same file again changes nothing.
+    r = ferry.ferryctl("apply", "-f", str(path))
+    assert r.returncode == 0 and "service/web unchanged" in r.stdout, r.stdout
+
+    r = ferry.ferryctl("delete", "-f", str(path))
+    assert r.returncode == 0, r.stderr
+    assert "service/web" in r.stdout, r.stdout
+    assert "web" not in {x["name"] for x in get_json(ferry, "svc")["items"]}
+    assert "web" not in {x["name"] for x in get_json(ferry, "ep")["items"]}
+    # The VIP stops answering (new connections; nothing serves it any more).
+    r = ferry.curl(f"http://{WEB_VIP}:8080/", max_time=2)
+    assert r.returncode != 0, r.stdout
+    assert not [s for s in ferry.stats()["services"] if s["vip"] == WEB_VIP]
+    # my-service is untouched.
+    assert set(curl_names(ferry, 9)) == PODS
+
+
+def test_get_tables(ferry):
+    r = ferry.ferryctl("get", "svc")
+    assert r.returncode == 0
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"]
+    row = next(l.split() for l in lines if " my-service " in l)
+    assert row == ["default", "my-service", "ClusterIP", VIP, "80/TCP", "3"], row
+    r = ferry.ferryctl("get", "ep")
+    assert "198.18.1.11:9376" in r.stdout, r.stdout
+    r = ferry.ferryctl("stats")
+    assert r.returncode == 0 and "Drops:" in r.stdout and "default/my-service" in r.stdout
