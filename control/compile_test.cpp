@@ -679,8 +679,11 @@ TEST(compile, ids_stay_below_max_service_ports_through_churn) {
       if (i) text += "---\n";
       // Each round replaces half the services with new ones.
       int n = (i % 2) ? i : i + 100 * round;
-      text += service_yaml("s" + std::to_string(n), "198.19.1." + std::to_string(n % 250 + 1),
-                           static_cast<uint16_t>(1000 + n));
+      std::string name = "s";  // appended, not "s" + ...: GCC 12 warns (-Wrestrict) at -O2
+      name += std::to_string(n);
+      std::string vip = "198.19.1.";
+      vip += std::to_string(n % 250 + 1);
+      text += service_yaml(name, vip, static_cast<uint16_t>(1000 + n));
     }
     store fresh(*parse_ipv4_prefix("198.19.0.0/16"));
     apply_text(fresh, text);

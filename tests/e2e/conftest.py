@@ -5,7 +5,8 @@ Every test module gets its own network (prefix "e<pid><n>") and its own ferryd; 
 tune that ferryd with module-level variables:
 
     FERRY_LCORES = "0@0,1@1,2@1"   # EAL --lcores instead of -l 0,1 (two workers on 2 CPUs)
-    FERRY_TOML = "[conntrack]\\nudp_timeout = 5\\n"  # extra TOML appended to the config
+    FERRY_CONNTRACK = {"udp_timeout": 2}   # keys of the [conntrack] table
+    FERRY_TOML = "[neighbor]\\ntimeout = 60\\n"  # extra TOML appended to the config
     FERRY_MANIFESTS = {"extra.yaml": "..."}        # extra manifest files in the sources dir
 
 All traffic stays inside 198.18.0.0/15 and the namespaces made here.
@@ -134,11 +135,12 @@ def default_manifests():
     }
 
 
-def config_toml(prefix, tmp, manifests_dir, lcores=None, extra=""):
+def config_toml(prefix, tmp, manifests_dir, lcores=None, extra="", conntrack=None):
     if lcores:
         cores = f'"--lcores", "{lcores}"'
     else:
         cores = '"-l", "0,1"'
+    conntrack_lines = "".join(f"{k} = {v}\n" for k, v in (conntrack or {}).items())
     return f"""\
 [node]
 name = "{prefix}"
@@ -170,6 +172,7 @@ manifests = ["{manifests_dir}"]
 
 [conntrack]
 capacity = 65536
+{conntrack_lines}
 {extra}"""
 
 
@@ -360,7 +363,8 @@ def ferry(request):
         f.start_pods()
         f.start_ferryd(config_toml(f.prefix, tmp, f.manifests,
                                    lcores=getattr(mod, "FERRY_LCORES", None),
-                                   extra=getattr(mod, "FERRY_TOML", "")))
+                                   extra=getattr(mod, "FERRY_TOML", ""),
+                                   conntrack=getattr(mod, "FERRY_CONNTRACK", None)))
         yield f
         assert f.alive(), f"ferryd died during the tests\n{f.log()}"
     finally:
