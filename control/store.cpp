@@ -56,8 +56,10 @@ result<void> store::assign_cluster_ip(model::service& svc,
   }
   // Otherwise a deterministic pick: hash of the name, then the next free address.
   auto used = cluster_ips(view);
-  uint32_t size = service_cidr_.len >= 31 ? 1 : (uint32_t{1} << (32 - service_cidr_.len)) - 2;
-  uint32_t base = (service_cidr_.addr & service_cidr_.mask()) + (service_cidr_.len >= 31 ? 0 : 1);
+  // Usable addresses: all but the network and broadcast address (a /31 or /32 has no such).
+  const uint64_t span = uint64_t{1} << (32 - service_cidr_.len);
+  const auto size = static_cast<uint32_t>(span > 2 ? span - 2 : span);
+  const uint32_t base = (service_cidr_.addr & service_cidr_.mask()) + (span > 2 ? 1 : 0);
   uint32_t start = static_cast<uint32_t>(hash2(std::hash<std::string>{}(origin), 0, 7) % size);
   for (uint32_t i = 0; i < size; ++i) {
     uint32_t ip = base + (start + i) % size;

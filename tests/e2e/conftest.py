@@ -307,9 +307,12 @@ class Ferry:
                 assert time.time() < deadline, f"pod{i} server did not start"
                 time.sleep(0.05)
 
-    def start_ferryd(self, config_text):
-        self.config.write_text(config_text)
-        self._log = open(self.log_path, "w")
+    def start_ferryd(self, config_text=None):
+        if config_text is not None:
+            self.config.write_text(config_text)
+        if self._log:
+            self._log.close()
+        self._log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", self.node_ns, str(FERRYD), "--config", str(self.config)],
             stdout=self._log, stderr=subprocess.STDOUT)
@@ -324,6 +327,12 @@ class Ferry:
             if time.time() > deadline:
                 raise AssertionError(f"ferryd did not answer within 20 s\n{self.log()}")
             time.sleep(0.1)
+
+    def stop_ferryd(self):
+        """SIGTERM; returns ferryd's exit status (SIGKILL after 5 s gives a negative one)."""
+        rc = stop(self.proc)
+        self.proc = None
+        return rc
 
     def teardown(self):
         try:
@@ -366,7 +375,7 @@ def ferry(request):
                                    extra=getattr(mod, "FERRY_TOML", ""),
                                    conntrack=getattr(mod, "FERRY_CONNTRACK", None)))
         yield f
-        assert f.alive(), f"ferryd died during the tests\n{f.log()}"
+        assert f.alive(), f"ferryd is not running after the tests\n{f.log()}"
     finally:
         f.teardown()
         shutil.rmtree(tmp, ignore_errors=True)
