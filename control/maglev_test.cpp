@@ -95,8 +95,8 @@ TEST(Maglev, NoActiveBackendsLeavesTableEmpty) {
   auto backends = make_backends(2);
   backends[0].weight = backends[1].weight = 0;
   auto table = maglev_build(backends, 251);
-  EXPECT_TRUE(std::all_of(table.begin(), table.end(),
-                          [](uint16_t s) { return s == kMaglevNoBackend; }));
+  EXPECT_TRUE(
+      std::all_of(table.begin(), table.end(), [](uint16_t s) { return s == kMaglevNoBackend; }));
   EXPECT_EQ(maglev_build({}, 251).size(), 251u);
 }
 

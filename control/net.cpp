@@ -54,11 +54,16 @@ std::optional<uint8_t> parse_proto(std::string_view text) {
 
 const char* proto_name(uint8_t proto) {
   switch (proto) {
-    case kProtoTcp: return "TCP";
-    case kProtoUdp: return "UDP";
-    case 132: return "SCTP";
-    case kProtoIcmp: return "ICMP";
-    default: return "?";
+    case kProtoTcp:
+      return "TCP";
+    case kProtoUdp:
+      return "UDP";
+    case 132:
+      return "SCTP";
+    case kProtoIcmp:
+      return "ICMP";
+    default:
+      return "?";
   }
 }
 

@@ -117,10 +117,14 @@ namespace {
 
 const char* type_name(model::service_type t) {
   switch (t) {
-    case model::service_type::cluster_ip: return "ClusterIP";
-    case model::service_type::node_port: return "NodePort";
-    case model::service_type::load_balancer: return "LoadBalancer";
-    case model::service_type::external_name: return "ExternalName";
+    case model::service_type::cluster_ip:
+      return "ClusterIP";
+    case model::service_type::node_port:
+      return "NodePort";
+    case model::service_type::load_balancer:
+      return "LoadBalancer";
+    case model::service_type::external_name:
+      return "ExternalName";
   }
   return "?";
 }

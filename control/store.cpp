@@ -8,10 +8,14 @@ namespace ferry::control {
 
 const char* source_name(source s) {
   switch (s) {
-    case source::file: return "file";
-    case source::socket: return "socket";
-    case source::api: return "api";
-    case source::builtin: return "builtin";
+    case source::file:
+      return "file";
+    case source::socket:
+      return "socket";
+    case source::api:
+      return "api";
+    case source::builtin:
+      return "builtin";
   }
   return "?";
 }
@@ -40,8 +44,7 @@ std::map<uint32_t, store::key> cluster_ips(const std::map<store::key, stored_obj
 
 }  // namespace
 
-result<void> store::assign_cluster_ip(model::service& svc,
-                                      const std::map<key, stored_object>& view,
+result<void> store::assign_cluster_ip(model::service& svc, const std::map<key, stored_object>& view,
                                       const std::string& origin) const {
   if (svc.headless || svc.type == model::service_type::external_name || svc.cluster_ip) {
     return {};
@@ -85,9 +88,9 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
       if (svc->cluster_ip) {
         auto used = cluster_ips(next);
         if (auto it = used.find(*svc->cluster_ip); it != used.end()) {
-          return make_error("Service " + name + ": spec.clusterIP: " +
-                            format_ipv4(*svc->cluster_ip) + " is already allocated to " +
-                            describe(it->second));
+          return make_error("Service " + name +
+                            ": spec.clusterIP: " + format_ipv4(*svc->cluster_ip) +
+                            " is already allocated to " + describe(it->second));
         }
       }
       if (auto it = objects_.find(k); it != objects_.end()) next.emplace(k, it->second);
@@ -115,8 +118,8 @@ std::vector<change> store::remove(const std::vector<model::object>& objects) {
     key k = key_of(obj);
     bool found = objects_.erase(k) > 0;
     if (found) ++version_;
-    changes.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k),
-                       found ? "deleted" : "not found"});
+    changes.push_back(
+        {std::get<0>(k), std::get<1>(k), std::get<2>(k), found ? "deleted" : "not found"});
   }
   return changes;
 }

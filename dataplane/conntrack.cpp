@@ -12,26 +12,30 @@ namespace ferry::dp {
 
 const char* flow_state_name(flow_state s) {
   switch (s) {
-    case flow_state::free: return "free";
-    case flow_state::tcp_syn: return "SYN_SENT";
-    case flow_state::tcp_established: return "ESTABLISHED";
-    case flow_state::tcp_closing: return "CLOSING";
-    case flow_state::udp: return "UDP";
-    case flow_state::count: break;
+    case flow_state::free:
+      return "free";
+    case flow_state::tcp_syn:
+      return "SYN_SENT";
+    case flow_state::tcp_established:
+      return "ESTABLISHED";
+    case flow_state::tcp_closing:
+      return "CLOSING";
+    case flow_state::udp:
+      return "UDP";
+    case flow_state::count:
+      break;
   }
   return "?";
 }
 
 conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, uint64_t tsc_hz,
                      const conntrack_config& cfg)
-    : capacity_(std::bit_ceil(std::max<uint32_t>(capacity, 1024))),
-      workers_(workers),
-      qsbr_(qsbr) {
+    : capacity_(std::bit_ceil(std::max<uint32_t>(capacity, 1024))), workers_(workers), qsbr_(qsbr) {
   // Two keys per flow at most half the slots: capacity / 2 buckets of 8.
   uint64_t buckets = capacity_ / 2;
   bucket_mask_ = buckets - 1;
-  entries_ = static_cast<flow_entry*>(
-      rte_zmalloc("ferry_flows", sizeof(flow_entry) * capacity_, 64));
+  entries_ =
+      static_cast<flow_entry*>(rte_zmalloc("ferry_flows", sizeof(flow_entry) * capacity_, 64));
   buckets_ = static_cast<bucket*>(rte_zmalloc("ferry_flow_index", sizeof(bucket) * buckets, 64));
   if (!entries_ || !buckets_) {
     rte_free(entries_);
@@ -100,8 +104,7 @@ flow_match conntrack::lookup(const flow_key& k, uint64_t hash) const {
       uint32_t code = static_cast<uint32_t>(v) - 1;
       flow_entry& e = entries_[code >> 1];
       auto dir = static_cast<flow_dir>(code & 1);
-      if (e.state.load(std::memory_order_relaxed) != flow_state::free &&
-          key_matches(e, dir, k)) {
+      if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k)) {
         return {&e, dir};
       }
     }
@@ -134,8 +137,7 @@ void conntrack::unlink(flow_entry& e) {
   for (uint32_t s : e.slots) {
     if (s == UINT32_MAX) continue;
     // relaxed: readers that still see the old value are covered by the grace period.
-    buckets_[s / kSlotsPerBucket].slot[s % kSlotsPerBucket].store(kTomb,
-                                                                  std::memory_order_relaxed);
+    buckets_[s / kSlotsPerBucket].slot[s % kSlotsPerBucket].store(kTomb, std::memory_order_relaxed);
   }
   e.state.store(flow_state::free, std::memory_order_relaxed);
 }

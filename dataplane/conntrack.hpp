@@ -111,8 +111,7 @@ class conntrack {
   /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
   /// either key's bucket (the caller forwards statelessly and counts it).
   flow_entry* insert(conntrack_worker& w, const flow_key& fwd, uint32_t backend_ip,
-                     uint16_t backend_port, uint32_t service_id, flow_state state,
-                     uint64_t now);
+                     uint16_t backend_port, uint32_t service_id, flow_state state, uint64_t now);
 
   /// Marks the flow seen; writes last_seen only when it moved on by a tick, so forward and
   /// reply traffic on two workers do not bounce the cache line on every packet.
@@ -133,7 +132,8 @@ class conntrack {
     uint64_t due = (now - w.sweep_last) * (w.sweep_end - w.sweep_begin) / sweep_period_;
     if (!due && !w.reclaim_count) return 0;
     if (due) w.sweep_last = now;
-    return sweep(w, now, static_cast<uint32_t>(std::min<uint64_t>(due, w.sweep_end - w.sweep_begin)));
+    return sweep(w, now,
+                 static_cast<uint32_t>(std::min<uint64_t>(due, w.sweep_end - w.sweep_begin)));
   }
 
   uint32_t capacity() const { return capacity_; }

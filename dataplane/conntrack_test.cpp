@@ -72,7 +72,7 @@ TEST_F(fixture, FindsBothDirections) {
 
 TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
   flow_key a = client(1), b = client(2);
-  ASSERT_NE(ct->insert(ws[0], a, 1, 1, 0, flow_state::tcp_closing, 0), nullptr);   // 2 s
+  ASSERT_NE(ct->insert(ws[0], a, 1, 1, 0, flow_state::tcp_closing, 0), nullptr);      // 2 s
   ASSERT_NE(ct->insert(ws[0], b, 2, 2, 0, flow_state::tcp_established, 0), nullptr);  // 100 s
   size_t free_before = ws[0].free.size();
   EXPECT_EQ(ct->sweep(ws[0], 1 * kHz, 2048), 0u);

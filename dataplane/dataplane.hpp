@@ -46,7 +46,7 @@ struct route_entry {
 };
 
 struct dataplane {
-  std::vector<port_info> ports;    // config order; "port index" everywhere means this index
+  std::vector<port_info> ports;     // config order; "port index" everywhere means this index
   std::vector<route_entry> routes;  // longest prefix first; connected subnets included
   std::unique_ptr<conntrack> ct;
   std::unique_ptr<neighbor_table> neighbors;
@@ -54,9 +54,9 @@ struct dataplane {
   rte_rcu_qsbr* qsbr = nullptr;
   rte_mempool* pool = nullptr;
   uint64_t tsc_hz = 0;
-  uint64_t hold_tsc = 0;           // how long a packet waits for ARP
-  uint64_t arp_retry_tsc = 0;      // at most one request per next hop per interval
-  uint32_t icmp_rate = 0;          // no-endpoint answers per second per worker
+  uint64_t hold_tsc = 0;       // how long a packet waits for ARP
+  uint64_t arp_retry_tsc = 0;  // at most one request per next hop per interval
+  uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
   std::atomic<bool> stop{false};
@@ -93,9 +93,9 @@ struct held_packet {
 
 struct alignas(64) worker {
   worker_counters counters;
-  unsigned index = 0;   // 0..workers-1
+  unsigned index = 0;  // 0..workers-1
   unsigned lcore = 0;
-  uint16_t queue = 0;   // RX/TX queue pair on every port
+  uint16_t queue = 0;  // RX/TX queue pair on every port
   dataplane* dp = nullptr;
   conntrack_worker ct;
   uint64_t now = 0;  // TSC at the start of the current burst
@@ -112,8 +112,7 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore);
 
 /// The packet path: handles a received burst from port index in_port. Each packet ends in
 /// a TX batch, parked for ARP, or freed with a drop counted.
-void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
-                   uint16_t in_port);
+void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n, uint16_t in_port);
 
 /// Sends parked packets whose next hop resolved; drops those that waited too long.
 void service_held(worker& w);

@@ -28,8 +28,8 @@ class offline_dataplane {
   offline_dataplane(const node_config& cfg, const rte_ether_addr port_mac[2],
                     const offline_options& o = {}) {
     for (size_t i = 0; i < cfg.ports.size(); ++i) {
-      dp.ports.push_back({cfg.ports[i].name, static_cast<uint16_t>(i), port_mac[i],
-                          cfg.ports[i].address.addr});
+      dp.ports.push_back(
+          {cfg.ports[i].name, static_cast<uint16_t>(i), port_mac[i], cfg.ports[i].address.addr});
     }
     dp.routes = build_routes(cfg);
     dp.tsc_hz = rte_get_tsc_hz();

@@ -49,7 +49,8 @@ inline bytes ipv4(const mac& dst, const mac& src, uint32_t sip, uint32_t dip, ui
   size_t ihl = o.ihl * 4u;
   b.resize(ip_at + std::max<size_t>(ihl, 20), 0);
   b[ip_at] = static_cast<uint8_t>((o.version << 4) | o.ihl);
-  put16(b, ip_at + 2, static_cast<uint16_t>(std::max<size_t>(ihl, 20) + l4.size() + o.total_length_delta));
+  put16(b, ip_at + 2,
+        static_cast<uint16_t>(std::max<size_t>(ihl, 20) + l4.size() + o.total_length_delta));
   put16(b, ip_at + 4, o.id);
   put16(b, ip_at + 6, o.frag);
   b[ip_at + 8] = o.ttl;

@@ -109,8 +109,8 @@ void handle_arp(worker& w, rte_mbuf* m, uint16_t in_port) {
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
   if (arp->arp_hardware != RTE_BE16(RTE_ARP_HRD_ETHER) ||
-      arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) ||
-      arp->arp_hlen != RTE_ETHER_ADDR_LEN || arp->arp_plen != 4) {
+      arp->arp_protocol != RTE_BE16(RTE_ETHER_TYPE_IPV4) || arp->arp_hlen != RTE_ETHER_ADDR_LEN ||
+      arp->arp_plen != 4) {
     return free_drop(w, m, drop::arp_malformed);
   }
   const port_info& p = w.dp->ports[in_port];
@@ -313,8 +313,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   // A backend's reply with no entry (table was full, or ferryd restarted): un-NAT it from
   // the backend table so the client still sees the service address.
   const service_port_entry* const* from =
-      snap ? snap->backends.find(service_key(p.key.src_ip, p.key.proto, p.key.src_port))
-           : nullptr;
+      snap ? snap->backends.find(service_key(p.key.src_ip, p.key.proto, p.key.src_port)) : nullptr;
   if (from) {
     w.counters.stateless_reply.add();
     count_service(w, (*from)->id, m, false);
@@ -412,8 +411,7 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
 
 }  // namespace
 
-void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
-                   uint16_t in_port) {
+void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n, uint16_t in_port) {
   parsed p[kBurst];
   w.counters.port_rx[in_port].add(n);
   // Software pipelining across the burst (VPP lb node style), so the two dependent memory
@@ -432,10 +430,18 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
   // Stage 3: the verdicts.
   for (uint16_t i = 0; i < n; ++i) {
     switch (p[i].k) {
-      case kind::dropped: free_drop(w, pkts[i], p[i].reason); break;
-      case kind::arp: handle_arp(w, pkts[i], in_port); break;
-      case kind::local: handle_local(w, pkts[i], p[i]); break;
-      case kind::transit: handle_transit(w, snap, pkts[i], p[i]); break;
+      case kind::dropped:
+        free_drop(w, pkts[i], p[i].reason);
+        break;
+      case kind::arp:
+        handle_arp(w, pkts[i], in_port);
+        break;
+      case kind::local:
+        handle_local(w, pkts[i], p[i]);
+        break;
+      case kind::transit:
+        handle_transit(w, snap, pkts[i], p[i]);
+        break;
     }
   }
 }

@@ -21,16 +21,17 @@ using namespace ferry::dp::testing;
 
 const mac kPort0{0x02, 0, 0, 0, 0, 0x01}, kPort1{0x02, 0, 0, 0, 0, 0x02};
 const mac kClientMac{0x02, 0xc1, 0, 0, 0, 0x01}, kPodMac{0x02, 0xb0, 0, 0, 0, 0x11};
-const mac kLateMac{0x02, 0xb0, 0, 0, 0, 0x99}, kZero{}, kBroadcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-constexpr uint32_t kClient = 0xc6120001;   // 198.18.0.1
-constexpr uint32_t kNode0 = 0xc61200fe;    // 198.18.0.254
-constexpr uint32_t kNode1 = 0xc61201fe;    // 198.18.1.254
-constexpr uint32_t kPod = 0xc612010b;      // 198.18.1.11
-constexpr uint32_t kLatePod = 0xc6120163;  // 198.18.1.99, not yet in the ARP table
-constexpr uint32_t kVip = 0xc6130a00 + 10;       // 198.19.10.10
-constexpr uint32_t kUdpVip = 0xc6130a00 + 20;    // 198.19.10.20
-constexpr uint32_t kEmptyVip = 0xc6130a00 + 30;  // 198.19.10.30
-constexpr uint32_t kLateVip = 0xc6130a00 + 40;   // 198.19.10.40
+const mac kLateMac{0x02, 0xb0, 0, 0, 0, 0x99}, kZero{},
+    kBroadcast{0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+constexpr uint32_t kClient = 0xc6120001;          // 198.18.0.1
+constexpr uint32_t kNode0 = 0xc61200fe;           // 198.18.0.254
+constexpr uint32_t kNode1 = 0xc61201fe;           // 198.18.1.254
+constexpr uint32_t kPod = 0xc612010b;             // 198.18.1.11
+constexpr uint32_t kLatePod = 0xc6120163;         // 198.18.1.99, not yet in the ARP table
+constexpr uint32_t kVip = 0xc6130a00 + 10;        // 198.19.10.10
+constexpr uint32_t kUdpVip = 0xc6130a00 + 20;     // 198.19.10.20
+constexpr uint32_t kEmptyVip = 0xc6130a00 + 30;   // 198.19.10.30
+constexpr uint32_t kLateVip = 0xc6130a00 + 40;    // 198.19.10.40
 constexpr uint32_t kOffnetVip = 0xc6130a00 + 50;  // backend outside every route
 
 const char* kManifests = R"yaml(
@@ -176,19 +177,15 @@ TEST_F(pipeline, TranslatesAConversation) {
        tcp(kClientMac, kPort0, kVip, 80, kClient, 40000, 0x12, "", out_ttl)},
       {"data follows the flow",
        tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET / HTTP/1.1\r\n\r\n"), 0, 1,
-       tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x18, "GET / HTTP/1.1\r\n\r\n",
-           out_ttl)},
-      {"reply data",
-       tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x18, "my-app-1\n"), 1, 0,
+       tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x18, "GET / HTTP/1.1\r\n\r\n", out_ttl)},
+      {"reply data", tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x18, "my-app-1\n"), 1, 0,
        tcp(kClientMac, kPort0, kVip, 80, kClient, 40000, 0x18, "my-app-1\n", out_ttl)},
       {"IPv4 options: addresses found past the options, checksums right",
        tcp(kPort0, kClientMac, kClient, 40001, kVip, 80, 0x02, "", options), 0, 1,
        tcp(kPodMac, kPort1, kClient, 40001, kPod, 9376, 0x02, "", options_out)},
-      {"UDP with checksum",
-       udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0, 1,
+      {"UDP with checksum", udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0, 1,
        udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", true, out_ttl)},
-      {"UDP reply",
-       udp(kPort1, kPodMac, kPod, 9376, kClient, 5000, "answer"), 1, 0,
+      {"UDP reply", udp(kPort1, kPodMac, kPod, 9376, kClient, 5000, "answer"), 1, 0,
        udp(kClientMac, kPort0, kUdpVip, 53, kClient, 5000, "answer", true, out_ttl)},
       {"UDP checksum 0 stays 0",
        udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, "query", false), 0, 1,
@@ -213,7 +210,8 @@ TEST_F(pipeline, TranslatesAConversation) {
   EXPECT_EQ(w_->counters.flows_created.get(), 5u);  // 2 TCP SYN, 2 UDP, 1 picked up
   EXPECT_EQ(w_->counters.flows_picked_up.get(), 1u);
   EXPECT_EQ(w_->counters.stateless_reply.get(), 1u);
-  for (size_t d = 0; d < kNumDrops; ++d) EXPECT_EQ(w_->counters.drops[d].get(), 0u) << kDropNames[d];
+  for (size_t d = 0; d < kNumDrops; ++d)
+    EXPECT_EQ(w_->counters.drops[d].get(), 0u) << kDropNames[d];
 }
 
 TEST_F(pipeline, EstablishedFlowKeepsItsBackendWhenEndpointsChange) {
@@ -222,7 +220,8 @@ TEST_F(pipeline, EstablishedFlowKeepsItsBackendWhenEndpointsChange) {
   control::store st(ipv4_prefix{0xc6130000, 16});
   auto objs = model::parse_manifests(
       "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  clusterIP: 198.19.10.10\n"
-      "  ports: [{port: 80, targetPort: 9376}]\n", "test");
+      "  ports: [{port: 80, targetPort: 9376}]\n",
+      "test");
   ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
   snap_ = std::move(*control::compiler(65537, 64).compile(st));
   auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
@@ -255,20 +254,38 @@ TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
       {"IPv6", ipv6, 0, drop::eth_unsupported},
       {"our own frame", tcp(kPort0, kPort0, kClient, 1, kVip, 80, 0x02), 0, drop::own_source_mac},
       {"IP header cut", ip_header_cut, 0, drop::ip_truncated},
-      {"version 6 in an IPv4 frame", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.version = 6}), 0, drop::ip_bad_version},
-      {"IHL 4", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ihl = 4}), 0, drop::ip_bad_ihl},
+      {"version 6 in an IPv4 frame",
+       tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.version = 6}), 0,
+       drop::ip_bad_version},
+      {"IHL 4", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ihl = 4}), 0,
+       drop::ip_bad_ihl},
       {"IHL 15 past the frame", ihl_past_frame, 0, drop::ip_bad_ihl},
-      {"total length past the frame", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = 100}), 0, drop::ip_bad_length},
-      {"first fragment", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.frag = 0x2000}), 0, drop::ip_fragment},
-      {"later fragment", udp(kPort0, kClientMac, kClient, 1, kVip, 80, "xxxxxxxx", true, {.frag = 0x0003}), 0, drop::ip_fragment},
-      {"TTL 1", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 1}), 0, drop::ip_ttl_exceeded},
-      {"TCP header cut by the IP length", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = -15}), 0, drop::l4_truncated},
-      {"UDP header cut", udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "", true, {.total_length_delta = -4}), 0, drop::l4_truncated},
+      {"total length past the frame",
+       tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = 100}), 0,
+       drop::ip_bad_length},
+      {"first fragment", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.frag = 0x2000}),
+       0, drop::ip_fragment},
+      {"later fragment",
+       udp(kPort0, kClientMac, kClient, 1, kVip, 80, "xxxxxxxx", true, {.frag = 0x0003}), 0,
+       drop::ip_fragment},
+      {"TTL 1", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 1}), 0,
+       drop::ip_ttl_exceeded},
+      {"TCP header cut by the IP length",
+       tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = -15}), 0,
+       drop::l4_truncated},
+      {"UDP header cut",
+       udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "", true, {.total_length_delta = -4}), 0,
+       drop::l4_truncated},
       {"GRE to a VIP", gre, 0, drop::l4_unsupported},
-      {"no service there", tcp(kPort0, kClientMac, kClient, 1, 0xc6130909, 80, 0x02), 0, drop::not_service},
-      {"UDP to the node itself", udp(kPort0, kClientMac, kClient, 1, kNode0, 53, "q"), 0, drop::local_unhandled},
-      {"ARP for someone else", arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, 0xc612004d), 0, drop::arp_not_ours},
-      {"backend off every route", tcp(kPort0, kClientMac, kClient, 1, kOffnetVip, 80, 0x02), 0, drop::no_route},
+      {"no service there", tcp(kPort0, kClientMac, kClient, 1, 0xc6130909, 80, 0x02), 0,
+       drop::not_service},
+      {"UDP to the node itself", udp(kPort0, kClientMac, kClient, 1, kNode0, 53, "q"), 0,
+       drop::local_unhandled},
+      {"ARP for someone else",
+       arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, 0xc612004d), 0,
+       drop::arp_not_ours},
+      {"backend off every route", tcp(kPort0, kClientMac, kClient, 1, kOffnetVip, 80, 0x02), 0,
+       drop::no_route},
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(r.name);
@@ -325,7 +342,8 @@ TEST_F(pipeline, HoldsPacketsUntilTheNextHopAnswersArp) {
   service_held(*w_);
   out = take();
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].frame, tcp(kLateMac, kPort1, kClient, 40000, kLatePod, 80, 0x02, "", {.ttl = 63}));
+  EXPECT_EQ(out[0].frame,
+            tcp(kLateMac, kPort1, kClient, 40000, kLatePod, 80, 0x02, "", {.ttl = 63}));
   EXPECT_EQ(w_->n_held, 0);
 }
 

@@ -24,8 +24,8 @@ result<uint16_t> probe(const std::string& devargs) {
     return make_error("cannot probe DPDK device \"" + devargs + "\": " + rte_strerror(-rc));
   }
   if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id) != 0) {
-    return make_error("DPDK device \"" + devargs + "\" probed but no ethdev port named \"" +
-                      name + "\"");
+    return make_error("DPDK device \"" + devargs + "\" probed but no ethdev port named \"" + name +
+                      "\"");
   }
   return port_id;
 }
@@ -52,7 +52,8 @@ result<void> setup_ports(dataplane& dp, const node_config& cfg, unsigned workers
     auto rxq = static_cast<uint16_t>(std::min<unsigned>(workers, info.max_rx_queues));
     auto txq = static_cast<uint16_t>(workers);
     rte_eth_conf conf{};
-    uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+    uint64_t rss =
+        info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
     if (rxq > 1 && rss) {
       conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
       conf.rx_adv_conf.rss_conf.rss_hf = rss;

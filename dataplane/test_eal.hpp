@@ -15,9 +15,9 @@ class eal_environment : public ::testing::Environment {
  public:
   void SetUp() override {
     std::string prefix = "ferry-test-" + std::to_string(getpid());
-    std::vector<std::string> args{"test", "--no-huge", "-m", "512", "--no-pci", "-l", "0",
-                                  "--file-prefix", prefix, "--log-level", "*:error",
-                                  "--no-telemetry"};
+    std::vector<std::string> args{"test",     "--no-huge",   "-m",      "512",
+                                  "--no-pci", "-l",          "0",       "--file-prefix",
+                                  prefix,     "--log-level", "*:error", "--no-telemetry"};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     ASSERT_GE(rte_eal_init(static_cast<int>(argv.size()), argv.data()), 0);
@@ -27,9 +27,9 @@ class eal_environment : public ::testing::Environment {
 
 }  // namespace ferry::dp::testing
 
-#define FERRY_TEST_MAIN_WITH_EAL()                                             \
-  int main(int argc, char** argv) {                                            \
-    ::testing::InitGoogleTest(&argc, argv);                                    \
+#define FERRY_TEST_MAIN_WITH_EAL()                                                \
+  int main(int argc, char** argv) {                                               \
+    ::testing::InitGoogleTest(&argc, argv);                                       \
     ::testing::AddGlobalTestEnvironment(new ferry::dp::testing::eal_environment); \
-    return RUN_ALL_TESTS();                                                    \
+    return RUN_ALL_TESTS();                                                       \
   }

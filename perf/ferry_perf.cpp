@@ -4,8 +4,8 @@
 // `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
 // `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
 // hugepages and rewrites docs/performance.md.
-#include <rte_eal.h>
 #include <netinet/in.h>
+#include <rte_eal.h>
 #include <rte_ip.h>
 #include <rte_tcp.h>
 
@@ -41,8 +41,8 @@ json to_json(const spread& s) { return {{"median", s.median}, {"min", s.min}, {"
 
 // ---- pipeline -------------------------------------------------------------------------
 
-constexpr uint32_t kVip = 0xc613000a;         // 198.19.0.10
-constexpr uint32_t kClientNet = 0xc6128000;   // 198.18.128.0/17, behind 198.18.0.1
+constexpr uint32_t kVip = 0xc613000a;        // 198.19.0.10
+constexpr uint32_t kClientNet = 0xc6128000;  // 198.18.128.0/17, behind 198.18.0.1
 constexpr uint32_t kGateway = 0xc6120001;
 constexpr uint32_t kBackendNet = 0xc6120100;  // 198.18.1.x
 constexpr unsigned kBackends = 100;
@@ -186,8 +186,8 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs) {
           flows.resize(kPackets);
           for (auto& f : flows) f = next_new++;
         }
-        auto [total, refill] = b.run(k == pipeline_bench::kind::new_flow ? flows : random_flows,
-                                     k, kPackets);
+        auto [total, refill] =
+            b.run(k == pipeline_bench::kind::new_flow ? flows : random_flows, k, kPackets);
         ns.push_back((total - refill) * ns_per_cycle / kPackets);
         fill_ns.push_back(refill * ns_per_cycle / kPackets);
       }
@@ -239,13 +239,15 @@ void bench_maglev(int runs) {
       for (int r = 0; r < runs; ++r) {
         auto t0 = std::chrono::steady_clock::now();
         table = maglev_build(b, m);
-        ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                         .count());
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
       }
       std::vector<size_t> counts(n);
       for (auto s : table) counts[s]++;
       double mean = static_cast<double>(m) / static_cast<double>(n);
-      double imbalance = static_cast<double>(*std::max_element(counts.begin(), counts.end())) / mean;
+      double imbalance =
+          static_cast<double>(*std::max_element(counts.begin(), counts.end())) / mean;
       auto removed = b;
       removed.erase(removed.begin() + static_cast<long>(n / 2));
       auto added = b;
@@ -308,8 +310,9 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd != "pipeline") return usage();
-  std::vector<std::string> args{"ferry-perf", "-l", "0", "--no-pci", "--file-prefix",
-                                "ferry-perf", "--log-level", "*:error", "--no-telemetry"};
+  std::vector<std::string> args{"ferry-perf",    "-l",         "0",           "--no-pci",
+                                "--file-prefix", "ferry-perf", "--log-level", "*:error",
+                                "--no-telemetry"};
   if (!huge) args.insert(args.end(), {"--no-huge", "-m", "6144"});
   std::vector<char*> eal;
   for (auto& a : args) eal.push_back(a.data());

@@ -299,8 +299,8 @@ void print_stats(const json& stats) {
 
   std::cout << "\nL2/ICMP:\n";
   print_items(json::array({member(stats, "l2")}),
-              fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held",
-                      "icmp_echo_replies", "icmp_unreachable_sent"}));
+              fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held", "icmp_echo_replies",
+                      "icmp_unreachable_sent"}));
 
   // Only the reasons that happened, biggest first: that is what an operator is looking for.
   std::vector<std::pair<std::string, json>> drops;

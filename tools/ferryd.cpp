@@ -146,8 +146,10 @@ int run(const node_config& cfg) {
   }
   unsigned n_workers = rte_lcore_count() - 1;
   if (n_workers == 0 || n_workers > 64) {
-    spdlog::error("{}: dataplane.eal_args: need 1-64 worker lcores besides the main lcore "
-                  "(e.g. -l 0,1), got {}", cfg.source, n_workers);
+    spdlog::error(
+        "{}: dataplane.eal_args: need 1-64 worker lcores besides the main lcore "
+        "(e.g. -l 0,1), got {}",
+        cfg.source, n_workers);
     rte_eal_cleanup();
     return 1;
   }
@@ -168,15 +170,17 @@ int run(const node_config& cfg) {
   int rc = 1;
   std::vector<std::unique_ptr<dp::worker>> workers;
   if (!d.qsbr || rte_rcu_qsbr_init(d.qsbr, n_workers) != 0 || !d.pool) {
-    spdlog::error("{}: cannot allocate the packet pool ({} mbufs) or RCU state: {} "
-                  "(raise -m in dataplane.eal_args or lower dataplane.mbufs)",
-                  cfg.source, cfg.mbufs, rte_strerror(rte_errno));
+    spdlog::error(
+        "{}: cannot allocate the packet pool ({} mbufs) or RCU state: {} "
+        "(raise -m in dataplane.eal_args or lower dataplane.mbufs)",
+        cfg.source, cfg.mbufs, rte_strerror(rte_errno));
   } else if (d.ct = std::make_unique<dp::conntrack>(cfg.conntrack.capacity, n_workers, d.qsbr,
                                                     d.tsc_hz, cfg.conntrack);
              d.ct->capacity() == 0) {
-    spdlog::error("{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
-                  "dataplane.eal_args or lower the capacity)", cfg.source,
-                  cfg.conntrack.capacity);
+    spdlog::error(
+        "{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
+        "dataplane.eal_args or lower the capacity)",
+        cfg.source, cfg.conntrack.capacity);
   } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
     spdlog::error("{}", r.message());
   } else {
@@ -206,8 +210,8 @@ int run(const node_config& cfg) {
           spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues", p.name, p.port_id,
                        p.rx_queues, p.tx_queues);
         }
-        spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}",
-                     cfg.node_name, n_workers, pub.current()->ports.size(), cfg.socket_path);
+        spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
+                     n_workers, pub.current()->ports.size(), cfg.socket_path);
         while (!g_signalled.load()) (*server)->poll_once(200);
         spdlog::info("ferryd stopping");
         rc = 0;

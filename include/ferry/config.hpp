@@ -26,7 +26,7 @@ struct route_config {
 };
 
 struct conntrack_config {
-  uint32_t capacity = 1u << 20;  // flows; rounded up to a power of two
+  uint32_t capacity = 1u << 20;   // flows; rounded up to a power of two
   uint32_t tcp_syn_timeout = 30;  // seconds, per state
   uint32_t tcp_established_timeout = 86400;
   uint32_t tcp_closing_timeout = 30;
@@ -48,9 +48,9 @@ struct node_config {
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs for Services that name none
-  uint32_t icmp_unreachable_rate = 100;  // per second per worker, for no-endpoint answers
-  uint32_t neighbor_timeout = 300;       // seconds an ARP answer stays valid
-  uint32_t neighbor_hold_ms = 1000;      // how long a packet waits for ARP before a drop
+  uint32_t icmp_unreachable_rate = 100;      // per second per worker, for no-endpoint answers
+  uint32_t neighbor_timeout = 300;           // seconds an ARP answer stays valid
+  uint32_t neighbor_hold_ms = 1000;          // how long a packet waits for ARP before a drop
 };
 
 }  // namespace ferry

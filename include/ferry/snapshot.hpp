@@ -29,10 +29,10 @@ struct service_port_entry {
   uint32_t vip = 0;
   uint16_t port = 0;
   uint8_t proto = 0;
-  std::string name;                // "namespace/service:port-name" for stats
-  std::vector<backend> backends;   // every endpoint, draining ones included
-  std::vector<uint16_t> maglev;    // indices into backends; size is a prime
-  bool has_active = false;         // some backend has weight > 0
+  std::string name;               // "namespace/service:port-name" for stats
+  std::vector<backend> backends;  // every endpoint, draining ones included
+  std::vector<uint16_t> maglev;   // indices into backends; size is a prime
+  bool has_active = false;        // some backend has weight > 0
 
   /// Backend for a flow hash; only valid when has_active.
   const backend& pick(uint64_t hash) const { return backends[maglev[hash % maglev.size()]]; }

@@ -299,12 +299,12 @@ class Ferry:
                                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         # Wait until every pod listens (checked inside each pod's namespace).
         deadline = time.time() + 10
-        for i in range(1, 4):
+        for ns, port in [("pod1", 9376), ("pod2", 9376), ("pod3", 9376), ("redis", 6379)]:
             while True:
-                r = self.netns(self.ns(f"pod{i}"), ["ss", "-Hltn", "sport = :9376"], timeout=5)
+                r = self.netns(self.ns(ns), ["ss", "-Hltn", f"sport = :{port}"], timeout=5)
                 if r.stdout.strip():
                     break
-                assert time.time() < deadline, f"pod{i} server did not start"
+                assert time.time() < deadline, f"{ns} server did not start"
                 time.sleep(0.05)
 
     def start_ferryd(self, config_text=None):

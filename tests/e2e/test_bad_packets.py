@@ -4,7 +4,9 @@ import json
 import time
 
 import pytest
-from scapy.all import ICMP, IP, TCP, UDP, Ether, IPOption_NOP, Raw
+
+scapy = pytest.importorskip("scapy.all")
+from scapy.all import ICMP, IP, TCP, Ether, IPOption_NOP, Raw  # noqa: E402
 
 from conftest import PODS, PYTHON, VIP
 
