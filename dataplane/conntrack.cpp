@@ -84,8 +84,8 @@ bool conntrack::key_matches(const flow_entry& e, flow_dir dir, const flow_key& k
     return e.client_ip == k.src_ip && e.vip == k.dst_ip && e.client_port == k.src_port &&
            e.vport == k.dst_port;
   }
-  return e.backend_ip == k.src_ip && e.client_ip == k.dst_ip && e.backend_port == k.src_port &&
-         e.client_port == k.dst_port;
+  return e.backend_ip == k.src_ip && e.peer_ip() == k.dst_ip && e.backend_port == k.src_port &&
+         e.peer_port() == k.dst_port;
 }
 
 flow_match conntrack::lookup(const flow_key& k, uint64_t hash) const {
@@ -142,9 +142,8 @@ void conntrack::unlink(flow_entry& e) {
   e.state.store(flow_state::free, std::memory_order_relaxed);
 }
 
-flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, uint32_t backend_ip,
-                              uint16_t backend_port, uint32_t service_id, flow_state state,
-                              uint64_t now) {
+flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
+                              uint32_t service_id, flow_state state, uint64_t now) {
   if (w.free.empty()) return nullptr;
   uint32_t idx = w.free.back();
   flow_entry& e = entries_[idx];
@@ -153,8 +152,10 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, uint32_t
   e.client_port = fwd.src_port;
   e.vport = fwd.dst_port;
   e.proto = fwd.proto;
-  e.backend_ip = backend_ip;
-  e.backend_port = backend_port;
+  e.backend_ip = nat.backend_ip;
+  e.backend_port = nat.backend_port;
+  e.snat_ip = nat.snat_ip;
+  e.snat_port = nat.snat_port;
   e.owner = static_cast<uint8_t>(w.index);
   e.service_id = service_id;
   e.created = now;
@@ -162,7 +163,7 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, uint32_t
   e.last_seen.store(now, std::memory_order_relaxed);
   e.state.store(state, std::memory_order_relaxed);
 
-  flow_key rev{backend_ip, fwd.src_ip, backend_port, fwd.src_port, fwd.proto};
+  flow_key rev{e.backend_ip, e.peer_ip(), e.backend_port, e.peer_port(), fwd.proto};
   if (!link(hash(fwd), idx, flow_dir::forward, e.slots[0]) ||
       !link(hash(rev), idx, flow_dir::reply, e.slots[1])) {
     // A reader may already have seen the first slot: recycle through the grace period.

@@ -51,11 +51,24 @@ struct alignas(64) flow_entry {
   uint32_t slots[2];    // index slots of the forward and reply keys, for unlinking
   uint64_t created;     // TSC
   std::atomic<flow_state> state{flow_state::free};
+  uint16_t snat_port;  // with snat_ip: the source port the backend sees
+  uint32_t snat_ip;    // 0, or the node address the client is masqueraded to
   std::atomic<uint64_t> last_seen{0};  // TSC; updated coarsely (see touch())
+
+  /// What the backend sees as its peer: the client, or the node when masqueraded.
+  uint32_t peer_ip() const { return snat_ip ? snat_ip : client_ip; }
+  uint16_t peer_port() const { return snat_ip ? snat_port : client_port; }
 };
 static_assert(sizeof(flow_entry) == 64);
 
 enum class flow_dir : uint8_t { forward = 0, reply = 1 };
+
+struct flow_nat {
+  uint32_t backend_ip = 0;
+  uint16_t backend_port = 0;
+  uint32_t snat_ip = 0;
+  uint16_t snat_port = 0;
+};
 
 struct flow_match {
   flow_entry* entry = nullptr;
@@ -110,8 +123,10 @@ class conntrack {
 
   /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
   /// either key's bucket (the caller forwards statelessly and counts it).
-  flow_entry* insert(conntrack_worker& w, const flow_key& fwd, uint32_t backend_ip,
-                     uint16_t backend_port, uint32_t service_id, flow_state state, uint64_t now);
+  /// `nat` says where the flow goes: the backend and, when masqueraded, the source address
+  /// and port the backend sees (snat_ip 0: the client's own).
+  flow_entry* insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
+                     uint32_t service_id, flow_state state, uint64_t now);
 
   /// Marks the flow seen; writes last_seen only when it moved on by a tick, so forward and
   /// reply traffic on two workers do not bounce the cache line on every packet.

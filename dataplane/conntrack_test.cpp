@@ -51,7 +51,7 @@ flow_key client(uint32_t i) { return {0xc6120001 + i, 0xc6130a00, uint16_t(40000
 
 TEST_F(fixture, FindsBothDirections) {
   flow_key fwd = client(1);
-  flow_entry* e = ct->insert(ws[0], fwd, 0xc612010b, 9376, 7, flow_state::tcp_syn, 100);
+  flow_entry* e = ct->insert(ws[0], fwd, {0xc612010b, 9376}, 7, flow_state::tcp_syn, 100);
   ASSERT_NE(e, nullptr);
   auto hit = ct->lookup(fwd, conntrack::hash(fwd));
   EXPECT_EQ(hit.entry, e);
@@ -72,8 +72,8 @@ TEST_F(fixture, FindsBothDirections) {
 
 TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
   flow_key a = client(1), b = client(2);
-  ASSERT_NE(ct->insert(ws[0], a, 1, 1, 0, flow_state::tcp_closing, 0), nullptr);      // 2 s
-  ASSERT_NE(ct->insert(ws[0], b, 2, 2, 0, flow_state::tcp_established, 0), nullptr);  // 100 s
+  ASSERT_NE(ct->insert(ws[0], a, {1, 1}, 0, flow_state::tcp_closing, 0), nullptr);      // 2 s
+  ASSERT_NE(ct->insert(ws[0], b, {2, 2}, 0, flow_state::tcp_established, 0), nullptr);  // 100 s
   size_t free_before = ws[0].free.size();
   EXPECT_EQ(ct->sweep(ws[0], 1 * kHz, 2048), 0u);
   EXPECT_EQ(ct->sweep(ws[0], 3 * kHz, 2048), 1u);
@@ -88,7 +88,7 @@ TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
 
 TEST_F(fixture, TouchKeepsAFlowAlive) {
   flow_key a = client(1);
-  flow_entry* e = ct->insert(ws[0], a, 1, 1, 0, flow_state::udp, 0);  // 10 s
+  flow_entry* e = ct->insert(ws[0], a, {1, 1}, 0, flow_state::udp, 0);  // 10 s
   ct->touch(*e, 8 * kHz);
   EXPECT_EQ(ct->sweep(ws[0], 15 * kHz, 2048), 0u);
   EXPECT_EQ(ct->sweep(ws[0], 19 * kHz, 2048), 1u);
@@ -97,15 +97,15 @@ TEST_F(fixture, TouchKeepsAFlowAlive) {
 TEST_F(fixture, FullTableReturnsNullAndRecovers) {
   uint32_t inserted = 0;
   for (uint32_t i = 0; i < 5000; ++i) {
-    inserted += ct->insert(ws[0], client(i), 1, 1, 0, flow_state::udp, 0) != nullptr;
+    inserted += ct->insert(ws[0], client(i), {1, 1}, 0, flow_state::udp, 0) != nullptr;
   }
   EXPECT_EQ(inserted, ct->capacity());
-  EXPECT_EQ(ct->insert(ws[0], client(9999), 1, 1, 0, flow_state::udp, 0), nullptr);
+  EXPECT_EQ(ct->insert(ws[0], client(9999), {1, 1}, 0, flow_state::udp, 0), nullptr);
   // Everything expires; after a grace period the table takes new flows again.
   ct->sweep(ws[0], 11 * kHz, ct->capacity());
   quiesce();
   ct->sweep(ws[0], 11 * kHz, 0);
-  EXPECT_NE(ct->insert(ws[0], client(9999), 1, 1, 0, flow_state::udp, 11 * kHz), nullptr);
+  EXPECT_NE(ct->insert(ws[0], client(9999), {1, 1}, 0, flow_state::udp, 11 * kHz), nullptr);
 }
 
 TEST_F(fixture, TombstonesDoNotHideLaterFlows) {
@@ -115,7 +115,7 @@ TEST_F(fixture, TombstonesDoNotHideLaterFlows) {
   for (uint32_t round = 0; round < 20; ++round) {
     for (uint32_t i = 0; i < 800; ++i) {
       flow_key k = client(round * 1000 + i);
-      ASSERT_NE(ct->insert(ws[0], k, 1, 1, 0, flow_state::tcp_closing, now), nullptr)
+      ASSERT_NE(ct->insert(ws[0], k, {1, 1}, 0, flow_state::tcp_closing, now), nullptr)
           << "round " << round << " flow " << i;
     }
     for (uint32_t i = 0; i < 800; ++i) {
@@ -131,8 +131,8 @@ TEST_F(fixture, TombstonesDoNotHideLaterFlows) {
 
 TEST_F(fixture, WorkersOwnDisjointShares) {
   make(1024, 2);
-  flow_entry* a = ct->insert(ws[0], client(1), 1, 1, 0, flow_state::udp, 0);
-  flow_entry* b = ct->insert(ws[1], client(2), 1, 1, 0, flow_state::udp, 0);
+  flow_entry* a = ct->insert(ws[0], client(1), {1, 1}, 0, flow_state::udp, 0);
+  flow_entry* b = ct->insert(ws[1], client(2), {1, 1}, 0, flow_state::udp, 0);
   ASSERT_TRUE(a && b);
   EXPECT_EQ(a->owner, 0);
   EXPECT_EQ(b->owner, 1);
@@ -152,7 +152,7 @@ TEST_F(fixture, ConcurrentInsertLookupAcrossWorkers) {
     for (uint32_t i = 0; i < 20000; ++i) {
       flow_key k = client(me * 100000 + i);
       uint32_t backend = 0x0a000000 + me * 100000 + i;
-      if (!ct->insert(ws[me], k, backend, 9376, 0, flow_state::tcp_established, 1)) {
+      if (!ct->insert(ws[me], k, {backend, 9376}, 0, flow_state::tcp_established, 1)) {
         failed = true;
         return;
       }

@@ -29,6 +29,7 @@ enum class kind : uint8_t { dropped, arp, local, transit };
 struct parsed {
   kind k;
   drop reason;
+  bool local;  // addressed to the node (a masqueraded reply, or nothing of ours)
   uint8_t tcp_flags;
   uint16_t l4_len;  // bytes of L4 header + payload
   rte_ipv4_hdr* ip;
@@ -90,6 +91,7 @@ void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   dataplane& dp = *w.dp;
   const route_entry* r = dp.route(dst);
   if (!r) return free_drop(w, m, drop::no_route);
+  if (m->pkt_len > uint32_t{kEthHdr} + dp.ports[r->port].mtu) return free_drop(w, m, drop::mtu_exceeded);
   uint32_t next_hop = r->via ? r->via : dst;
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   eth->src_addr = dp.ports[r->port].mac;
@@ -257,6 +259,33 @@ void tcp_track(flow_entry& e, flow_dir dir, uint8_t flags) {
   if (next != s) e.state.store(next, std::memory_order_relaxed);
 }
 
+// A client and a backend on the same on-link subnet would talk directly on the way back,
+// around the VIP translation (and a pod reaching itself through its Service would see its
+// own address as the source). Like kube-proxy's masquerade for hairpin traffic, such flows
+// get the node's address on that port as their source; the entry remembers the client.
+bool needs_masquerade(const dataplane& dp, uint32_t client, uint32_t backend, uint32_t& snat_ip) {
+  const route_entry* to_backend = dp.route(backend);
+  const route_entry* to_client = dp.route(client);
+  if (!to_backend || !to_client || to_backend->via || to_client->via ||
+      to_backend->port != to_client->port) {
+    return false;
+  }
+  snat_ip = dp.ports[to_backend->port].addr;
+  return true;
+}
+
+// A source port whose reply key (backend -> node:port) is not in use, from the ephemeral
+// range, starting at a hash of the flow; 0 when the few candidates tried are all taken.
+uint16_t pick_snat_port(const conntrack& ct, const parsed& p, const flow_nat& nat) {
+  constexpr uint32_t kFirst = 32768, kCount = 28232, kTries = 16;
+  for (uint32_t i = 0; i < kTries; ++i) {
+    auto port = static_cast<uint16_t>(kFirst + (p.hash + i) % kCount);
+    flow_key reply{nat.backend_ip, nat.snat_ip, nat.backend_port, port, p.key.proto};
+    if (!ct.lookup(reply, conntrack::hash(reply)).entry) return port;
+  }
+  return 0;
+}
+
 void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
   service_counters& c = w.services[id];
   c.packets.add();
@@ -274,8 +303,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (e.owner != w.index) w.counters.flows_foreign.add();
     if (hit.dir == flow_dir::forward) {
       rewrite(p, true, e.backend_ip, e.backend_port);
+      if (e.snat_ip) rewrite(p, false, e.snat_ip, e.snat_port);
     } else {
       rewrite(p, false, e.vip, e.vport);
+      if (e.snat_ip) rewrite(p, true, e.client_ip, e.client_port);
     }
     if (p.key.proto == kProtoTcp) tcp_track(e, hit.dir, p.tcp_flags);
     ct.touch(e, w.now);
@@ -284,12 +315,18 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     return send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
   }
 
+  if (p.local) return handle_local(w, m, p);
   const service_port_entry* const* svc =
       snap ? snap->vips.find(service_key(p.key.dst_ip, p.key.proto, p.key.dst_port)) : nullptr;
   if (svc) {
     const service_port_entry& s = **svc;
     if (!s.has_active) return reject(w, m, p);
     const backend& b = s.pick(p.hash);
+    flow_nat nat{b.ip, b.port};
+    const bool masquerade = needs_masquerade(*w.dp, p.key.src_ip, b.ip, nat.snat_ip);
+    if (masquerade && !(nat.snat_port = pick_snat_port(ct, p, nat))) {
+      return free_drop(w, m, drop::snat_failed);
+    }
     flow_state state = flow_state::udp;
     if (p.key.proto == kProtoTcp) {
       bool syn = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
@@ -297,15 +334,19 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     }
     // A RST for an unknown flow is forwarded but makes no entry.
     bool track = !(p.tcp_flags & kTcpRst);
-    if (track && ct.insert(w.ct, p.key, b.ip, b.port, s.id, state, w.now)) {
+    if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
       w.counters.flows_created.add();
       if (state == flow_state::tcp_established) w.counters.flows_picked_up.add();
+    } else if (masquerade) {
+      // Without an entry the reply could not be turned back: nothing to forward.
+      return free_drop(w, m, drop::snat_failed);
     } else {
       if (track) w.counters.flows_table_full.add();
       w.counters.stateless_forward.add();
     }
     count_service(w, s.id, m, true);
     rewrite(p, true, b.ip, b.port);
+    if (masquerade) rewrite(p, false, nat.snat_ip, nat.snat_port);
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, b.ip);
   }
@@ -381,7 +422,8 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.dst_ip = rte_be_to_cpu_32(ip->dst_addr);
   p.key.proto = ip->next_proto_id;
   p.tcp_flags = 0;
-  if (w.dp->is_local(p.key.dst_ip)) {
+  p.local = w.dp->is_local(p.key.dst_ip);
+  if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp) {
     p.k = kind::local;
     return;
   }

@@ -375,4 +375,46 @@ TEST_F(pipeline, BurstOfMixedPackets) {
 }  // namespace
 }  // namespace ferry::dp
 
+
+namespace ferry::dp {
+namespace {
+
+using namespace ferry::dp::testing;
+
+TEST_F(pipeline, MasqueradesAPodReachingAServiceOnItsOwnSubnet) {
+  const uint32_t other_pod = 0xc6120132;  // 198.18.1.50, on eth1 like the backend
+  const mac other_mac{0x02, 0xb0, 0, 0, 0, 0x50};
+  od_->learn(1, other_pod, to_ether(other_mac));
+  auto out = run(tcp(kPort1, other_mac, other_pod, 45000, kVip, 80, 0x02), 1);
+  ASSERT_EQ(out.size(), 1u);
+  // The backend sees the node (198.18.1.254) as the source, on a port ferryd picked.
+  uint16_t snat_port = static_cast<uint16_t>(out[0].frame[34] << 8 | out[0].frame[35]);
+  EXPECT_GE(snat_port, 32768);
+  EXPECT_EQ(out[0].frame,
+            tcp(kPodMac, kPort1, kNode1, snat_port, kPod, 9376, 0x02, "", {.ttl = 63}));
+  // The reply comes back to the node address and goes to the pod as from the VIP.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, snat_port, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame,
+            tcp(other_mac, kPort1, kVip, 80, other_pod, 45000, 0x12, "", {.ttl = 63}));
+  // Hairpin: the backend reaching its own Service is masqueraded too.
+  out = run(tcp(kPort1, kPodMac, kPod, 46000, kVip, 80, 0x02), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame[26], 198);  // source 198.18.1.254, not the pod itself
+  EXPECT_EQ(out[0].frame[29], 254);
+}
+
+TEST_F(pipeline, DropsWhatExceedsTheOutgoingMtu) {
+  auto out = run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, std::string(1500, 'x')), 0);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(drops(drop::mtu_exceeded), 1u);
+  // 1472 bytes of payload is exactly a 1500-byte IP packet: it fits.
+  EXPECT_EQ(run(udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, std::string(1472, 'x')), 0)
+                .size(),
+            1u);
+}
+
+}  // namespace
+}  // namespace ferry::dp
+
 FERRY_TEST_MAIN_WITH_EAL()

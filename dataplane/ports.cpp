@@ -82,6 +82,7 @@ result<void> setup_ports(dataplane& dp, const node_config& cfg, unsigned workers
     p.port_id = port_id;
     rte_eth_macaddr_get(port_id, &p.mac);
     p.addr = pc.address.addr;
+    rte_eth_dev_get_mtu(port_id, &p.mtu);
     p.rx_queues = rxq;
     p.tx_queues = txq;
     dp.ports.push_back(p);

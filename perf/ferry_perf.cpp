@@ -100,7 +100,7 @@ struct pipeline_bench {
     for (uint64_t f = 0; f < n; ++f) {
       dp::flow_key k{client_ip(f), kVip, client_port(f), 80, IPPROTO_TCP};
       const backend& b = svc->pick(dp::conntrack::hash(k));
-      if (!od->dp.ct->insert(w.ct, k, b.ip, b.port, svc->id, dp::flow_state::tcp_established,
+      if (!od->dp.ct->insert(w.ct, k, {b.ip, b.port}, svc->id, dp::flow_state::tcp_established,
                              rte_rdtsc())) {
         std::cerr << "flow table full at " << f << "\n";
         std::abort();

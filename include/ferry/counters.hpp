@@ -41,6 +41,8 @@ class counter {
   X(no_endpoints)       /* service port without endpoints (ICMP answered) */      \
   X(icmp_rate_limited)  /* no-endpoint answer suppressed by the rate limit */     \
   X(no_route)           /* no route to the destination */                         \
+  X(mtu_exceeded)       /* larger than the outgoing port's MTU */                 \
+  X(snat_failed)        /* masquerade needed, no entry or source port to be had */ \
   X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */ \
   X(neighbor_hold_full) /* too many packets already waiting for ARP */            \
   X(tx_full)            /* device TX queue full */                                \

@@ -79,28 +79,17 @@ spec:
 """ + endpoint_slice(f"{name}-1", name, [pod_ip])
 
 
-POD_TO_SERVICE_BUG = (
-    "BUG: pods cannot use a ClusterIP whose backend is on the pod network. pod1 "
-    "(198.18.1.11) -> {vip}:80: ferryd DNATs the SYN to {backend}:9376 (flow SYN_SENT), but "
-    "the backend answers the on-link client directly, from its own address, bypassing "
-    "ferryd (no un-NAT), so pod1 resets it and curl times out (exit 28); flows stay SYN_SENT. "
-    "kube-proxy masquerades such traffic (hairpin / same-network clients); ferryd needs "
-    "SNAT to the port's own address (198.18.1.254) when client and backend share a subnet")
-
-
-@pytest.mark.xfail(strict=True, reason=POD_TO_SERVICE_BUG.format(vip="198.19.0.61",
-                                                                  backend="pod2 198.18.1.12"))
+# A pod reaching a Service whose backend shares its subnet: ferryd masquerades the pod to
+# the node's address (198.18.1.254) so the backend's answer comes back through ferryd.
 def test_pod_to_service_on_other_pod(ferry):
     ferry.apply(one_pod_service("to-pod2", "198.19.0.61", POD_IPS["my-app-2"]))
     r = ferry.netns(ferry.ns("pod1"), ["curl", "-sS", "-m", "2", "http://198.19.0.61/"])
     assert r.returncode == 0 and r.stdout.strip() == "my-app-2", (r.returncode, r.stderr)
+    assert any(f["client"].startswith("198.18.1.11:") and f["backend"].startswith("198.18.1.12:")
+               for f in ferry.flows()["items"])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: hairpin: pod1 -> 198.19.0.62:80 whose only endpoint is pod1 itself times out "
-    "(curl exit 28). ferryd DNATs the SYN back to 198.18.1.11:9376 with the source still "
-    "198.18.1.11, and pod1's kernel discards a packet from its own address arriving on the "
-    "wire; kube-proxy masquerades hairpin traffic (SNAT to the node), ferryd does not"))
+# Hairpin: a pod reaching itself through its own Service (masqueraded too).
 def test_pod_to_service_hairpin(ferry):
     ferry.apply(one_pod_service("to-pod1", "198.19.0.62", POD_IPS["my-app-1"]))
     r = ferry.netns(ferry.ns("pod1"), ["curl", "-sS", "-m", "2", "http://198.19.0.62/"])
