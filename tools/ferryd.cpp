@@ -135,6 +135,13 @@ int run(const node_config& cfg) {
     }
   }
 
+  // Another ferryd answering on our socket owns the same ports: do not touch them.
+  if (control::call(cfg.socket_path, {{"op", "stats"}}, 2000)) {
+    spdlog::error("{}: control.socket: another ferryd is already serving {}", cfg.source,
+                  cfg.socket_path);
+    return 1;
+  }
+
   std::vector<std::string> args{"ferryd"};
   args.insert(args.end(), cfg.eal_args.begin(), cfg.eal_args.end());
   std::vector<char*> argv;
