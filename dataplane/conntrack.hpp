@@ -51,8 +51,8 @@ struct alignas(64) flow_entry {
   uint32_t slots[2];    // index slots of the forward and reply keys, for unlinking
   uint64_t created;     // TSC
   std::atomic<flow_state> state{flow_state::free};
-  uint16_t snat_port;  // with snat_ip: the source port the backend sees
-  uint32_t snat_ip;    // 0, or the node address the client is masqueraded to
+  uint16_t snat_port;                  // with snat_ip: the source port the backend sees
+  uint32_t snat_ip;                    // 0, or the node address the client is masqueraded to
   std::atomic<uint64_t> last_seen{0};  // TSC; updated coarsely (see touch())
 
   /// What the backend sees as its peer: the client, or the node when masqueraded.

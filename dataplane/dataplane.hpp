@@ -34,7 +34,7 @@ struct port_info {
   std::string name;
   uint16_t port_id = 0;  // DPDK port id
   rte_ether_addr mac{};
-  uint32_t addr = 0;  // host order
+  uint32_t addr = 0;    // host order
   uint16_t mtu = 1500;  // largest IP packet the port sends
   uint16_t rx_queues = 1;
   uint16_t tx_queues = 1;

@@ -91,7 +91,8 @@ void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   dataplane& dp = *w.dp;
   const route_entry* r = dp.route(dst);
   if (!r) return free_drop(w, m, drop::no_route);
-  if (m->pkt_len > uint32_t{kEthHdr} + dp.ports[r->port].mtu) return free_drop(w, m, drop::mtu_exceeded);
+  if (m->pkt_len > uint32_t{kEthHdr} + dp.ports[r->port].mtu)
+    return free_drop(w, m, drop::mtu_exceeded);
   uint32_t next_hop = r->via ? r->via : dst;
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   eth->src_addr = dp.ports[r->port].mac;

@@ -375,7 +375,6 @@ TEST_F(pipeline, BurstOfMixedPackets) {
 }  // namespace
 }  // namespace ferry::dp
 
-
 namespace ferry::dp {
 namespace {
 
@@ -409,9 +408,9 @@ TEST_F(pipeline, DropsWhatExceedsTheOutgoingMtu) {
   EXPECT_TRUE(out.empty());
   EXPECT_EQ(drops(drop::mtu_exceeded), 1u);
   // 1472 bytes of payload is exactly a 1500-byte IP packet: it fits.
-  EXPECT_EQ(run(udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, std::string(1472, 'x')), 0)
-                .size(),
-            1u);
+  EXPECT_EQ(
+      run(udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, std::string(1472, 'x')), 0).size(),
+      1u);
 }
 
 }  // namespace
