@@ -403,6 +403,24 @@ TEST_F(pipeline, MasqueradesAPodReachingAServiceOnItsOwnSubnet) {
   EXPECT_EQ(out[0].frame[29], 254);
 }
 
+TEST_F(pipeline, FullTableStillForwardsByMaglevAndCountsIt) {
+  conntrack& ct = *dp_->ct;
+  for (uint32_t i = 0; i < ct.capacity(); ++i) {
+    flow_key k{0xc6120002, kVip, static_cast<uint16_t>(1024 + i), 80, kProtoTcp};
+    ASSERT_NE(ct.insert(w_->ct, k, {kPod, 9376}, 0, flow_state::tcp_established, 0), nullptr);
+  }
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", {.ttl = 63}));
+  EXPECT_EQ(w_->counters.flows_table_full.get(), 1u);
+  EXPECT_EQ(w_->counters.stateless_forward.get(), 1u);
+  // Its reply has no entry either: un-NATed from the backend table.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kVip, 80, kClient, 40000, 0x12, "", {.ttl = 63}));
+  EXPECT_EQ(w_->counters.stateless_reply.get(), 1u);
+}
+
 TEST_F(pipeline, DropsWhatExceedsTheOutgoingMtu) {
   auto out = run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, std::string(1500, 'x')), 0);
   EXPECT_TRUE(out.empty());

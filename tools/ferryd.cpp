@@ -137,7 +137,7 @@ int run(const node_config& cfg) {
 
   // Another ferryd answering on our socket owns the same ports: do not touch them.
   if (control::call(cfg.socket_path, {{"op", "stats"}}, 2000)) {
-    spdlog::error("{}: control.socket: another ferryd is already serving {}", cfg.source,
+    spdlog::error("{}: control.socket: {} is in use by another running ferryd", cfg.source,
                   cfg.socket_path);
     return 1;
   }

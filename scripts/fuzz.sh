@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default
+# 20) from its seed corpus in tests/fuzz/corpus/<target>. Exits non-zero on any finding.
+# usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=${1:-20}
+shift || true
+targets=("$@")
+((${#targets[@]})) || targets=(packet manifest config request)
+if [ ! -f build-fuzz/build.ninja ]; then
+  CXX=clang++ meson setup build-fuzz -Dfuzz=true -Dtests=false -Dbuildtype=debugoptimized \
+    -Db_sanitize=address,undefined -Db_lundef=false \
+    -Dcpp_args=-fsanitize=fuzzer-no-link >/dev/null
+fi
+ninja -C build-fuzz $(printf 'tests/fuzz/fuzz_%s ' "${targets[@]}")
+for t in "${targets[@]}"; do
+  corpus=$(mktemp -d)
+  cp -r "tests/fuzz/corpus/$t/." "$corpus/" 2>/dev/null || true
+  echo "fuzz_$t: ${seconds}s"
+  build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 \
+    -artifact_prefix="build-fuzz/crash-$t-" "$corpus" 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-" || true
+  rm -rf "$corpus"
+  if ls build-fuzz/crash-"$t"-* >/dev/null 2>&1; then
+    echo "fuzz_$t found a crash: $(ls build-fuzz/crash-"$t"-*)" >&2
+    exit 1
+  fi
+done

@@ -1,0 +1,88 @@
+// libFuzzer target: any bytes as a frame into the worker's packet path, on an offline
+// dataplane with a real snapshot. The bytes after the frame are poisoned, so ASan reports a
+// parser that reads past the end of the packet (not only past the end of the buffer).
+#include <rte_eal.h>
+#include <sanitizer/asan_interface.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "compile.hpp"
+#include "offline.hpp"
+
+namespace {
+
+using namespace ferry;
+
+struct harness {
+  std::unique_ptr<dp::offline_dataplane> od;
+  std::unique_ptr<const snapshot> snap;
+
+  harness() {
+    node_config cfg;
+    cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
+    const rte_ether_addr macs[2] = {{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}}};
+    od = std::make_unique<dp::offline_dataplane>(cfg, macs);
+    od->learn(0, 0xc6120001, {{2, 0xc1, 0, 0, 0, 1}});
+    od->learn(1, 0xc612010b, {{2, 0xb0, 0, 0, 0, 1}});
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(R"(
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {clusterIP: 198.19.0.10, ports: [{port: 80, targetPort: 9376}, {name: u, port: 53, protocol: UDP}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.77}], ports: [{port: 9376}, {name: u, port: 53, protocol: UDP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty}
+spec: {clusterIP: 198.19.0.11, ports: [{port: 80}]}
+)",
+                                       "fuzz");
+    if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
+    snap = std::move(*control::compiler(65537, 64).compile(st));
+  }
+};
+
+harness* h = nullptr;
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  static std::string args[] = {"fuzz",         "--no-huge",         "-m",        "256", "--no-pci",
+                               "-l",           "0",                 "--file-prefix", "ferry-fuzz",
+                               "--log-level",  "*:error",           "--no-telemetry"};
+  static char* argv[std::size(args)];
+  for (size_t i = 0; i < std::size(args); ++i) argv[i] = args[i].data();
+  if (rte_eal_init(static_cast<int>(std::size(args)), argv) < 0) std::abort();
+  h = new harness;
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 1 || size > 1600) return 0;
+  rte_mbuf* m = rte_pktmbuf_alloc(h->od->dp.pool);
+  // First byte: the port it arrives on; the rest is the frame. Headroom and tailroom are
+  // poisoned while the packet path runs: any read outside the frame is reported.
+  uint16_t port = data[0] & 1;
+  size_t len = size - 1;
+  m->data_len = static_cast<uint16_t>(len);
+  m->pkt_len = static_cast<uint32_t>(len);
+  auto* frame = rte_pktmbuf_mtod(m, uint8_t*);
+  std::memcpy(frame, data + 1, len);
+  auto* buf = static_cast<uint8_t*>(m->buf_addr);
+  size_t tail = m->buf_len - m->data_off - len;
+  ASAN_POISON_MEMORY_REGION(buf, m->data_off);
+  ASAN_POISON_MEMORY_REGION(frame + len, tail);
+  dp::worker& w = *h->od->w;
+  w.now = rte_rdtsc();
+  dp::process_burst(w, h->snap.get(), &m, 1, port);
+  ASAN_UNPOISON_MEMORY_REGION(buf, m->buf_len);
+  h->od->drain_tx();
+  dp::service_held(w);
+  return 0;
+}
