@@ -696,28 +696,63 @@ class decoder {
   size_t count_ = 0;
 };
 
+// The documents of a multi-document text, each with the line it starts on. yaml-cpp 0.7's
+// LoadAll loops forever on a stray ',' at document level (found by fuzz_manifest; the input
+// "," alone is enough), and a manifest must never hang the control thread. So ferry splits
+// on "---" / "..." lines itself and gives each document to YAML::Load, which returns.
+struct yaml_document {
+  std::string text;
+  size_t first_line;  // 0-based
+};
+
+std::vector<yaml_document> split_documents(std::string_view text) {
+  std::vector<yaml_document> docs(1, {"", 0});
+  size_t line = 0;
+  while (!text.empty()) {
+    size_t eol = text.find('\n');
+    std::string_view l = text.substr(0, eol == std::string_view::npos ? text.size() : eol + 1);
+    text.remove_prefix(l.size());
+    auto marker = [&](std::string_view m) {
+      return l.substr(0, 3) == m &&
+             (l.size() == 3 || l[3] == ' ' || l[3] == '\t' || l[3] == '\r' || l[3] == '\n');
+    };
+    if (marker("---")) {
+      docs.push_back({std::string(l.substr(3)), line});  // "--- value" keeps the value
+    } else if (marker("...")) {
+      docs.push_back({"", line + 1});
+    } else {
+      docs.back().text += l;
+    }
+    ++line;
+  }
+  return docs;
+}
+
 }  // namespace
 
 result<std::vector<object>> parse_manifests(std::string_view text, std::string_view origin) {
   std::string prefix(origin);
   std::vector<YAML::Node> docs;
-  try {
-    docs = YAML::LoadAll(std::string(text));
-  } catch (const YAML::Exception& e) {
-    std::string where;
-    if (!e.mark.is_null()) {
-      where = " at line " + std::to_string(e.mark.line + 1) + ", column " +
-              std::to_string(e.mark.column + 1);
+  for (const auto& d : split_documents(text)) {
+    try {
+      docs.push_back(YAML::Load(d.text));
+    } catch (const YAML::Exception& e) {
+      std::string where;
+      if (!e.mark.is_null()) {
+        where = " at line " + std::to_string(d.first_line + e.mark.line + 1) + ", column " +
+                std::to_string(e.mark.column + 1);
+      }
+      return make_error(prefix + ": YAML syntax error" + where + ": " + e.msg);
     }
-    return make_error(prefix + ": YAML syntax error" + where + ": " + e.msg);
   }
 
   std::vector<object> out;
   decoder dec(out);
   try {
-    for (size_t i = 0; i < docs.size(); ++i) {
-      if (!present(docs[i])) continue;  // "---" separators with nothing between them
-      dec.document(docs[i], "document " + std::to_string(i + 1), 0);
+    size_t n = 0;
+    for (const auto& doc : docs) {
+      if (!present(doc)) continue;  // "---" separators with nothing between them
+      dec.document(doc, "document " + std::to_string(++n), 0);
     }
   } catch (const field_error& e) {
     std::string msg = prefix + ": " + dec.header;

@@ -810,3 +810,35 @@ items:
 
 }  // namespace
 }  // namespace ferry::model
+
+namespace ferry::model {
+namespace {
+
+// yaml-cpp 0.7's LoadAll never returns on these (found by fuzz_manifest); the parser must.
+TEST(ManifestRegression, StrayCommaAtDocumentLevelDoesNotHang) {
+  for (const char* text : {",", ",a", "\"a\",", "[1],", "\t,\t", "---\n,\n---\n,"}) {
+    SCOPED_TRACE(text);
+    auto r = parse_manifests(text, "comma.yaml");
+    if (r) {
+      EXPECT_TRUE(r->empty());
+    } else {
+      EXPECT_NE(r.message().find("comma.yaml"), std::string::npos);
+    }
+  }
+}
+
+TEST(ManifestRegression, DocumentsAreNumberedAndLinesCountedAcrossSeparators) {
+  auto r = parse_manifests(
+      "---\napiVersion: v1\nkind: Service\nmetadata: {name: a}\nspec: {ports: [{port: 80}]}\n"
+      "---\napiVersion: v1\nkind: Service\nmetadata: {name: b}\nspec: {ports: [{port: 0}]}\n",
+      "two.yaml");
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.message().find("Service default/b"), std::string::npos) << r.message();
+  auto syntax = parse_manifests("a: 1\n---\nb: [1,\n", "bad.yaml");
+  ASSERT_FALSE(syntax);
+  // The unclosed flow ends at the end of the text: line 4 of the file, not of the document.
+  EXPECT_NE(syntax.message().find("line 4"), std::string::npos) << syntax.message();
+}
+
+}  // namespace
+}  // namespace ferry::model

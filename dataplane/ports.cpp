@@ -21,7 +21,11 @@ result<uint16_t> probe(const std::string& devargs) {
   uint16_t port_id;
   if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id) == 0) return port_id;
   if (int rc = rte_dev_probe(devargs.c_str()); rc < 0) {
-    return make_error("cannot probe DPDK device \"" + devargs + "\": " + rte_strerror(-rc));
+    // DPDK's codes here (EFAULT, EPERM, ...) read badly; its own log line above says more.
+    return make_error("cannot probe DPDK device \"" + devargs +
+                      "\": no driver took it (unknown driver name, bad device arguments, or "
+                      "a device that is missing or busy; see the EAL message above) [" +
+                      rte_strerror(-rc) + "]");
   }
   if (rte_eth_dev_get_port_by_name(name.c_str(), &port_id) != 0) {
     return make_error("DPDK device \"" + devargs + "\" probed but no ethdev port named \"" + name +

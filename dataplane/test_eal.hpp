@@ -6,6 +6,7 @@
 #include <rte_eal.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -22,7 +23,11 @@ class eal_environment : public ::testing::Environment {
     for (auto& a : args) argv.push_back(a.data());
     ASSERT_GE(rte_eal_init(static_cast<int>(argv.size()), argv.data()), 0);
   }
-  void TearDown() override { rte_eal_cleanup(); }
+  void TearDown() override {
+    rte_eal_cleanup();
+    // EAL leaves its runtime directory behind; tests leave nothing.
+    std::filesystem::remove_all("/var/run/dpdk/ferry-test-" + std::to_string(getpid()));
+  }
 };
 
 }  // namespace ferry::dp::testing

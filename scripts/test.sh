@@ -15,3 +15,4 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 ninja -C build-asan
 meson test -C build-asan --suite unit --print-errorlogs
+./scripts/fuzz.sh 10

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (FERRYD, PODS, VIP, Ferry, _preflight, config_toml, curl_names,
+from conftest import (FERRYD, PODS, Ferry, _preflight, config_toml, curl_names,
                       default_manifests, run)
 
 ETH0_AF_PACKET = '"net_af_packet0,iface=fe0"'

@@ -5,6 +5,7 @@
 #include <sanitizer/asan_interface.h>
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 
 #include "compile.hpp"
@@ -30,12 +31,12 @@ struct harness {
 apiVersion: v1
 kind: Service
 metadata: {name: web}
-spec: {clusterIP: 198.19.0.10, ports: [{port: 80, targetPort: 9376}, {name: u, port: 53, protocol: UDP}]}
+spec: {clusterIP: 198.19.0.10, ports: [{name: t, port: 80, targetPort: 9376}, {name: u, port: 53, protocol: UDP}]}
 ---
 apiVersion: v1
 kind: Endpoints
 metadata: {name: web}
-subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.77}], ports: [{port: 9376}, {name: u, port: 53, protocol: UDP}]}]
+subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.77}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}]}]
 ---
 apiVersion: v1
 kind: Service
@@ -43,7 +44,11 @@ metadata: {name: empty}
 spec: {clusterIP: 198.19.0.11, ports: [{port: 80}]}
 )",
                                        "fuzz");
-    if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
+    if (!objs) {
+      std::fprintf(stderr, "fuzz_packet: %s\n", objs.message().c_str());
+      std::abort();
+    }
+    if (!st.apply(std::move(*objs), control::source::file)) std::abort();
     snap = std::move(*control::compiler(65537, 64).compile(st));
   }
 };
@@ -53,9 +58,9 @@ harness* h = nullptr;
 }  // namespace
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  static std::string args[] = {"fuzz",         "--no-huge",         "-m",        "256", "--no-pci",
-                               "-l",           "0",                 "--file-prefix", "ferry-fuzz",
-                               "--log-level",  "*:error",           "--no-telemetry"};
+  static std::string args[] = {"fuzz",       "--no-huge",   "-m",      "256",
+                               "--no-pci",   "-l",          "0",       "--file-prefix",
+                               "ferry-fuzz", "--log-level", "*:error", "--no-telemetry"};
   static char* argv[std::size(args)];
   for (size_t i = 0; i < std::size(args); ++i) argv[i] = args[i].data();
   if (rte_eal_init(static_cast<int>(std::size(args)), argv) < 0) std::abort();
