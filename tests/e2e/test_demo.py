@@ -1,0 +1,25 @@
+"""The README's demo command runs end to end and shows what it promises."""
+import os
+import re
+import subprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def test_demo_script():
+    r = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True,
+                       text=True, timeout=300, cwd=ROOT)
+    out = r.stdout
+    assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
+    answered = re.findall(r"answered by: (\S+)", out)
+    # 9 connections before the endpoint change, 6 after.
+    assert len(answered) == 15, out
+    assert set(answered[:9]) <= {"my-app-1", "my-app-2", "my-app-3"}
+    assert len(set(answered[:9])) >= 2, answered
+    assert "my-app-3" not in answered[9:], answered
+    assert "hello through ferry" in out
+    assert "198.19.0.10:80" in out and "198.19.0.11:6379" in out  # the flows table
+    assert "endpointslice/my-service-abc12 configured" in out
+    # The demo cleans up after itself.
+    ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert "ferry-demo" not in ns
