@@ -109,15 +109,25 @@ class conntrack {
   void prefetch(uint64_t hash) const { rte_prefetch0(&buckets_[hash & bucket_mask_]); }
   /// Stage 2: with the bucket in cache, prefetch the entries whose signature matches, so
   /// lookup() (stage 3) finds both in cache.
-  void prefetch_entries(uint64_t hash) const {
+  /// Returns false when the key is certainly absent (no candidate, and the bucket has room,
+  /// so the probe sequence ends there).
+  bool prefetch_entries(uint64_t hash) const {
     const bucket& b = buckets_[hash & bucket_mask_];
     const auto sig = static_cast<uint32_t>(hash >> 32);
+    bool maybe = false, room = false;
     for (const auto& slot : b.slot) {
       uint64_t v = slot.load(std::memory_order_relaxed);
+      room |= v == kEmpty;
       if (v != kEmpty && v != kTomb && static_cast<uint32_t>(v >> 32) == sig) {
         rte_prefetch0(&entries_[(static_cast<uint32_t>(v) - 1) >> 1]);
+        maybe = true;
       }
     }
+    return maybe || !room;
+  }
+  /// Prefetches the entry the worker's `ahead`-th next insert will use.
+  void prefetch_free(const conntrack_worker& w, size_t ahead) const {
+    if (ahead < w.free.size()) rte_prefetch0(&entries_[w.free[w.free.size() - 1 - ahead]]);
   }
   flow_match lookup(const flow_key& k, uint64_t hash) const;
 

@@ -1,5 +1,6 @@
 // ferry-perf: benchmarks that print one JSON object per result line.
-//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--no-huge]
+//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
+//                       [--no-huge]
 //   ferry-perf maglev   [--runs 5]
 // `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
 // `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
@@ -166,7 +167,7 @@ struct pipeline_bench {
   }
 };
 
-void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs) {
+void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const std::string& only) {
   const uint64_t kPackets = 2'000'000;
   const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
   for (uint64_t n : flow_counts) {
@@ -178,6 +179,10 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs) {
     for (auto& f : random_flows) f = rng() % n;
     for (auto k : {pipeline_bench::kind::established, pipeline_bench::kind::reply,
                    pipeline_bench::kind::new_flow}) {
+      const char* name = k == pipeline_bench::kind::established ? "established"
+                         : k == pipeline_bench::kind::reply     ? "reply"
+                                                                : "new_flow";
+      if (!only.empty() && only != name) continue;
       std::vector<double> ns, fill_ns;
       uint64_t next_new = n;
       for (int r = 0; r < runs; ++r) {
@@ -192,9 +197,6 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs) {
         fill_ns.push_back(refill * ns_per_cycle / kPackets);
       }
       spread s = summarize(ns);
-      const char* name = k == pipeline_bench::kind::established ? "established"
-                         : k == pipeline_bench::kind::reply     ? "reply"
-                                                                : "new_flow";
       uint64_t drops = 0;
       for (const auto& d : b.od->w->counters.drops) drops += d.get();
       std::cout << json{{"bench", "pipeline"},
@@ -280,7 +282,8 @@ std::vector<uint64_t> parse_list(const std::string& s) {
 }
 
 int usage() {
-  std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--no-huge]\n"
+  std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
+               "[--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n";
   return 2;
 }
@@ -293,12 +296,15 @@ int main(int argc, char** argv) {
   std::vector<uint64_t> flows{1000, 1000000};
   int runs = 5;
   bool huge = true;
+  std::string only;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--flows" && i + 1 < argc) {
       flows = parse_list(argv[++i]);
     } else if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--case" && i + 1 < argc) {
+      only = argv[++i];
     } else if (a == "--no-huge") {
       huge = false;
     } else {
@@ -320,7 +326,7 @@ int main(int argc, char** argv) {
     std::cerr << "EAL init failed (hugepages set up? perf/run.sh does it, or pass --no-huge)\n";
     return 1;
   }
-  bench_pipeline(flows, runs);
+  bench_pipeline(flows, runs, only);
   rte_eal_cleanup();
   return 0;
 }
