@@ -35,36 +35,42 @@ void add_group(const model::endpoint_group& g, const model::service_port& port,
 
 }  // namespace
 
-std::vector<backend> resolve_backends(const store& st, const model::service& svc,
-                                      const model::service_port& port) {
-  std::vector<backend> out;
-  bool have_slices = false;
-  const model::endpoints* legacy = nullptr;
+endpoint_index::endpoint_index(const store& st) {
   for (const auto& [k, so] : st.objects()) {
     if (const auto* s = std::get_if<model::endpoint_slice>(&so.obj)) {
-      if (s->meta.ns == svc.meta.ns && s->service_name == svc.meta.name && s->ipv4) {
-        have_slices = true;
-        add_group(s->group, port, out);
-      }
+      if (s->ipv4) slices_[{s->meta.ns, s->service_name}].push_back(s);
     } else if (const auto* e = std::get_if<model::endpoints>(&so.obj)) {
-      if (e->meta.ns == svc.meta.ns && e->meta.name == svc.meta.name) legacy = e;
+      legacy_[{e->meta.ns, e->meta.name}] = e;
+    } else if (const auto* p = std::get_if<model::pod>(&so.obj)) {
+      pods_[p->meta.ns].push_back(p);
     }
   }
-  if (!have_slices && legacy) {
-    for (const auto& g : legacy->subsets) add_group(g, port, out);
-  } else if (!have_slices) {
+}
+
+std::vector<backend> resolve_backends(const store& st, const model::service& svc,
+                                      const model::service_port& port) {
+  return endpoint_index(st).resolve(svc, port);
+}
+
+std::vector<backend> endpoint_index::resolve(const model::service& svc,
+                                             const model::service_port& port) const {
+  std::vector<backend> out;
+  const name key{svc.meta.ns, svc.meta.name};
+  if (auto s = slices_.find(key); s != slices_.end()) {
+    for (const auto* slice : s->second) add_group(slice->group, port, out);
+  } else if (auto e = legacy_.find(key); e != legacy_.end()) {
+    for (const auto& g : e->second->subsets) add_group(g, port, out);
+  } else if (auto pods = pods_.find(svc.meta.ns); pods != pods_.end()) {
     // No endpoint objects at all: act as the endpoints controller would on a standalone
     // node, from the Pods the selector matches.
-    for (const auto& [k, so] : st.objects()) {
-      const auto* p = std::get_if<model::pod>(&so.obj);
-      if (!p || p->meta.ns != svc.meta.ns || !p->ip || !p->ready) continue;
-      if (!selector_matches(svc.selector, p->meta.label_map)) continue;
+    for (const auto* p : pods->second) {
+      if (!p->ip || !p->ready || !selector_matches(svc.selector, p->meta.label_map)) continue;
       uint16_t target = port.port;
       if (const auto* n = std::get_if<uint16_t>(&port.target_port); n && *n) target = *n;
-      if (const auto* name = std::get_if<std::string>(&port.target_port)) {
+      if (const auto* pname = std::get_if<std::string>(&port.target_port)) {
         target = 0;
         for (const auto& cp : p->ports) {
-          if (cp.name == *name && cp.protocol == port.protocol) target = cp.port;
+          if (cp.name == *pname && cp.protocol == port.protocol) target = cp.port;
         }
         if (!target) continue;
       }
@@ -92,6 +98,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
     std::vector<backend> backends;
   };
   std::map<uint64_t, wanted> want;
+  const endpoint_index endpoints(st);
   for (const auto& [k, so] : st.objects()) {
     const auto* svc = std::get_if<model::service>(&so.obj);
     if (!svc || !svc->cluster_ip || svc->headless) continue;

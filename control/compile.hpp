@@ -15,10 +15,26 @@
 
 namespace ferry::control {
 
-/// The endpoints of one Service port as kube-proxy would pick them: from the Service's
-/// EndpointSlices (ports joined by name and protocol), else its legacy Endpoints, else (a
-/// standalone node) ready Pods matching the selector. Ready endpoints get weight 1; serving
-/// but terminating ones weight 0 (drain); the rest are left out. Sorted, no duplicates.
+/// Where each Service's endpoints come from, indexed once per compile so that resolving all
+/// services costs O(objects), not O(services x objects).
+class endpoint_index {
+ public:
+  explicit endpoint_index(const store& st);
+
+  /// The endpoints of one Service port as kube-proxy would pick them: from the Service's
+  /// EndpointSlices (ports joined by name and protocol), else its legacy Endpoints, else (a
+  /// standalone node) ready Pods matching the selector. Ready endpoints get weight 1; serving
+  /// but terminating ones weight 0 (drain); the rest are left out. Sorted, no duplicates.
+  std::vector<backend> resolve(const model::service& svc, const model::service_port& port) const;
+
+ private:
+  using name = std::pair<std::string, std::string>;  // namespace, service
+  std::map<name, std::vector<const model::endpoint_slice*>> slices_;
+  std::map<name, const model::endpoints*> legacy_;
+  std::map<std::string, std::vector<const model::pod*>> pods_;  // by namespace
+};
+
+/// One-off form of endpoint_index::resolve (builds the index: use the class in loops).
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port);
 

@@ -137,6 +137,7 @@ std::string endpoint_text(const backend& b) {
 
 json node::get(const std::string& resource, const std::string& ns) const {
   json items = json::array();
+  const endpoint_index endpoints(store_);
   for (const auto& [key, so] : store_.objects()) {
     const auto& meta = model::meta_of(so.obj);
     if (!ns.empty() && meta.ns != ns) continue;
@@ -156,7 +157,7 @@ json node::get(const std::string& resource, const std::string& ns) const {
                            {"protocol", proto_name(p.protocol)},
                            {"target_port", target},
                            {"node_port", p.node_port}});
-          for (const auto& b : resolve_backends(store_, *svc, p)) ready += b.weight > 0;
+          for (const auto& b : endpoints.resolve(*svc, p)) ready += b.weight > 0;
         }
         items.push_back({{"namespace", meta.ns},
                          {"name", meta.name},
@@ -171,7 +172,7 @@ json node::get(const std::string& resource, const std::string& ns) const {
         json eps = json::array();
         json draining = json::array();
         for (const auto& p : svc->ports) {
-          for (const auto& b : resolve_backends(store_, *svc, p)) {
+          for (const auto& b : endpoints.resolve(*svc, p)) {
             (b.weight ? eps : draining).push_back(endpoint_text(b));
           }
         }
