@@ -72,11 +72,11 @@ result<std::vector<model::object>> parse_all(const std::vector<document>& docs) 
 result<std::vector<change>> node::apply(const std::vector<document>& docs, source from) {
   auto objs = parse_all(docs);
   if (!objs) return objs.err();
-  store backup = store_;
-  auto changes = store_.apply(std::move(*objs), from);
+  store::undo_log undo;
+  auto changes = store_.apply(std::move(*objs), from, &undo);
   if (!changes) return changes;
   if (auto r = recompile(); !r) {
-    store_ = std::move(backup);
+    store_.revert(std::move(undo));
     return r.err();
   }
   return changes;
@@ -85,10 +85,10 @@ result<std::vector<change>> node::apply(const std::vector<document>& docs, sourc
 result<std::vector<change>> node::remove(const std::vector<document>& docs) {
   auto objs = parse_all(docs);
   if (!objs) return objs.err();
-  store backup = store_;
-  auto changes = store_.remove(*objs);
+  store::undo_log undo;
+  auto changes = store_.remove(*objs, &undo);
   if (auto r = recompile(); !r) {
-    store_ = std::move(backup);
+    store_.revert(std::move(undo));
     return r.err();
   }
   return changes;

@@ -31,97 +31,131 @@ std::string describe(const store::key& k) {
   return std::get<0>(k) + " " + std::get<1>(k) + "/" + std::get<2>(k);
 }
 
-// ClusterIPs in use in a view of the store, with the Service that holds each.
-std::map<uint32_t, store::key> cluster_ips(const std::map<store::key, stored_object>& view) {
-  std::map<uint32_t, store::key> used;
-  for (const auto& [k, so] : view) {
-    if (const auto* svc = std::get_if<model::service>(&so.obj); svc && svc->cluster_ip) {
-      used.emplace(*svc->cluster_ip, k);
-    }
-  }
-  return used;
+const model::service* as_service(const stored_object* so) {
+  return so ? std::get_if<model::service>(&so->obj) : nullptr;
 }
 
 }  // namespace
 
-result<void> store::assign_cluster_ip(model::service& svc, const std::map<key, stored_object>& view,
-                                      const std::string& origin) const {
-  if (svc.headless || svc.type == model::service_type::external_name || svc.cluster_ip) {
-    return {};
-  }
-  // Keep the address an earlier version of this Service was given: a ClusterIP is fixed for
-  // the Service's life.
-  if (auto it = objects_.find(key{"Service", svc.meta.ns, svc.meta.name}); it != objects_.end()) {
-    if (const auto* old = std::get_if<model::service>(&it->second.obj); old && old->cluster_ip) {
-      svc.cluster_ip = old->cluster_ip;
-      return {};
-    }
-  }
-  // Otherwise a deterministic pick: hash of the name, then the next free address.
-  auto used = cluster_ips(view);
+std::optional<uint32_t> store::allocate(const std::string& name,
+                                        const std::function<bool(uint32_t)>& is_free) const {
   // Usable addresses: all but the network and broadcast address (a /31 or /32 has no such).
   const uint64_t span = uint64_t{1} << (32 - service_cidr_.len);
   const auto size = static_cast<uint32_t>(span > 2 ? span - 2 : span);
   const uint32_t base = (service_cidr_.addr & service_cidr_.mask()) + (span > 2 ? 1 : 0);
-  uint32_t start = static_cast<uint32_t>(hash2(std::hash<std::string>{}(origin), 0, 7) % size);
+  const auto start = static_cast<uint32_t>(hash2(std::hash<std::string>{}(name), 0, 7) % size);
   for (uint32_t i = 0; i < size; ++i) {
     uint32_t ip = base + (start + i) % size;
-    if (!used.count(ip)) {
-      svc.cluster_ip = ip;
-      return {};
-    }
+    if (is_free(ip)) return ip;
   }
-  return make_error("Service " + origin + ": spec.clusterIP: no free address left in " +
-                    format_ipv4(service_cidr_.addr) + "/" + std::to_string(service_cidr_.len));
+  return std::nullopt;
 }
 
-result<std::vector<change>> store::apply(std::vector<model::object> objects, source from) {
-  // Work on a copy so that a refusal leaves the store exactly as it was.
-  auto next = objects_;
+void store::put(const key& k, std::optional<stored_object> obj) {
+  auto it = objects_.find(k);
+  if (const auto* old = as_service(it == objects_.end() ? nullptr : &it->second);
+      old && old->cluster_ip) {
+    auto ip = cluster_ips_.find(*old->cluster_ip);
+    if (ip != cluster_ips_.end() && ip->second == k) cluster_ips_.erase(ip);
+  }
+  if (!obj) {
+    if (it != objects_.end()) objects_.erase(it);
+    return;
+  }
+  if (const auto* svc = as_service(&*obj); svc && svc->cluster_ip)
+    cluster_ips_[*svc->cluster_ip] = k;
+  objects_.insert_or_assign(k, std::move(*obj));
+}
+
+result<std::vector<change>> store::apply(std::vector<model::object> objects, source from,
+                                         undo_log* undo) {
+  // The batch is checked against the store plus what it has staged so far, and only then
+  // committed, so a refusal leaves the store exactly as it was.
+  std::map<key, stored_object> staged;
+  std::map<uint32_t, key> claimed;  // ClusterIPs taken by staged Services
+  auto current = [&](const key& k) -> const stored_object* {
+    if (auto s = staged.find(k); s != staged.end()) return &s->second;
+    auto o = objects_.find(k);
+    return o == objects_.end() ? nullptr : &o->second;
+  };
+  // Who holds ip once the batch is in: a staged claim, else the store's holder unless the
+  // batch moves that Service elsewhere.
+  auto holder = [&](uint32_t ip) -> std::optional<key> {
+    if (auto c = claimed.find(ip); c != claimed.end()) return c->second;
+    if (auto u = cluster_ips_.find(ip); u != cluster_ips_.end()) {
+      const auto* now = as_service(current(u->second));
+      if (now && now->cluster_ip == ip) return u->second;
+    }
+    return std::nullopt;
+  };
+
   std::vector<change> changes;
   for (auto& obj : objects) {
     key k = key_of(obj);
     if (auto* svc = std::get_if<model::service>(&obj)) {
       std::string name = svc->meta.ns + "/" + svc->meta.name;
-      next.erase(k);  // its own old address does not conflict with itself
-      if (auto r = assign_cluster_ip(*svc, next, name); !r) return r.err();
-      if (svc->cluster_ip) {
-        auto used = cluster_ips(next);
-        if (auto it = used.find(*svc->cluster_ip); it != used.end()) {
-          return make_error("Service " + name +
-                            ": spec.clusterIP: " + format_ipv4(*svc->cluster_ip) +
-                            " is already allocated to " + describe(it->second));
+      const auto* before = as_service(current(k));
+      if (!svc->cluster_ip && !svc->headless && svc->type != model::service_type::external_name) {
+        if (before && before->cluster_ip) {
+          svc->cluster_ip = before->cluster_ip;  // fixed for the Service's life
+        } else if (auto ip = allocate(name, [&](uint32_t a) { return !holder(a); })) {
+          svc->cluster_ip = *ip;
+        } else {
+          return make_error("Service " + name + ": spec.clusterIP: no free address left in " +
+                            format_ipv4(service_cidr_.addr) + "/" +
+                            std::to_string(service_cidr_.len));
         }
       }
-      if (auto it = objects_.find(k); it != objects_.end()) next.emplace(k, it->second);
+      if (before && before->cluster_ip) claimed.erase(*before->cluster_ip);
+      if (svc->cluster_ip) {
+        if (auto other = holder(*svc->cluster_ip); other && *other != k) {
+          return make_error("Service " + name +
+                            ": spec.clusterIP: " + format_ipv4(*svc->cluster_ip) +
+                            " is already allocated to " + describe(*other));
+        }
+        claimed[*svc->cluster_ip] = k;
+      }
     }
-    std::string action = "created";
-    if (auto it = next.find(k); it != next.end()) {
-      action = it->second.obj == obj ? "unchanged" : "configured";
-    }
-    next[k] = stored_object{std::move(obj), from};
+    const stored_object* before = current(k);
+    std::string action = !before ? "created" : before->obj == obj ? "unchanged" : "configured";
+    staged.insert_or_assign(k, stored_object{std::move(obj), from});
     changes.push_back({std::get<0>(k), std::get<1>(k), std::get<2>(k), action});
   }
-  objects_ = std::move(next);
-  for (const auto& c : changes) {
-    if (c.action != "unchanged") {
-      ++version_;
-      break;
+
+  bool changed = false;
+  for (const auto& c : changes) changed |= c.action != "unchanged";
+  if (changed) ++version_;
+  for (auto& [k, so] : staged) {
+    if (undo) {
+      auto it = objects_.find(k);
+      undo->emplace_back(
+          k, it == objects_.end() ? std::nullopt : std::optional<stored_object>(it->second));
     }
+    put(k, std::move(so));
   }
   return changes;
 }
 
-std::vector<change> store::remove(const std::vector<model::object>& objects) {
+std::vector<change> store::remove(const std::vector<model::object>& objects, undo_log* undo) {
   std::vector<change> changes;
   for (const auto& obj : objects) {
     key k = key_of(obj);
-    bool found = objects_.erase(k) > 0;
-    if (found) ++version_;
+    auto it = objects_.find(k);
+    bool found = it != objects_.end();
+    if (found) {
+      if (undo) undo->emplace_back(k, it->second);
+      put(k, std::nullopt);
+      ++version_;
+    }
     changes.push_back(
         {std::get<0>(k), std::get<1>(k), std::get<2>(k), found ? "deleted" : "not found"});
   }
   return changes;
+}
+
+void store::revert(undo_log undo) {
+  for (auto it = undo.rbegin(); it != undo.rend(); ++it) put(it->first, std::move(it->second));
+  ++version_;
 }
 
 }  // namespace ferry::control

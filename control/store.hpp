@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -32,26 +34,39 @@ class store {
  public:
   explicit store(ipv4_prefix service_cidr) : service_cidr_(service_cidr) {}
 
+  using key = std::tuple<std::string, std::string, std::string>;  // kind, ns, name
+
+  /// What a change replaced, so it can be taken back (nullopt: the key was absent).
+  using undo_log = std::vector<std::pair<key, std::optional<stored_object>>>;
+
   /// Adds or replaces objects. Services without a ClusterIP get one from the service CIDR
   /// (kept across updates). Refused whole, naming the object, when a ClusterIP is taken by
-  /// another Service or the CIDR is exhausted.
-  result<std::vector<change>> apply(std::vector<model::object> objects, source from);
+  /// another Service or the CIDR is exhausted. Costs O(batch x log(store)), not O(store).
+  result<std::vector<change>> apply(std::vector<model::object> objects, source from,
+                                    undo_log* undo = nullptr);
 
   /// Removes the objects named (kind, namespace, name); the rest of each object is ignored.
-  std::vector<change> remove(const std::vector<model::object>& objects);
+  std::vector<change> remove(const std::vector<model::object>& objects, undo_log* undo = nullptr);
 
-  using key = std::tuple<std::string, std::string, std::string>;  // kind, ns, name
+  /// Puts back what an apply or remove replaced (newest first).
+  void revert(undo_log undo);
+
   const std::map<key, stored_object>& objects() const { return objects_; }
 
   /// Bumped on every change; lets the caller skip recompiling when nothing changed.
   uint64_t version() const { return version_; }
 
  private:
-  result<void> assign_cluster_ip(model::service& svc, const std::map<key, stored_object>& view,
-                                 const std::string& origin) const;
+  // A deterministic ClusterIP for a Service: from a hash of its name, the next free address.
+  std::optional<uint32_t> allocate(const std::string& name,
+                                   const std::function<bool(uint32_t)>& is_free) const;
+
+  // Replaces (or with nullopt erases) one object, keeping the ClusterIP index in step.
+  void put(const key& k, std::optional<stored_object> obj);
 
   ipv4_prefix service_cidr_;
   std::map<key, stored_object> objects_;
+  std::map<uint32_t, key> cluster_ips_;  // ClusterIP -> the Service holding it
   uint64_t version_ = 0;
 };
 

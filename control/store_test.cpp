@@ -510,3 +510,37 @@ TEST(store, reapply_from_another_source_is_unchanged_but_records_the_source) {
 
 }  // namespace
 }  // namespace ferry::control
+
+namespace ferry::control {
+namespace {
+
+TEST(store, revert_puts_back_what_an_apply_replaced) {
+  store st(cidr());
+  apply_ok(st, service_yaml("web", "198.19.0.10"));
+  auto before = st.objects();
+  store::undo_log undo;
+  ASSERT_TRUE(st.apply(parse(service_yaml("web", "198.19.0.20")), source::socket, &undo));
+  ASSERT_TRUE(st.apply(parse(service_yaml("api", "198.19.0.10")), source::socket, &undo));
+  st.revert(std::move(undo));
+  EXPECT_EQ(st.objects().size(), before.size());
+  EXPECT_EQ(*find_service(st, "web")->cluster_ip, ip("198.19.0.10"));
+  // The address index followed: .10 is web's again, .20 is free.
+  EXPECT_FALSE(st.apply(parse(service_yaml("api", "198.19.0.10")), source::socket));
+  EXPECT_TRUE(st.apply(parse(service_yaml("api", "198.19.0.20")), source::socket));
+}
+
+TEST(store, one_batch_may_move_an_address_between_services) {
+  store st(cidr());
+  apply_ok(st, service_yaml("a", "198.19.0.10"));
+  // b takes a's address while a moves away, in the same batch.
+  std::string batch = service_yaml("a", "198.19.0.11") + "---\n" + service_yaml("b", "198.19.0.10");
+  ASSERT_TRUE(st.apply(parse(batch), source::socket));
+  EXPECT_EQ(*find_service(st, "b")->cluster_ip, ip("198.19.0.10"));
+  EXPECT_EQ(*find_service(st, "a")->cluster_ip, ip("198.19.0.11"));
+  // Deleting a frees .11 for someone else.
+  st.remove(parse(service_yaml("a", "198.19.0.11")));
+  EXPECT_TRUE(st.apply(parse(service_yaml("c", "198.19.0.11")), source::socket));
+}
+
+}  // namespace
+}  // namespace ferry::control
