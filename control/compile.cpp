@@ -105,8 +105,8 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
     if (svc->type == model::service_type::external_name) continue;
     for (const auto& p : svc->ports) {
       std::string name = svc->meta.ns + "/" + svc->meta.name + (p.name.empty() ? "" : ":" + p.name);
-      want[service_key(*svc->cluster_ip, p.protocol, p.port)] = wanted{
-          std::move(name), *svc->cluster_ip, p.port, p.protocol, resolve_backends(st, *svc, p)};
+      want[service_key(*svc->cluster_ip, p.protocol, p.port)] =
+          wanted{std::move(name), *svc->cluster_ip, p.port, p.protocol, endpoints.resolve(*svc, p)};
     }
   }
   // Slots are reused densely, so ids stay below the number of live service ports.

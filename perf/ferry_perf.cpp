@@ -2,6 +2,7 @@
 //   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
 //                       [--no-huge]
 //   ferry-perf maglev   [--runs 5]
+//   ferry-perf sync     [--services 1000,10000] [--runs 5]
 // `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
 // `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
 // hugepages and rewrites docs/performance.md.
@@ -22,7 +23,9 @@
 
 #include "compile.hpp"
 #include "ferry/maglev.hpp"
+#include "node.hpp"
 #include "offline.hpp"
+#include "publish.hpp"
 
 namespace {
 
@@ -273,6 +276,81 @@ void bench_maglev(int runs) {
   }
 }
 
+// ---- sync ----------------------------------------------------------------------------
+
+std::string service_doc(size_t i, unsigned endpoints, unsigned generation) {
+  std::string name = "svc-" + std::to_string(i);
+  std::string ip = format_ipv4(0x0a600000 + 10 + static_cast<uint32_t>(i));  // 10.96.0.0/12
+  std::string out = "apiVersion: v1\nkind: Service\nmetadata: {name: " + name +
+                    ", namespace: bench}\nspec:\n  clusterIP: " + ip +
+                    "\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\n"
+                    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: " +
+                    name +
+                    "-x\n  namespace: bench\n  labels: {kubernetes.io/service-name: " + name +
+                    "}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n";
+  for (unsigned e = 0; e < endpoints; ++e) {
+    // generation shifts one address: the "one endpoint changed" update.
+    uint32_t a = 0x0ac00000 + static_cast<uint32_t>(i) * 16 + e + (e == 0 ? generation * 4096 : 0);
+    out += "  - addresses: [\"" + format_ipv4(a) + "\"]\n";
+  }
+  return out + "---\n";
+}
+
+// Control-plane sync: a whole load, then single changes, each measured from the request to
+// the new snapshot published (the next worker loop uses it).
+void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int runs) {
+  auto* qsbr = static_cast<rte_rcu_qsbr*>(std::aligned_alloc(64, 4096));
+  rte_rcu_qsbr_init(qsbr, 1);
+  for (uint64_t n : counts) {
+    std::string all;
+    for (size_t i = 0; i < n; ++i) all += service_doc(i, endpoints, 0);
+    std::vector<double> load_ms, change_ms, add_ms;
+    for (int r = 0; r < runs; ++r) {
+      std::atomic<const snapshot*> slot{nullptr};
+      control::publisher pub(slot, qsbr);
+      node_config cfg;
+      cfg.service_cidr = {0x0a600000, 12};
+      control::node node(cfg,
+                         [&](std::unique_ptr<const snapshot> s) { pub.publish(std::move(s)); });
+      auto t0 = std::chrono::steady_clock::now();
+      if (!node.apply({{"bench", all}}, control::source::file)) std::abort();
+      auto t1 = std::chrono::steady_clock::now();
+      load_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      for (unsigned c = 1; c <= 20; ++c) {
+        std::string one = service_doc(c * 7919 % n, endpoints, c);
+        auto a = std::chrono::steady_clock::now();
+        if (!node.apply({{"change", one}}, control::source::socket)) std::abort();
+        change_ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                .count());
+        std::string added = service_doc(n + c, endpoints, 0);
+        a = std::chrono::steady_clock::now();
+        if (!node.apply({{"add", added}}, control::source::socket)) std::abort();
+        add_ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                .count());
+      }
+    }
+    auto p99 = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[std::min(v.size() - 1, v.size() * 99 / 100)];
+    };
+    std::cout << json{{"bench", "sync"},
+                      {"case", "ferry"},
+                      {"services", n},
+                      {"endpoints_per_service", endpoints},
+                      {"runs", runs},
+                      {"full_load_ms", to_json(summarize(load_ms))},
+                      {"endpoint_change_ms", to_json(summarize(change_ms))},
+                      {"endpoint_change_p99_ms", p99(change_ms)},
+                      {"service_add_ms", to_json(summarize(add_ms))},
+                      {"service_add_p99_ms", p99(add_ms)}}
+                     .dump()
+              << std::endl;
+  }
+  std::free(qsbr);
+}
+
 std::vector<uint64_t> parse_list(const std::string& s) {
   std::vector<uint64_t> out;
   std::stringstream in(s);
@@ -284,7 +362,8 @@ std::vector<uint64_t> parse_list(const std::string& s) {
 int usage() {
   std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
                "[--no-huge]\n"
-               "       ferry-perf maglev [--runs R]\n";
+               "       ferry-perf maglev [--runs R]\n"
+               "       ferry-perf sync [--services N,N,...] [--runs R]\n";
   return 2;
 }
 
@@ -294,6 +373,7 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   std::string cmd = argv[1];
   std::vector<uint64_t> flows{1000, 1000000};
+  std::vector<uint64_t> services{1000, 10000};
   int runs = 5;
   bool huge = true;
   std::string only;
@@ -303,6 +383,8 @@ int main(int argc, char** argv) {
       flows = parse_list(argv[++i]);
     } else if (a == "--runs" && i + 1 < argc) {
       runs = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--services" && i + 1 < argc) {
+      services = parse_list(argv[++i]);
     } else if (a == "--case" && i + 1 < argc) {
       only = argv[++i];
     } else if (a == "--no-huge") {
@@ -313,6 +395,10 @@ int main(int argc, char** argv) {
   }
   if (cmd == "maglev") {
     bench_maglev(runs);
+    return 0;
+  }
+  if (cmd == "sync") {
+    bench_sync(services, 10, runs);
     return 0;
   }
   if (cmd != "pipeline") return usage();

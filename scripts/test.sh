@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 ./scripts/build.sh
 ./scripts/lint.sh
 meson test -C build --print-errorlogs
+./perf/smoke.sh
 /usr/bin/python3 -m pytest -q tests/e2e
 if [ ! -f build-asan/build.ninja ]; then
   meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \

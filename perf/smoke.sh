@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# CI smoke mode: every benchmark runs once on small inputs without hugepages, and its JSON
+# lines are checked for sanity (parseable, positive timings, no drops, Maglev balanced).
+# Numbers from here mean nothing; perf/run.sh measures.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=$(mktemp)
+trap 'rm -f "$out"' EXIT
+build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 >> "$out"
+build/perf/ferry-perf maglev --runs 1 >> "$out"
+build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
+/usr/bin/python3 - "$out" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+by = {}
+for r in rows:
+    by.setdefault(r["bench"], []).append(r)
+assert len(by.get("pipeline", [])) == 3, by.keys()
+for r in by["pipeline"]:
+    assert r["ns_per_packet"]["median"] > 0 and r["drops"] == 0 and r["table_full"] == 0, r
+assert len(by.get("maglev", [])) == 4
+for r in by["maglev"]:
+    assert r["build_ms"]["median"] > 0 and r["max_over_mean"] < 1.01, r
+    assert r["ideal_remove"] <= r["moved_on_remove"] < 10 * r["ideal_remove"], r
+assert len(by.get("sync", [])) == 1 and by["sync"][0]["endpoint_change_ms"]["median"] > 0
+print(f"perf smoke: {len(rows)} results sane")
+PY
