@@ -47,6 +47,24 @@ endpoint_index::endpoint_index(const store& st) {
   }
 }
 
+endpoint_index::endpoint_index(const store& st, const std::string& ns, const std::string& service) {
+  const auto& objs = st.objects();
+  for (auto it = objs.lower_bound({"EndpointSlice", ns, ""});
+       it != objs.end() && std::get<0>(it->first) == "EndpointSlice" &&
+       std::get<1>(it->first) == ns;
+       ++it) {
+    const auto* s = std::get_if<model::endpoint_slice>(&it->second.obj);
+    if (s && s->ipv4 && s->service_name == service) slices_[{ns, service}].push_back(s);
+  }
+  if (auto it = objs.find({"Endpoints", ns, service}); it != objs.end()) {
+    legacy_[{ns, service}] = std::get_if<model::endpoints>(&it->second.obj);
+  }
+  for (auto it = objs.lower_bound({"Pod", ns, ""});
+       it != objs.end() && std::get<0>(it->first) == "Pod" && std::get<1>(it->first) == ns; ++it) {
+    pods_[ns].push_back(std::get_if<model::pod>(&it->second.obj));
+  }
+}
+
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port) {
   return endpoint_index(st).resolve(svc, port);
@@ -89,31 +107,77 @@ std::vector<backend> endpoint_index::resolve(const model::service& svc,
   return out;
 }
 
-result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
-  struct wanted {
-    std::string name;
-    uint32_t vip;
-    uint16_t port;
-    uint8_t proto;
-    std::vector<backend> backends;
-  };
-  std::map<uint64_t, wanted> want;
-  const endpoint_index endpoints(st);
-  for (const auto& [k, so] : st.objects()) {
-    const auto* svc = std::get_if<model::service>(&so.obj);
-    if (!svc || !svc->cluster_ip || svc->headless) continue;
-    if (svc->type == model::service_type::external_name) continue;
-    for (const auto& p : svc->ports) {
-      std::string name = svc->meta.ns + "/" + svc->meta.name + (p.name.empty() ? "" : ":" + p.name);
-      want[service_key(*svc->cluster_ip, p.protocol, p.port)] =
-          wanted{std::move(name), *svc->cluster_ip, p.port, p.protocol, endpoints.resolve(*svc, p)};
+compiler::service_ports compiler::ports_of(const model::service& svc,
+                                           const endpoint_index& endpoints) const {
+  service_ports out;
+  if (!svc.cluster_ip || svc.headless || svc.type == model::service_type::external_name) {
+    return out;
+  }
+  for (const auto& p : svc.ports) {
+    std::string name = svc.meta.ns + "/" + svc.meta.name + (p.name.empty() ? "" : ":" + p.name);
+    out.emplace_back(
+        service_key(*svc.cluster_ip, p.protocol, p.port),
+        wanted{std::move(name), *svc.cluster_ip, p.port, p.protocol, endpoints.resolve(svc, p)});
+  }
+  return out;
+}
+
+result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
+  // Resolve the Services that changed (all of them on a full compile).
+  const bool full = dirty.all || !compiled_;
+  std::map<service_name, service_ports> fresh;
+  if (full) {
+    const endpoint_index endpoints(st);
+    for (const auto& [k, so] : st.objects()) {
+      if (const auto* svc = std::get_if<model::service>(&so.obj)) {
+        fresh[{svc->meta.ns, svc->meta.name}] = ports_of(*svc, endpoints);
+      }
+    }
+  } else {
+    std::set<service_name> names = dirty.services;
+    for (const auto& ns : dirty.namespaces) {
+      for (auto it = st.objects().lower_bound({"Service", ns, ""});
+           it != st.objects().end() && std::get<0>(it->first) == "Service" &&
+           std::get<1>(it->first) == ns;
+           ++it) {
+        names.insert({ns, std::get<2>(it->first)});
+      }
+    }
+    for (const auto& n : names) {
+      auto it = st.objects().find({"Service", n.first, n.second});
+      const auto* svc =
+          it == st.objects().end() ? nullptr : std::get_if<model::service>(&it->second.obj);
+      fresh[n] = svc ? ports_of(*svc, endpoint_index(st, n.first, n.second)) : service_ports{};
     }
   }
+
   // Slots are reused densely, so ids stay below the number of live service ports.
-  if (want.size() > max_service_ports_) {
-    return make_error("too many service ports: " + std::to_string(want.size()) +
+  size_t total = full ? 0 : total_ports_;
+  for (const auto& [n, ports] : fresh) {
+    if (!full) {
+      if (auto old = by_service_.find(n); old != by_service_.end()) total -= old->second.size();
+    }
+    total += ports.size();
+  }
+  if (total > max_service_ports_) {
+    return make_error("too many service ports: " + std::to_string(total) +
                       " (services.max_service_ports is " + std::to_string(max_service_ports_) +
                       ")");
+  }
+  if (full) by_service_.clear();
+  for (auto& [n, ports] : fresh) {
+    if (ports.empty()) {
+      by_service_.erase(n);
+    } else {
+      by_service_[n] = std::move(ports);
+    }
+  }
+  total_ports_ = total;
+  compiled_ = true;
+
+  std::map<uint64_t, const wanted*> want;
+  for (const auto& [n, ports] : by_service_) {
+    for (const auto& [key, w] : ports) want[key] = &w;
   }
 
   // Release the counter slots of service ports that are gone, then give new ones a slot.
@@ -130,7 +194,8 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
   auto snap = std::make_unique<snapshot>();
   snap->generation = ++generation_;
   std::vector<std::pair<uint64_t, const service_port_entry*>> vips, backends;
-  for (auto& [key, w] : want) {
+  for (const auto& [key, wp] : want) {
+    const wanted& w = *wp;
     auto prev = previous_.find(key);
     std::shared_ptr<const service_port_entry> entry;
     if (prev != previous_.end() && prev->second->name == w.name &&
@@ -155,8 +220,8 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st) {
       e->vip = w.vip;
       e->port = w.port;
       e->proto = w.proto;
-      e->name = std::move(w.name);
-      e->backends = std::move(w.backends);
+      e->name = w.name;
+      e->backends = w.backends;
       std::vector<maglev_backend> mb;
       for (const auto& b : e->backends) {
         mb.push_back({b.ip, b.port, b.weight});

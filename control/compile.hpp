@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <set>
+#include <string>
 #include <vector>
 
 #include "ferry/result.hpp"
@@ -20,6 +22,8 @@ namespace ferry::control {
 class endpoint_index {
  public:
   explicit endpoint_index(const store& st);
+  /// Only what one Service needs (range queries on the store: for single changes).
+  endpoint_index(const store& st, const std::string& ns, const std::string& service);
 
   /// The endpoints of one Service port as kube-proxy would pick them: from the Service's
   /// EndpointSlices (ports joined by name and protocol), else its legacy Endpoints, else (a
@@ -38,16 +42,42 @@ class endpoint_index {
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port);
 
+/// Which Services a change touched, so compile() redoes only those.
+struct dirty_set {
+  bool all = false;
+  std::set<std::pair<std::string, std::string>> services;  // (namespace, name)
+  std::set<std::string> namespaces;                        // every Service in these
+};
+
 class compiler {
  public:
   compiler(uint32_t maglev_max_size, uint32_t max_service_ports)
       : maglev_max_size_(maglev_max_size), max_service_ports_(max_service_ports) {}
 
-  /// Builds the next snapshot. Fails (and changes nothing) when more service ports exist
+  /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
+  /// them on the first compile). Fails (and changes nothing) when more service ports exist
   /// than the workers have counter slots for.
-  result<std::unique_ptr<snapshot>> compile(const store& st);
+  result<std::unique_ptr<snapshot>> compile(const store& st, const dirty_set& dirty);
+  result<std::unique_ptr<snapshot>> compile(const store& st) {
+    return compile(st, dirty_set{.all = true});
+  }
 
  private:
+  struct wanted {
+    std::string name;
+    uint32_t vip;
+    uint16_t port;
+    uint8_t proto;
+    std::vector<backend> backends;
+  };
+  using service_ports = std::vector<std::pair<uint64_t, wanted>>;  // by service_key
+  using service_name = std::pair<std::string, std::string>;
+
+  service_ports ports_of(const model::service& svc, const endpoint_index& endpoints) const;
+
+  std::map<service_name, service_ports> by_service_;  // what the last compile resolved
+  size_t total_ports_ = 0;
+  bool compiled_ = false;
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
   uint64_t generation_ = 0;

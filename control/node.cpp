@@ -46,8 +46,38 @@ node::node(const node_config& cfg, publish_fn publish)
       store_(cfg.service_cidr),
       compiler_(cfg.maglev_max_size, cfg.max_service_ports) {}
 
-result<void> node::recompile() {
-  auto snap = compiler_.compile(store_);
+namespace {
+
+// The Services whose endpoints an object bears on.
+void touch(const model::object& obj, dirty_set& d) {
+  std::visit(
+      [&](const auto& o) {
+        using T = std::decay_t<decltype(o)>;
+        if constexpr (std::is_same_v<T, model::service> || std::is_same_v<T, model::endpoints>) {
+          d.services.insert({o.meta.ns, o.meta.name});
+        } else if constexpr (std::is_same_v<T, model::endpoint_slice>) {
+          d.services.insert({o.meta.ns, o.service_name});
+        } else {
+          d.namespaces.insert(o.meta.ns);  // a Pod: any selector in its namespace may match
+        }
+      },
+      obj);
+}
+
+}  // namespace
+
+dirty_set node::dirty_from(const store::undo_log& undo) const {
+  dirty_set d;
+  for (const auto& [key, before] : undo) {
+    if (before) touch(before->obj, d);
+    if (auto now = store_.objects().find(key); now != store_.objects().end())
+      touch(now->second.obj, d);
+  }
+  return d;
+}
+
+result<void> node::recompile(const dirty_set& dirty) {
+  auto snap = compiler_.compile(store_, dirty);
   if (!snap) return snap.err();
   size_t ports = (*snap)->ports.size();
   publish_(std::move(*snap));
@@ -75,7 +105,7 @@ result<std::vector<change>> node::apply(const std::vector<document>& docs, sourc
   store::undo_log undo;
   auto changes = store_.apply(std::move(*objs), from, &undo);
   if (!changes) return changes;
-  if (auto r = recompile(); !r) {
+  if (auto r = recompile(dirty_from(undo)); !r) {
     store_.revert(std::move(undo));
     return r.err();
   }
@@ -87,7 +117,7 @@ result<std::vector<change>> node::remove(const std::vector<document>& docs) {
   if (!objs) return objs.err();
   store::undo_log undo;
   auto changes = store_.remove(*objs, &undo);
-  if (auto r = recompile(); !r) {
+  if (auto r = recompile(dirty_from(undo)); !r) {
     store_.revert(std::move(undo));
     return r.err();
   }
@@ -109,7 +139,7 @@ result<void> node::load_sources(const node_config& cfg) {
       return r.err();
     }
   }
-  if (docs.empty() && cfg.builtin_manifests.empty()) return recompile();
+  if (docs.empty() && cfg.builtin_manifests.empty()) return recompile(dirty_set{.all = true});
   return {};
 }
 

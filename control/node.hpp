@@ -58,7 +58,8 @@ class node {
   const store& objects() const { return store_; }
 
  private:
-  result<void> recompile();
+  result<void> recompile(const dirty_set& dirty);
+  dirty_set dirty_from(const store::undo_log& undo) const;
 
   node_config cfg_;
   publish_fn publish_;
