@@ -77,10 +77,11 @@ def main():
                    f"{r['endpoint_change_ms']['median']:.2f} | {r['endpoint_change_p99_ms']:.2f} | "
                    f"{r['service_add_ms']['median']:.2f} | {r['service_add_p99_ms']:.2f} |")
     out.append("")
-    out.append("A single change still recompiles every service port's endpoint list (only changed "
-               "Maglev tables are rebuilt), so its cost grows with the number of services; the "
-               "full load is dominated by YAML parsing. Making compile incremental is the next "
-               "step (the performance issue sets 1 ms p99 at 10k services).\n")
+    out.append("A change resolves only the Services it touches and rebuilds only their Maglev "
+               "tables, but the snapshot's VIP and backend hash tables are still rebuilt whole "
+               "and every service port is walked, so a single change still grows with the number "
+               "of services (the performance issue sets 1 ms p99 at 10k). The full load is "
+               "dominated by YAML parsing (yaml-cpp) and the Maglev builds.\n")
     out.append("## Where the time goes (profiled with `perf record` on this machine)\n")
     out.append("- 1k flows (all in cache): the path is compute-bound. The largest items are the "
                "flow hash (two 64-bit multiply-xorshift rounds on the 5-tuple), the neighbor "
