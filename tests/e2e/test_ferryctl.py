@@ -43,7 +43,7 @@ def test_broken_apply_changes_nothing(ferry, tmpdir_path):
     assert get_json(ferry, "svc") == svc_before
     assert get_json(ferry, "ep") == ep_before
     # And the dataplane still does what it did.
-    assert set(curl_names(ferry, 12)) == PODS
+    assert set(curl_names(ferry, 30)) == PODS
     assert ferry.curl(f"http://{WEB_VIP}:8080/", max_time=1).returncode != 0
 
 
@@ -92,7 +92,7 @@ def test_apply_then_delete_service(ferry, tmpdir_path):
     assert r.returncode != 0, r.stdout
     assert not [s for s in ferry.stats()["services"] if s["vip"] == WEB_VIP]
     # my-service is untouched.
-    assert set(curl_names(ferry, 9)) == PODS
+    assert set(curl_names(ferry, 30)) == PODS
 
 
 def test_get_tables(ferry):

@@ -22,7 +22,7 @@ def test_second_ferryd_refused_first_keeps_serving(ferry):
     assert "control.socket" in out and "in use" in out, out
     assert ferry.alive()
     assert ferry.ferryctl("get", "svc").returncode == 0
-    assert set(curl_names(ferry, 12)) == PODS
+    assert set(curl_names(ferry, 30)) == PODS
 
 
 def test_sigterm_stops_cleanly_and_restart_serves(ferry):
@@ -34,7 +34,7 @@ def test_sigterm_stops_cleanly_and_restart_serves(ferry):
     r = ferry.curl(f"http://{VIP}/", max_time=1)
     assert r.returncode != 0  # nothing forwards any more
     ferry.start_ferryd()
-    assert set(curl_names(ferry, 12)) == PODS
+    assert set(curl_names(ferry, 30)) == PODS
 
 
 def test_restart_keeps_established_connection(ferry):
