@@ -96,7 +96,7 @@ def main():
                "remains is two CAS on index slots and writing the 64-byte entry.")
     out.append("")
     out.append("## Not measured yet\n")
-    out.append("Line rate through real ports (memif generator against `dpdk-testpmd`), 10M flows, "
+    out.append("Line rate through real ports (memif generator against `dpdk-testpmd`), "
                "the kernel's iptables/nftables loading the same services: the performance issue "
                "adds them.\n")
     print("\n".join(out))
