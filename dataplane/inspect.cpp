@@ -21,7 +21,8 @@ std::vector<flow_view> list_flows(const dataplane& dp, size_t limit, uint64_t& a
     out.push_back({e.proto, e.client_ip, e.vip, e.backend_ip, e.client_port, e.vport,
                    e.backend_port, flow_state_name(s),
                    now > seen ? static_cast<double>(now - seen) / hz : 0.0,
-                   now > e.created ? static_cast<double>(now - e.created) / hz : 0.0, e.owner});
+                   now > e.created ? static_cast<double>(now - e.created) / hz : 0.0, e.owner,
+                   e.snat_ip, e.snat_port});
   }
   return out;
 }

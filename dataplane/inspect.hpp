@@ -21,6 +21,8 @@ struct flow_view {
   double idle_seconds;
   double age_seconds;
   unsigned worker;
+  uint32_t snat_ip;  // 0 unless the client is masqueraded
+  uint16_t snat_port;
 };
 
 /// Up to `limit` flows (most recently created first is not guaranteed: table order), and

@@ -311,7 +311,6 @@ const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
 // prefetch what inserting it will write: the reply key's bucket and the next free entry.
 void prepare(worker& w, const snapshot* snap, parsed& p, size_t& inserts_ahead) {
   const conntrack& ct = *w.dp->ct;
-  p.svc_known = false;
   if (ct.prefetch_entries(p.hash) || p.local) return;
   p.svc = find_service(snap, p);
   p.svc_known = true;

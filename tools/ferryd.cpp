@@ -50,7 +50,8 @@ json flows_view(const dp::dataplane& d, const json& req) {
                      {"state", f.state},
                      {"idle_seconds", f.idle_seconds},
                      {"age_seconds", f.age_seconds},
-                     {"lcore", f.worker}});
+                     {"lcore", f.worker},
+                     {"masquerade", f.snat_ip ? addr_port(f.snat_ip, f.snat_port) : ""}});
   }
   return {{"items", items}, {"total", active}};
 }
@@ -73,6 +74,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                      {"tx_bytes", p.tx_bytes},
                      {"rx_missed", p.rx_missed},
                      {"rx_errors", p.rx_errors},
+                     {"rx_by_workers", p.rx_workers},
+                     {"tx_by_workers", p.tx_workers},
                      {"tx_dropped", p.tx_errors}});
   }
   json drops = json::object();

@@ -86,7 +86,7 @@ def test_pod_to_service_on_other_pod(ferry):
     r = ferry.netns(ferry.ns("pod1"), ["curl", "-sS", "-m", "2", "http://198.19.0.61/"])
     assert r.returncode == 0 and r.stdout.strip() == "my-app-2", (r.returncode, r.stderr)
     assert any(f["client"].startswith("198.18.1.11:") and f["backend"].startswith("198.18.1.12:")
-               for f in ferry.flows()["items"])
+               and f["masquerade"].startswith("198.18.1.254:") for f in ferry.flows()["items"])
 
 
 # Hairpin: a pod reaching itself through its own Service (masqueraded too).
