@@ -1,6 +1,7 @@
 #include "compile.hpp"
 
 #include <algorithm>
+#include <optional>
 #include <set>
 
 namespace ferry::control {
@@ -48,16 +49,21 @@ endpoint_index::endpoint_index(const store& st) {
 }
 
 endpoint_index::endpoint_index(const store& st, const std::string& ns, const std::string& service) {
+  // Index lookups only, so one Service costs O(its objects x log(store)); Pods are read only
+  // when the Service has no endpoint objects at all.
   const auto& objs = st.objects();
-  for (auto it = objs.lower_bound({"EndpointSlice", ns, ""});
-       it != objs.end() && std::get<0>(it->first) == "EndpointSlice" &&
-       std::get<1>(it->first) == ns;
-       ++it) {
-    const auto* s = std::get_if<model::endpoint_slice>(&it->second.obj);
-    if (s && s->ipv4 && s->service_name == service) slices_[{ns, service}].push_back(s);
+  if (const auto* names = st.slices_of(ns, service)) {
+    for (const auto& n : *names) {
+      auto it = objs.find({"EndpointSlice", ns, n});
+      const auto* s =
+          it == objs.end() ? nullptr : std::get_if<model::endpoint_slice>(&it->second.obj);
+      if (s && s->ipv4) slices_[{ns, service}].push_back(s);
+    }
+    if (!slices_.empty()) return;
   }
   if (auto it = objs.find({"Endpoints", ns, service}); it != objs.end()) {
     legacy_[{ns, service}] = std::get_if<model::endpoints>(&it->second.obj);
+    return;
   }
   for (auto it = objs.lower_bound({"Pod", ns, ""});
        it != objs.end() && std::get<0>(it->first) == "Pod" && std::get<1>(it->first) == ns; ++it) {
@@ -122,12 +128,106 @@ compiler::service_ports compiler::ports_of(const model::service& svc,
   return out;
 }
 
+namespace {
+
+bool same_backends(const std::vector<backend>& a, const std::vector<backend>& b) {
+  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const backend& x, const backend& y) {
+    return x.ip == y.ip && x.port == y.port && x.weight == y.weight;
+  });
+}
+
+}  // namespace
+
+void compiler::link_backends(uint64_t key, const service_port_entry& e, bool add) {
+  for (const auto& b : e.backends) {
+    uint64_t bkey = service_key(b.ip, e.proto, b.port);
+    touched_backends_.push_back(bkey);
+    if (add) {
+      backend_users_[bkey][key] = &e;
+    } else if (auto it = backend_users_.find(bkey); it != backend_users_.end()) {
+      it->second.erase(key);
+      if (it->second.empty()) backend_users_.erase(it);
+    }
+  }
+}
+
+void compiler::remove(uint64_t key, const service_name& owner) {
+  auto it = entries_.find(key);
+  if (it == entries_.end() || it->second.owner != owner) return;
+  link_backends(key, *it->second.entry, false);
+  free_ids_.push_back(it->second.entry->id);
+  entries_.erase(it);
+  touched_vips_.push_back(key);
+}
+
+void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) {
+  live& slot = entries_[key];
+  slot.owner = owner;
+  const service_port_entry* old = slot.entry.get();
+  if (old && old->name == w.name && same_backends(old->backends, w.backends)) return;
+
+  auto e = std::make_shared<service_port_entry>();
+  if (old) {
+    e->id = old->id;
+    link_backends(key, *old, false);
+  } else if (!free_ids_.empty()) {
+    e->id = free_ids_.back();
+    free_ids_.pop_back();
+  } else {
+    e->id = next_id_++;
+  }
+  e->vip = w.vip;
+  e->port = w.port;
+  e->proto = w.proto;
+  e->name = w.name;
+  e->backends = w.backends;
+  std::vector<maglev_backend> mb;
+  mb.reserve(e->backends.size());
+  for (const auto& b : e->backends) {
+    mb.push_back({b.ip, b.port, b.weight});
+    e->has_active |= b.weight > 0;
+  }
+  e->maglev = maglev_build(mb, maglev_table_size(mb.size(), maglev_max_size_));
+  link_backends(key, *e, true);
+  slot.entry = std::move(e);
+  touched_vips_.push_back(key);
+}
+
+namespace {
+
+// Copies each shard that holds a touched key once, sets or erases those keys in the copy
+// (value_of returns nullopt for "gone") and swaps it in; untouched shards stay shared.
+template <typename V, typename F>
+void patch(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
+  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) {
+    return std::pair(sharded_map<V>::shard_of(a), a) < std::pair(sharded_map<V>::shard_of(b), b);
+  });
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  for (size_t i = 0; i < keys.size();) {
+    size_t s = sharded_map<V>::shard_of(keys[i]);
+    auto copy = std::make_shared<flat_map<V>>(table.at(s));
+    for (; i < keys.size() && sharded_map<V>::shard_of(keys[i]) == s; ++i) {
+      if (auto v = value_of(keys[i])) {
+        copy->insert_or_assign(keys[i], std::move(*v));
+      } else {
+        copy->erase(keys[i]);
+      }
+    }
+    table.set(s, std::move(copy));
+  }
+  keys.clear();
+}
+
+}  // namespace
+
 result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
-  // Resolve the Services that changed (all of them on a full compile).
+  // Resolve the Services that changed (all of them, and every one resolved before, on a
+  // full compile).
   const bool full = dirty.all || !compiled_;
   std::map<service_name, service_ports> fresh;
   if (full) {
     const endpoint_index endpoints(st);
+    for (const auto& [n, ports] : by_service_) fresh[n];
     for (const auto& [k, so] : st.objects()) {
       if (const auto* svc = std::get_if<model::service>(&so.obj)) {
         fresh[{svc->meta.ns, svc->meta.name}] = ports_of(*svc, endpoints);
@@ -152,11 +252,9 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   }
 
   // Slots are reused densely, so ids stay below the number of live service ports.
-  size_t total = full ? 0 : total_ports_;
+  size_t total = total_ports_;
   for (const auto& [n, ports] : fresh) {
-    if (!full) {
-      if (auto old = by_service_.find(n); old != by_service_.end()) total -= old->second.size();
-    }
+    if (auto old = by_service_.find(n); old != by_service_.end()) total -= old->second.size();
     total += ports.size();
   }
   if (total > max_service_ports_) {
@@ -164,81 +262,46 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
                       " (services.max_service_ports is " + std::to_string(max_service_ports_) +
                       ")");
   }
-  if (full) by_service_.clear();
+  total_ports_ = total;
+  compiled_ = true;
+
+  // Service ports that went away first (a ClusterIP may move between Services in one
+  // change), then the new and changed ones.
+  for (const auto& [n, ports] : fresh) {
+    auto old = by_service_.find(n);
+    if (old == by_service_.end()) continue;
+    for (const auto& [key, w] : old->second) {
+      bool kept =
+          std::any_of(ports.begin(), ports.end(), [&](const auto& p) { return p.first == key; });
+      if (!kept) remove(key, n);
+    }
+  }
   for (auto& [n, ports] : fresh) {
+    for (const auto& [key, w] : ports) upsert(key, w, n);
     if (ports.empty()) {
       by_service_.erase(n);
     } else {
       by_service_[n] = std::move(ports);
     }
   }
-  total_ports_ = total;
-  compiled_ = true;
 
-  std::map<uint64_t, const wanted*> want;
-  for (const auto& [n, ports] : by_service_) {
-    for (const auto& [key, w] : ports) want[key] = &w;
-  }
-
-  // Release the counter slots of service ports that are gone, then give new ones a slot.
-  for (auto it = ids_.begin(); it != ids_.end();) {
-    if (!want.count(it->first)) {
-      free_ids_.push_back(it->second);
-      previous_.erase(it->first);
-      it = ids_.erase(it);
-    } else {
-      ++it;
-    }
-  }
+  // Patch the touched shards; the snapshot shares the rest with the previous one.
+  patch(vips_, touched_vips_, [&](uint64_t key) -> std::optional<entry_ptr> {
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    return it->second.entry;
+  });
+  patch(backends_, touched_backends_,
+        [&](uint64_t bkey) -> std::optional<const service_port_entry*> {
+          auto it = backend_users_.find(bkey);
+          if (it == backend_users_.end()) return std::nullopt;
+          return it->second.begin()->second;
+        });
 
   auto snap = std::make_unique<snapshot>();
   snap->generation = ++generation_;
-  std::vector<std::pair<uint64_t, const service_port_entry*>> vips, backends;
-  for (const auto& [key, wp] : want) {
-    const wanted& w = *wp;
-    auto prev = previous_.find(key);
-    std::shared_ptr<const service_port_entry> entry;
-    if (prev != previous_.end() && prev->second->name == w.name &&
-        prev->second->backends.size() == w.backends.size() &&
-        std::equal(w.backends.begin(), w.backends.end(), prev->second->backends.begin(),
-                   [](const backend& a, const backend& b) {
-                     return a.ip == b.ip && a.port == b.port && a.weight == b.weight;
-                   })) {
-      entry = prev->second;
-    } else {
-      auto e = std::make_shared<service_port_entry>();
-      auto id = ids_.find(key);
-      if (id != ids_.end()) {
-        e->id = id->second;
-      } else if (!free_ids_.empty()) {
-        e->id = free_ids_.back();
-        free_ids_.pop_back();
-      } else {
-        e->id = next_id_++;
-      }
-      ids_[key] = e->id;
-      e->vip = w.vip;
-      e->port = w.port;
-      e->proto = w.proto;
-      e->name = w.name;
-      e->backends = w.backends;
-      std::vector<maglev_backend> mb;
-      for (const auto& b : e->backends) {
-        mb.push_back({b.ip, b.port, b.weight});
-        e->has_active |= b.weight > 0;
-      }
-      e->maglev = maglev_build(mb, maglev_table_size(mb.size(), maglev_max_size_));
-      entry = std::move(e);
-      previous_[key] = entry;
-    }
-    vips.emplace_back(key, entry.get());
-    for (const auto& b : entry->backends) {
-      backends.emplace_back(service_key(b.ip, entry->proto, b.port), entry.get());
-    }
-    snap->ports.push_back(std::move(entry));
-  }
-  snap->vips = flat_map<const service_port_entry*>::build(vips);
-  snap->backends = flat_map<const service_port_entry*>::build(backends);
+  snap->vips = vips_;
+  snap->backends = backends_;
   return snap;
 }
 

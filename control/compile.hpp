@@ -4,11 +4,13 @@
 // snapshot, so one endpoint change rebuilds one Maglev table.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <set>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "ferry/result.hpp"
@@ -56,7 +58,9 @@ class compiler {
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist
-  /// than the workers have counter slots for.
+  /// than the workers have counter slots for. The cost of a change is that of the Services
+  /// it touches: unchanged service ports keep their entry and Maglev table, and the new
+  /// snapshot shares every lookup-table shard the change did not touch.
   result<std::unique_ptr<snapshot>> compile(const store& st, const dirty_set& dirty);
   result<std::unique_ptr<snapshot>> compile(const store& st) {
     return compile(st, dirty_set{.all = true});
@@ -72,8 +76,12 @@ class compiler {
   };
   using service_ports = std::vector<std::pair<uint64_t, wanted>>;  // by service_key
   using service_name = std::pair<std::string, std::string>;
+  using entry_ptr = std::shared_ptr<const service_port_entry>;
 
   service_ports ports_of(const model::service& svc, const endpoint_index& endpoints) const;
+  void remove(uint64_t key, const service_name& owner);
+  void upsert(uint64_t key, const wanted& w, const service_name& owner);
+  void link_backends(uint64_t key, const service_port_entry& e, bool add);
 
   std::map<service_name, service_ports> by_service_;  // what the last compile resolved
   size_t total_ports_ = 0;
@@ -81,10 +89,21 @@ class compiler {
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
   uint64_t generation_ = 0;
-  std::map<uint64_t, uint32_t> ids_;  // service_key -> counter slot, stable while it exists
-  std::vector<uint32_t> free_ids_;
+  std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
   uint32_t next_id_ = 0;
-  std::map<uint64_t, std::shared_ptr<const service_port_entry>> previous_;
+
+  // The live service ports and who owns each, and for every backend the service ports it
+  // serves (by service key; the lowest one is the one replies are un-NATed to).
+  struct live {
+    entry_ptr entry;
+    service_name owner;
+  };
+  std::unordered_map<uint64_t, live> entries_;
+  std::unordered_map<uint64_t, std::map<uint64_t, const service_port_entry*>> backend_users_;
+  // Keys whose lookup-table value this compile changed: only their shards are copied.
+  std::vector<uint64_t> touched_vips_, touched_backends_;
+  sharded_map<entry_ptr> vips_;
+  sharded_map<const service_port_entry*> backends_;
 };
 
 }  // namespace ferry::control

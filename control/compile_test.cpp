@@ -110,7 +110,7 @@ std::unique_ptr<snapshot> compile_ok(compiler& c, const store& st) {
 const service_port_entry* find_vip(const snapshot& snap, const char* vip, uint16_t port,
                                    uint8_t proto = kProtoTcp) {
   auto found = snap.vips.find(service_key(ip(vip), proto, port));
-  return found ? *found : nullptr;
+  return found ? found->get() : nullptr;
 }
 
 // "a.b.c.d:port/weight" for each backend, for readable comparisons.
@@ -167,8 +167,8 @@ TEST(compile, seed_example_yields_one_service_port) {
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
   EXPECT_EQ(snap->generation, 1u);
-  ASSERT_EQ(snap->ports.size(), 1u);
-  const service_port_entry& e = *snap->ports[0];
+  ASSERT_EQ(snap->ports().size(), 1u);
+  const service_port_entry& e = *snap->ports()[0];
   EXPECT_EQ(e.vip, ip("198.19.0.10"));
   EXPECT_EQ(e.port, 80);
   EXPECT_EQ(e.proto, kProtoTcp);
@@ -186,8 +186,8 @@ TEST(compile, seed_example_has_a_prime_maglev_table_using_every_backend) {
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  ASSERT_EQ(snap->ports.size(), 1u);
-  const auto& table = snap->ports[0]->maglev;
+  ASSERT_EQ(snap->ports().size(), 1u);
+  const auto& table = snap->ports()[0]->maglev;
   EXPECT_GE(table.size(), 300u);
   EXPECT_TRUE(is_prime(static_cast<uint32_t>(table.size()))) << table.size();
   std::set<uint16_t> used(table.begin(), table.end());
@@ -200,10 +200,10 @@ TEST(compile, seed_example_is_found_in_the_vip_table) {
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  ASSERT_EQ(snap->ports.size(), 1u);
+  ASSERT_EQ(snap->ports().size(), 1u);
   auto found = snap->vips.find(service_key(ip("198.19.0.10"), 6, 80));
   ASSERT_NE(found, nullptr);
-  EXPECT_EQ(*found, snap->ports[0].get());
+  EXPECT_EQ(found->get(), snap->ports()[0]);
   EXPECT_EQ(snap->vips.size(), 1u);
   EXPECT_EQ(snap->vips.find(service_key(ip("198.19.0.10"), 17, 80)), nullptr);
   EXPECT_EQ(snap->vips.find(service_key(ip("198.19.0.10"), 6, 9376)), nullptr);
@@ -215,11 +215,11 @@ TEST(compile, seed_example_backends_are_found_in_the_backend_table) {
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  ASSERT_EQ(snap->ports.size(), 1u);
+  ASSERT_EQ(snap->ports().size(), 1u);
   for (const char* b : {"198.18.1.11", "198.18.1.12", "198.18.1.13"}) {
     auto found = snap->backends.find(service_key(ip(b), 6, 9376));
     ASSERT_NE(found, nullptr) << b;
-    EXPECT_EQ(*found, snap->ports[0].get()) << b;
+    EXPECT_EQ(*found, snap->ports()[0]) << b;
   }
   EXPECT_EQ(snap->backends.size(), 3u);
   EXPECT_EQ(snap->backends.find(service_key(ip("198.18.1.11"), 6, 80)), nullptr);
@@ -253,7 +253,7 @@ subsets:
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  EXPECT_EQ(snap->ports.size(), 2u);
+  EXPECT_EQ(snap->ports().size(), 2u);
   auto redis = find_vip(*snap, "198.19.0.11", 6379);
   ASSERT_NE(redis, nullptr);
   EXPECT_EQ(describe(redis->backends), std::vector<std::string>{"198.18.1.21:6379/1"});
@@ -267,7 +267,7 @@ TEST(compile, slice_ports_join_service_ports_by_name) {
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  ASSERT_EQ(snap->ports.size(), 2u);
+  ASSERT_EQ(snap->ports().size(), 2u);
   auto http = find_vip(*snap, "198.19.0.20", 80);
   auto https = find_vip(*snap, "198.19.0.20", 443);
   ASSERT_NE(http, nullptr);
@@ -581,7 +581,7 @@ TEST(compile, unchanged_service_ports_are_reused) {
                             "  - addresses: [\"198.18.1.92\"]\n"));
   auto third = compile_ok(c, st);
   ASSERT_TRUE(third);
-  ASSERT_EQ(third->ports.size(), 2u);
+  ASSERT_EQ(third->ports().size(), 2u);
   EXPECT_EQ(find_vip(*third, "198.19.0.10", 80), seed1);
   auto other3 = find_vip(*third, "198.19.0.40", 81);
   ASSERT_NE(other3, nullptr);
@@ -598,9 +598,9 @@ TEST(compile, reused_entries_are_shared_between_snapshots) {
   auto first = compile_ok(c, st);
   auto second = compile_ok(c, st);
   ASSERT_TRUE(first && second);
-  ASSERT_EQ(first->ports.size(), 1u);
-  ASSERT_EQ(second->ports.size(), 1u);
-  EXPECT_EQ(first->ports[0].get(), second->ports[0].get());
+  ASSERT_EQ(first->ports().size(), 1u);
+  ASSERT_EQ(second->ports().size(), 1u);
+  EXPECT_EQ(first->ports()[0], second->ports()[0]);
 }
 
 TEST(compile, weight_change_rebuilds_the_entry) {
@@ -616,11 +616,11 @@ TEST(compile, weight_change_rebuilds_the_entry) {
                             "    conditions: {ready: false, serving: true, terminating: true}\n"));
   auto second = compile_ok(c, st);
   ASSERT_TRUE(second);
-  ASSERT_EQ(second->ports.size(), 1u);
-  EXPECT_NE(second->ports[0].get(), first->ports[0].get());
-  EXPECT_EQ(second->ports[0]->id, first->ports[0]->id);
+  ASSERT_EQ(second->ports().size(), 1u);
+  EXPECT_NE(second->ports()[0], first->ports()[0]);
+  EXPECT_EQ(second->ports()[0]->id, first->ports()[0]->id);
   EXPECT_EQ(
-      describe(second->ports[0]->backends),
+      describe(second->ports()[0]->backends),
       (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1", "198.18.1.13:9376/0"}));
 }
 
@@ -659,7 +659,7 @@ TEST(compile, counter_ids_are_reused_after_a_service_is_deleted) {
   st.remove(parse(service_yaml("b", "198.19.0.2", 80)));
   auto second = compile_ok(c, st);
   ASSERT_TRUE(second);
-  EXPECT_EQ(second->ports.size(), 2u);
+  EXPECT_EQ(second->ports().size(), 2u);
   EXPECT_EQ(find_vip(*second, "198.19.0.2", 80), nullptr);
 
   apply_text(st, service_yaml("e", "198.19.0.5", 80));
@@ -667,7 +667,7 @@ TEST(compile, counter_ids_are_reused_after_a_service_is_deleted) {
   ASSERT_TRUE(third);
   EXPECT_EQ(find_vip(*third, "198.19.0.5", 80)->id, id_b);
   std::set<uint32_t> ids;
-  for (const auto& e : third->ports) ids.insert(e->id);
+  for (const auto& e : third->ports()) ids.insert(e->id);
   EXPECT_EQ(ids, (std::set<uint32_t>{0, 1, 2}));
 }
 
@@ -689,9 +689,9 @@ TEST(compile, ids_stay_below_max_service_ports_through_churn) {
     apply_text(fresh, text);
     auto snap = compile_ok(c, fresh);
     ASSERT_TRUE(snap);
-    ASSERT_EQ(snap->ports.size(), 16u);
+    ASSERT_EQ(snap->ports().size(), 16u);
     std::set<uint32_t> ids;
-    for (const auto& e : snap->ports) {
+    for (const auto& e : snap->ports()) {
       EXPECT_LT(e->id, 16u);
       ids.insert(e->id);
     }
@@ -734,7 +734,7 @@ TEST(compile, exactly_max_service_ports_is_allowed) {
   compiler c(kMaxSize, 3);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  EXPECT_EQ(snap->ports.size(), 3u);
+  EXPECT_EQ(snap->ports().size(), 3u);
 }
 
 TEST(compile, external_name_and_headless_services_produce_no_entries) {
@@ -777,7 +777,7 @@ spec:
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  EXPECT_TRUE(snap->ports.empty());
+  EXPECT_TRUE(snap->ports().empty());
   EXPECT_EQ(snap->vips.size(), 0u);
   EXPECT_EQ(snap->backends.size(), 0u);
   EXPECT_EQ(find_vip(*snap, "198.19.0.50", 5432), nullptr);
@@ -802,7 +802,7 @@ spec:
   compiler c(kMaxSize, 65536);
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  ASSERT_EQ(snap->ports.size(), 2u);
+  ASSERT_EQ(snap->ports().size(), 2u);
   auto udp = find_vip(*snap, "198.19.0.53", 53, kProtoUdp);
   auto tcp = find_vip(*snap, "198.19.0.53", 53, kProtoTcp);
   ASSERT_NE(udp, nullptr);

@@ -79,7 +79,7 @@ dirty_set node::dirty_from(const store::undo_log& undo) const {
 result<void> node::recompile(const dirty_set& dirty) {
   auto snap = compiler_.compile(store_, dirty);
   if (!snap) return snap.err();
-  size_t ports = (*snap)->ports.size();
+  size_t ports = (*snap)->vips.size();
   publish_(std::move(*snap));
   spdlog::debug("published snapshot: {} service ports", ports);
   return {};

@@ -19,7 +19,7 @@ using view = std::map<uint64_t,
 
 view describe(const snapshot& s) {
   view v;
-  for (const auto& e : s.ports) {
+  for (const auto* e : s.ports()) {
     std::vector<std::tuple<uint32_t, uint16_t, uint16_t>> b;
     for (const auto& x : e->backends) b.emplace_back(x.ip, x.port, x.weight);
     v[service_key(e->vip, e->proto, e->port)] = {e->name, b, e->maglev};

@@ -17,12 +17,14 @@ namespace {
 std::unique_ptr<snapshot> make_snapshot(uint64_t generation) {
   auto s = std::make_unique<snapshot>();
   s->generation = generation;
+  std::vector<std::pair<uint64_t, std::shared_ptr<const service_port_entry>>> ports;
   for (uint32_t i = 0; i < 4; ++i) {
     auto e = std::make_shared<service_port_entry>();
     e->id = static_cast<uint32_t>(generation);  // every entry names its snapshot
     e->backends.assign(3, backend{static_cast<uint32_t>(generation), 80, 1});
-    s->ports.push_back(std::move(e));
+    ports.emplace_back(service_key(i, 6, 80), std::move(e));
   }
+  s->vips = sharded_map<std::shared_ptr<const service_port_entry>>::build(ports);
   return s;
 }
 
@@ -47,9 +49,12 @@ TEST(Publish, ReadersNeverSeeAFreedOrPartialSnapshot) {
         while (!stop.load(std::memory_order_relaxed)) {
           const snapshot* s = slot.load(std::memory_order_acquire);
           uint64_t g = s->generation;
-          if (g < last || s->ports.size() != 4) errors++;
-          for (const auto& e : s->ports) {
-            if (e->id != g || e->backends.size() != 3 || e->backends[2].ip != g) errors++;
+          if (g < last || s->vips.size() != 4) errors++;
+          for (uint32_t i = 0; i < 4; ++i) {
+            const auto* e = s->vips.find(service_key(i, 6, 80));
+            if (!e || (*e)->id != g || (*e)->backends.size() != 3 || (*e)->backends[2].ip != g) {
+              errors++;
+            }
           }
           last = g;
           reads++;

@@ -53,10 +53,17 @@ std::optional<uint32_t> store::allocate(const std::string& name,
 
 void store::put(const key& k, std::optional<stored_object> obj) {
   auto it = objects_.find(k);
-  if (const auto* old = as_service(it == objects_.end() ? nullptr : &it->second);
-      old && old->cluster_ip) {
-    auto ip = cluster_ips_.find(*old->cluster_ip);
+  const stored_object* old = it == objects_.end() ? nullptr : &it->second;
+  if (const auto* svc = as_service(old); svc && svc->cluster_ip) {
+    auto ip = cluster_ips_.find(*svc->cluster_ip);
     if (ip != cluster_ips_.end() && ip->second == k) cluster_ips_.erase(ip);
+  }
+  if (const auto* s = old ? std::get_if<model::endpoint_slice>(&old->obj) : nullptr) {
+    auto names = slices_.find({s->meta.ns, s->service_name});
+    if (names != slices_.end()) {
+      names->second.erase(s->meta.name);
+      if (names->second.empty()) slices_.erase(names);
+    }
   }
   if (!obj) {
     if (it != objects_.end()) objects_.erase(it);
@@ -64,6 +71,8 @@ void store::put(const key& k, std::optional<stored_object> obj) {
   }
   if (const auto* svc = as_service(&*obj); svc && svc->cluster_ip)
     cluster_ips_[*svc->cluster_ip] = k;
+  if (const auto* s = std::get_if<model::endpoint_slice>(&obj->obj))
+    slices_[{s->meta.ns, s->service_name}].insert(s->meta.name);
   objects_.insert_or_assign(k, std::move(*obj));
 }
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -53,6 +54,12 @@ class store {
 
   const std::map<key, stored_object>& objects() const { return objects_; }
 
+  /// Names of the EndpointSlices (in ns) labelled for a Service, or nullptr if none.
+  const std::set<std::string>* slices_of(const std::string& ns, const std::string& service) const {
+    auto it = slices_.find({ns, service});
+    return it == slices_.end() ? nullptr : &it->second;
+  }
+
   /// Bumped on every change; lets the caller skip recompiling when nothing changed.
   uint64_t version() const { return version_; }
 
@@ -61,12 +68,15 @@ class store {
   std::optional<uint32_t> allocate(const std::string& name,
                                    const std::function<bool(uint32_t)>& is_free) const;
 
-  // Replaces (or with nullopt erases) one object, keeping the ClusterIP index in step.
+  // Replaces (or with nullopt erases) one object, keeping the indexes in step.
   void put(const key& k, std::optional<stored_object> obj);
 
   ipv4_prefix service_cidr_;
   std::map<key, stored_object> objects_;
   std::map<uint32_t, key> cluster_ips_;  // ClusterIP -> the Service holding it
+  // (namespace, service) -> its EndpointSlices' names: a change resolves one Service
+  // without walking every slice in the namespace.
+  std::map<std::pair<std::string, std::string>, std::set<std::string>> slices_;
   uint64_t version_ = 0;
 };
 

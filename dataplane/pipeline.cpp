@@ -303,7 +303,7 @@ void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
 const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
   if (!snap) return nullptr;
   auto* s = snap->vips.find(service_key(p.key.dst_ip, p.key.proto, p.key.dst_port));
-  return s ? *s : nullptr;
+  return s ? s->get() : nullptr;
 }
 
 // Stage 2 for one packet, once its bucket is (likely) in cache: prefetch the flow entries it

@@ -84,7 +84,7 @@ struct pipeline_bench {
     auto objs = model::parse_manifests(yaml, "bench");
     if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
     snap = std::move(*control::compiler(kMaglevDefaultMaxSize, 16).compile(st));
-    svc = snap->ports[0].get();
+    svc = snap->ports()[0];
 
     // Ethernet + IPv4 + TCP, 60 bytes on the wire; flow fields are patched per packet.
     auto* eth = reinterpret_cast<rte_ether_hdr*>(tmpl);

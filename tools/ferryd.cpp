@@ -84,7 +84,7 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
   dp::list_flows(d, 0, active);
   json services = json::array();
   if (const snapshot* s = d.snap.load(std::memory_order_acquire)) {
-    for (const auto& e : s->ports) {
+    for (const auto* e : s->ports()) {
       dp::service_totals now = dp::collect_service(workers, e->id);
       std::string owner = e->name + "@" + addr_port(e->vip, e->port) + "/" + proto_name(e->proto);
       auto [it, fresh] = base.by_id.try_emplace(e->id, owner, dp::service_totals{});
@@ -221,7 +221,7 @@ int run(const node_config& cfg) {
                        p.rx_queues, p.tx_queues);
         }
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
-                     n_workers, pub.current()->ports.size(), cfg.socket_path);
+                     n_workers, pub.current()->vips.size(), cfg.socket_path);
         while (!g_signalled.load()) (*server)->poll_once(200);
         spdlog::info("ferryd stopping");
         rc = 0;

@@ -7,6 +7,7 @@
 // one endpoint change rebuilds one service port; workers never touch the reference counts.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -45,12 +46,24 @@ constexpr uint64_t service_key(uint32_t ip, uint8_t proto, uint16_t port) {
 
 struct snapshot {
   uint64_t generation = 0;
-  std::vector<std::shared_ptr<const service_port_entry>> ports;
-  /// (VIP, proto, port) -> service port.
-  flat_map<const service_port_entry*> vips;
+  /// (VIP, proto, port) -> service port. Owns the entries.
+  sharded_map<std::shared_ptr<const service_port_entry>> vips;
   /// (backend address, proto, backend port) -> a service port it serves; lets a worker
-  /// un-NAT a reply that has no connection entry (table full, or after a restart).
-  flat_map<const service_port_entry*> backends;
+  /// un-NAT a reply that has no connection entry (table full, or after a restart). Points
+  /// into vips of the same snapshot.
+  sharded_map<const service_port_entry*> backends;
+
+  /// Every service port in key order (control thread: stats and tests; O(n log n)).
+  std::vector<const service_port_entry*> ports() const {
+    std::vector<std::pair<uint64_t, const service_port_entry*>> all;
+    for (size_t i = 0; i < vips.kShards; ++i) {
+      vips.at(i).for_each([&](uint64_t k, const auto& e) { all.emplace_back(k, e.get()); });
+    }
+    std::sort(all.begin(), all.end());
+    std::vector<const service_port_entry*> out;
+    for (const auto& [k, e] : all) out.push_back(e);
+    return out;
+  }
 };
 
 }  // namespace ferry
