@@ -17,8 +17,15 @@ bool is_prime(uint32_t n) {
 
 uint32_t maglev_table_size(size_t backends, uint32_t max_size) {
   uint64_t want = std::max<uint64_t>(kMaglevMinSize, uint64_t{kMaglevSlotsPerBackend} * backends);
-  uint32_t cap = std::max(max_size, kMaglevMinSize);
-  while (!is_prime(cap)) --cap;
+  // The cap is the same for every table of a node: find its prime once (a load builds
+  // thousands of tables).
+  thread_local uint32_t last_max = 0, last_cap = 0;
+  if (max_size != last_max) {
+    last_max = max_size;
+    last_cap = std::max(max_size, kMaglevMinSize);
+    while (!is_prime(last_cap)) --last_cap;
+  }
+  const uint32_t cap = last_cap;
   if (want >= cap) return cap;
   auto m = static_cast<uint32_t>(want);
   while (!is_prime(m)) ++m;

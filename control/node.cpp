@@ -102,8 +102,12 @@ result<std::vector<model::object>> parse_all(const std::vector<document>& docs) 
 result<std::vector<change>> node::apply(const std::vector<document>& docs, source from) {
   auto objs = parse_all(docs);
   if (!objs) return objs.err();
+  return apply(std::move(*objs), from);
+}
+
+result<std::vector<change>> node::apply(std::vector<model::object> objects, source from) {
   store::undo_log undo;
-  auto changes = store_.apply(std::move(*objs), from, &undo);
+  auto changes = store_.apply(std::move(objects), from, &undo);
   if (!changes) return changes;
   if (auto r = recompile(dirty_from(undo)); !r) {
     store_.revert(std::move(undo));

@@ -36,6 +36,8 @@ class node {
   /// Parses every document, applies all objects at once, recompiles and publishes. Nothing
   /// changes when any document or object is refused.
   result<std::vector<change>> apply(const std::vector<document>& docs, source from);
+  /// The same for objects already decoded (an API watch, a benchmark).
+  result<std::vector<change>> apply(std::vector<model::object> objects, source from);
 
   /// Deletes the objects the documents name.
   result<std::vector<change>> remove(const std::vector<document>& docs);
