@@ -30,9 +30,11 @@ const char* flow_state_name(flow_state s) {
 
 conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, uint64_t tsc_hz,
                      const conntrack_config& cfg)
-    : capacity_(std::bit_ceil(std::max<uint32_t>(capacity, 1024))), workers_(workers), qsbr_(qsbr) {
-  // Two keys per flow at most half the slots: capacity / 2 buckets of 8.
-  uint64_t buckets = capacity_ / 2;
+    : capacity_(std::max<uint32_t>(capacity, 1024)), workers_(workers), qsbr_(qsbr) {
+  // Two keys per flow in at most half the slots: bit_ceil(capacity) / 2 buckets of 8 (a
+  // power of two, for masking). Entries are exactly `capacity`: 64 bytes each, plus 16 to
+  // 32 bytes of index per flow.
+  uint64_t buckets = std::bit_ceil(capacity_) / 2;
   bucket_mask_ = buckets - 1;
   entries_ =
       static_cast<flow_entry*>(rte_zmalloc("ferry_flows", sizeof(flow_entry) * capacity_, 64));
@@ -88,7 +90,17 @@ bool conntrack::key_matches(const flow_entry& e, flow_dir dir, const flow_key& k
          e.peer_port() == k.dst_port;
 }
 
-flow_match conntrack::lookup(const flow_key& k, uint64_t hash) const {
+flow_match conntrack::lookup(const flow_key& k, uint64_t hash, uint64_t hint) const {
+  // The slot stage 2 saw first: on a hit (nearly every packet of an established flow) the
+  // bucket needs no second scan. A stale hint just fails the key check.
+  if (hint) {
+    uint32_t code = static_cast<uint32_t>(hint) - 1;
+    flow_entry& e = entries_[code >> 1];
+    auto dir = static_cast<flow_dir>(code & 1);
+    if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k)) {
+      return {&e, dir};
+    }
+  }
   const auto sig = static_cast<uint32_t>(hash >> 32);
   for (unsigned p = 0; p < kMaxProbe; ++p) {
     const bucket& b = buckets_[(hash + p) & bucket_mask_];

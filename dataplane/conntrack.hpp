@@ -92,7 +92,7 @@ struct conntrack_worker {
 
 class conntrack {
  public:
-  /// capacity is rounded up to a power of two and split evenly between workers.
+  /// capacity entries (at least 1024), split evenly between workers.
   conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, uint64_t tsc_hz,
             const conntrack_config& cfg);
   ~conntrack();
@@ -108,28 +108,31 @@ class conntrack {
   /// Stage 1 of a pipelined lookup: bring the key's first bucket towards the cache.
   void prefetch(uint64_t hash) const { rte_prefetch0(&buckets_[hash & bucket_mask_]); }
   /// Stage 2: with the bucket in cache, prefetch the entries whose signature matches, so
-  /// lookup() (stage 3) finds both in cache.
+  /// lookup() (stage 3) finds both in cache. `hint` gets the first matching slot's value
+  /// (0: none), which lookup() tries before scanning the bucket again.
   /// Returns false when the key is certainly absent (no candidate, and the bucket has room,
   /// so the probe sequence ends there).
-  bool prefetch_entries(uint64_t hash) const {
+  bool prefetch_entries(uint64_t hash, uint64_t& hint) const {
     const bucket& b = buckets_[hash & bucket_mask_];
     const auto sig = static_cast<uint32_t>(hash >> 32);
-    bool maybe = false, room = false;
+    bool room = false;
+    hint = 0;
     for (const auto& slot : b.slot) {
-      uint64_t v = slot.load(std::memory_order_relaxed);
+      // acquire: pairs with the release CAS in link(), as in lookup().
+      uint64_t v = slot.load(std::memory_order_acquire);
       room |= v == kEmpty;
       if (v != kEmpty && v != kTomb && static_cast<uint32_t>(v >> 32) == sig) {
         rte_prefetch0(&entries_[(static_cast<uint32_t>(v) - 1) >> 1]);
-        maybe = true;
+        if (!hint) hint = v;
       }
     }
-    return maybe || !room;
+    return hint || !room;
   }
   /// Prefetches the entry the worker's `ahead`-th next insert will use.
   void prefetch_free(const conntrack_worker& w, size_t ahead) const {
     if (ahead < w.free.size()) rte_prefetch0(&entries_[w.free[w.free.size() - 1 - ahead]]);
   }
-  flow_match lookup(const flow_key& k, uint64_t hash) const;
+  flow_match lookup(const flow_key& k, uint64_t hash, uint64_t hint = 0) const;
 
   /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
   /// either key's bucket (the caller forwards statelessly and counts it).
@@ -162,6 +165,10 @@ class conntrack {
   }
 
   uint32_t capacity() const { return capacity_; }
+  /// Hugepage memory of the entries and the index.
+  uint64_t memory_bytes() const {
+    return uint64_t{sizeof(flow_entry)} * capacity_ + sizeof(bucket) * (bucket_mask_ + 1);
+  }
   const flow_entry& entry(uint32_t i) const { return entries_[i]; }
   uint64_t timeout(flow_state s) const { return timeouts_[static_cast<size_t>(s)]; }
   unsigned workers() const { return workers_; }

@@ -8,7 +8,9 @@
 #include <rte_ether.h>
 
 #include <atomic>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 
 namespace ferry::dp {
@@ -47,7 +49,8 @@ class neighbor_table {
     uint64_t mac = e.mac.load(std::memory_order_acquire);
     uint64_t at = e.confirmed.load(std::memory_order_relaxed);
     if (!mac || (now > at && now - at > timeout_)) return false;
-    for (int b = 0; b < 6; ++b) out.addr_bytes[b] = static_cast<uint8_t>(mac >> (8 * b));
+    static_assert(std::endian::native == std::endian::little);  // byte b is bits 8b..8b+7
+    std::memcpy(out.addr_bytes, &mac, RTE_ETHER_ADDR_LEN);
     return true;
   }
 

@@ -36,6 +36,7 @@ struct parsed {
   uint8_t* l4;
   flow_key key;
   uint64_t hash;
+  uint64_t hint;  // the connection table's first candidate slot (prepare -> lookup)
   // Filled ahead of the verdict for a flow that is certainly new (see prepare()).
   bool svc_known;
   const service_port_entry* svc;
@@ -311,7 +312,7 @@ const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
 // prefetch what inserting it will write: the reply key's bucket and the next free entry.
 void prepare(worker& w, const snapshot* snap, parsed& p, size_t& inserts_ahead) {
   const conntrack& ct = *w.dp->ct;
-  if (ct.prefetch_entries(p.hash) || p.local) return;
+  if (ct.prefetch_entries(p.hash, p.hint) || p.local) return;
   p.svc = find_service(snap, p);
   p.svc_known = true;
   if (!p.svc || !p.svc->has_active) return;
@@ -324,7 +325,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   conntrack& ct = *w.dp->ct;
   if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
 
-  flow_match hit = ct.lookup(p.key, p.hash);
+  flow_match hit = ct.lookup(p.key, p.hash, p.hint);
   if (hit.entry) {
     flow_entry& e = *hit.entry;
     if (e.owner != w.index) w.counters.flows_foreign.add();
@@ -490,6 +491,7 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
     if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
     parse(w, pkts[i], in_port, p[i]);
     p[i].svc_known = false;
+    p[i].hint = 0;
     if (p[i].k == kind::transit) ct.prefetch(p[i].hash);
   }
   // Stages 2 and 3 roll together: packet i is prepared kAhead packets before its verdict,

@@ -26,7 +26,7 @@ struct route_config {
 };
 
 struct conntrack_config {
-  uint32_t capacity = 1u << 20;   // flows; rounded up to a power of two
+  uint32_t capacity = 1u << 20;   // flows
   uint32_t tcp_syn_timeout = 30;  // seconds, per state
   uint32_t tcp_established_timeout = 86400;
   uint32_t tcp_closing_timeout = 30;
