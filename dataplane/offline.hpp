@@ -1,7 +1,7 @@
 // An offline dataplane: everything a worker needs (ports with fixed MACs, routes, pool,
 // RCU, connection and neighbor tables) without any device behind the ports. The pipeline
 // tests and `ferry-perf pipeline` drive process_burst() on it and read the TX batches
-// instead of transmitting. Needs an initialised EAL. Single-threaded use.
+// instead of transmitting. Needs an initialised EAL. Each worker is driven by one thread.
 #pragma once
 
 #include <rte_cycles.h>
@@ -19,6 +19,7 @@ struct offline_options {
   uint32_t flow_capacity = 1024;
   uint32_t mbufs = 1023;
   uint32_t icmp_rate = 2;
+  unsigned workers = 1;
   const char* pool_name = "offline_pool";
 };
 
@@ -38,20 +39,27 @@ class offline_dataplane {
     dp.icmp_rate = o.icmp_rate;
     dp.max_service_ports = 1024;
     dp.pool = rte_pktmbuf_pool_create(o.pool_name, o.mbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
-    dp.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, rte_rcu_qsbr_get_memsize(1), 64));
-    rte_rcu_qsbr_init(dp.qsbr, 1);
-    rte_rcu_qsbr_thread_register(dp.qsbr, 0);
-    rte_rcu_qsbr_thread_online(dp.qsbr, 0);
-    dp.ct = std::make_unique<conntrack>(o.flow_capacity, 1, dp.qsbr, dp.tsc_hz, cfg.conntrack);
+    dp.qsbr =
+        static_cast<rte_rcu_qsbr*>(rte_zmalloc(nullptr, rte_rcu_qsbr_get_memsize(o.workers), 64));
+    rte_rcu_qsbr_init(dp.qsbr, o.workers);
+    dp.ct =
+        std::make_unique<conntrack>(o.flow_capacity, o.workers, dp.qsbr, dp.tsc_hz, cfg.conntrack);
     dp.neighbors = std::make_unique<neighbor_table>(dp.tsc_hz * 3600);
-    w = std::make_unique<worker>();
-    init_worker(*w, dp, 0, 0);
+    for (unsigned i = 0; i < o.workers; ++i) {
+      rte_rcu_qsbr_thread_register(dp.qsbr, i);
+      rte_rcu_qsbr_thread_online(dp.qsbr, i);
+      workers.push_back(std::make_unique<worker>());
+      init_worker(*workers.back(), dp, i, i);
+    }
+    w = workers[0].get();
   }
 
   ~offline_dataplane() {
-    drain_tx();
-    for (uint16_t i = 0; i < w->n_held; ++i) rte_pktmbuf_free(w->held[i].m);
-    w.reset();
+    for (auto& wk : workers) {
+      drain_tx(*wk);
+      for (uint16_t i = 0; i < wk->n_held; ++i) rte_pktmbuf_free(wk->held[i].m);
+    }
+    workers.clear();
     dp.ct.reset();
     rte_free(dp.qsbr);
     rte_mempool_free(dp.pool);
@@ -61,21 +69,24 @@ class offline_dataplane {
     neighbor_table::learn(*dp.neighbors->get(port, ip, true), mac, rte_rdtsc());
   }
 
-  /// Forgets what is in the TX batches without freeing (callers that reuse their mbufs).
-  void drop_tx() {
-    for (auto& b : w->tx) b.n = 0;
+  /// Forgets what is in a worker's TX batches without freeing (callers that reuse mbufs).
+  static void drop_tx(worker& wk) {
+    for (auto& b : wk.tx) b.n = 0;
   }
+  void drop_tx() { drop_tx(*w); }
 
-  /// Frees what is in the TX batches.
-  void drain_tx() {
-    for (auto& b : w->tx) {
+  /// Frees what is in a worker's TX batches.
+  static void drain_tx(worker& wk) {
+    for (auto& b : wk.tx) {
       rte_pktmbuf_free_bulk(b.pkts, b.n);
       b.n = 0;
     }
   }
+  void drain_tx() { drain_tx(*w); }
 
   dataplane dp;
-  std::unique_ptr<worker> w;
+  std::vector<std::unique_ptr<worker>> workers;
+  worker* w = nullptr;  // the first worker
 };
 
 }  // namespace ferry::dp

@@ -111,7 +111,7 @@ class pipeline : public ::testing::Test {
     od_ = std::make_unique<offline_dataplane>(cfg, macs);
     od_->learn(0, kClient, to_ether(kClientMac));
     od_->learn(1, kPod, to_ether(kPodMac));
-    w_ = od_->w.get();
+    w_ = od_->w;
     dp_ = &od_->dp;
 
     control::store st(ipv4_prefix{0xc6130000, 16});

@@ -1,9 +1,20 @@
 #!/usr/bin/python3
-"""Turns ferry-perf JSON lines into docs/performance.md (tables, medians of runs)."""
+"""Turns the benchmark suite's JSON lines into docs/performance.md and its PNG plots.
+
+    perf/report.py RESULTS.jsonl "COMMAND" [NOTES.md] > docs/performance.md
+
+Rows come from `ferry-perf pipeline|maglev|sync|gen` and perf/kernel_sync.py. Tables show
+medians of the runs with min and max; the targets table compares them with the performance
+issue's targets. NOTES.md (hand-written analysis: where the time goes, what limits a missed
+target) is appended as is. Plots go to docs/perf/ (matplotlib, from Debian).
+"""
 import json
+import os
 import platform
 import subprocess
 import sys
+
+PLOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "perf")
 
 
 def cpu_model():
@@ -16,89 +27,273 @@ def cpu_model():
     return platform.processor() or "unknown"
 
 
+def pick(rows, bench, **match):
+    return [r for r in rows if r.get("bench") == bench and
+            all(r.get(k) == v for k, v in match.items())]
+
+
+def one(rows, bench, **match):
+    found = pick(rows, bench, **match)
+    return found[0] if found else None
+
+
+def med(r, key):
+    return r[key]["median"] if r and key in r else None
+
+
+def fmt(v, digits=1):
+    return "not run" if v is None else f"{v:,.{digits}f}"
+
+
+def verdict(ok):
+    return "not run" if ok is None else ("met" if ok else "**missed**")
+
+
+def targets(rows):
+    out = ["## Targets (the performance issue, one worker core)\n",
+           "| target | measured | |", "|---|---|---|"]
+    est = one(rows, "pipeline", case="established", flows=1_000_000)
+    v = med(est, "ns_per_packet")
+    out.append(f"| established flows at 1M: <= 40 ns/packet | {fmt(v)} ns | "
+               f"{verdict(None if v is None else v <= 40)} |")
+    f, t = gen_fraction(rows, "tcp", "64")
+    out.append(f"| memif, 64 B, 1M flows: ferryd >= 0.95 x testpmd | "
+               f"{'not run' if f is None else f'{f:.2f} ({t})'} | "
+               f"{verdict(None if f is None else f >= 0.95)} |")
+    soak = [r for r in pick(rows, "gen", case="zero_loss", target="ferryd") if r.get("soak")]
+    if soak:
+        r = soak[0]
+        ok = r.get("zero_loss")
+        out.append(f"| zero loss at 90% of testpmd for 60 s | {r.get('offered_mpps', 0):.2f} Mpps "
+                   f"offered for {r.get('duration_s', 0):.0f} s, lost {r.get('lost')} | "
+                   f"{verdict(ok)} |")
+    else:
+        out.append("| zero loss at 90% of testpmd for 60 s | not run | not run |")
+    conn = one(rows, "gen", case="conn", target="ferryd")
+    c = med(conn, "conn_per_s")
+    out.append(f"| >= 2M new TCP connections/s per worker | {fmt(c and c / 1e6, 2)} M/s | "
+               f"{verdict(None if c is None else c >= 2e6)} |")
+    s10 = one(rows, "sync", case="ferry", services=10_000)
+    p99 = s10 and s10.get("endpoint_change_p99_ms")
+    out.append(f"| one endpoint change at 10k services: < 1 ms p99 | {fmt(p99, 2)} ms | "
+               f"{verdict(None if p99 is None else p99 < 1)} |")
+    load = med(s10, "full_load_ms")
+    applied = med(s10, "apply_decoded_ms")
+    out.append(f"| load 10k services x 10 endpoints: < 100 ms | {fmt(load, 0)} ms from YAML "
+               f"({fmt(applied, 0)} ms of it after decoding) | "
+               f"{verdict(None if load is None else load < 100)} |")
+    mg = one(rows, "maglev", table_size=65537, backends=1000)
+    b = med(mg, "build_ms")
+    out.append(f"| Maglev build M=65537 N=1000: < 1 ms | {fmt(b, 2)} ms | "
+               f"{verdict(None if b is None else b < 1)} |")
+    big = one(rows, "pipeline", case="established", flows=10_000_000)
+    if big and "table_bytes" in big:
+        per = big["table_bytes"] / big["table_capacity"]
+        gib = big["table_bytes"] / 2**30
+        out.append(f"| <= 128 B per tracked flow; 10M flows in 1.5 GiB | {per:.0f} B per entry; "
+                   f"10M flows in {gib:.2f} GiB | {verdict(per <= 128 and gib <= 1.5)} |")
+    else:
+        out.append("| <= 128 B per tracked flow; 10M flows in 1.5 GiB | not run | not run |")
+    return out + [""]
+
+
+def gen_fraction(rows, proto, frame):
+    """ferryd's throughput over testpmd's, same case, same run."""
+    f = one(rows, "gen", case="throughput", target="ferryd", proto=proto, frame=frame)
+    t = one(rows, "gen", case="throughput", target="testpmd", proto=proto, frame=frame)
+    if not f or not t or not med(t, "mpps"):
+        return None, None
+    return med(f, "mpps") / med(t, "mpps"), f"{med(f, 'mpps'):.2f} / {med(t, 'mpps'):.2f} Mpps"
+
+
+def pipeline(rows):
+    out = ["## Packet path (`ferry-perf pipeline`)\n",
+           "The worker's packet path (`process_burst`: parse, flow lookup, Maglev on a miss, "
+           "NAT with incremental checksums, TTL, route, neighbor, TX batch) plus the worker "
+           "loop's paced conntrack sweep, on 32-packet bursts of 60-byte TCP frames built in "
+           "memory, no I/O, one core. The service has 100 backends; the connection table is "
+           "sized for the flows it holds (capacity n + n/16 + 1024; new_flow adds room for "
+           "the flows it creates). `established`: ACKs of random existing flows; `reply`: "
+           "the backends' packets of random flows (un-NAT); `new_flow`: SYNs of flows not in "
+           "the table (Maglev pick and connection insert). Writing the test frames into the "
+           "mbufs is measured separately and subtracted.\n",
+           "| case | concurrent flows | ns/packet (median) | min | max | Mpps/core | table memory |",
+           "|---|---:|---:|---:|---:|---:|---:|"]
+    for r in pick(rows, "pipeline"):
+        ns = r["ns_per_packet"]
+        mem = f"{r['table_bytes'] / 2**20:,.0f} MiB" if "table_bytes" in r else ""
+        out.append(f"| {r['case']} | {r['flows']:,} | {ns['median']:.1f} | {ns['min']:.1f} | "
+                   f"{ns['max']:.1f} | {r['mpps']:.2f} | {mem} |")
+    out.append("\n![ns per packet](perf/pipeline.png)\n")
+    return out
+
+
+def maglev(rows):
+    out = ["## Maglev (`ferry-perf maglev`)\n",
+           "Table build time for M slots and N backends (the Maglev paper reports 1.8 ms for "
+           "M=65537, N=1000), balance (largest backend share / mean share), and disruption: "
+           "the fraction of table slots (so of flows) that move to another backend when one "
+           "of N backends is removed or one is added, against the ideal 1/N.\n",
+           "| M | N | build ms (median) | min | max | max/mean | moved on remove | ideal | "
+           "moved on add | ideal |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in pick(rows, "maglev"):
+        b = r["build_ms"]
+        out.append(f"| {r['table_size']:,} | {r['backends']:,} | {b['median']:.2f} | "
+                   f"{b['min']:.2f} | {b['max']:.2f} | {r['max_over_mean']:.4f} | "
+                   f"{r['moved_on_remove']:.4f} | {r['ideal_remove']:.4f} | "
+                   f"{r['moved_on_add']:.4f} | {r['ideal_add']:.4f} |")
+    out.append("\nferryd sizes each service port's table itself: the smallest prime M >= 100 x N "
+               "(at least 251), capped by `[maglev] max_table_size` (default 655373), which "
+               "keeps max/mean under 1.01 whenever the cap is not reached.\n")
+    return out
+
+
+def sync(rows):
+    out = ["## Control plane (`ferry-perf sync`, `perf/kernel_sync.py`)\n",
+           "N Services with one EndpointSlice of 10 endpoints each. **ferry**, in process: the "
+           "whole set as one multi-document YAML (decode, store, endpoints, every Maglev "
+           "table, lookup tables, RCU publish), then single changes, each timed from the "
+           "request (its YAML text) to the snapshot published: one endpoint of one Service "
+           "replaced, and one new Service with its slice. **iptables-restore** and **nft**: "
+           "the same Services as kube-proxy's iptables and nftables modes lay them out, loaded "
+           "into a throwaway network namespace (full load: the whole ruleset; a change: "
+           "kube-proxy's partial sync of the Service's chains), timed around the command.\n",
+           "| services | loader | full load ms | endpoint change ms (median) | p99 | "
+           "service add ms (median) | p99 |",
+           "|---:|---|---:|---:|---:|---:|---:|"]
+    sync_rows = sorted(pick(rows, "sync"), key=lambda r: (r["services"], r["case"] != "ferry"))
+    for r in sync_rows:
+        load = med(r, "full_load_ms")
+        extra = ""
+        if "yaml_decode_ms" in r:
+            extra = (f" ({med(r, 'yaml_decode_ms'):,.0f} decode + "
+                     f"{med(r, 'apply_decoded_ms'):,.0f} apply)")
+        out.append(f"| {r['services']:,} | {r['case']} | {fmt(load, 0)}{extra} | "
+                   f"{fmt(med(r, 'endpoint_change_ms'), 2)} | "
+                   f"{fmt(r.get('endpoint_change_p99_ms'), 2)} | "
+                   f"{fmt(med(r, 'service_add_ms'), 2)} | {fmt(r.get('service_add_p99_ms'), 2)} |")
+    out.append("\n![sync](perf/sync.png)\n")
+    return out
+
+
+def gen(rows):
+    g = pick(rows, "gen")
+    out = ["## Through real ports (`ferry-perf gen` over memif, `perf/linerate.sh`)\n"]
+    if not g:
+        return out + ["Not run in this report (`perf/linerate.sh`).\n"]
+    out += ["ferryd (one worker lcore) and `dpdk-testpmd` (io forwarding, one forwarding "
+            "lcore) between the same two memif links, with `ferry-perf gen` on the other "
+            "core playing the clients on one link and the backends on the other. Mpps counts "
+            "packets through the device under test, both directions summed; every DNATed "
+            "packet and every reply is checked (a wrong address is a failure, not a number). "
+            "Latency: client send to answer back, two passes through the device plus gen's "
+            "turnaround.\n",
+            "| case | proto | frame | target | Mpps (median) | min | max | lost | misdirected "
+            "| p50 us | p99 us | p99.9 us |",
+            "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in g:
+        if r["case"] == "conn":
+            continue
+        lat = r.get("latency_us", {})
+        m = r.get("mpps", {})
+        if not isinstance(m, dict):
+            m = {"median": m, "min": m, "max": m}
+        out.append(f"| {r['case']}{' (soak)' if r.get('soak') else ''} | {r.get('proto')} | "
+                   f"{r.get('frame')} | {r['target']} | {fmt(m.get('median'), 2)} | "
+                   f"{fmt(m.get('min'), 2)} | {fmt(m.get('max'), 2)} | {r.get('lost', '')} | "
+                   f"{r.get('misdirected', '')} | {fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} | "
+                   f"{fmt(lat.get('p999'))} |")
+    conns = [r for r in g if r["case"] == "conn"]
+    if conns:
+        out += ["", "| new TCP connections | conn/s (median) | completed | failed | p50 us | p99 us |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in conns:
+            lat = r.get("latency_us", {})
+            out.append(f"| {r['target']} | {fmt(med(r, 'conn_per_s'), 0)} | {r.get('completed')} | "
+                       f"{r.get('failed')} | {fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} |")
+    out.append("\n![gen](perf/gen.png)\n")
+    return out
+
+
+def plots(rows):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("report.py: no matplotlib (apt install python3-matplotlib); plots skipped",
+              file=sys.stderr)
+        return
+    os.makedirs(PLOTS, exist_ok=True)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for case in ("established", "reply", "new_flow"):
+        rs = sorted(pick(rows, "pipeline", case=case), key=lambda r: r["flows"])
+        if rs:
+            ax.plot([r["flows"] for r in rs], [med(r, "ns_per_packet") for r in rs], "o-",
+                    label=case)
+    ax.axhline(40, color="grey", linestyle="--", label="target (established, 1M)")
+    ax.set_xscale("log")
+    ax.set_xlabel("concurrent flows")
+    ax.set_ylabel("ns per packet (one core)")
+    ax.set_ylim(bottom=0)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(PLOTS, "pipeline.png"), dpi=100)
+    plt.close(fig)
+
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+    for case in sorted({r["case"] for r in pick(rows, "sync")}):
+        rs = sorted(pick(rows, "sync", case=case), key=lambda r: r["services"])
+        a1.plot([r["services"] for r in rs], [med(r, "full_load_ms") for r in rs], "o-", label=case)
+        a2.plot([r["services"] for r in rs], [r.get("endpoint_change_p99_ms") for r in rs], "o-",
+                label=case)
+    for ax, title in ((a1, "full load (ms)"), (a2, "one endpoint change, p99 (ms)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("services (x 10 endpoints)")
+        ax.set_title(title)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(PLOTS, "sync.png"), dpi=100)
+    plt.close(fig)
+
+    tp = [r for r in pick(rows, "gen", case="throughput")]
+    if tp:
+        labels = sorted({(r.get("proto"), r.get("frame")) for r in tp})
+        fig, ax = plt.subplots(figsize=(6, 4))
+        width = 0.38
+        for k, target in enumerate(("testpmd", "ferryd")):
+            vals = []
+            for proto, frame in labels:
+                r = one(rows, "gen", case="throughput", target=target, proto=proto, frame=frame)
+                vals.append(med(r, "mpps") or 0)
+            ax.bar([i + k * width for i in range(len(labels))], vals, width, label=target)
+        ax.set_xticks([i + width / 2 for i in range(len(labels))])
+        ax.set_xticklabels([f"{p} {f}" for p, f in labels])
+        ax.set_ylabel("Mpps through the device (both directions)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(PLOTS, "gen.png"), dpi=100)
+        plt.close(fig)
+
+
 def main():
     rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip().startswith("{")]
     command = sys.argv[2]
+    notes = open(sys.argv[3]).read() if len(sys.argv) > 3 else ""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip()
-    out = []
-    out.append("# Performance\n")
-    out.append(f"Produced by `{command}` (commit {commit}) on {cpu_model()}, "
-               f"{subprocess.run(['nproc'], capture_output=True, text=True).stdout.strip()} cores, "
-               "one worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; "
-               "these shared machines drift, so compare numbers from one run only.\n")
-    out.append("## Packet path (`ferry-perf pipeline`)\n")
-    out.append("The worker's packet path (`process_burst`: parse, flow lookup, Maglev on a miss, "
-               "NAT with incremental checksums, TTL, route, neighbor, TX batch) plus the worker "
-               "loop's paced conntrack sweep, on 32-packet bursts of 60-byte TCP frames built in "
-               "memory, no I/O, one core. The service has 100 backends. `established`: ACKs of "
-               "random existing flows; `reply`: the backends' packets of random flows (un-NAT); "
-               "`new_flow`: SYNs of flows not in the table (Maglev pick and connection insert). "
-               "Writing the test frames into the mbufs is measured separately and subtracted.\n")
-    out.append("| case | concurrent flows | ns/packet (median) | min | max | Mpps/core |")
-    out.append("|---|---:|---:|---:|---:|---:|")
-    for r in rows:
-        if r["bench"] != "pipeline":
-            continue
-        ns = r["ns_per_packet"]
-        out.append(f"| {r['case']} | {r['flows']:,} | {ns['median']:.1f} | {ns['min']:.1f} | "
-                   f"{ns['max']:.1f} | {r['mpps']:.2f} |")
-    out.append("")
-    out.append("## Maglev (`ferry-perf maglev`)\n")
-    out.append("Table build time for M slots and N backends (the Maglev paper reports 1.8 ms for "
-               "M=65537, N=1000), balance (largest backend share / mean share), and disruption: "
-               "the fraction of table slots (so of flows) that move to another backend when one "
-               "of N backends is removed or one is added, against the ideal 1/N.\n")
-    out.append("| M | N | build ms (median) | min | max | max/mean | moved on remove | ideal | moved on add | ideal |")
-    out.append("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        if r["bench"] != "maglev":
-            continue
-        b = r["build_ms"]
-        out.append(f"| {r['table_size']:,} | {r['backends']:,} | {b['median']:.2f} | {b['min']:.2f} | "
-                   f"{b['max']:.2f} | {r['max_over_mean']:.4f} | {r['moved_on_remove']:.4f} | "
-                   f"{r['ideal_remove']:.4f} | {r['moved_on_add']:.4f} | {r['ideal_add']:.4f} |")
-    out.append("")
-    out.append("ferryd sizes each service port's table itself: the smallest prime M >= 100 x N "
-               "(at least 251), capped by `[maglev] max_table_size` (default 655373), which keeps "
-               "max/mean under 1.01 whenever the cap is not reached.\n")
-    out.append("## Control plane (`ferry-perf sync`)\n")
-    out.append("In-process: a node loads N Services with one EndpointSlice of 10 endpoints each "
-               "as one multi-document YAML (parse, store, compile with every Maglev table, RCU "
-               "publish), then takes 20 single changes: one endpoint of one Service replaced, "
-               "and one new Service with its slice added, each timed from the request to the "
-               "snapshot published (workers use it from their next loop).\n")
-    out.append("| services | full load ms (median) | endpoint change ms (median) | p99 | service add ms (median) | p99 |")
-    out.append("|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        if r["bench"] != "sync":
-            continue
-        out.append(f"| {r['services']:,} | {r['full_load_ms']['median']:.0f} | "
-                   f"{r['endpoint_change_ms']['median']:.2f} | {r['endpoint_change_p99_ms']:.2f} | "
-                   f"{r['service_add_ms']['median']:.2f} | {r['service_add_p99_ms']:.2f} |")
-    out.append("")
-    out.append("A change resolves only the Services it touches and rebuilds only their Maglev "
-               "tables, but the snapshot's VIP and backend hash tables are still rebuilt whole "
-               "and every service port is walked, so a single change still grows with the number "
-               "of services (the performance issue sets 1 ms p99 at 10k). The full load is "
-               "dominated by YAML parsing (yaml-cpp) and the Maglev builds.\n")
-    out.append("## Where the time goes (profiled with `perf record` on this machine)\n")
-    out.append("- 1k flows (all in cache): the path is compute-bound. The largest items are the "
-               "flow hash (two 64-bit multiply-xorshift rounds on the 5-tuple), the neighbor "
-               "lookup and MAC rewrite in `send_ip`, and the NAT rewrite with its three "
-               "incremental checksum updates.")
-    out.append("- 1M flows: the table (96 bytes per flow: a 64-byte entry and two 8-byte index "
-               "slots at half load) is far larger than the cache, so each packet needs an "
-               "index bucket and an entry from DRAM. Both are prefetched (bucket in stage 1, "
-               "entry 8 packets ahead of its verdict), which hides most but not all of it.")
-    out.append("- New flows: the miss is detected in stage 2, the service found and the backend "
-               "picked there, and the reply-key bucket and the next free entry prefetched; what "
-               "remains is two CAS on index slots and writing the 64-byte entry.")
-    out.append("")
-    out.append("## Not measured yet\n")
-    out.append("Line rate through real ports (memif generator against `dpdk-testpmd`), "
-               "the kernel's iptables/nftables loading the same services: the performance issue "
-               "adds them.\n")
+    nproc = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+    out = ["# Performance\n",
+           f"Produced by `{command}` (commit {commit}) on {cpu_model()}, {nproc} cores, one "
+           "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
+           "shared machines drift, so compare numbers from one run only.\n"]
+    out += targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + gen(rows)
+    if notes:
+        out.append(notes)
+    plots(rows)
     print("\n".join(out))
 
 
