@@ -21,6 +21,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <bit>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -115,18 +116,22 @@ class conntrack {
   bool prefetch_entries(uint64_t hash, uint64_t& hint) const {
     const bucket& b = buckets_[hash & bucket_mask_];
     const auto sig = static_cast<uint32_t>(hash >> 32);
-    bool room = false;
-    hint = 0;
-    for (const auto& slot : b.slot) {
+    // Branch-free over the 8 slots (their empty/used pattern is random, so per-slot
+    // branches mispredict): a bitmask of signature matches and one of empty slots.
+    unsigned match = 0, empty = 0;
+    uint64_t v[kSlotsPerBucket];
+    for (unsigned i = 0; i < kSlotsPerBucket; ++i) {
       // acquire: pairs with the release CAS in link(), as in lookup().
-      uint64_t v = slot.load(std::memory_order_acquire);
-      room |= v == kEmpty;
-      if (v != kEmpty && v != kTomb && static_cast<uint32_t>(v >> 32) == sig) {
-        rte_prefetch0(&entries_[(static_cast<uint32_t>(v) - 1) >> 1]);
-        if (!hint) hint = v;
-      }
+      v[i] = b.slot[i].load(std::memory_order_acquire);
+      bool used = v[i] + 1 > 1;  // neither kEmpty (0) nor kTomb (~0)
+      match |= unsigned{used && static_cast<uint32_t>(v[i] >> 32) == sig} << i;
+      empty |= unsigned{v[i] == kEmpty} << i;
     }
-    return hint || !room;
+    hint = match ? v[std::countr_zero(match)] : 0;
+    for (unsigned m = match; m; m &= m - 1) {
+      rte_prefetch0(&entries_[(static_cast<uint32_t>(v[std::countr_zero(m)]) - 1) >> 1]);
+    }
+    return match || !empty;
   }
   /// Prefetches the entry the worker's `ahead`-th next insert will use.
   void prefetch_free(const conntrack_worker& w, size_t ahead) const {
