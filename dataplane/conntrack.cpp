@@ -32,8 +32,8 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
                      const conntrack_config& cfg)
     : capacity_(std::max<uint32_t>(capacity, 1024)), workers_(workers), qsbr_(qsbr) {
   // Two keys per flow in at most half the slots: bit_ceil(capacity) / 2 buckets of 8 (a
-  // power of two, for masking). Entries are exactly `capacity`: 64 bytes each, plus 16 to
-  // 32 bytes of index per flow.
+  // power of two, for masking). Entries are exactly `capacity`: 64 bytes each, plus 32 to
+  // 64 bytes of index per entry.
   uint64_t buckets = std::bit_ceil(capacity_) / 2;
   bucket_mask_ = buckets - 1;
   entries_ =
