@@ -41,8 +41,10 @@ def med(r, key):
     return r[key]["median"] if r and key in r else None
 
 
-def fmt(v, digits=1):
-    return "not run" if v is None else f"{v:,.{digits}f}"
+def fmt(v, digits=1, unit=""):
+    if v is None:
+        return "not run"
+    return f"{v:,.{digits}f}" + (f" {unit}" if unit else "")
 
 
 def verdict(ok):
@@ -52,9 +54,9 @@ def verdict(ok):
 def targets(rows):
     out = ["## Targets (the performance issue, one worker core)\n",
            "| target | measured | |", "|---|---|---|"]
-    est = one(rows, "pipeline", case="established", flows=1_000_000)
+    est = one(rows, "pipeline", case="established", flows=1_000_000, workers=1)
     v = med(est, "ns_per_packet")
-    out.append(f"| established flows at 1M: <= 40 ns/packet | {fmt(v)} ns | "
+    out.append(f"| established flows at 1M: <= 40 ns/packet | {fmt(v, 1, 'ns')} | "
                f"{verdict(None if v is None else v <= 40)} |")
     f, t = gen_fraction(rows, "tcp", "64")
     out.append(f"| memif, 64 B, 1M flows: ferryd >= 0.95 x testpmd | "
@@ -71,22 +73,22 @@ def targets(rows):
         out.append("| zero loss at 90% of testpmd for 60 s | not run | not run |")
     conn = one(rows, "gen", case="conn", target="ferryd")
     c = med(conn, "conn_per_s")
-    out.append(f"| >= 2M new TCP connections/s per worker | {fmt(c and c / 1e6, 2)} M/s | "
+    out.append(f"| >= 2M new TCP connections/s per worker | {fmt(c and c / 1e6, 2, 'M/s')} | "
                f"{verdict(None if c is None else c >= 2e6)} |")
     s10 = one(rows, "sync", case="ferry", services=10_000)
     p99 = s10 and s10.get("endpoint_change_p99_ms")
-    out.append(f"| one endpoint change at 10k services: < 1 ms p99 | {fmt(p99, 2)} ms | "
+    out.append(f"| one endpoint change at 10k services: < 1 ms p99 | {fmt(p99, 2, 'ms')} | "
                f"{verdict(None if p99 is None else p99 < 1)} |")
     load = med(s10, "full_load_ms")
     applied = med(s10, "apply_decoded_ms")
-    out.append(f"| load 10k services x 10 endpoints: < 100 ms | {fmt(load, 0)} ms from YAML "
-               f"({fmt(applied, 0)} ms of it after decoding) | "
+    out.append(f"| load 10k services x 10 endpoints: < 100 ms | {fmt(load, 0, 'ms')} from YAML "
+               f"({fmt(applied, 0, 'ms')} of it after decoding) | "
                f"{verdict(None if load is None else load < 100)} |")
     mg = one(rows, "maglev", table_size=65537, backends=1000)
     b = med(mg, "build_ms")
-    out.append(f"| Maglev build M=65537 N=1000: < 1 ms | {fmt(b, 2)} ms | "
+    out.append(f"| Maglev build M=65537 N=1000: < 1 ms | {fmt(b, 2, 'ms')} | "
                f"{verdict(None if b is None else b < 1)} |")
-    big = one(rows, "pipeline", case="established", flows=10_000_000)
+    big = one(rows, "pipeline", case="established", flows=10_000_000, workers=1)
     if big and "table_bytes" in big:
         per = big["table_bytes"] / big["table_capacity"]
         gib = big["table_bytes"] / 2**30
@@ -119,12 +121,27 @@ def pipeline(rows):
            "mbufs is measured separately and subtracted.\n",
            "| case | concurrent flows | ns/packet (median) | min | max | Mpps/core | table memory |",
            "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in pick(rows, "pipeline"):
+    for r in pick(rows, "pipeline", workers=1):
         ns = r["ns_per_packet"]
         mem = f"{r['table_bytes'] / 2**20:,.0f} MiB" if "table_bytes" in r else ""
         out.append(f"| {r['case']} | {r['flows']:,} | {ns['median']:.1f} | {ns['min']:.1f} | "
                    f"{ns['max']:.1f} | {r['mpps']:.2f} | {mem} |")
     out.append("\n![ns per packet](perf/pipeline.png)\n")
+    multi = [r for r in pick(rows, "pipeline") if r.get("workers", 1) > 1]
+    if multi:
+        out += ["### Several workers (`--workers W`)\n",
+                "W workers, one thread each pinned to its own CPU, on one shared connection "
+                "table; worker t owns (inserted, and is sent by RSS) the flows with id % W == t. "
+                "Mpps is the sum over workers; ns/packet the workers' mean. Speedup is against "
+                "the one-worker row of the same case and flow count in this run.\n",
+                "| case | concurrent flows | workers | ns/packet per worker | Mpps total | speedup |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for r in multi:
+            base = one(rows, "pipeline", case=r["case"], flows=r["flows"], workers=1)
+            speed = f"{r['mpps'] / base['mpps']:.2f}x" if base else ""
+            out.append(f"| {r['case']} | {r['flows']:,} | {r['workers']} | "
+                       f"{med(r, 'ns_per_packet'):.1f} | {r['mpps']:.2f} | {speed} |")
+        out.append("")
     return out
 
 
@@ -229,7 +246,7 @@ def plots(rows):
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for case in ("established", "reply", "new_flow"):
-        rs = sorted(pick(rows, "pipeline", case=case), key=lambda r: r["flows"])
+        rs = sorted(pick(rows, "pipeline", case=case, workers=1), key=lambda r: r["flows"])
         if rs:
             ax.plot([r["flows"] for r in rs], [med(r, "ns_per_packet") for r in rs], "o-",
                     label=case)
