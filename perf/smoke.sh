@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 >> "$out"
+build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 --workers 2 >> "$out"
 build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
 /usr/bin/python3 - "$out" <<'PY'
@@ -15,13 +16,17 @@ rows = [json.loads(l) for l in open(sys.argv[1])]
 by = {}
 for r in rows:
     by.setdefault(r["bench"], []).append(r)
-assert len(by.get("pipeline", [])) == 3, by.keys()
+assert sorted(r["workers"] for r in by.get("pipeline", [])) == [1, 1, 1, 2, 2, 2], by.keys()
 for r in by["pipeline"]:
     assert r["ns_per_packet"]["median"] > 0 and r["drops"] == 0 and r["table_full"] == 0, r
+    assert 64 * r["table_capacity"] < r["table_bytes"] <= 128 * r["table_capacity"], r
 assert len(by.get("maglev", [])) == 4
 for r in by["maglev"]:
     assert r["build_ms"]["median"] > 0 and r["max_over_mean"] < 1.01, r
     assert r["ideal_remove"] <= r["moved_on_remove"] < 10 * r["ideal_remove"], r
-assert len(by.get("sync", [])) == 1 and by["sync"][0]["endpoint_change_ms"]["median"] > 0
+assert len(by.get("sync", [])) == 1, by.keys()
+s = by["sync"][0]
+assert 0 < s["endpoint_change_ms"]["median"] <= s["endpoint_change_p99_ms"], s
+assert 0 < s["yaml_decode_ms"]["median"] < s["full_load_ms"]["median"], s
 print(f"perf smoke: {len(rows)} results sane")
 PY
