@@ -1,12 +1,12 @@
 // ferry-perf: benchmarks that print one JSON object per result line.
-//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case
-//   established|reply|new_flow]
+//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
 //                       [--workers 1] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
 //   ferry-perf sync     [--services 1000,10000] [--runs 5]
-// `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one
-// core); `maglev` measures table builds, balance and disruption. perf/run.sh
-// runs both with hugepages and rewrites docs/performance.md.
+//   ferry-perf gen      [--case throughput|zero_loss|conn] ...  (gen.cpp; perf/linerate.sh)
+// `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
+// `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
+// hugepages and rewrites docs/performance.md.
 #include <netinet/in.h>
 #include <rte_eal.h>
 #include <rte_ip.h>
@@ -25,6 +25,7 @@
 
 #include "compile.hpp"
 #include "ferry/maglev.hpp"
+#include "gen.hpp"
 #include "node.hpp"
 #include "offline.hpp"
 #include "publish.hpp"
@@ -43,39 +44,31 @@ spread summarize(std::vector<double> v) {
   return {v[v.size() / 2], v.front(), v.back()};
 }
 
-json to_json(const spread &s) {
-  return {{"median", s.median}, {"min", s.min}, {"max", s.max}};
-}
+json to_json(const spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
 
-// ---- pipeline
-// -------------------------------------------------------------------------
+// ---- pipeline -------------------------------------------------------------------------
 
-constexpr uint32_t kVip = 0xc613000a; // 198.19.0.10
-constexpr uint32_t kClientNet =
-    0xc6128000; // 198.18.128.0/17, behind 198.18.0.1
+constexpr uint32_t kVip = 0xc613000a;        // 198.19.0.10
+constexpr uint32_t kClientNet = 0xc6128000;  // 198.18.128.0/17, behind 198.18.0.1
 constexpr uint32_t kGateway = 0xc6120001;
-constexpr uint32_t kBackendNet = 0xc6120100; // 198.18.1.x
+constexpr uint32_t kBackendNet = 0xc6120100;  // 198.18.1.x
 constexpr unsigned kBackends = 100;
 
 uint32_t client_ip(uint64_t flow) { return kClientNet + (flow & 0x7fff); }
-uint16_t client_port(uint64_t flow) {
-  return static_cast<uint16_t>(1024 + (flow >> 15));
-}
+uint16_t client_port(uint64_t flow) { return static_cast<uint16_t>(1024 + (flow >> 15)); }
 
 struct pipeline_bench {
   std::unique_ptr<dp::offline_dataplane> od;
   std::unique_ptr<const snapshot> snap;
-  const service_port_entry *svc = nullptr;
+  const service_port_entry* svc = nullptr;
   uint8_t tmpl[64] = {};
 
   uint32_t capacity;
   unsigned workers;
 
-  pipeline_bench(uint32_t capacity_, unsigned workers_)
-      : capacity(capacity_), workers(workers_) {
+  pipeline_bench(uint32_t capacity_, unsigned workers_) : capacity(capacity_), workers(workers_) {
     node_config cfg;
-    cfg.ports = {{"eth0", "", {0xc61200fe, 24}},
-                 {"eth1", "", {0xc61201fe, 24}}};
+    cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
     cfg.routes = {{{kClientNet, 17}, kGateway, "eth0"}};
     cfg.conntrack.tcp_established_timeout = 86400;
     rte_ether_addr macs[2] = {{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}}};
@@ -88,45 +81,40 @@ struct pipeline_bench {
 
     std::string yaml =
         "apiVersion: v1\nkind: Service\nmetadata: {name: bench}\nspec:\n"
-        "  clusterIP: 198.19.0.10\n  ports: [{port: 80, targetPort: "
-        "9376}]\n---\n"
+        "  clusterIP: 198.19.0.10\n  ports: [{port: 80, targetPort: 9376}]\n---\n"
         "apiVersion: v1\nkind: Endpoints\nmetadata: {name: bench}\nsubsets:\n"
         "- ports: [{port: 9376}]\n  addresses:\n";
     for (unsigned i = 1; i <= kBackends; ++i) {
       yaml += "  - ip: " + format_ipv4(kBackendNet + i) + "\n";
-      od->learn(1, kBackendNet + i,
-                {{2, 0xb0, 0, 0, 0, static_cast<uint8_t>(i)}});
+      od->learn(1, kBackendNet + i, {{2, 0xb0, 0, 0, 0, static_cast<uint8_t>(i)}});
     }
     control::store st(ipv4_prefix{0xc6130000, 16});
     auto objs = model::parse_manifests(yaml, "bench");
-    if (!objs || !st.apply(std::move(*objs), control::source::file))
-      std::abort();
+    if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
     snap = std::move(*control::compiler(kMaglevDefaultMaxSize, 16).compile(st));
     svc = snap->ports()[0];
 
-    // Ethernet + IPv4 + TCP, 60 bytes on the wire; flow fields are patched per
-    // packet.
-    auto *eth = reinterpret_cast<rte_ether_hdr *>(tmpl);
+    // Ethernet + IPv4 + TCP, 60 bytes on the wire; flow fields are patched per packet.
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(tmpl);
     eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
     eth->src_addr = {{2, 0xc1, 0, 0, 0, 1}};
-    auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
     ip->version_ihl = RTE_IPV4_VHL_DEF;
     ip->total_length = RTE_BE16(46);
     ip->time_to_live = 64;
     ip->next_proto_id = IPPROTO_TCP;
-    auto *th = reinterpret_cast<rte_tcp_hdr *>(ip + 1);
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(ip + 1);
     th->data_off = 5 << 4;
   }
 
-  // Flow f belongs to worker f % workers (as RSS would send its client's
-  // packets there).
+  // Flow f belongs to worker f % workers (as RSS would send its client's packets there).
   void insert_flows(uint64_t n) {
     for (uint64_t f = 0; f < n; ++f) {
-      dp::worker &w = *od->workers[f % workers];
+      dp::worker& w = *od->workers[f % workers];
       dp::flow_key k{client_ip(f), kVip, client_port(f), 80, IPPROTO_TCP};
-      const backend &b = svc->pick(dp::conntrack::hash(k));
-      if (!od->dp.ct->insert(w.ct, k, {b.ip, b.port}, svc->id,
-                             dp::flow_state::tcp_established, rte_rdtsc())) {
+      const backend& b = svc->pick(dp::conntrack::hash(k));
+      if (!od->dp.ct->insert(w.ct, k, {b.ip, b.port}, svc->id, dp::flow_state::tcp_established,
+                             rte_rdtsc())) {
         std::cerr << "flow table full at " << f << "\n";
         std::abort();
       }
@@ -135,20 +123,18 @@ struct pipeline_bench {
 
   enum class kind { established, reply, new_flow };
 
-  // Writes the packet of `flow` into m: a forward ACK, a backend's reply, or a
-  // SYN.
-  void fill(rte_mbuf *m, uint64_t flow, kind k) const {
+  // Writes the packet of `flow` into m: a forward ACK, a backend's reply, or a SYN.
+  void fill(rte_mbuf* m, uint64_t flow, kind k) const {
     rte_pktmbuf_reset(m);
-    auto *d = rte_pktmbuf_mtod(m, uint8_t *);
+    auto* d = rte_pktmbuf_mtod(m, uint8_t*);
     std::memcpy(d, tmpl, 60);
     m->data_len = m->pkt_len = 60;
-    auto *eth = reinterpret_cast<rte_ether_hdr *>(d);
-    auto *ip = reinterpret_cast<rte_ipv4_hdr *>(eth + 1);
-    auto *th = reinterpret_cast<rte_tcp_hdr *>(ip + 1);
+    auto* eth = reinterpret_cast<rte_ether_hdr*>(d);
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+    auto* th = reinterpret_cast<rte_tcp_hdr*>(ip + 1);
     if (k == kind::reply) {
-      dp::flow_key fk{client_ip(flow), kVip, client_port(flow), 80,
-                      IPPROTO_TCP};
-      const backend &b = svc->pick(dp::conntrack::hash(fk));
+      dp::flow_key fk{client_ip(flow), kVip, client_port(flow), 80, IPPROTO_TCP};
+      const backend& b = svc->pick(dp::conntrack::hash(fk));
       eth->dst_addr = od->dp.ports[1].mac;
       ip->src_addr = rte_cpu_to_be_32(b.ip);
       ip->dst_addr = rte_cpu_to_be_32(fk.src_ip);
@@ -165,32 +151,26 @@ struct pipeline_bench {
     }
   }
 
-  // Cycles for `packets` packets on one worker: fill + process_burst + the
-  // worker loop's sweep, and the fill alone (so the packet path's own cost can
-  // be reported).
-  std::pair<double, double> run_one(dp::worker &w,
-                                    const std::vector<uint64_t> &flows, kind k,
+  // Cycles for `packets` packets on one worker: fill + process_burst + the worker loop's
+  // sweep, and the fill alone (so the packet path's own cost can be reported).
+  std::pair<double, double> run_one(dp::worker& w, const std::vector<uint64_t>& flows, kind k,
                                     uint64_t packets) {
-    rte_mbuf *pkts[dp::kBurst];
-    if (rte_pktmbuf_alloc_bulk(od->dp.pool, pkts, dp::kBurst) != 0)
-      std::abort();
+    rte_mbuf* pkts[dp::kBurst];
+    if (rte_pktmbuf_alloc_bulk(od->dp.pool, pkts, dp::kBurst) != 0) std::abort();
     uint64_t i = 0;
     uint64_t start = rte_rdtsc();
     while (i < packets) {
-      for (auto *m : pkts)
-        fill(m, flows[i++ % flows.size()], k);
+      for (auto* m : pkts) fill(m, flows[i++ % flows.size()], k);
       w.now = rte_rdtsc();
-      dp::process_burst(w, snap.get(), pkts, dp::kBurst,
-                        k == kind::reply ? 1 : 0);
-      dp::offline_dataplane::drop_tx(w); // the same mbufs come round again
+      dp::process_burst(w, snap.get(), pkts, dp::kBurst, k == kind::reply ? 1 : 0);
+      dp::offline_dataplane::drop_tx(w);  // the same mbufs come round again
       od->dp.ct->sweep_paced(w.ct, w.now);
     }
     double total = static_cast<double>(rte_rdtsc() - start);
     i = 0;
     start = rte_rdtsc();
     while (i < packets) {
-      for (auto *m : pkts)
-        fill(m, flows[i++ % flows.size()], k);
+      for (auto* m : pkts) fill(m, flows[i++ % flows.size()], k);
       asm volatile("" ::: "memory");
     }
     double refill = static_cast<double>(rte_rdtsc() - start);
@@ -198,10 +178,9 @@ struct pipeline_bench {
     return {total, refill};
   }
 
-  // Every worker on its own thread, pinned to CPU t, on the flows it owns.
-  // Returns the workers' mean ns/packet and their summed Mpps.
-  std::pair<double, double> run(const std::vector<uint64_t> &flows, kind k,
-                                uint64_t packets) {
+  // Every worker on its own thread, pinned to CPU t, on the flows it owns. Returns the
+  // workers' mean ns/packet and their summed Mpps.
+  std::pair<double, double> run(const std::vector<uint64_t>& flows, kind k, uint64_t packets) {
     const double ns_per_cycle = 1e9 / static_cast<double>(rte_get_tsc_hz());
     std::vector<double> ns(workers);
     std::vector<std::thread> threads;
@@ -213,15 +192,13 @@ struct pipeline_bench {
         pthread_setaffinity_np(pthread_self(), sizeof(cpus), &cpus);
         std::vector<uint64_t> mine;
         for (uint64_t f : flows) {
-          if (f % workers == t)
-            mine.push_back(f);
+          if (f % workers == t) mine.push_back(f);
         }
         auto [total, refill] = run_one(*od->workers[t], mine, k, packets);
         ns[t] = (total - refill) * ns_per_cycle / static_cast<double>(packets);
       });
     }
-    for (auto &th : threads)
-      th.join();
+    for (auto& th : threads) th.join();
     double mean = 0, mpps = 0;
     for (double x : ns) {
       mean += x / workers;
@@ -231,28 +208,23 @@ struct pipeline_bench {
   }
 };
 
-void bench_pipeline(const std::vector<uint64_t> &flow_counts, int runs,
-                    const std::string &only, unsigned workers) {
+void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const std::string& only,
+                    unsigned workers) {
   const uint64_t kPackets = 2'000'000;
   for (uint64_t n : flow_counts) {
     std::mt19937_64 rng(n);
     std::vector<uint64_t> random_flows(1 << 20);
-    for (auto &f : random_flows)
-      f = rng() % n;
+    for (auto& f : random_flows) f = rng() % n;
     std::unique_ptr<pipeline_bench> b;
-    for (auto k :
-         {pipeline_bench::kind::established, pipeline_bench::kind::reply,
-          pipeline_bench::kind::new_flow}) {
-      const char *name = k == pipeline_bench::kind::established ? "established"
+    for (auto k : {pipeline_bench::kind::established, pipeline_bench::kind::reply,
+                   pipeline_bench::kind::new_flow}) {
+      const char* name = k == pipeline_bench::kind::established ? "established"
                          : k == pipeline_bench::kind::reply     ? "reply"
                                                                 : "new_flow";
-      if (!only.empty() && only != name)
-        continue;
-      // The table is sized as an operator would size it for n flows (n plus a
-      // little); new_flow needs room for every flow it adds on top.
-      uint64_t room = k == pipeline_bench::kind::new_flow
-                          ? kPackets * uint64_t(runs) * workers
-                          : 0;
+      if (!only.empty() && only != name) continue;
+      // The table is sized as an operator would size it for n flows (n plus a little);
+      // new_flow needs room for every flow it adds on top.
+      uint64_t room = k == pipeline_bench::kind::new_flow ? kPackets * uint64_t(runs) * workers : 0;
       auto capacity = static_cast<uint32_t>(n + n / 16 + room + 1024 * workers);
       if (!b || b->capacity != capacity) {
         b.reset();
@@ -265,19 +237,16 @@ void bench_pipeline(const std::vector<uint64_t> &flow_counts, int runs,
         std::vector<uint64_t> flows;
         if (k == pipeline_bench::kind::new_flow) {
           flows.resize(kPackets * workers);
-          for (auto &f : flows)
-            f = next_new++;
+          for (auto& f : flows) f = next_new++;
         }
         auto [mean_ns, total_mpps] =
-            b->run(k == pipeline_bench::kind::new_flow ? flows : random_flows,
-                   k, kPackets);
+            b->run(k == pipeline_bench::kind::new_flow ? flows : random_flows, k, kPackets);
         ns.push_back(mean_ns);
         mpps.push_back(total_mpps);
       }
       uint64_t drops = 0, full = 0;
-      for (const auto &w : b->od->workers) {
-        for (const auto &d : w->counters.drops)
-          drops += d.get();
+      for (const auto& w : b->od->workers) {
+        for (const auto& d : w->counters.drops) drops += d.get();
         full += w->counters.flows_table_full.get();
       }
       std::cout << json{{"bench", "pipeline"},
@@ -298,20 +267,16 @@ void bench_pipeline(const std::vector<uint64_t> &flow_counts, int runs,
   }
 }
 
-// ---- maglev
-// ---------------------------------------------------------------------------
+// ---- maglev ---------------------------------------------------------------------------
 
 std::vector<maglev_backend> backends(size_t n, uint32_t first = 0x0a000001) {
   std::vector<maglev_backend> b;
-  for (size_t i = 0; i < n; ++i)
-    b.push_back({static_cast<uint32_t>(first + i), 9376, 1});
+  for (size_t i = 0; i < n; ++i) b.push_back({static_cast<uint32_t>(first + i), 9376, 1});
   return b;
 }
 
-double moved_fraction(const std::vector<maglev_backend> &a,
-                      const std::vector<uint16_t> &ta,
-                      const std::vector<maglev_backend> &b,
-                      const std::vector<uint16_t> &tb) {
+double moved_fraction(const std::vector<maglev_backend>& a, const std::vector<uint16_t>& ta,
+                      const std::vector<maglev_backend>& b, const std::vector<uint16_t>& tb) {
   size_t moved = 0;
   for (size_t i = 0; i < ta.size(); ++i) {
     moved += a[ta[i]].ip != b[tb[i]].ip;
@@ -328,17 +293,15 @@ void bench_maglev(int runs) {
       for (int r = 0; r < runs; ++r) {
         auto t0 = std::chrono::steady_clock::now();
         table = maglev_build(b, m);
-        ms.push_back(std::chrono::duration<double, std::milli>(
-                         std::chrono::steady_clock::now() - t0)
-                         .count());
+        ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
+                .count());
       }
       std::vector<size_t> counts(n);
-      for (auto s : table)
-        counts[s]++;
+      for (auto s : table) counts[s]++;
       double mean = static_cast<double>(m) / static_cast<double>(n);
       double imbalance =
-          static_cast<double>(*std::max_element(counts.begin(), counts.end())) /
-          mean;
+          static_cast<double>(*std::max_element(counts.begin(), counts.end())) / mean;
       auto removed = b;
       removed.erase(removed.begin() + static_cast<long>(n / 2));
       auto added = b;
@@ -362,80 +325,65 @@ void bench_maglev(int runs) {
   }
 }
 
-// ---- sync
-// ----------------------------------------------------------------------------
+// ---- sync ----------------------------------------------------------------------------
 
 std::string service_doc(size_t i, unsigned endpoints, unsigned generation) {
   std::string name = "svc-" + std::to_string(i);
-  std::string ip =
-      format_ipv4(0x0a600000 + 10 + static_cast<uint32_t>(i)); // 10.96.0.0/12
-  std::string out =
-      "apiVersion: v1\nkind: Service\nmetadata: {name: " + name +
-      ", namespace: bench}\nspec:\n  clusterIP: " + ip +
-      "\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\n"
-      "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  "
-      "name: " +
-      name +
-      "-x\n  namespace: bench\n  labels: {kubernetes.io/service-name: " + name +
-      "}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n";
+  std::string ip = format_ipv4(0x0a600000 + 10 + static_cast<uint32_t>(i));  // 10.96.0.0/12
+  std::string out = "apiVersion: v1\nkind: Service\nmetadata: {name: " + name +
+                    ", namespace: bench}\nspec:\n  clusterIP: " + ip +
+                    "\n  ports: [{name: http, port: 80, targetPort: 8080}]\n---\n"
+                    "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: " +
+                    name +
+                    "-x\n  namespace: bench\n  labels: {kubernetes.io/service-name: " + name +
+                    "}\naddressType: IPv4\nports: [{name: http, port: 8080}]\nendpoints:\n";
   for (unsigned e = 0; e < endpoints; ++e) {
     // generation shifts one address: the "one endpoint changed" update.
-    uint32_t a = 0x0ac00000 + static_cast<uint32_t>(i) * 16 + e +
-                 (e == 0 ? generation * 4096 : 0);
+    uint32_t a = 0x0ac00000 + static_cast<uint32_t>(i) * 16 + e + (e == 0 ? generation * 4096 : 0);
     out += "  - addresses: [\"" + format_ipv4(a) + "\"]\n";
   }
   return out + "---\n";
 }
 
-// Control-plane sync: a whole load, then single changes, each measured from the
-// request to the new snapshot published (the next worker loop uses it).
-void bench_sync(const std::vector<uint64_t> &counts, unsigned endpoints,
-                int runs) {
-  auto *qsbr = static_cast<rte_rcu_qsbr *>(std::aligned_alloc(64, 4096));
+// Control-plane sync: a whole load, then single changes, each measured from the request to
+// the new snapshot published (the next worker loop uses it).
+void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int runs) {
+  auto* qsbr = static_cast<rte_rcu_qsbr*>(std::aligned_alloc(64, 4096));
   rte_rcu_qsbr_init(qsbr, 1);
   for (uint64_t n : counts) {
     std::string all;
-    for (size_t i = 0; i < n; ++i)
-      all += service_doc(i, endpoints, 0);
+    for (size_t i = 0; i < n; ++i) all += service_doc(i, endpoints, 0);
     std::vector<double> load_ms, parse_ms, apply_ms, change_ms, add_ms;
     for (int r = 0; r < runs; ++r) {
-      std::atomic<const snapshot *> slot{nullptr};
+      std::atomic<const snapshot*> slot{nullptr};
       control::publisher pub(slot, qsbr);
       node_config cfg;
       cfg.service_cidr = {0x0a600000, 12};
-      control::node node(cfg, [&](std::unique_ptr<const snapshot> s) {
-        pub.publish(std::move(s));
-      });
-      // The load from text, timed as its two halves: decoding the YAML, and
-      // applying the decoded objects (store, endpoints, Maglev tables, lookup
-      // tables, publish).
+      control::node node(cfg,
+                         [&](std::unique_ptr<const snapshot> s) { pub.publish(std::move(s)); });
+      // The load from text, timed as its two halves: decoding the YAML, and applying the
+      // decoded objects (store, endpoints, Maglev tables, lookup tables, publish).
       auto t0 = std::chrono::steady_clock::now();
       auto objs = model::parse_manifests(all, "bench");
       auto t1 = std::chrono::steady_clock::now();
-      if (!objs || !node.apply(std::move(*objs), control::source::file))
-        std::abort();
+      if (!objs || !node.apply(std::move(*objs), control::source::file)) std::abort();
       auto t2 = std::chrono::steady_clock::now();
-      parse_ms.push_back(
-          std::chrono::duration<double, std::milli>(t1 - t0).count());
-      apply_ms.push_back(
-          std::chrono::duration<double, std::milli>(t2 - t1).count());
-      load_ms.push_back(
-          std::chrono::duration<double, std::milli>(t2 - t0).count());
+      parse_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      apply_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t1).count());
+      load_ms.push_back(std::chrono::duration<double, std::milli>(t2 - t0).count());
       for (unsigned c = 1; c <= 20; ++c) {
         std::string one = service_doc(c * 7919 % n, endpoints, c);
         auto a = std::chrono::steady_clock::now();
-        if (!node.apply({{"change", one}}, control::source::socket))
-          std::abort();
-        change_ms.push_back(std::chrono::duration<double, std::milli>(
-                                std::chrono::steady_clock::now() - a)
-                                .count());
+        if (!node.apply({{"change", one}}, control::source::socket)) std::abort();
+        change_ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                .count());
         std::string added = service_doc(n + c, endpoints, 0);
         a = std::chrono::steady_clock::now();
-        if (!node.apply({{"add", added}}, control::source::socket))
-          std::abort();
-        add_ms.push_back(std::chrono::duration<double, std::milli>(
-                             std::chrono::steady_clock::now() - a)
-                             .count());
+        if (!node.apply({{"add", added}}, control::source::socket)) std::abort();
+        add_ms.push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - a)
+                .count());
       }
     }
     auto p99 = [](std::vector<double> v) {
@@ -460,30 +408,29 @@ void bench_sync(const std::vector<uint64_t> &counts, unsigned endpoints,
   std::free(qsbr);
 }
 
-std::vector<uint64_t> parse_list(const std::string &s) {
+std::vector<uint64_t> parse_list(const std::string& s) {
   std::vector<uint64_t> out;
   std::stringstream in(s);
   std::string item;
-  while (std::getline(in, item, ','))
-    out.push_back(std::stoull(item));
+  while (std::getline(in, item, ',')) out.push_back(std::stoull(item));
   return out;
 }
 
 int usage() {
-  std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] "
-               "[--case NAME] "
+  std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
                "[--workers W] [--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n"
-               "       ferry-perf sync [--services N,N,...] [--runs R]\n";
+               "       ferry-perf sync [--services N,N,...] [--runs R]\n"
+               "       ferry-perf gen [--case throughput|zero_loss|conn] ... (see gen.cpp)\n";
   return 2;
 }
 
-} // namespace
+}  // namespace
 
-int main(int argc, char **argv) {
-  if (argc < 2)
-    return usage();
+int main(int argc, char** argv) {
+  if (argc < 2) return usage();
   std::string cmd = argv[1];
+  if (cmd == "gen") return ferry::perf::gen_main(argc - 1, argv + 1);
   std::vector<uint64_t> flows{1000, 1000000};
   std::vector<uint64_t> services{1000, 10000};
   int runs = 5;
@@ -516,19 +463,15 @@ int main(int argc, char **argv) {
     bench_sync(services, 10, runs);
     return 0;
   }
-  if (cmd != "pipeline")
-    return usage();
-  std::vector<std::string> args{
-      "ferry-perf", "-l",          "0",       "--no-pci",      "--file-prefix",
-      "ferry-perf", "--log-level", "*:error", "--no-telemetry"};
-  if (!huge)
-    args.insert(args.end(), {"--no-huge", "-m", "6144"});
-  std::vector<char *> eal;
-  for (auto &a : args)
-    eal.push_back(a.data());
+  if (cmd != "pipeline") return usage();
+  std::vector<std::string> args{"ferry-perf",    "-l",         "0",           "--no-pci",
+                                "--file-prefix", "ferry-perf", "--log-level", "*:error",
+                                "--no-telemetry"};
+  if (!huge) args.insert(args.end(), {"--no-huge", "-m", "6144"});
+  std::vector<char*> eal;
+  for (auto& a : args) eal.push_back(a.data());
   if (rte_eal_init(static_cast<int>(eal.size()), eal.data()) < 0) {
-    std::cerr << "EAL init failed (hugepages set up? perf/run.sh does it, or "
-                 "pass --no-huge)\n";
+    std::cerr << "EAL init failed (hugepages set up? perf/run.sh does it, or pass --no-huge)\n";
     return 1;
   }
   bench_pipeline(flows, runs, only, workers);

@@ -5,9 +5,9 @@ set -euo pipefail
 
 packages=(
   g++ meson ninja-build pkg-config clang-format git
-  libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
+  libdpdk-dev dpdk dpdk-dev libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev
-  iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
+  iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps iptables nftables
 )
 
 missing=()
