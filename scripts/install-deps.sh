@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages ferry needs to build, test and run its demo. Idempotent:
 # only missing packages are installed. Run as root.
+#   --perf: also what perf/run.sh needs beyond the tests (matplotlib for the plots).
 set -euo pipefail
 
 packages=(
   g++ meson ninja-build pkg-config clang-format git
-  libdpdk-dev dpdk dpdk-dev libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
+  libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev
-  iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps iptables nftables
+  iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
+  dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
 )
+[[ ${1:-} == --perf ]] && packages+=(python3-matplotlib)
 
 missing=()
 for p in "${packages[@]}"; do

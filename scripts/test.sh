@@ -9,6 +9,8 @@ cd "$(dirname "$0")/.."
 ./scripts/lint.sh
 meson test -C build --print-errorlogs
 ./perf/smoke.sh
+./perf/linerate_smoke.sh
+/usr/bin/python3 perf/kernel_sync.py --services 200 --runs 1 --changes 3 --mode iptables,nft >/dev/null
 /usr/bin/python3 -m pytest -q tests/e2e
 if [ ! -f build-asan/build.ninja ]; then
   meson setup build-asan -Db_sanitize=address,undefined -Db_lundef=false \
