@@ -270,7 +270,8 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   for (const auto& [n, ports] : fresh) {
     auto old = by_service_.find(n);
     if (old == by_service_.end()) continue;
-    for (const auto& [key, w] : old->second) {
+    for (const auto& was : old->second) {
+      const uint64_t key = was.first;
       bool kept =
           std::any_of(ports.begin(), ports.end(), [&](const auto& p) { return p.first == key; });
       if (!kept) remove(key, n);

@@ -70,9 +70,11 @@
 // packet_builder.hpp's vector inserts trip GCC 12's false -Warray-bounds at -O3 (GCC PR
 // 107986; the unit tests turn the same warnings off). Set before any include: GCC applies the
 // state in force where the diagnostic points, which is inside libstdc++.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Warray-bounds"
 #pragma GCC diagnostic ignored "-Wstringop-overflow"
 #pragma GCC diagnostic ignored "-Wstringop-overread"
+#endif
 
 #include <rte_arp.h>
 #include <rte_byteorder.h>
