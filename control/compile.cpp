@@ -223,7 +223,7 @@ void patch(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
 result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
   // Resolve the Services that changed (all of them, and every one resolved before, on a
   // full compile).
-  const bool full = dirty.all || !compiled_;
+  const bool full = dirty.all || generation_ == 0;
   std::map<service_name, service_ports> fresh;
   if (full) {
     const endpoint_index endpoints(st);
@@ -263,7 +263,6 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
                       ")");
   }
   total_ports_ = total;
-  compiled_ = true;
 
   // Service ports that went away first (a ClusterIP may move between Services in one
   // change), then the new and changed ones.

@@ -85,10 +85,9 @@ class compiler {
 
   std::map<service_name, service_ports> by_service_;  // what the last compile resolved
   size_t total_ports_ = 0;
-  bool compiled_ = false;
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
-  uint64_t generation_ = 0;
+  uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
   std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
   uint32_t next_id_ = 0;
 

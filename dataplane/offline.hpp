@@ -73,7 +73,6 @@ class offline_dataplane {
   static void drop_tx(worker& wk) {
     for (auto& b : wk.tx) b.n = 0;
   }
-  void drop_tx() { drop_tx(*w); }
 
   /// Frees what is in a worker's TX batches.
   static void drain_tx(worker& wk) {

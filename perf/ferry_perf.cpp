@@ -29,22 +29,16 @@
 #include "node.hpp"
 #include "offline.hpp"
 #include "publish.hpp"
+#include "stats.hpp"
 
 namespace {
 
 using nlohmann::json;
 using namespace ferry;
 
-struct spread {
-  double median, min, max;
-};
-
-spread summarize(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
-}
-
-json to_json(const spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
+using perf::spread;
+using perf::summarize;
+using perf::to_json;
 
 // ---- pipeline -------------------------------------------------------------------------
 

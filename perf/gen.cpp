@@ -67,6 +67,8 @@
 // Single-threaded: one lcore polls both ports, generates, answers and checks.
 #include "gen.hpp"
 
+#include "stats.hpp"
+
 // packet_builder.hpp's vector inserts trip GCC 12's false -Warray-bounds at -O3 (GCC PR
 // 107986; the unit tests turn the same warnings off). Set before any include: GCC applies the
 // state in force where the diagnostic points, which is inside libstdc++.
@@ -838,16 +840,6 @@ tally run_phase(gen& g, const phase& ph) {
 }
 
 // ---- reporting ----------------------------------------------------------------------------
-
-struct spread {
-  double median = 0, min = 0, max = 0;
-};
-spread summarize(std::vector<double> v) {
-  if (v.empty()) return {};
-  std::sort(v.begin(), v.end());
-  return {v[v.size() / 2], v.front(), v.back()};
-}
-json to_json(const spread& s) { return {{"median", s.median}, {"min", s.min}, {"max", s.max}}; }
 
 double mpps(const tally& t) { return t.window_s > 0 ? t.window_rx / t.window_s / 1e6 : 0; }
 double gbps(const tally& t) { return t.window_s > 0 ? t.window_bytes * 8 / t.window_s / 1e9 : 0; }
