@@ -94,6 +94,19 @@ TEST_F(fixture, TouchKeepsAFlowAlive) {
   EXPECT_EQ(ct->sweep(ws[0], 19 * kHz, 2048), 1u);
 }
 
+TEST_F(fixture, CapacityIsExactAndSplitBetweenWorkers) {
+  make(3000, 2);  // not a power of two: entries are not rounded up, the index is
+  EXPECT_EQ(ct->capacity(), 3000u);
+  EXPECT_EQ(ct->memory_bytes(), 3000u * sizeof(flow_entry) + 2048u * 64);
+  uint32_t inserted[2] = {0, 0};
+  for (uint32_t i = 0; i < 4000; ++i) {
+    unsigned w = i % 2;
+    inserted[w] += ct->insert(ws[w], client(i), {1, 1}, 0, flow_state::udp, 0) != nullptr;
+  }
+  EXPECT_EQ(inserted[0], 1500u);
+  EXPECT_EQ(inserted[1], 1500u);
+}
+
 TEST_F(fixture, FullTableReturnsNullAndRecovers) {
   uint32_t inserted = 0;
   for (uint32_t i = 0; i < 5000; ++i) {

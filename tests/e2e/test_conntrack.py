@@ -31,6 +31,13 @@ def wait_until(pred, timeout):
     return pred()
 
 
+def test_stats_show_the_table_size_and_its_memory(ferry):
+    flows = ferry.stats()["flows"]
+    # capacity = 65536 in the test config: 64-byte entries plus 32768 buckets of 64 bytes.
+    assert flows["capacity"] == 65536, flows
+    assert flows["memory_bytes"] == 65536 * 64 + 32768 * 64, flows
+
+
 def test_udp_flow_expires_and_is_recreated(ferry):
     before = ferry.stats()["flows"]
     r = ferry.client_py(UDP_SAME_PORT.format(vip=UDP_VIP))
