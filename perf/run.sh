@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark suite and rewrites docs/performance.md (and docs/perf/*.png) from
 # its JSON lines. Run as root on an otherwise idle machine:
-#   sudo ./perf/run.sh [RUNS]          (RUNS per measurement, default 5; about 30 minutes)
+#   sudo ./perf/run.sh [RUNS]          (RUNS per measurement, default 5; about 15 minutes)
 # Steps: packages, build, 2048 x 2 MiB hugepages, then each benchmark pinned to its cores
 # (docs/operations.md, "Performance runs"). The raw lines are kept in docs/perf/results.jsonl.
 set -euo pipefail
