@@ -17,7 +17,7 @@ bool selector_matches(const model::labels& selector, const model::labels& labels
 }
 
 void add_group(const model::endpoint_group& g, const model::service_port& port,
-               std::vector<backend>& out) {
+               std::vector<endpoint_ref>& out) {
   // kube-proxy joins a Service port to an endpoint port by name (and protocol).
   const model::endpoint_port* ep = nullptr;
   for (const auto& p : g.ports) {
@@ -26,11 +26,7 @@ void add_group(const model::endpoint_group& g, const model::service_port& port,
   if (!ep) return;
   for (const auto& e : g.endpoints) {
     if (e.addresses.empty()) continue;
-    if (e.ready) {
-      out.push_back({e.addresses[0], ep->port, 1});
-    } else if (e.serving && e.terminating) {
-      out.push_back({e.addresses[0], ep->port, 0});
-    }
+    out.push_back({e.addresses[0], ep->port, e.ready, e.serving, e.terminating, e.node_name});
   }
 }
 
@@ -73,12 +69,29 @@ endpoint_index::endpoint_index(const store& st, const std::string& ns, const std
 
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port) {
-  return endpoint_index(st).resolve(svc, port);
+  return select_backends(endpoint_index(st).resolve(svc, port), "", false);
 }
 
-std::vector<backend> endpoint_index::resolve(const model::service& svc,
-                                             const model::service_port& port) const {
+std::vector<backend> select_backends(const std::vector<endpoint_ref>& endpoints,
+                                     std::string_view node_name, bool local_only) {
+  auto is_local = [&](const endpoint_ref& e) { return !e.node.empty() && e.node == node_name; };
+  bool any_ready = false;
+  for (const auto& e : endpoints) any_ready |= e.ready && (!local_only || is_local(e));
   std::vector<backend> out;
+  for (const auto& e : endpoints) {
+    if (local_only && !is_local(e)) continue;
+    if (e.ready) {
+      out.push_back({e.ip, e.port, 1, is_local(e)});
+    } else if (e.serving && e.terminating) {
+      out.push_back({e.ip, e.port, static_cast<uint16_t>(any_ready ? 0 : 1), is_local(e)});
+    }
+  }
+  return out;
+}
+
+std::vector<endpoint_ref> endpoint_index::resolve(const model::service& svc,
+                                                  const model::service_port& port) const {
+  std::vector<endpoint_ref> out;
   const name key{svc.meta.ns, svc.meta.name};
   if (auto s = slices_.find(key); s != slices_.end()) {
     for (const auto* slice : s->second) add_group(slice->group, port, out);
@@ -88,7 +101,7 @@ std::vector<backend> endpoint_index::resolve(const model::service& svc,
     // No endpoint objects at all: act as the endpoints controller would on a standalone
     // node, from the Pods the selector matches.
     for (const auto* p : pods->second) {
-      if (!p->ip || !p->ready || !selector_matches(svc.selector, p->meta.label_map)) continue;
+      if (!p->ip || !selector_matches(svc.selector, p->meta.label_map)) continue;
       uint16_t target = port.port;
       if (const auto* n = std::get_if<uint16_t>(&port.target_port); n && *n) target = *n;
       if (const auto* pname = std::get_if<std::string>(&port.target_port)) {
@@ -98,15 +111,16 @@ std::vector<backend> endpoint_index::resolve(const model::service& svc,
         }
         if (!target) continue;
       }
-      out.push_back({*p->ip, target, 1});
+      out.push_back(
+          {*p->ip, target, p->ready && !p->terminating, p->ready, p->terminating, p->node_name});
     }
   }
-  std::sort(out.begin(), out.end(), [](const backend& a, const backend& b) {
-    return std::tie(a.ip, a.port, b.weight) < std::tie(b.ip, b.port, a.weight);
+  std::sort(out.begin(), out.end(), [](const endpoint_ref& a, const endpoint_ref& b) {
+    return std::tie(a.ip, a.port, b.ready) < std::tie(b.ip, b.port, a.ready);
   });
-  // Duplicates (an address in two slices): keep the first, which is the ready one.
+  // Duplicates (an address in two slices): keep the first, which is a ready one if any.
   out.erase(std::unique(out.begin(), out.end(),
-                        [](const backend& a, const backend& b) {
+                        [](const endpoint_ref& a, const endpoint_ref& b) {
                           return a.ip == b.ip && a.port == b.port;
                         }),
             out.end());
@@ -116,29 +130,77 @@ std::vector<backend> endpoint_index::resolve(const model::service& svc,
 compiler::service_ports compiler::ports_of(const model::service& svc,
                                            const endpoint_index& endpoints) const {
   service_ports out;
-  if (!svc.cluster_ip || svc.headless || svc.type == model::service_type::external_name) {
-    return out;
-  }
+  if (!svc.forwarded()) return out;
+  const bool internal_local = svc.internal_policy == model::traffic_policy::local;
+  const bool external_local = svc.external_policy == model::traffic_policy::local;
+  const bool node_ports = svc.type == model::service_type::node_port ||
+                          svc.type == model::service_type::load_balancer;
+  const auto lb = svc.type == model::service_type::load_balancer ? svc.lb_addresses()
+                                                                  : std::vector<uint32_t>{};
   for (const auto& p : svc.ports) {
-    std::string name = svc.meta.ns + "/" + svc.meta.name + (p.name.empty() ? "" : ":" + p.name);
-    out.emplace_back(
-        service_key(*svc.cluster_ip, p.protocol, p.port),
-        wanted{std::move(name), *svc.cluster_ip, p.port, p.protocol, endpoints.resolve(svc, p)});
+    const auto refs = endpoints.resolve(svc, p);
+    bool usable = false;  // kube-proxy's "has endpoints": some ready or serving one
+    for (const auto& e : refs) usable |= e.ready || (e.serving && e.terminating);
+
+    wanted base;
+    base.port = p.port;
+    base.proto = p.protocol;
+    base.name = svc.meta.ns + "/" + svc.meta.name + (p.name.empty() ? "" : ":" + p.name);
+    base.affinity_timeout = svc.affinity_client_ip ? svc.affinity_timeout : 0;
+    base.affinity_key = service_key(*svc.cluster_ip, p.protocol, p.port);
+    auto with_backends = [&](wanted w, bool local_only) {
+      w.backends = select_backends(refs, node_name_, local_only);
+      w.drop_empty = usable && w.backends.empty();
+      return w;
+    };
+    auto add = [&](uint32_t vip, uint16_t port, const wanted& w) {
+      out.emplace_back(service_key(vip, p.protocol, port), w);
+      out.back().second.vip = vip;
+      out.back().second.port = port;
+    };
+    add(*svc.cluster_ip, p.port, with_backends(base, internal_local));
+
+    wanted ext = base;
+    ext.external = true;
+    ext.snat_remote = !external_local;
+    ext = with_backends(std::move(ext), external_local);
+    for (uint32_t ip : svc.external_ips) add(ip, p.port, ext);
+    if (node_ports && p.node_port) add(0, p.node_port, ext);
+    if (!lb.empty()) {
+      ext.source_ranges = svc.source_ranges;  // they restrict the load balancer's addresses only
+      for (uint32_t ip : lb) add(ip, p.port, ext);
+    }
   }
   return out;
 }
 
 namespace {
 
-bool same_backends(const std::vector<backend>& a, const std::vector<backend>& b) {
-  return std::equal(a.begin(), a.end(), b.begin(), b.end(), [](const backend& x, const backend& y) {
-    return x.ip == y.ip && x.port == y.port && x.weight == y.weight;
-  });
+// Everything of an entry but its id and Maglev table (which follow from the backends).
+bool same_frontend(const service_port_entry& a, const service_port_entry& b) {
+  return a.vip == b.vip && a.port == b.port && a.proto == b.proto && a.external == b.external &&
+         a.snat_remote == b.snat_remote && a.drop_empty == b.drop_empty &&
+         a.affinity_timeout == b.affinity_timeout && a.affinity_key == b.affinity_key &&
+         a.source_ranges == b.source_ranges && a.name == b.name && a.backends == b.backends;
 }
 
 }  // namespace
 
 void compiler::link_backends(uint64_t key, const service_port_entry& e, bool add) {
+  // Replies without a flow entry are un-NATed to a ClusterIP (external frontends have no
+  // single address to give back: a NodePort is on every node address).
+  if (e.external) {
+    if (e.vip) {
+      auto& n = announced_[e.vip];
+      if (add) {
+        ++n;
+      } else if (--n == 0) {
+        announced_.erase(e.vip);
+      }
+      announced_changed_ = true;
+    }
+    return;
+  }
   for (const auto& b : e.backends) {
     uint64_t bkey = service_key(b.ip, e.proto, b.port);
     touched_backends_.push_back(bkey);
@@ -164,9 +226,9 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   live& slot = entries_[key];
   slot.owner = owner;
   const service_port_entry* old = slot.entry.get();
-  if (old && old->name == w.name && same_backends(old->backends, w.backends)) return;
+  if (old && same_frontend(*old, w)) return;
 
-  auto e = std::make_shared<service_port_entry>();
+  auto e = std::make_shared<service_port_entry>(w);
   if (old) {
     e->id = old->id;
     link_backends(key, *old, false);
@@ -176,11 +238,6 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   } else {
     e->id = next_id_++;
   }
-  e->vip = w.vip;
-  e->port = w.port;
-  e->proto = w.proto;
-  e->name = w.name;
-  e->backends = w.backends;
   std::vector<maglev_backend> mb;
   mb.reserve(e->backends.size());
   for (const auto& b : e->backends) {
@@ -298,10 +355,18 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
           return it->second.begin()->second;
         });
 
+  if (announced_changed_ || !announced_list_) {
+    auto list = std::make_shared<std::vector<uint32_t>>();
+    for (const auto& [ip, n] : announced_) list->push_back(ip);
+    announced_list_ = std::move(list);
+    announced_changed_ = false;
+  }
+
   auto snap = std::make_unique<snapshot>();
   snap->generation = ++generation_;
   snap->vips = vips_;
   snap->backends = backends_;
+  snap->announced = announced_list_;
   return snap;
 }
 

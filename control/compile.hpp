@@ -19,6 +19,22 @@
 
 namespace ferry::control {
 
+/// One endpoint of a Service port as kube-proxy sees it: address, backend port, conditions
+/// and node. `node` points into the store (valid until the store changes).
+struct endpoint_ref {
+  uint32_t ip = 0;
+  uint16_t port = 0;
+  bool ready = true, serving = true, terminating = false;
+  std::string_view node;
+};
+
+/// The backends traffic may go to, as kube-proxy's CategorizeEndpoints picks them: ready
+/// endpoints (weight 1) plus serving-and-terminating ones as draining (weight 0); when none
+/// is ready, the serving-and-terminating ones take traffic. `local_only`: only endpoints on
+/// `node_name` (a traffic policy of Local). Each backend says whether it is on this node.
+std::vector<backend> select_backends(const std::vector<endpoint_ref>& endpoints,
+                                     std::string_view node_name, bool local_only);
+
 /// Where each Service's endpoints come from, indexed once per compile so that resolving all
 /// services costs O(objects), not O(services x objects).
 class endpoint_index {
@@ -27,11 +43,12 @@ class endpoint_index {
   /// Only what one Service needs (range queries on the store: for single changes).
   endpoint_index(const store& st, const std::string& ns, const std::string& service);
 
-  /// The endpoints of one Service port as kube-proxy would pick them: from the Service's
-  /// EndpointSlices (ports joined by name and protocol), else its legacy Endpoints, else (a
-  /// standalone node) ready Pods matching the selector. Ready endpoints get weight 1; serving
-  /// but terminating ones weight 0 (drain); the rest are left out. Sorted, no duplicates.
-  std::vector<backend> resolve(const model::service& svc, const model::service_port& port) const;
+  /// The endpoints of one Service port: from the Service's EndpointSlices (ports joined by
+  /// name and protocol, the backend port being the slice's), else its legacy Endpoints,
+  /// else (a standalone node) the Pods its selector matches, with targetPort resolved by
+  /// number or container port name. Sorted by address, no duplicates (a ready one wins).
+  std::vector<endpoint_ref> resolve(const model::service& svc,
+                                    const model::service_port& port) const;
 
  private:
   using name = std::pair<std::string, std::string>;  // namespace, service
@@ -40,7 +57,8 @@ class endpoint_index {
   std::map<std::string, std::vector<const model::pod*>> pods_;  // by namespace
 };
 
-/// One-off form of endpoint_index::resolve (builds the index: use the class in loops).
+/// One-off: the backends of a Service port under the Cluster policy (builds the index: use
+/// the class in loops).
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port);
 
@@ -53,8 +71,11 @@ struct dirty_set {
 
 class compiler {
  public:
-  compiler(uint32_t maglev_max_size, uint32_t max_service_ports)
-      : maglev_max_size_(maglev_max_size), max_service_ports_(max_service_ports) {}
+  /// node_name: this node, for traffic policies (endpoints whose nodeName it is are local).
+  compiler(uint32_t maglev_max_size, uint32_t max_service_ports, std::string node_name = "")
+      : maglev_max_size_(maglev_max_size),
+        max_service_ports_(max_service_ports),
+        node_name_(std::move(node_name)) {}
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist
@@ -67,13 +88,8 @@ class compiler {
   }
 
  private:
-  struct wanted {
-    std::string name;
-    uint32_t vip;
-    uint16_t port;
-    uint8_t proto;
-    std::vector<backend> backends;
-  };
+  // What one frontend should look like: the entry minus id and Maglev table.
+  using wanted = service_port_entry;
   using service_ports = std::vector<std::pair<uint64_t, wanted>>;  // by service_key
   using service_name = std::pair<std::string, std::string>;
   using entry_ptr = std::shared_ptr<const service_port_entry>;
@@ -87,6 +103,7 @@ class compiler {
   size_t total_ports_ = 0;
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
+  std::string node_name_;
   uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
   std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
   uint32_t next_id_ = 0;
@@ -99,6 +116,11 @@ class compiler {
   };
   std::unordered_map<uint64_t, live> entries_;
   std::unordered_map<uint64_t, std::map<uint64_t, const service_port_entry*>> backend_users_;
+  // External addresses (LB, externalIPs) -> how many frontends use them: ferry answers ARP
+  // for them.
+  std::map<uint32_t, uint32_t> announced_;
+  bool announced_changed_ = false;
+  std::shared_ptr<const std::vector<uint32_t>> announced_list_;
   // Keys whose lookup-table value this compile changed: only their shards are copied.
   std::vector<uint64_t> touched_vips_, touched_backends_;
   sharded_map<entry_ptr> vips_;

@@ -394,7 +394,9 @@ TEST(compile, terminating_endpoints_drain_with_weight_zero) {
   EXPECT_NE(snap->backends.find(service_key(ip("198.18.1.12"), 6, 9376)), nullptr);
 }
 
-TEST(compile, only_terminating_endpoints_leave_no_active_backend) {
+// kube-proxy's fallback: with no ready endpoint left, serving-and-terminating ones take new
+// traffic (so a rolling update never blackholes); with a ready one, they only drain.
+TEST(compile, only_terminating_endpoints_take_traffic_when_none_is_ready) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
   apply_text(
       st, join({kSeedService,
@@ -409,10 +411,36 @@ TEST(compile, only_terminating_endpoints_leave_no_active_backend) {
   auto e = find_vip(*snap, "198.19.0.10", 80);
   ASSERT_NE(e, nullptr);
   EXPECT_EQ(describe(e->backends),
-            (std::vector<std::string>{"198.18.1.11:9376/0", "198.18.1.12:9376/0"}));
+            (std::vector<std::string>{"198.18.1.11:9376/1", "198.18.1.12:9376/1"}));
+  EXPECT_TRUE(e->has_active);
+
+  // A ready endpoint comes back: the terminating ones drain.
+  apply_text(st, slice_yaml("my-service-b", "my-service", "", 9376,
+                            "  - addresses: [\"198.18.1.13\"]\n"));
+  snap = compile_ok(c, st);
+  e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends),
+            (std::vector<std::string>{"198.18.1.11:9376/0", "198.18.1.12:9376/0",
+                                      "198.18.1.13:9376/1"}));
+}
+
+TEST(compile, endpoints_neither_ready_nor_serving_leave_no_backend) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st, join({kSeedService,
+                slice_yaml("my-service-a", "my-service", "", 9376,
+                           "  - addresses: [\"198.18.1.11\"]\n"
+                           "    conditions: {ready: false, serving: false, terminating: true}\n"
+                           "  - addresses: [\"198.18.1.12\"]\n"
+                           "    conditions: {ready: false}\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(e->backends.empty());
   EXPECT_FALSE(e->has_active);
-  EXPECT_TRUE(std::all_of(e->maglev.begin(), e->maglev.end(),
-                          [](uint16_t i) { return i == kMaglevNoBackend; }));
+  EXPECT_FALSE(e->drop_empty);  // no endpoints at all: rejected (ICMP), not dropped
 }
 
 TEST(compile, service_without_endpoints_has_an_empty_entry) {

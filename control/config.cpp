@@ -2,6 +2,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <charconv>
 #include <fstream>
 #include <limits>
 #include <set>
@@ -186,6 +187,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("tcp_established_timeout", c.conntrack.tcp_established_timeout, 1, 86400 * 7);
       t.integer("tcp_closing_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
+      t.integer("affinity_capacity", c.conntrack.affinity_capacity, 1024, 1 << 26);
     });
     top.table("maglev", [&](table_reader& t) {
       t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
@@ -193,6 +195,33 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
     top.table("services", [&](table_reader& t) {
       t.integer("max_service_ports", c.max_service_ports, 16, 1 << 22);
       if (t.find("service_cidr")) c.service_cidr = t.prefix("service_cidr", true);
+      std::string range;
+      t.string("node_port_range", range);
+      if (!range.empty()) {
+        auto dash = range.find('-');
+        uint64_t lo = 0, hi = 0;
+        auto num = [](std::string_view s, uint64_t& out) {
+          auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
+          return ec == std::errc{} && end == s.data() + s.size();
+        };
+        if (dash == std::string::npos || !num(std::string_view(range).substr(0, dash), lo) ||
+            !num(std::string_view(range).substr(dash + 1), hi) || lo == 0 || lo > hi ||
+            hi > 65535) {
+          t.fail("node_port_range", "\"" + range + "\" is not a port range like 30000-32767");
+        }
+        c.node_port_min = static_cast<uint16_t>(lo);
+        c.node_port_max = static_cast<uint16_t>(hi);
+      }
+      std::vector<std::string> pool;
+      t.strings("load_balancer_pool", pool);
+      for (const auto& text : pool) {
+        auto p = parse_ipv4_prefix(text);
+        if (!p) {
+          t.fail("load_balancer_pool",
+                 "\"" + text + "\" is not an IPv4 address or prefix (a.b.c.d/n)");
+        }
+        c.load_balancer_pool.push_back(*p);
+      }
       t.integer("icmp_unreachable_rate", c.icmp_unreachable_rate, 0, 1000000);
     });
     top.table("neighbor", [&](table_reader& t) {

@@ -27,6 +27,7 @@ std::string_view kind_name(const object& obj) {
     std::string_view operator()(const endpoint_slice&) const { return "EndpointSlice"; }
     std::string_view operator()(const endpoints&) const { return "Endpoints"; }
     std::string_view operator()(const pod&) const { return "Pod"; }
+    std::string_view operator()(const node&) const { return "Node"; }
   };
   return std::visit(visitor{}, obj);
 }
@@ -375,6 +376,9 @@ service_port decode_service_port(const YAML::Node& n, const std::string& path) {
              quote(sp.name));
   }
   sp.protocol = protocol_of(child(n, "protocol"), join(path, "protocol"));
+  if (sp.protocol != kProtoTcp && sp.protocol != kProtoUdp) {
+    fail(join(path, "protocol"), "SCTP is not supported by ferry (TCP and UDP only)");
+  }
   sp.port = required_port(child(n, "port"), join(path, "port"));
   sp.node_port = opt_port(child(n, "nodePort"), join(path, "nodePort"), true).value_or(0);
 
@@ -411,6 +415,79 @@ service_port decode_service_port(const YAML::Node& n, const std::string& path) {
   }
   sp.target_port = text;
   return sp;
+}
+
+traffic_policy decode_policy(const YAML::Node& n, const std::string& path) {
+  auto s = opt_string(n, path);
+  if (!s || s->empty() || *s == "Cluster") return traffic_policy::cluster;
+  if (*s == "Local") return traffic_policy::local;
+  fail(path, "must be Cluster or Local, got " + describe(n));
+}
+
+void decode_service_policies(const YAML::Node& spec, service& svc) {
+  auto affinity_node = child(spec, "sessionAffinity");
+  auto affinity = string_or_empty(affinity_node, "spec.sessionAffinity");
+  if (affinity == "ClientIP") {
+    svc.affinity_client_ip = true;
+  } else if (!affinity.empty() && affinity != "None") {
+    fail("spec.sessionAffinity", "must be None or ClientIP, got " + describe(affinity_node));
+  }
+  const char* timeout_path = "spec.sessionAffinityConfig.clientIP.timeoutSeconds";
+  auto config = child(spec, "sessionAffinityConfig");
+  expect_map(config, "spec.sessionAffinityConfig");
+  auto client_ip = child(config, "clientIP");
+  expect_map(client_ip, "spec.sessionAffinityConfig.clientIP");
+  if (auto t = child(client_ip, "timeoutSeconds"); present(t)) {
+    auto v = plain_uint(t);
+    // The API server's bounds: more than 0, at most a day.
+    if (!v || *v == 0 || *v > 86400) fail(timeout_path, "must be an integer 1-86400, got " + describe(t));
+    if (!svc.affinity_client_ip) fail(timeout_path, "requires spec.sessionAffinity: ClientIP");
+    svc.affinity_timeout = static_cast<uint32_t>(*v);
+  }
+  svc.external_policy =
+      decode_policy(child(spec, "externalTrafficPolicy"), "spec.externalTrafficPolicy");
+  svc.internal_policy =
+      decode_policy(child(spec, "internalTrafficPolicy"), "spec.internalTrafficPolicy");
+  if (auto a = opt_bool(child(spec, "allocateLoadBalancerNodePorts"),
+                        "spec.allocateLoadBalancerNodePorts")) {
+    svc.allocate_node_ports = *a;
+  }
+}
+
+void decode_load_balancer(const YAML::Node& doc, const YAML::Node& spec, service& svc) {
+  auto lb_ip = child(spec, "loadBalancerIP");
+  if (auto s = opt_string(lb_ip, "spec.loadBalancerIP"); s && !s->empty()) {
+    svc.load_balancer_ip = required_ipv4(lb_ip, "spec.loadBalancerIP");
+  }
+  auto ranges = list_of(child(spec, "loadBalancerSourceRanges"), "spec.loadBalancerSourceRanges");
+  for (size_t i = 0; i < ranges.size(); ++i) {
+    std::string path = at("spec.loadBalancerSourceRanges", i);
+    auto text = required_string(ranges[i], path);
+    auto prefix = text.find('/') == std::string::npos ? std::nullopt : parse_ipv4_prefix(text);
+    if (!prefix) {
+      if (text.find(':') != std::string::npos) fail(path, "IPv6 is not supported yet, got " + quote(text));
+      fail(path, "must be an IPv4 CIDR like 203.0.113.0/24, got " + describe(ranges[i]));
+    }
+    svc.source_ranges.push_back(*prefix);
+  }
+  auto status = child(doc, "status");
+  expect_map(status, "status");
+  auto lb = child(status, "loadBalancer");
+  expect_map(lb, "status.loadBalancer");
+  auto ingress = list_of(child(lb, "ingress"), "status.loadBalancer.ingress");
+  for (size_t i = 0; i < ingress.size(); ++i) {
+    std::string path = at("status.loadBalancer.ingress", i);
+    expect_entry_map(ingress[i], path);
+    auto ip = child(ingress[i], "ip");
+    // An ingress may be a hostname only (cloud load balancers); nothing to serve here then.
+    auto text = string_or_empty(ip, join(path, "ip"));
+    if (text.empty()) continue;
+    if (auto addr = parse_ipv4(text)) {
+      svc.lb_ingress.push_back(*addr);
+    } else if (text.find(':') == std::string::npos) {
+      fail_address(ip, join(path, "ip"));
+    }
+  }
 }
 
 service decode_service(const YAML::Node& doc, object_meta meta) {
@@ -454,6 +531,16 @@ service decode_service(const YAML::Node& doc, object_meta meta) {
   if (svc.type == service_type::external_name && svc.external_name.empty()) {
     fail("spec.externalName", "required for type ExternalName");
   }
+  if (svc.type != service_type::node_port && svc.type != service_type::load_balancer) {
+    for (size_t i = 0; i < svc.ports.size(); ++i) {
+      if (svc.ports[i].node_port) {
+        fail(join(at("spec.ports", i), "nodePort"),
+             "may only be set for type NodePort or LoadBalancer");
+      }
+    }
+  }
+  decode_service_policies(spec, svc);
+  decode_load_balancer(doc, spec, svc);
   return svc;
 }
 
@@ -628,7 +715,38 @@ pod decode_pod(const YAML::Node& doc, object_meta meta) {
     auto value = string_or_empty(child(conditions[i], "status"), join(path, "status"));
     if (type == "Ready") p.ready = value == "True";
   }
+  // A pod being deleted stops taking new traffic (the endpoints controller marks it
+  // terminating; its serving condition keeps the readiness it had).
+  if (present(child(child(doc, "metadata"), "deletionTimestamp"))) {
+    p.terminating = true;
+  }
   return p;
+}
+
+node decode_node(const YAML::Node& doc, object_meta meta) {
+  node n;
+  n.meta = std::move(meta);
+  // Nodes are cluster-scoped: a namespace, if any, is meaningless; keep them in "".
+  n.meta.ns = "";
+  if (auto z = n.meta.label_map.find("topology.kubernetes.io/zone"); z != n.meta.label_map.end())
+    n.zone = z->second;
+  auto status = child(doc, "status");
+  expect_map(status, "status");
+  auto addresses = list_of(child(status, "addresses"), "status.addresses");
+  for (size_t i = 0; i < addresses.size(); ++i) {
+    std::string path = at("status.addresses", i);
+    expect_entry_map(addresses[i], path);
+    auto type = string_or_empty(child(addresses[i], "type"), join(path, "type"));
+    if (type != "InternalIP" && type != "ExternalIP") continue;
+    auto a = child(addresses[i], "address");
+    auto text = required_string(a, join(path, "address"));
+    if (auto addr = parse_ipv4(text)) {
+      n.addresses.push_back(*addr);
+    } else if (text.find(':') == std::string::npos) {
+      fail_address(a, join(path, "address"));
+    }
+  }
+  return n;
 }
 
 // Walks documents and List items, appending objects. `header` always names what is being
@@ -648,7 +766,8 @@ class decoder {
       return;
     }
     bool known =
-        kind == "Service" || kind == "Pod" || kind == "Endpoints" || kind == "EndpointSlice";
+        kind == "Service" || kind == "Pod" || kind == "Endpoints" || kind == "EndpointSlice" ||
+        kind == "Node";
     if (!known) {
       fail("", "unsupported kind " + quote(kind) + " (apiVersion " + api_version + ")");
     }
@@ -664,6 +783,8 @@ class decoder {
       out_.emplace_back(decode_endpoint_slice(doc, std::move(meta)));
     } else if (kind == "Endpoints") {
       out_.emplace_back(decode_endpoints(doc, std::move(meta)));
+    } else if (kind == "Node") {
+      out_.emplace_back(decode_node(doc, std::move(meta)));
     } else {
       out_.emplace_back(decode_pod(doc, std::move(meta)));
     }

@@ -188,7 +188,7 @@ metadata: {name: b}
 spec:
   clusterIP: None
   ports:
-  - {name: x, port: 1, targetPort: "9376", protocol: SCTP}
+  - {name: x, port: 1, targetPort: "9376", protocol: TCP}
   - {name: y, port: 1, protocol: UDP}
 ---
 apiVersion: v1
@@ -214,7 +214,7 @@ spec:
   const auto& b = std::get<service>(objs[1]);
   EXPECT_TRUE(b.headless);
   EXPECT_FALSE(b.cluster_ip.has_value());
-  EXPECT_EQ(b.ports[0].protocol, 132);
+  EXPECT_EQ(b.ports[0].protocol, 6);
   // A digit string counts as a number, as in Kubernetes' IntOrString.
   EXPECT_EQ(std::get<uint16_t>(b.ports[0].target_port), 9376);
   EXPECT_EQ(std::get<uint16_t>(b.ports[1].target_port), 1);
@@ -225,6 +225,118 @@ spec:
   const auto& d = std::get<service>(objs[3]);
   EXPECT_TRUE(d.headless);
   EXPECT_EQ(std::get<uint16_t>(d.ports[0].target_port), 8080);
+}
+
+TEST(Manifest, SctpServicePortIsRefused) {
+  auto r = parse_manifests(service_with_port("{port: 9000, protocol: SCTP}"), "t.yaml");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.message().find("spec.ports[0].protocol: SCTP is not supported by ferry"),
+            std::string::npos)
+      << r.message();
+}
+
+// The fields of kube-proxy's service semantics, in the shape `kubectl get svc -o yaml` prints.
+TEST(Manifest, ServiceTypesAndPolicies) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  type: LoadBalancer
+  clusterIP: 198.19.0.40
+  allocateLoadBalancerNodePorts: false
+  externalIPs: [198.18.0.50]
+  externalTrafficPolicy: Local
+  internalTrafficPolicy: Local
+  loadBalancerIP: 198.18.0.60
+  loadBalancerSourceRanges: [198.18.0.0/24, 203.0.113.7/32]
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 31002}]
+status:
+  loadBalancer:
+    ingress: [{ip: 198.18.0.61}, {hostname: lb.example.com}, {ip: "2001:db8::1"}]
+)");
+  ASSERT_EQ(objs.size(), 1u);
+  const auto& s = std::get<service>(objs[0]);
+  EXPECT_EQ(s.type, service_type::load_balancer);
+  EXPECT_FALSE(s.allocate_node_ports);
+  EXPECT_EQ(s.external_ips, std::vector<uint32_t>{ip("198.18.0.50")});
+  EXPECT_EQ(s.external_policy, traffic_policy::local);
+  EXPECT_EQ(s.internal_policy, traffic_policy::local);
+  EXPECT_EQ(s.load_balancer_ip, ip("198.18.0.60"));
+  ASSERT_EQ(s.source_ranges.size(), 2u);
+  EXPECT_EQ(s.source_ranges[1].len, 32);
+  EXPECT_TRUE(s.affinity_client_ip);
+  EXPECT_EQ(s.affinity_timeout, 600u);
+  EXPECT_EQ(s.ports[0].node_port, 31002);
+  // Status wins over spec.loadBalancerIP; hostname-only and IPv6 ingresses are skipped.
+  EXPECT_EQ(s.lb_addresses(), std::vector<uint32_t>{ip("198.18.0.61")});
+
+  // Defaults: no affinity (10800 s when turned on), Cluster policies.
+  auto plain = std::get<service>(parse_ok(service_with_port("{port: 80}"))[0]);
+  EXPECT_FALSE(plain.affinity_client_ip);
+  EXPECT_EQ(plain.affinity_timeout, 10800u);
+  EXPECT_EQ(plain.external_policy, traffic_policy::cluster);
+  EXPECT_EQ(plain.internal_policy, traffic_policy::cluster);
+}
+
+TEST(Manifest, BadServicePolicyFieldsNameTheField) {
+  struct row {
+    std::string spec;
+    std::string message;
+  };
+  const row rows[] = {
+      {"sessionAffinity: Sticky", "spec.sessionAffinity: must be None or ClientIP"},
+      {"sessionAffinity: ClientIP\n  sessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}",
+       "spec.sessionAffinityConfig.clientIP.timeoutSeconds: must be an integer 1-86400"},
+      {"sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}",
+       "timeoutSeconds: requires spec.sessionAffinity: ClientIP"},
+      {"externalTrafficPolicy: Nearby", "spec.externalTrafficPolicy: must be Cluster or Local"},
+      {"internalTrafficPolicy: local", "spec.internalTrafficPolicy: must be Cluster or Local"},
+      {"type: LoadBalancer\n  loadBalancerSourceRanges: [10.0.0.1]",
+       "spec.loadBalancerSourceRanges[0]: must be an IPv4 CIDR"},
+      {"type: LoadBalancer\n  loadBalancerIP: 300.1.1.1", "spec.loadBalancerIP: must be an IPv4"},
+      {"type: ClusterIP\n  ports: [{port: 80, nodePort: 30001}]",
+       "spec.ports[0].nodePort: may only be set for type NodePort or LoadBalancer"},
+  };
+  for (const auto& r : rows) {
+    std::string text = "apiVersion: v1\nkind: Service\nmetadata: {name: s}\nspec:\n  " + r.spec;
+    if (r.spec.find("ports:") == std::string::npos) text += "\n  ports: [{port: 80}]";
+    auto got = parse_manifests(text + "\n", "t.yaml");
+    ASSERT_FALSE(got.ok()) << r.spec;
+    EXPECT_NE(got.message().find("Service default/s"), std::string::npos) << got.message();
+    EXPECT_NE(got.message().find(r.message), std::string::npos) << got.message();
+  }
+}
+
+TEST(Manifest, NodeAndTerminatingPod) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Node
+metadata:
+  name: edge-1
+  labels: {topology.kubernetes.io/zone: zone-a}
+status:
+  addresses:
+  - {type: InternalIP, address: 198.18.0.254}
+  - {type: InternalIP, address: "fd00::1"}
+  - {type: Hostname, address: edge-1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: p, deletionTimestamp: "2026-11-27T10:00:00Z"}
+spec: {containers: [{name: c}]}
+status:
+  podIP: 198.18.1.11
+  conditions: [{type: Ready, status: "True"}]
+)");
+  ASSERT_EQ(objs.size(), 2u);
+  const auto& n = std::get<model::node>(objs[0]);
+  EXPECT_EQ(n.meta.name, "edge-1");
+  EXPECT_EQ(n.zone, "zone-a");
+  EXPECT_EQ(n.addresses, std::vector<uint32_t>{ip("198.18.0.254")});
+  const auto& p = std::get<pod>(objs[1]);
+  EXPECT_TRUE(p.ready);
+  EXPECT_TRUE(p.terminating);
 }
 
 TEST(Manifest, NamedTargetPort) {

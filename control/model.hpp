@@ -11,6 +11,7 @@
 #include <variant>
 #include <vector>
 
+#include "ferry/net.hpp"
 #include "ferry/result.hpp"
 
 namespace ferry::model {
@@ -39,6 +40,9 @@ struct service_port {
 
 enum class service_type { cluster_ip, node_port, load_balancer, external_name };
 
+/// externalTrafficPolicy / internalTrafficPolicy: any endpoint, or only this node's.
+enum class traffic_policy : uint8_t { cluster, local };
+
 struct service {
   object_meta meta;
   service_type type = service_type::cluster_ip;
@@ -48,6 +52,31 @@ struct service {
   std::vector<service_port> ports;
   std::vector<uint32_t> external_ips;  // spec.externalIPs
   std::string external_name;           // spec.externalName
+  bool affinity_client_ip = false;     // spec.sessionAffinity: ClientIP
+  uint32_t affinity_timeout = 10800;   // sessionAffinityConfig.clientIP.timeoutSeconds
+  traffic_policy external_policy = traffic_policy::cluster;
+  traffic_policy internal_policy = traffic_policy::cluster;
+  std::optional<uint32_t> load_balancer_ip;  // spec.loadBalancerIP
+  std::vector<ipv4_prefix> source_ranges;    // spec.loadBalancerSourceRanges
+  bool allocate_node_ports = true;           // spec.allocateLoadBalancerNodePorts
+  /// status.loadBalancer.ingress[].ip, or the address ferry allocated from its pool.
+  std::vector<uint32_t> lb_ingress;
+  bool lb_allocated = false;  // lb_ingress came from ferry's pool (kept across updates)
+
+  /// The load balancer's addresses: status ingress (or ferry's pick), else spec.loadBalancerIP.
+  std::vector<uint32_t> lb_addresses() const {
+    if (!lb_ingress.empty()) return lb_ingress;
+    if (load_balancer_ip) return {*load_balancer_ip};
+    return {};
+  }
+  bool has_node_ports() const {
+    return type == service_type::node_port ||
+           (type == service_type::load_balancer && allocate_node_ports);
+  }
+  /// Forwarded at all: headless and ExternalName Services exist for DNS only.
+  bool forwarded() const {
+    return cluster_ip && !headless && type != service_type::external_name;
+  }
 
   bool operator==(const service&) const = default;
 };
@@ -109,15 +138,26 @@ struct pod {
   object_meta meta;
   std::optional<uint32_t> ip;  // status.podIP
   bool ready = false;          // status.conditions[type=Ready].status == "True"
+  bool terminating = false;    // metadata.deletionTimestamp is set
   std::string node_name;       // spec.nodeName
   std::vector<container_port> ports;
 
   bool operator==(const pod&) const = default;
 };
 
-using object = std::variant<service, endpoint_slice, endpoints, pod>;
+/// v1 Node: its addresses and topology labels (this node's name says which endpoints are
+/// local; see node_config::node_name).
+struct node {
+  object_meta meta;
+  std::vector<uint32_t> addresses;  // status.addresses[] InternalIP and ExternalIP (IPv4)
+  std::string zone;                 // label topology.kubernetes.io/zone
 
-/// "Service", "EndpointSlice", "Endpoints" or "Pod".
+  bool operator==(const node&) const = default;
+};
+
+using object = std::variant<service, endpoint_slice, endpoints, pod, node>;
+
+/// "Service", "EndpointSlice", "Endpoints", "Pod" or "Node".
 std::string_view kind_name(const object& obj);
 const object_meta& meta_of(const object& obj);
 

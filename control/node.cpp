@@ -43,8 +43,9 @@ result<std::vector<document>> read_documents(const std::string& path) {
 node::node(const node_config& cfg, publish_fn publish)
     : cfg_(cfg),
       publish_(std::move(publish)),
-      store_(cfg.service_cidr),
-      compiler_(cfg.maglev_max_size, cfg.max_service_ports) {}
+      store_(service_ranges{cfg.service_cidr, cfg.node_port_min, cfg.node_port_max,
+                            cfg.load_balancer_pool}),
+      compiler_(cfg.maglev_max_size, cfg.max_service_ports, cfg.node_name) {}
 
 namespace {
 
@@ -57,9 +58,9 @@ void touch(const model::object& obj, dirty_set& d) {
           d.services.insert({o.meta.ns, o.meta.name});
         } else if constexpr (std::is_same_v<T, model::endpoint_slice>) {
           d.services.insert({o.meta.ns, o.service_name});
-        } else {
-          d.namespaces.insert(o.meta.ns);  // a Pod: any selector in its namespace may match
-        }
+        } else if constexpr (std::is_same_v<T, model::pod>) {
+          d.namespaces.insert(o.meta.ns);  // any selector in its namespace may match
+        }  // a Node bears on no Service
       },
       obj);
 }
@@ -169,58 +170,120 @@ std::string endpoint_text(const backend& b) {
 
 }  // namespace
 
+namespace {
+
+const char* policy_name(model::traffic_policy p) {
+  return p == model::traffic_policy::local ? "Local" : "Cluster";
+}
+
+json addresses_json(const std::vector<uint32_t>& ips) {
+  json out = json::array();
+  for (uint32_t ip : ips) out.push_back(format_ipv4(ip));
+  return out;
+}
+
+json service_json(const model::service& svc, const endpoint_index& endpoints) {
+  json ports = json::array();
+  size_t ready = 0;
+  for (const auto& p : svc.ports) {
+    json target;
+    if (const auto* n = std::get_if<uint16_t>(&p.target_port)) {
+      target = *n ? *n : p.port;
+    } else {
+      target = std::get<std::string>(p.target_port);
+    }
+    ports.push_back({{"name", p.name},
+                     {"port", p.port},
+                     {"protocol", proto_name(p.protocol)},
+                     {"target_port", target},
+                     {"node_port", p.node_port}});
+    for (const auto& b : select_backends(endpoints.resolve(svc, p), "", false)) {
+      ready += b.weight > 0;
+    }
+  }
+  json ranges = json::array();
+  for (const auto& r : svc.source_ranges) {
+    ranges.push_back(format_ipv4(r.addr & r.mask()) + "/" + std::to_string(r.len));
+  }
+  const bool lb = svc.type == model::service_type::load_balancer;
+  json out = {{"namespace", svc.meta.ns},
+              {"name", svc.meta.name},
+              {"type", type_name(svc.type)},
+              {"cluster_ip", svc.headless     ? "None"
+                             : svc.cluster_ip ? format_ipv4(*svc.cluster_ip)
+                                              : ""},
+              {"external_ips", addresses_json(svc.external_ips)},
+              {"load_balancer", addresses_json(lb ? svc.lb_addresses() : std::vector<uint32_t>{})},
+              {"load_balancer_pending", lb && svc.lb_addresses().empty()},
+              {"load_balancer_allocated", svc.lb_allocated},
+              {"load_balancer_source_ranges", ranges},
+              {"ports", ports},
+              {"session_affinity", svc.affinity_client_ip ? "ClientIP" : "None"},
+              {"external_traffic_policy", policy_name(svc.external_policy)},
+              {"internal_traffic_policy", policy_name(svc.internal_policy)},
+              {"ready_endpoints", ready}};
+  if (svc.affinity_client_ip) out["affinity_timeout_seconds"] = svc.affinity_timeout;
+  if (svc.type == model::service_type::external_name) out["external_name"] = svc.external_name;
+  return out;
+}
+
+// Every endpoint of every port, with the conditions and node kube-proxy decides on.
+json endpoints_json(const model::service& svc, const endpoint_index& endpoints,
+                    const std::string& node_name) {
+  json eps = json::array();
+  json draining = json::array();
+  json details = json::array();
+  for (const auto& p : svc.ports) {
+    const auto refs = endpoints.resolve(svc, p);
+    for (const auto& b : select_backends(refs, "", false)) {
+      (b.weight ? eps : draining).push_back(endpoint_text(b));
+    }
+    for (const auto& e : refs) {
+      details.push_back({{"address", format_ipv4(e.ip)},
+                         {"port", e.port},
+                         {"port_name", p.name},
+                         {"protocol", proto_name(p.protocol)},
+                         {"ready", e.ready},
+                         {"serving", e.serving},
+                         {"terminating", e.terminating},
+                         {"node", std::string(e.node)},
+                         {"local", !e.node.empty() && e.node == node_name}});
+    }
+  }
+  return {{"namespace", svc.meta.ns},
+          {"name", svc.meta.name},
+          {"endpoints", eps},
+          {"draining", draining},
+          {"details", details}};
+}
+
+}  // namespace
+
 json node::get(const std::string& resource, const std::string& ns) const {
   json items = json::array();
   const endpoint_index endpoints(store_);
   for (const auto& [key, so] : store_.objects()) {
     const auto& meta = model::meta_of(so.obj);
-    if (!ns.empty() && meta.ns != ns) continue;
+    if (!ns.empty() && meta.ns != ns && resource != "nodes") continue;
     if (const auto* svc = std::get_if<model::service>(&so.obj)) {
       if (resource == "services") {
-        json ports = json::array();
-        size_t ready = 0;
-        for (const auto& p : svc->ports) {
-          json target;
-          if (const auto* n = std::get_if<uint16_t>(&p.target_port)) {
-            target = *n ? *n : p.port;
-          } else {
-            target = std::get<std::string>(p.target_port);
-          }
-          ports.push_back({{"name", p.name},
-                           {"port", p.port},
-                           {"protocol", proto_name(p.protocol)},
-                           {"target_port", target},
-                           {"node_port", p.node_port}});
-          for (const auto& b : endpoints.resolve(*svc, p)) ready += b.weight > 0;
-        }
-        items.push_back({{"namespace", meta.ns},
-                         {"name", meta.name},
-                         {"type", type_name(svc->type)},
-                         {"cluster_ip", svc->headless     ? "None"
-                                        : svc->cluster_ip ? format_ipv4(*svc->cluster_ip)
-                                                          : ""},
-                         {"ports", ports},
-                         {"ready_endpoints", ready},
-                         {"source", source_name(so.from)}});
+        items.push_back(service_json(*svc, endpoints));
+        items.back()["source"] = source_name(so.from);
       } else if (resource == "endpoints") {
-        json eps = json::array();
-        json draining = json::array();
-        for (const auto& p : svc->ports) {
-          for (const auto& b : endpoints.resolve(*svc, p)) {
-            (b.weight ? eps : draining).push_back(endpoint_text(b));
-          }
-        }
-        items.push_back({{"namespace", meta.ns},
-                         {"name", meta.name},
-                         {"endpoints", eps},
-                         {"draining", draining}});
+        items.push_back(endpoints_json(*svc, endpoints, cfg_.node_name));
       }
     } else if (const auto* pod = std::get_if<model::pod>(&so.obj); pod && resource == "pods") {
       items.push_back({{"namespace", meta.ns},
                        {"name", meta.name},
                        {"ready", pod->ready},
+                       {"terminating", pod->terminating},
                        {"ip", pod->ip ? format_ipv4(*pod->ip) : ""},
                        {"node", pod->node_name}});
+    } else if (const auto* n = std::get_if<model::node>(&so.obj); n && resource == "nodes") {
+      items.push_back({{"name", meta.name},
+                       {"addresses", addresses_json(n->addresses)},
+                       {"zone", n->zone},
+                       {"this_node", meta.name == cfg_.node_name}});
     }
   }
   return {{"items", items}};
@@ -276,7 +339,8 @@ json node::handle(const json& req) {
       if (!flows_) return refused("flows are not available");
       return ok(flows_(req));
     }
-    if (resource != "services" && resource != "endpoints" && resource != "pods") {
+    if (resource != "services" && resource != "endpoints" && resource != "pods" &&
+        resource != "nodes") {
       return refused("unknown resource \"" + resource + "\"");
     }
     return ok(get(resource, ns));

@@ -3,6 +3,7 @@
 #include <set>
 
 #include "ferry/hash.hpp"
+#include "ferry/snapshot.hpp"
 
 namespace ferry::control {
 
@@ -37,18 +38,144 @@ const model::service* as_service(const stored_object* so) {
 
 }  // namespace
 
-std::optional<uint32_t> store::allocate(const std::string& name,
-                                        const std::function<bool(uint32_t)>& is_free) const {
-  // Usable addresses: all but the network and broadcast address (a /31 or /32 has no such).
-  const uint64_t span = uint64_t{1} << (32 - service_cidr_.len);
-  const auto size = static_cast<uint32_t>(span > 2 ? span - 2 : span);
-  const uint32_t base = (service_cidr_.addr & service_cidr_.mask()) + (span > 2 ? 1 : 0);
+std::vector<frontend> frontends_of(const model::service& svc) {
+  std::vector<frontend> out;
+  if (!svc.forwarded()) return out;
+  auto each_port = [&](uint32_t ip, const std::string& field) {
+    for (const auto& p : svc.ports) out.push_back({service_key(ip, p.protocol, p.port), field});
+  };
+  each_port(*svc.cluster_ip, "spec.clusterIP");
+  for (size_t i = 0; i < svc.external_ips.size(); ++i) {
+    each_port(svc.external_ips[i], "spec.externalIPs[" + std::to_string(i) + "]");
+  }
+  if (svc.type == model::service_type::load_balancer) {
+    for (uint32_t ip : svc.lb_addresses()) each_port(ip, "status.loadBalancer.ingress");
+  }
+  if (svc.type == model::service_type::node_port ||
+      svc.type == model::service_type::load_balancer) {
+    for (size_t i = 0; i < svc.ports.size(); ++i) {
+      const auto& p = svc.ports[i];
+      if (p.node_port) {
+        out.push_back({service_key(0, p.protocol, p.node_port),
+                       "spec.ports[" + std::to_string(i) + "].nodePort"});
+      }
+    }
+  }
+  return out;
+}
+
+namespace {
+
+std::string frontend_text(uint64_t key) {
+  auto ip = static_cast<uint32_t>(key >> 32);
+  auto port = std::to_string((key >> 8) & 0xffff);
+  const char* proto = proto_name(key & 0xff);
+  return ip ? format_ipv4(ip) + ":" + port + "/" + proto : "node port " + port + "/" + proto;
+}
+
+std::string range_text(const ipv4_prefix& p) {
+  return format_ipv4(p.addr & p.mask()) + "/" + std::to_string(p.len);
+}
+
+// The addresses of a prefix that can be handed out: all but the network and broadcast
+// address (a /31 or /32 has no such).
+std::pair<uint32_t, uint32_t> usable(const ipv4_prefix& p) {
+  const uint64_t span = uint64_t{1} << (32 - p.len);
+  return {(p.addr & p.mask()) + (span > 2 ? 1 : 0),
+          static_cast<uint32_t>(span > 2 ? span - 2 : span)};
+}
+
+}  // namespace
+
+std::optional<uint32_t> store::allocate(const std::string& name, uint32_t first, uint32_t size,
+                                        const std::function<bool(uint32_t)>& is_free) {
+  if (size == 0) return std::nullopt;
   const auto start = static_cast<uint32_t>(hash2(std::hash<std::string>{}(name), 0, 7) % size);
   for (uint32_t i = 0; i < size; ++i) {
-    uint32_t ip = base + (start + i) % size;
-    if (is_free(ip)) return ip;
+    uint32_t v = first + (start + i) % size;
+    if (is_free(v)) return v;
   }
   return std::nullopt;
+}
+
+std::optional<uint32_t> store::allocate_cluster_ip(
+    const std::string& name, const std::function<bool(uint32_t)>& is_free) const {
+  auto [first, size] = usable(ranges_.service_cidr);
+  return allocate(name, first, size, is_free);
+}
+
+result<void> store::settle_service(
+    model::service& svc, const std::string& name, const model::service* before,
+    const std::function<std::optional<key>(uint64_t)>& frontend_holder,
+    const std::function<bool(uint32_t)>& address_taken) const {
+  using model::service_type;
+  auto refuse = [&](const std::string& field, const std::string& why) {
+    return make_error("Service " + name + ": " + field + ": " + why);
+  };
+  if (!svc.cluster_ip && !svc.headless && svc.type != service_type::external_name) {
+    if (before && before->cluster_ip) {
+      svc.cluster_ip = before->cluster_ip;  // fixed for the Service's life
+    } else if (auto ip = allocate_cluster_ip(name, [&](uint32_t a) { return !address_taken(a); })) {
+      svc.cluster_ip = *ip;
+    } else {
+      return refuse("spec.clusterIP", "no free address left in " + range_text(ranges_.service_cidr));
+    }
+  } else if (svc.cluster_ip && !ranges_.service_cidr.contains(*svc.cluster_ip)) {
+    return refuse("spec.clusterIP", format_ipv4(*svc.cluster_ip) + " is not in the service range " +
+                                        range_text(ranges_.service_cidr) +
+                                        " ([services] service_cidr)");
+  }
+
+  const std::string range = std::to_string(ranges_.node_port_min) + "-" +
+                            std::to_string(ranges_.node_port_max);
+  std::set<uint16_t> taken_here;  // nodePorts of this Service's earlier ports
+  for (size_t i = 0; i < svc.ports.size(); ++i) {
+    auto& p = svc.ports[i];
+    const std::string field = "spec.ports[" + std::to_string(i) + "].nodePort";
+    if (p.node_port) {
+      if (p.node_port < ranges_.node_port_min || p.node_port > ranges_.node_port_max) {
+        return refuse(field, std::to_string(p.node_port) + " is outside the node port range " +
+                                 range + " ([services] node_port_range)");
+      }
+    } else if (svc.has_node_ports()) {
+      for (const auto& b : before ? before->ports : std::vector<model::service_port>{}) {
+        if (b.port == p.port && b.protocol == p.protocol) p.node_port = b.node_port;
+      }
+      if (!p.node_port || taken_here.count(p.node_port)) {
+        // A port number is handed out once, whatever the protocol (as the API server does).
+        auto free = [&](uint32_t v) {
+          return !taken_here.count(static_cast<uint16_t>(v)) &&
+                 !frontend_holder(service_key(0, kProtoTcp, static_cast<uint16_t>(v))) &&
+                 !frontend_holder(service_key(0, kProtoUdp, static_cast<uint16_t>(v)));
+        };
+        auto v = allocate(name + ":" + std::to_string(p.port) + "/" + proto_name(p.protocol),
+                          ranges_.node_port_min,
+                          ranges_.node_port_max - ranges_.node_port_min + 1u, free);
+        if (!v) return refuse(field, "no free port left in the node port range " + range);
+        p.node_port = static_cast<uint16_t>(*v);
+      }
+    }
+    if (p.node_port) taken_here.insert(p.node_port);
+  }
+
+  svc.lb_allocated = false;
+  if (svc.type == service_type::load_balancer && svc.lb_ingress.empty() && !svc.load_balancer_ip) {
+    if (before && before->lb_allocated && !before->lb_ingress.empty()) {
+      svc.lb_ingress = before->lb_ingress;
+      svc.lb_allocated = true;
+    }
+    for (const auto& pool : ranges_.load_balancer_pool) {
+      if (svc.lb_allocated) break;
+      auto [first, size] = usable(pool);
+      if (auto ip = allocate(name, first, size, [&](uint32_t a) { return !address_taken(a); })) {
+        svc.lb_ingress = {*ip};
+        svc.lb_allocated = true;
+      }
+    }
+    // With no pool, or the pool used up, the Service waits with no address (kubectl shows
+    // <pending>), as it would in a cluster without a load balancer controller.
+  }
+  return {};
 }
 
 void store::put(const key& k, std::optional<stored_object> obj) {
@@ -57,6 +184,12 @@ void store::put(const key& k, std::optional<stored_object> obj) {
   if (const auto* svc = as_service(old); svc && svc->cluster_ip) {
     auto ip = cluster_ips_.find(*svc->cluster_ip);
     if (ip != cluster_ips_.end() && ip->second == k) cluster_ips_.erase(ip);
+  }
+  if (const auto* svc = as_service(old)) {
+    for (const auto& f : frontends_of(*svc)) {
+      auto it2 = frontends_.find(f.key);
+      if (it2 != frontends_.end() && it2->second == k) frontends_.erase(it2);
+    }
   }
   if (const auto* s = old ? std::get_if<model::endpoint_slice>(&old->obj) : nullptr) {
     auto names = slices_.find({s->meta.ns, s->service_name});
@@ -71,6 +204,9 @@ void store::put(const key& k, std::optional<stored_object> obj) {
   }
   if (const auto* svc = as_service(&*obj); svc && svc->cluster_ip)
     cluster_ips_[*svc->cluster_ip] = k;
+  if (const auto* svc = as_service(&*obj)) {
+    for (const auto& f : frontends_of(*svc)) frontends_[f.key] = k;
+  }
   if (const auto* s = std::get_if<model::endpoint_slice>(&obj->obj))
     slices_[{s->meta.ns, s->service_name}].insert(s->meta.name);
   objects_.insert_or_assign(k, std::move(*obj));
@@ -98,24 +234,46 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
     return std::nullopt;
   };
 
+  // The same for frontends (address:port/protocol, NodePorts with address 0).
+  std::map<uint64_t, key> claimed_frontends;
+  auto frontend_holder = [&](uint64_t f) -> std::optional<key> {
+    if (auto c = claimed_frontends.find(f); c != claimed_frontends.end()) return c->second;
+    if (auto u = frontends_.find(f); u != frontends_.end()) {
+      const auto* now = as_service(current(u->second));
+      if (now) {
+        for (const auto& mine : frontends_of(*now)) {
+          if (mine.key == f) return u->second;
+        }
+      }
+    }
+    return std::nullopt;
+  };
+  // Any address a Service takes traffic on (ClusterIP, externalIP or load balancer address).
+  auto address_taken = [&](uint32_t ip) {
+    if (holder(ip)) return true;
+    for (auto* m : {&claimed_frontends, &frontends_}) {
+      auto it = m->lower_bound(uint64_t{ip} << 32);
+      if (it != m->end() && (it->first >> 32) == ip) return true;
+    }
+    return false;
+  };
+
   std::vector<change> changes;
   for (auto& obj : objects) {
     key k = key_of(obj);
     if (auto* svc = std::get_if<model::service>(&obj)) {
       std::string name = svc->meta.ns + "/" + svc->meta.name;
       const auto* before = as_service(current(k));
-      if (!svc->cluster_ip && !svc->headless && svc->type != model::service_type::external_name) {
-        if (before && before->cluster_ip) {
-          svc->cluster_ip = before->cluster_ip;  // fixed for the Service's life
-        } else if (auto ip = allocate(name, [&](uint32_t a) { return !holder(a); })) {
-          svc->cluster_ip = *ip;
-        } else {
-          return make_error("Service " + name + ": spec.clusterIP: no free address left in " +
-                            format_ipv4(service_cidr_.addr) + "/" +
-                            std::to_string(service_cidr_.len));
-        }
+      if (auto r = settle_service(*svc, name, before, frontend_holder, address_taken); !r) {
+        return r.err();
       }
       if (before && before->cluster_ip) claimed.erase(*before->cluster_ip);
+      if (before) {
+        for (const auto& f : frontends_of(*before)) {
+          if (auto c = claimed_frontends.find(f.key); c != claimed_frontends.end() && c->second == k)
+            claimed_frontends.erase(c);
+        }
+      }
       if (svc->cluster_ip) {
         if (auto other = holder(*svc->cluster_ip); other && *other != k) {
           return make_error("Service " + name +
@@ -124,6 +282,18 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
         }
         claimed[*svc->cluster_ip] = k;
       }
+      std::map<uint64_t, std::string> mine;
+      for (const auto& f : frontends_of(*svc)) {
+        if (auto [it, fresh] = mine.emplace(f.key, f.field); !fresh) {
+          return make_error("Service " + name + ": " + f.field + ": " + frontend_text(f.key) +
+                            " is also used by " + it->second + " of the same Service");
+        }
+        if (auto other = frontend_holder(f.key); other && *other != k) {
+          return make_error("Service " + name + ": " + f.field + ": " + frontend_text(f.key) +
+                            " is already used by " + describe(*other));
+        }
+      }
+      for (const auto& [f, field] : mine) claimed_frontends[f] = k;
     }
     const stored_object* before = current(k);
     std::string action = !before ? "created" : before->obj == obj ? "unchanged" : "configured";

@@ -31,18 +31,37 @@ struct stored_object {
   source from = source::file;
 };
 
+/// The address and port ranges Services draw from (the [services] config table).
+struct service_ranges {
+  ipv4_prefix service_cidr{0x0a600000, 12};
+  uint16_t node_port_min = 30000, node_port_max = 32767;
+  std::vector<ipv4_prefix> load_balancer_pool;
+};
+
+/// One address:port/protocol a Service takes traffic on (a NodePort has address 0), and the
+/// manifest field it comes from, for messages.
+struct frontend {
+  uint64_t key;  // service_key(address, protocol, port)
+  std::string field;
+};
+std::vector<frontend> frontends_of(const model::service& svc);
+
 class store {
  public:
-  explicit store(ipv4_prefix service_cidr) : service_cidr_(service_cidr) {}
+  explicit store(service_ranges ranges) : ranges_(std::move(ranges)) {}
+  explicit store(ipv4_prefix service_cidr) : store(service_ranges{.service_cidr = service_cidr}) {}
 
   using key = std::tuple<std::string, std::string, std::string>;  // kind, ns, name
 
   /// What a change replaced, so it can be taken back (nullopt: the key was absent).
   using undo_log = std::vector<std::pair<key, std::optional<stored_object>>>;
 
-  /// Adds or replaces objects. Services without a ClusterIP get one from the service CIDR
-  /// (kept across updates). Refused whole, naming the object, when a ClusterIP is taken by
-  /// another Service or the CIDR is exhausted. Costs O(batch x log(store)), not O(store).
+  /// Adds or replaces objects. Services without a ClusterIP get one from the service CIDR,
+  /// NodePort and LoadBalancer ports without a nodePort get one from the node port range,
+  /// and LoadBalancers without an address get one from the pool (all kept across updates).
+  /// Refused whole, naming the object, the field and the other owner, when a ClusterIP is
+  /// outside the CIDR or taken, a nodePort is outside the range, two Services claim one
+  /// address:port/protocol, or a range is exhausted. Costs O(batch x log(store)).
   result<std::vector<change>> apply(std::vector<model::object> objects, source from,
                                     undo_log* undo = nullptr);
 
@@ -64,16 +83,27 @@ class store {
   uint64_t version() const { return version_; }
 
  private:
-  // A deterministic ClusterIP for a Service: from a hash of its name, the next free address.
-  std::optional<uint32_t> allocate(const std::string& name,
-                                   const std::function<bool(uint32_t)>& is_free) const;
+  // A deterministic pick for a Service: from a hash of its name, the next free value of
+  // [first, first + size).
+  static std::optional<uint32_t> allocate(const std::string& name, uint32_t first, uint32_t size,
+                                          const std::function<bool(uint32_t)>& is_free);
+  std::optional<uint32_t> allocate_cluster_ip(const std::string& name,
+                                              const std::function<bool(uint32_t)>& is_free) const;
+
+  // Fills in what a Service leaves to the cluster (ClusterIP, nodePorts, load balancer
+  // address), reusing what `before` had, and checks what it names against the ranges.
+  result<void> settle_service(model::service& svc, const std::string& name,
+                              const model::service* before,
+                              const std::function<std::optional<key>(uint64_t)>& frontend_holder,
+                              const std::function<bool(uint32_t)>& address_taken) const;
 
   // Replaces (or with nullopt erases) one object, keeping the indexes in step.
   void put(const key& k, std::optional<stored_object> obj);
 
-  ipv4_prefix service_cidr_;
+  service_ranges ranges_;
   std::map<key, stored_object> objects_;
   std::map<uint32_t, key> cluster_ips_;  // ClusterIP -> the Service holding it
+  std::map<uint64_t, key> frontends_;    // every Service's frontend keys -> the Service
   // (namespace, service) -> its EndpointSlices' names: a change resolves one Service
   // without walking every slice in the namespace.
   std::map<std::pair<std::string, std::string>, std::set<std::string>> slices_;

@@ -294,10 +294,20 @@ TEST(store, zero_length_service_cidr_allocates_an_address) {
 
 TEST(store, explicit_cluster_ip_is_kept) {
   store st(cidr());
-  apply_ok(st, service_yaml("web", "10.96.0.10"));  // outside the CIDR is allowed when named
+  apply_ok(st, service_yaml("web", "198.19.7.10"));
   auto svc = find_service(st, "web");
   ASSERT_TRUE(svc->cluster_ip);
-  EXPECT_EQ(*svc->cluster_ip, ip("10.96.0.10"));
+  EXPECT_EQ(*svc->cluster_ip, ip("198.19.7.10"));
+}
+
+TEST(store, cluster_ip_outside_the_service_range_is_refused) {
+  store st(cidr());
+  auto r = st.apply(parse(service_yaml("web", "10.96.0.10")), source::file);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.message(),
+            "Service default/web: spec.clusterIP: 10.96.0.10 is not in the service range "
+            "198.19.0.0/16 ([services] service_cidr)");
+  EXPECT_TRUE(st.objects().empty());
 }
 
 TEST(store, explicit_cluster_ip_is_kept_when_reapplied_without_one) {

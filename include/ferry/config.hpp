@@ -31,6 +31,7 @@ struct conntrack_config {
   uint32_t tcp_established_timeout = 86400;
   uint32_t tcp_closing_timeout = 30;
   uint32_t udp_timeout = 30;
+  uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
 };
 
 struct node_config {
@@ -47,7 +48,10 @@ struct node_config {
   conntrack_config conntrack;
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
-  ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs for Services that name none
+  ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against
+  uint16_t node_port_min = 30000;            // node_port_range: allocated and allowed nodePorts
+  uint16_t node_port_max = 32767;
+  std::vector<ipv4_prefix> load_balancer_pool;  // LoadBalancer addresses ferry hands out
   uint32_t icmp_unreachable_rate = 100;      // per second per worker, for no-endpoint answers
   uint32_t neighbor_timeout = 300;           // seconds an ARP answer stays valid
   uint32_t neighbor_hold_ms = 1000;          // how long a packet waits for ARP before a drop

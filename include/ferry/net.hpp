@@ -26,6 +26,7 @@ struct ipv4_prefix {
   uint8_t len = 0;
   uint32_t mask() const { return len == 0 ? 0 : ~uint32_t{0} << (32 - len); }
   bool contains(uint32_t a) const { return (a & mask()) == (addr & mask()); }
+  bool operator==(const ipv4_prefix&) const = default;
 };
 
 /// Parses "198.18.0.254/24" (or a bare address, which is /32).

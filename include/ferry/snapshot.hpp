@@ -15,6 +15,7 @@
 
 #include "ferry/flat_map.hpp"
 #include "ferry/maglev.hpp"
+#include "ferry/net.hpp"
 
 namespace ferry {
 
@@ -22,24 +23,51 @@ struct backend {
   uint32_t ip = 0;  // host order
   uint16_t port = 0;
   uint16_t weight = 1;  // 0: draining, gets no new flows
+  bool local = false;   // on this node (its endpoint's nodeName is the node's name)
+
+  bool operator==(const backend&) const = default;
 };
 
-/// One (virtual IP, protocol, port) and the backends behind it.
+/// One frontend of a Service port: (ClusterIP, externalIP or load balancer address,
+/// protocol, port), or a NodePort (vip 0, on every node address), and the backends behind it.
 struct service_port_entry {
   uint32_t id = 0;  // stable slot in the per-worker service counters
   uint32_t vip = 0;
   uint16_t port = 0;
   uint8_t proto = 0;
+  bool external = false;     // NodePort, LB or externalIP: externalTrafficPolicy applies
+  bool snat_remote = false;  // external with policy Cluster: SNAT to a backend off this node
+  bool drop_empty = false;   // no backend for the policy, but the Service has endpoints:
+                             // drop (kube-proxy's "no local endpoints"); else reject
+  uint32_t affinity_timeout = 0;  // seconds; 0: no sessionAffinity
+  uint64_t affinity_key = 0;      // the Service port (shared by all its frontends)
+  std::vector<ipv4_prefix> source_ranges;  // LB frontends: allowed clients (empty: any)
   std::string name;               // "namespace/service:port-name" for stats
-  std::vector<backend> backends;  // every endpoint, draining ones included
+  std::vector<backend> backends;  // sorted by (ip, port); draining ones included
   std::vector<uint16_t> maglev;   // indices into backends; size is a prime
   bool has_active = false;        // some backend has weight > 0
 
   /// Backend for a flow hash; only valid when has_active.
   const backend& pick(uint64_t hash) const { return backends[maglev[hash % maglev.size()]]; }
+  /// The backend at ip:port if it still takes new flows (affinity checks), else nullptr.
+  const backend* active(uint32_t ip, uint16_t port) const {
+    auto it = std::lower_bound(backends.begin(), backends.end(), std::pair(ip, port),
+                               [](const backend& b, std::pair<uint32_t, uint16_t> k) {
+                                 return std::pair(b.ip, b.port) < k;
+                               });
+    return it != backends.end() && it->ip == ip && it->port == port && it->weight ? &*it : nullptr;
+  }
+  bool allows(uint32_t client) const {
+    if (source_ranges.empty()) return true;
+    for (const auto& r : source_ranges) {
+      if (r.contains(client)) return true;
+    }
+    return false;
+  }
 };
 
-/// Key of the VIP and backend tables: address, port and protocol in one word.
+/// Key of the VIP and backend tables: address, port and protocol in one word. NodePorts are
+/// keyed with address 0.
 constexpr uint64_t service_key(uint32_t ip, uint8_t proto, uint16_t port) {
   return (uint64_t{ip} << 32) | (uint64_t{port} << 8) | proto;
 }
@@ -52,6 +80,13 @@ struct snapshot {
   /// un-NAT a reply that has no connection entry (table full, or after a restart). Points
   /// into vips of the same snapshot.
   sharded_map<const service_port_entry*> backends;
+  /// Load balancer and external addresses, sorted: ferry answers ARP for them on the port
+  /// whose subnet holds them.
+  std::shared_ptr<const std::vector<uint32_t>> announced;
+
+  bool announces(uint32_t ip) const {
+    return announced && std::binary_search(announced->begin(), announced->end(), ip);
+  }
 
   /// Every service port in key order (control thread: stats and tests; O(n log n)).
   std::vector<const service_port_entry*> ports() const {
