@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "affinity.hpp"
 #include "conntrack.hpp"
 #include "ferry/config.hpp"
 #include "ferry/counters.hpp"
@@ -51,6 +52,7 @@ struct dataplane {
   std::vector<route_entry> routes;  // longest prefix first; connected subnets included
   std::unique_ptr<conntrack> ct;
   std::unique_ptr<neighbor_table> neighbors;
+  std::unique_ptr<affinity_table> affinity;
   std::atomic<const snapshot*> snap{nullptr};
   rte_rcu_qsbr* qsbr = nullptr;
   rte_mempool* pool = nullptr;
@@ -60,6 +62,7 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
+  unsigned workers = 1;  // each takes its own slice of the SNAT source ports
   std::atomic<bool> stop{false};
 
   const route_entry* route(uint32_t dst) const {
@@ -73,6 +76,10 @@ struct dataplane {
       if (p.addr == ip) return true;
     }
     return false;
+  }
+  /// Affinity time now, in affinity_table ticks.
+  uint16_t affinity_now(uint64_t tsc) const {
+    return static_cast<uint16_t>(tsc / (tsc_hz * affinity_table::kTickSeconds));
   }
 };
 

@@ -58,6 +58,8 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.flows_foreign += c.flows_foreign.get();
     t.stateless_forward += c.stateless_forward.get();
     t.stateless_reply += c.stateless_reply.get();
+    t.affinity_reused += c.affinity_reused.get();
+    t.snat_flows += c.snat_flows.get();
     t.arp_requests_sent += c.arp_requests_sent.get();
     t.arp_replies_sent += c.arp_replies_sent.get();
     t.icmp_echo_replies += c.icmp_echo_replies.get();

@@ -39,7 +39,8 @@ struct totals {
   std::vector<port_stats> ports;
   uint64_t drops[kNumDrops] = {};
   uint64_t flows_created = 0, flows_picked_up = 0, flows_expired = 0, flows_table_full = 0,
-           flows_foreign = 0, stateless_forward = 0, stateless_reply = 0;
+           flows_foreign = 0, stateless_forward = 0, stateless_reply = 0, affinity_reused = 0,
+           snat_flows = 0;
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;
   std::vector<uint64_t> per_worker_rx, per_worker_foreign;

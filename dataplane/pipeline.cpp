@@ -111,7 +111,15 @@ void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   w.counters.neighbor_held.add();
 }
 
-void handle_arp(worker& w, rte_mbuf* m, uint16_t in_port) {
+// Load balancer and external addresses of the snapshot are answered for on the port whose
+// subnet holds them (what MetalLB's layer-2 mode does for a cluster).
+bool announced_on(const worker& w, const snapshot* snap, uint32_t ip, uint16_t port) {
+  if (!snap || !snap->announces(ip)) return false;
+  const route_entry* r = w.dp->route(ip);
+  return r && !r->via && r->port == port;
+}
+
+void handle_arp(worker& w, const snapshot* snap, rte_mbuf* m, uint16_t in_port) {
   if (m->data_len < kEthHdr + sizeof(rte_arp_hdr)) return free_drop(w, m, drop::arp_malformed);
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   auto* arp = reinterpret_cast<rte_arp_hdr*>(eth + 1);
@@ -123,7 +131,7 @@ void handle_arp(worker& w, rte_mbuf* m, uint16_t in_port) {
   const port_info& p = w.dp->ports[in_port];
   uint32_t sip = rte_be_to_cpu_32(arp->arp_data.arp_sip);
   uint32_t tip = rte_be_to_cpu_32(arp->arp_data.arp_tip);
-  bool for_us = tip == p.addr;
+  bool for_us = tip == p.addr || (tip && announced_on(w, snap, tip, in_port));
   // Learn the sender when it talks to us; refresh (never create) from other ARP traffic.
   if (sip != 0) {
     if (auto* e = w.dp->neighbors->get(in_port, sip, for_us)) {
@@ -139,7 +147,7 @@ void handle_arp(worker& w, rte_mbuf* m, uint16_t in_port) {
   arp->arp_data.arp_tha = arp->arp_data.arp_sha;
   arp->arp_data.arp_tip = arp->arp_data.arp_sip;
   arp->arp_data.arp_sha = p.mac;
-  arp->arp_data.arp_sip = rte_cpu_to_be_32(p.addr);
+  arp->arp_data.arp_sip = rte_cpu_to_be_32(tip);
   eth->dst_addr = eth->src_addr;
   eth->src_addr = p.mac;
   w.counters.arp_replies_sent.add();
@@ -282,16 +290,49 @@ bool needs_masquerade(const dataplane& dp, uint32_t client, uint32_t backend, ui
   return true;
 }
 
-// A source port whose reply key (backend -> node:port) is not in use, from the ephemeral
-// range, starting at a hash of the flow; 0 when the few candidates tried are all taken.
-uint16_t pick_snat_port(const conntrack& ct, const parsed& p, const flow_nat& nat) {
-  constexpr uint32_t kFirst = 32768, kCount = 28232, kTries = 16;
+// A source port whose reply key (backend -> node:port) is not in use, from this worker's slice
+// of the ephemeral range (so two workers never race for one port), starting at a hash of the
+// flow; 0 when the candidates tried are all taken (the slice is close to exhausted).
+uint16_t pick_snat_port(const worker& w, const parsed& p, const flow_nat& nat) {
+  constexpr uint32_t kFirst = 32768, kCount = 28232, kTries = 32;
+  const uint32_t slice = kCount / w.dp->workers;
+  const uint32_t first = kFirst + w.index * slice;
   for (uint32_t i = 0; i < kTries; ++i) {
-    auto port = static_cast<uint16_t>(kFirst + (p.hash + i) % kCount);
+    auto port = static_cast<uint16_t>(first + (p.hash + i) % slice);
     flow_key reply{nat.backend_ip, nat.snat_ip, nat.backend_port, port, p.key.proto};
-    if (!ct.lookup(reply, conntrack::hash(reply)).entry) return port;
+    if (!w.dp->ct->lookup(reply, conntrack::hash(reply)).entry) return port;
   }
   return 0;
+}
+
+// The node address traffic to a backend leaves from (externalTrafficPolicy: Cluster SNATs
+// external clients to it when the backend is on another node); false without a route.
+bool egress_address(const dataplane& dp, uint32_t backend, uint32_t& snat_ip) {
+  const route_entry* r = dp.route(backend);
+  if (!r) return false;
+  snat_ip = dp.ports[r->port].addr;
+  return true;
+}
+
+// sessionAffinity: ClientIP. The backend this client last got from the service port, while it
+// is still active; else Maglev on the client address alone, so every worker makes the same
+// first pick for a client even before the table has heard of it.
+const backend& sticky_backend(worker& w, const service_port_entry& s, const parsed& p) {
+  affinity_table& t = *w.dp->affinity;
+  const uint64_t k = affinity_table::key(p.key.src_ip, s.affinity_key);
+  const uint16_t now = w.dp->affinity_now(w.now);
+  const auto timeout = static_cast<uint16_t>(
+      (s.affinity_timeout + affinity_table::kTickSeconds - 1) / affinity_table::kTickSeconds);
+  uint32_t ip = 0;
+  uint16_t port = 0;
+  const backend* b = nullptr;
+  if (t.find(k, now, timeout, ip, port) && (b = s.active(ip, port))) {
+    w.counters.affinity_reused.add();
+  } else {
+    b = &s.pick(k);
+  }
+  t.remember(k, b->ip, b->port, now);
+  return *b;
 }
 
 void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
@@ -304,6 +345,8 @@ void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
 const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
   if (!snap) return nullptr;
   auto* s = snap->vips.find(service_key(p.key.dst_ip, p.key.proto, p.key.dst_port));
+  // A NodePort answers on every node address.
+  if (!s && p.local) s = snap->vips.find(service_key(0, p.key.proto, p.key.dst_port));
   return s ? s->get() : nullptr;
 }
 
@@ -312,7 +355,7 @@ const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
 // prefetch what inserting it will write: the reply key's bucket and the next free entry.
 void prepare(worker& w, const snapshot* snap, parsed& p, size_t& inserts_ahead) {
   const conntrack& ct = *w.dp->ct;
-  if (ct.prefetch_entries(p.hash, p.hint) || p.local) return;
+  if (ct.prefetch_entries(p.hash, p.hint)) return;
   p.svc = find_service(snap, p);
   p.svc_known = true;
   if (!p.svc || !p.svc->has_active) return;
@@ -343,16 +386,23 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     return send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
   }
 
-  if (p.local) return handle_local(w, m, p);
   if (!p.svc_known) p.svc = find_service(snap, p);
   if (p.svc) {
     const service_port_entry& s = *p.svc;
-    if (!s.has_active) return reject(w, m, p);
-    const backend& b = s.pick(p.hash);
+    if (!s.allows(p.key.src_ip)) return free_drop(w, m, drop::source_denied);
+    if (!s.has_active) {
+      return s.drop_empty ? free_drop(w, m, drop::no_local_endpoints) : reject(w, m, p);
+    }
+    const backend& b = s.affinity_timeout ? sticky_backend(w, s, p) : s.pick(p.hash);
     flow_nat nat{b.ip, b.port};
-    const bool masquerade = needs_masquerade(*w.dp, p.key.src_ip, b.ip, nat.snat_ip);
-    if (masquerade && !(nat.snat_port = pick_snat_port(ct, p, nat))) {
-      return free_drop(w, m, drop::snat_failed);
+    // External traffic under policy Cluster leaves with a node address when its backend is
+    // on another node (so the answer comes back through this node); any flow whose client
+    // and backend share an on-link subnet is masqueraded too (hairpin).
+    const bool masquerade = s.snat_remote && !b.local
+                                ? egress_address(*w.dp, b.ip, nat.snat_ip)
+                                : needs_masquerade(*w.dp, p.key.src_ip, b.ip, nat.snat_ip);
+    if (masquerade && !(nat.snat_port = pick_snat_port(w, p, nat))) {
+      return free_drop(w, m, drop::snat_exhausted);
     }
     flow_state state = flow_state::udp;
     if (p.key.proto == kProtoTcp) {
@@ -363,6 +413,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     bool track = !(p.tcp_flags & kTcpRst);
     if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
       w.counters.flows_created.add();
+      if (masquerade) w.counters.snat_flows.add();
       if (state == flow_state::tcp_established) w.counters.flows_picked_up.add();
     } else if (masquerade) {
       // Without an entry the reply could not be turned back: nothing to forward.
@@ -377,6 +428,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, b.ip);
   }
+  if (p.local) return handle_local(w, m, p);
 
   // A backend's reply with no entry (table was full, or ferryd restarted): un-NAT it from
   // the backend table so the client still sees the service address.
@@ -507,7 +559,7 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
         free_drop(w, pkts[j], p[j].reason);
         break;
       case kind::arp:
-        handle_arp(w, pkts[j], in_port);
+        handle_arp(w, snap, pkts[j], in_port);
         break;
       case kind::local:
         handle_local(w, pkts[j], p[j]);

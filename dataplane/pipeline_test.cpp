@@ -148,6 +148,19 @@ class pipeline : public ::testing::Test {
 
   uint64_t drops(drop d) const { return w_->counters.drops[static_cast<size_t>(d)].get(); }
 
+  // Replaces the snapshot with one built from these manifests, as node `node_name`.
+  void use(const char* manifests, const std::string& node_name = "edge-1") {
+    control::store st(control::service_ranges{
+        .service_cidr = {0xc6130000, 16}, .load_balancer_pool = {{0xc61200c8, 29}}});
+    auto objs = model::parse_manifests(manifests, "test");
+    ASSERT_TRUE(objs) << objs.message();
+    auto applied = st.apply(std::move(*objs), control::source::file);
+    ASSERT_TRUE(applied) << applied.message();
+    auto snap = control::compiler(65537, 64, node_name).compile(st);
+    ASSERT_TRUE(snap) << snap.message();
+    snap_ = std::move(*snap);
+  }
+
   std::unique_ptr<offline_dataplane> od_;
   dataplane* dp_ = nullptr;
   worker* w_ = nullptr;
@@ -429,6 +442,203 @@ TEST_F(pipeline, DropsWhatExceedsTheOutgoingMtu) {
   EXPECT_EQ(
       run(udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, std::string(1472, 'x')), 0).size(),
       1u);
+}
+
+// A NodePort Service whose pod runs on another node, and one whose pod runs here.
+std::string node_port_service(const char* name, int node_port, const char* policy,
+                              const char* pod_node) {
+  return std::string("apiVersion: v1\nkind: Service\nmetadata: {name: ") + name +
+         "}\nspec:\n  type: NodePort\n  externalTrafficPolicy: " + policy +
+         "\n  ports: [{port: 80, targetPort: 9376, nodePort: " + std::to_string(node_port) +
+         "}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: " +
+         name + "-1\n  labels: {kubernetes.io/service-name: " + name +
+         "}\naddressType: IPv4\nports: [{name: \"\", port: 9376}]\nendpoints:\n"
+         "- {addresses: [198.18.1.11], nodeName: " +
+         pod_node + "}\n---\n";
+}
+
+uint16_t src_port_of(const bytes& frame) { return static_cast<uint16_t>(frame[34] << 8 | frame[35]); }
+
+TEST_F(pipeline, NodePortWithPolicyClusterSnatsToTheNodeAddress) {
+  use(node_port_service("np", 30080, "Cluster", "edge-2").c_str());
+  // To the node's address on eth0, port 30080: DNATed to the pod, and since the pod is on
+  // another node, SNATed to the address ferryd leaves eth1 with.
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30080, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  uint16_t snat_port = src_port_of(out[0].frame);
+  EXPECT_GE(snat_port, 32768);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kNode1, snat_port, kPod, 9376, 0x02, "", {.ttl = 63}));
+  EXPECT_EQ(w_->counters.snat_flows.get(), 1u);
+  // The answer comes back to the node and leaves as from the node address and NodePort.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, snat_port, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kNode0, 30080, kClient, 40000, 0x12, "", {.ttl = 63}));
+  // The same NodePort answers on the other node address too; other ports there are not ours.
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 40001, kNode1, 30080, 0x02), 0).size(), 1u);
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kClient, 40002, kNode0, 30081, 0x02), 0).empty());
+  EXPECT_EQ(drops(drop::local_unhandled), 1u);
+}
+
+TEST_F(pipeline, PolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) {
+  use((node_port_service("here", 30081, "Local", "edge-1") +
+       node_port_service("away", 30082, "Local", "edge-2") +
+       node_port_service("cluster-here", 30083, "Cluster", "edge-1"))
+          .c_str());
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30081, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", {.ttl = 63}));
+  // Policy Cluster with the endpoint on this node: no SNAT either.
+  out = run(tcp(kPort0, kClientMac, kClient, 40001, kNode0, 30083, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40001, kPod, 9376, 0x02, "", {.ttl = 63}));
+  // Local with the only endpoint elsewhere: dropped and counted, not rejected.
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kClient, 40002, kNode0, 30082, 0x02), 0).empty());
+  EXPECT_EQ(drops(drop::no_local_endpoints), 1u);
+  EXPECT_EQ(w_->counters.icmp_unreach_sent.get(), 0u);
+  // Its ClusterIP (internalTrafficPolicy Cluster) still reaches the remote endpoint.
+  const auto* away = snap_->vips.find(service_key(0, kProtoTcp, 30082));
+  ASSERT_NE(away, nullptr);
+  EXPECT_FALSE((*away)->has_active);
+  EXPECT_TRUE((*away)->drop_empty);
+}
+
+const char* kLoadBalancer = R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: lb}
+spec:
+  type: LoadBalancer
+  loadBalancerSourceRanges: [198.18.0.0/28]
+  externalIPs: [198.18.0.77]
+  ports: [{port: 80, targetPort: 9376, nodePort: 30090}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: lb}
+subsets: [{addresses: [{ip: 198.18.1.11, nodeName: edge-1}], ports: [{port: 9376}]}]
+)yaml";
+
+TEST_F(pipeline, LoadBalancerAddressIsAnnouncedAndFilteredBySourceRanges) {
+  use(kLoadBalancer);
+  // The pool 198.18.0.200/29 gave the Service an address; ferryd answers ARP for it on
+  // eth0 (its subnet), as it does for the externalIP, but not on eth1.
+  const auto* e = snap_->vips.find(service_key(0, kProtoTcp, 30090));
+  ASSERT_NE(e, nullptr);
+  uint32_t lb_ip = 0;
+  for (const auto* entry : snap_->ports()) {
+    if (entry->external && entry->vip && entry->vip != 0xc612004d) lb_ip = entry->vip;
+  }
+  ASSERT_GE(lb_ip, 0xc61200c9u);
+  ASSERT_LE(lb_ip, 0xc61200ceu);
+  auto out = run(arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, lb_ip), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, arp(kClientMac, kPort0, 2, kPort0, lb_ip, kClientMac, kClient));
+  EXPECT_EQ(run(arp(kBroadcast, kClientMac, 1, kClientMac, kClient, kZero, 0xc612004d), 0).size(),
+            1u);
+  EXPECT_TRUE(run(arp(kBroadcast, kPodMac, 1, kPodMac, kPod, kZero, lb_ip), 1).empty());
+
+  // 198.18.0.1 is inside 198.18.0.0/28: served. 198.18.0.33 is not: dropped at the LB
+  // address, but its NodePort and the externalIP are not filtered (as in kube-proxy).
+  out = run(tcp(kPort0, kClientMac, kClient, 40000, lb_ip, 80, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", {.ttl = 63}));
+  const uint32_t outsider = 0xc6120021;
+  od_->learn(0, outsider, to_ether(kClientMac));
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, outsider, 40001, lb_ip, 80, 0x02), 0).empty());
+  EXPECT_EQ(drops(drop::source_denied), 1u);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, outsider, 40002, kNode0, 30090, 0x02), 0).size(), 1u);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, outsider, 40003, 0xc612004d, 80, 0x02), 0).size(), 1u);
+}
+
+const char* kSticky = R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  clusterIP: 198.19.10.60
+  sessionAffinity: ClientIP
+  ports: [{port: 80, targetPort: 9376}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: sticky-1
+  labels: {kubernetes.io/service-name: sticky}
+addressType: IPv4
+ports: [{name: "", port: 9376}]
+endpoints:
+)yaml";
+
+std::string sticky_with(const std::vector<std::pair<uint32_t, bool>>& pods) {
+  std::string out = kSticky;
+  for (auto [ip, ready] : pods) {
+    out += "- {addresses: [" + format_ipv4(ip) + "], conditions: {ready: " +
+           (ready ? "true" : "false") + "}}\n";
+  }
+  return out;
+}
+
+TEST_F(pipeline, ClientIpAffinityKeepsAClientOnItsBackendAcrossChanges) {
+  constexpr uint32_t kVipSticky = 0xc6130a3c;  // 198.19.10.60
+  std::vector<uint32_t> pods;
+  for (uint32_t i = 0; i < 8; ++i) {
+    pods.push_back(0xc6120120 + i);  // 198.18.1.32 ...
+    od_->learn(1, pods.back(), to_ether(kPodMac));
+  }
+  auto backend_of = [&](uint16_t sport) {
+    auto out = run(tcp(kPort0, kClientMac, kClient, sport, kVipSticky, 80, 0x02), 0);
+    EXPECT_EQ(out.size(), 1u);
+    if (out.empty()) return 0u;
+    const bytes& f = out[0].frame;
+    return uint32_t{f[30]} << 24 | uint32_t{f[31]} << 16 | uint32_t{f[32]} << 8 | f[33];
+  };
+  std::vector<std::pair<uint32_t, bool>> four;
+  for (size_t i = 0; i < 4; ++i) four.push_back({pods[i], true});
+  use(sticky_with(four).c_str());
+  // Twenty connections from one client (different source ports) land on one backend.
+  const uint32_t first = backend_of(50000);
+  for (uint16_t i = 1; i < 20; ++i) EXPECT_EQ(backend_of(static_cast<uint16_t>(50000 + i)), first);
+
+  // Four more endpoints: Maglev alone would move many clients; this one stays.
+  std::vector<std::pair<uint32_t, bool>> eight;
+  for (auto p : pods) eight.push_back({p, true});
+  use(sticky_with(eight).c_str());
+  const auto* entry = snap_->vips.find(service_key(kVipSticky, kProtoTcp, 80));
+  ASSERT_NE(entry, nullptr);
+  EXPECT_EQ(backend_of(50100), first);
+  EXPECT_GE(w_->counters.affinity_reused.get(), 20u);
+
+  // Its backend stops being ready: the client moves, and then sticks to the new one.
+  for (auto& p : eight) p.second = p.first != first;
+  use(sticky_with(eight).c_str());
+  const uint32_t second = backend_of(50200);
+  EXPECT_NE(second, first);
+  EXPECT_NE(second, 0u);
+  EXPECT_EQ(backend_of(50201), second);
+}
+
+TEST(affinity_table, RemembersWithinTheTimeoutAndEvictsTheOldest) {
+  affinity_table t(1024);
+  const uint64_t k = affinity_table::key(0xc6120001, 42);
+  uint32_t ip = 0;
+  uint16_t port = 0;
+  EXPECT_FALSE(t.find(k, 100, 10, ip, port));
+  t.remember(k, 0xc612010b, 9376, 100);
+  ASSERT_TRUE(t.find(k, 110, 10, ip, port));
+  EXPECT_EQ(ip, 0xc612010bu);
+  EXPECT_EQ(port, 9376);
+  EXPECT_FALSE(t.find(k, 111, 10, ip, port));  // timed out
+  // Ticks wrap in 16 bits: an age across the wrap is still right.
+  t.remember(k, 0xc612010c, 80, 65530);
+  ASSERT_TRUE(t.find(k, 4, 10, ip, port));
+  EXPECT_EQ(ip, 0xc612010cu);
+  // Five clients in one 4-way bucket: the least recently used one goes.
+  affinity_table small(4);
+  for (uint32_t c = 1; c <= 5; ++c) {
+    small.remember(affinity_table::key(c, 1), c, 1, static_cast<uint16_t>(c));
+  }
+  EXPECT_FALSE(small.find(affinity_table::key(1, 1), 5, 100, ip, port));
+  for (uint32_t c = 2; c <= 5; ++c) EXPECT_TRUE(small.find(affinity_table::key(c, 1), 5, 100, ip, port));
 }
 
 }  // namespace

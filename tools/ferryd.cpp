@@ -116,6 +116,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
             {"table_full", t.flows_table_full},
             {"stateless", t.stateless_forward},
             {"stateless_replies", t.stateless_reply},
+            {"snat", t.snat_flows},
+            {"affinity_reused", t.affinity_reused},
             {"foreign_hits", t.flows_foreign},
             {"capacity", d.ct->capacity()},
             {"memory_bytes", d.ct->memory_bytes()}}},
@@ -172,6 +174,8 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
+  d.workers = n_workers;
+  d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
   d.qsbr = static_cast<rte_rcu_qsbr*>(

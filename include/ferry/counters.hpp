@@ -42,7 +42,10 @@ class counter {
   X(icmp_rate_limited)  /* no-endpoint answer suppressed by the rate limit */      \
   X(no_route)           /* no route to the destination */                          \
   X(mtu_exceeded)       /* larger than the outgoing port's MTU */                  \
-  X(snat_failed)        /* masquerade needed, no entry or source port to be had */ \
+  X(snat_failed)        /* masquerade needed, but no connection entry to be had */ \
+  X(snat_exhausted)     /* masquerade needed, no free source port in the slice */  \
+  X(source_denied)      /* client outside the loadBalancerSourceRanges */          \
+  X(no_local_endpoints) /* traffic policy Local and no endpoint on this node */    \
   X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */  \
   X(neighbor_hold_full) /* too many packets already waiting for ARP */             \
   X(tx_full)            /* device TX queue full */                                 \
@@ -78,6 +81,8 @@ struct alignas(64) worker_counters {
   counter flows_foreign;      // packets matched an entry another worker made
   counter stateless_forward;  // forwarded by Maglev without an entry
   counter stateless_reply;    // un-NATed through the backend table without an entry
+  counter affinity_reused;    // new flow sent to the backend its client had (ClientIP)
+  counter snat_flows;         // new flows whose source was translated to a node address
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
   counter neighbor_held;                 // packets parked while their next hop was resolved
   service_counters* services = nullptr;  // max_service_ports entries, indexed by id
