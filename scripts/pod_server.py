@@ -1,6 +1,7 @@
 #!/usr/bin/python3
-"""A pod for ferry's demo and tests: answers HTTP GET with its own name (TCP) and echoes
-UDP datagrams prefixed with its name. Runs inside a network namespace until killed."""
+"""A pod for ferry's demo and tests: answers HTTP GET with its own name (TCP; GET /whoami adds
+the address the request came from, as the pod sees it) and echoes UDP datagrams prefixed
+with its name. Runs inside a network namespace until killed."""
 import argparse
 import http.server
 import socket
@@ -20,6 +21,14 @@ def main():
         protocol_version = "HTTP/1.1"
 
         def do_GET(self):
+            if self.path.startswith("/whoami"):
+                text = f"{args.name} {self.client_address[0]}:{self.client_address[1]}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain")
+                self.send_header("Content-Length", str(len(text)))
+                self.end_headers()
+                self.wfile.write(text)
+                return
             if self.path.startswith("/slow"):
                 # A long-lived response: a chunk every 0.2 s for as many seconds as asked.
                 import time

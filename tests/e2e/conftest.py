@@ -33,6 +33,7 @@ PYTHON = "/usr/bin/python3"
 VIP = "198.19.0.10"       # my-service, TCP 80 -> 9376
 UDP_VIP = "198.19.0.20"   # dns-like, UDP 53 -> 9376
 REDIS_VIP = "198.19.0.11"  # redis-master, TCP 6379
+LB_POOL = "198.18.0.240/29"  # LoadBalancer addresses ferryd hands out, on the client's subnet
 POD_IPS = {"my-app-1": "198.18.1.11", "my-app-2": "198.18.1.12", "my-app-3": "198.18.1.13"}
 PODS = set(POD_IPS)
 
@@ -166,6 +167,7 @@ socket = "{tmp}/ferry.sock"
 
 [services]
 service_cidr = "198.19.0.0/16"
+load_balancer_pool = ["{LB_POOL}"]
 
 [sources]
 manifests = ["{manifests_dir}"]
