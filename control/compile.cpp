@@ -326,8 +326,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   for (const auto& [n, ports] : fresh) {
     auto old = by_service_.find(n);
     if (old == by_service_.end()) continue;
-    for (const auto& was : old->second) {
-      const uint64_t key = was.first;
+    for (const uint64_t key : old->second) {
       bool kept =
           std::any_of(ports.begin(), ports.end(), [&](const auto& p) { return p.first == key; });
       if (!kept) remove(key, n);
@@ -338,7 +337,9 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
     if (ports.empty()) {
       by_service_.erase(n);
     } else {
-      by_service_[n] = std::move(ports);
+      auto& keys = by_service_[n];
+      keys.clear();
+      for (const auto& [key, w] : ports) keys.push_back(key);
     }
   }
 

@@ -99,7 +99,8 @@ class compiler {
   void upsert(uint64_t key, const wanted& w, const service_name& owner);
   void link_backends(uint64_t key, const service_port_entry& e, bool add);
 
-  std::map<service_name, service_ports> by_service_;  // what the last compile resolved
+  // The frontend keys each Service had after the last compile (the entries hold the rest).
+  std::map<service_name, std::vector<uint64_t>> by_service_;
   size_t total_ports_ = 0;
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;

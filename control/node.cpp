@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
@@ -101,9 +103,17 @@ result<std::vector<model::object>> parse_all(const std::vector<document>& docs) 
 }  // namespace
 
 result<std::vector<change>> node::apply(const std::vector<document>& docs, source from) {
-  auto objs = parse_all(docs);
-  if (!objs) return objs.err();
-  return apply(std::move(*objs), from);
+  size_t bytes = 0;
+  for (const auto& d : docs) bytes += d.text.size();
+  auto r = [&]() -> result<std::vector<change>> {
+    auto objs = parse_all(docs);
+    if (!objs) return objs.err();
+    return apply(std::move(*objs), from);
+  }();
+  // Decoding a large text leaves many megabytes of freed parser nodes in malloc's arenas;
+  // hand them back to the system so the daemon's size reflects what it keeps.
+  if (bytes > (1u << 20)) malloc_trim(0);
+  return r;
 }
 
 result<std::vector<change>> node::apply(std::vector<model::object> objects, source from) {
