@@ -30,6 +30,7 @@ socket = "/run/ferry/ferry.sock"
 
 [services]
 service_cidr = "198.19.0.0/16"
+load_balancer_pool = ["198.18.0.240/29"]  # on the clients' subnet: ferryd answers ARP for them
 
 [conntrack]
 capacity = 65536

@@ -843,3 +843,488 @@ spec:
 
 }  // namespace
 }  // namespace ferry::control
+
+// ---- Frontends and traffic policies ----------------------------------------------------------
+
+namespace ferry::control {
+namespace {
+
+constexpr uint16_t kNodePort = 30080;
+
+// A LoadBalancer Service "lb" (ClusterIP 198.19.0.60) with every kind of frontend: the
+// ClusterIP, externalIP 203.0.113.20, load balancer address 203.0.113.30 (status) and
+// nodePort 30080, all for port 80 -> 8080. `spec` adds spec lines (indented two spaces).
+std::string frontends_service(std::string_view spec = "") {
+  return R"(apiVersion: v1
+kind: Service
+metadata:
+  name: lb
+spec:
+  type: LoadBalancer
+  clusterIP: 198.19.0.60
+  selector:
+    app: lb
+  externalIPs: [203.0.113.20]
+  loadBalancerSourceRanges: [192.0.2.0/24, 198.51.100.7/32]
+)" + std::string(spec) +
+         R"(  ports:
+    - port: 80
+      targetPort: 8080
+      nodePort: 30080
+status:
+  loadBalancer:
+    ingress:
+      - ip: 203.0.113.30
+)";
+}
+
+// Endpoints of "lb" on port 8080: .11 and .13 on node-a, .12 on node-b.
+std::string frontends_slice(std::string_view node_11 = "node-a",
+                            std::string_view node_12 = "node-b",
+                            std::string_view node_13 = "node-a") {
+  return slice_yaml(
+      "lb-1", "lb", "", 8080,
+      "  - addresses: [\"198.18.2.11\"]\n    nodeName: " + std::string(node_11) +
+          "\n  - addresses: [\"198.18.2.12\"]\n    nodeName: " + std::string(node_12) +
+          "\n  - addresses: [\"198.18.2.13\"]\n    nodeName: " + std::string(node_13) + "\n");
+}
+
+const service_port_entry* find_node_port(const snapshot& snap, uint16_t port,
+                                         uint8_t proto = kProtoTcp) {
+  auto found = snap.vips.find(service_key(0, proto, port));
+  return found ? found->get() : nullptr;
+}
+
+struct lb_entries {
+  const service_port_entry *cluster_ip, *external_ip, *lb, *node_port;
+};
+
+// The four frontends of frontends_service(), each checked present.
+lb_entries entries_of(const snapshot& snap) {
+  lb_entries e{find_vip(snap, "198.19.0.60", 80), find_vip(snap, "203.0.113.20", 80),
+               find_vip(snap, "203.0.113.30", 80), find_node_port(snap, kNodePort)};
+  EXPECT_NE(e.cluster_ip, nullptr);
+  EXPECT_NE(e.external_ip, nullptr);
+  EXPECT_NE(e.lb, nullptr);
+  EXPECT_NE(e.node_port, nullptr);
+  return e;
+}
+
+// "a.b.c.d:port/weight/L" (L: on this node) for each backend.
+std::vector<std::string> describe_local(const std::vector<backend>& backends) {
+  std::vector<std::string> out;
+  for (const auto& b : backends) {
+    out.push_back(format_ipv4(b.ip) + ":" + std::to_string(b.port) + "/" +
+                  std::to_string(b.weight) + (b.local ? "/L" : ""));
+  }
+  return out;
+}
+
+TEST(compile_frontends, each_frontend_of_a_service_port_is_an_entry) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports().size(), 4u);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+
+  EXPECT_EQ(e.cluster_ip->vip, ip("198.19.0.60"));
+  EXPECT_EQ(e.cluster_ip->port, 80);
+  EXPECT_FALSE(e.cluster_ip->external);
+  EXPECT_FALSE(e.cluster_ip->snat_remote);
+
+  EXPECT_EQ(e.external_ip->vip, ip("203.0.113.20"));
+  EXPECT_EQ(e.external_ip->port, 80);
+  EXPECT_TRUE(e.external_ip->external);
+
+  EXPECT_EQ(e.lb->vip, ip("203.0.113.30"));
+  EXPECT_EQ(e.lb->port, 80);
+  EXPECT_TRUE(e.lb->external);
+
+  // The NodePort is keyed with address 0 and its own port number.
+  EXPECT_EQ(e.node_port->vip, 0u);
+  EXPECT_EQ(e.node_port->port, kNodePort);
+  EXPECT_EQ(e.node_port->proto, kProtoTcp);
+  EXPECT_TRUE(e.node_port->external);
+  EXPECT_EQ(find_vip(*snap, "198.19.0.60", kNodePort), nullptr);
+  EXPECT_EQ(find_node_port(*snap, 80), nullptr);
+
+  // One Service port: one name and one affinity key, but a counter slot each.
+  std::set<uint32_t> ids;
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_EQ(f->name, "default/lb");
+    EXPECT_EQ(f->proto, kProtoTcp);
+    EXPECT_EQ(f->affinity_key, service_key(ip("198.19.0.60"), kProtoTcp, 80));
+    EXPECT_EQ(describe(f->backends),
+              (std::vector<std::string>{"198.18.2.11:8080/1", "198.18.2.12:8080/1",
+                                        "198.18.2.13:8080/1"}));
+    ids.insert(f->id);
+  }
+  EXPECT_EQ(ids.size(), 4u);
+  // Replies without a flow entry are un-NATed to the ClusterIP entry.
+  auto back = snap->backends.find(service_key(ip("198.18.2.12"), kProtoTcp, 8080));
+  ASSERT_NE(back, nullptr);
+  EXPECT_EQ(*back, e.cluster_ip);
+}
+
+TEST(compile_frontends, node_port_service_has_cluster_ip_and_node_port_entries) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, R"(apiVersion: v1
+kind: Service
+metadata:
+  name: np
+spec:
+  type: NodePort
+  clusterIP: 198.19.0.61
+  ports:
+    - {name: dns-udp, port: 53, protocol: UDP, nodePort: 30053}
+    - {name: dns-tcp, port: 53, protocol: TCP, nodePort: 30054}
+)");
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports().size(), 4u);
+  auto udp = find_node_port(*snap, 30053, kProtoUdp);
+  auto tcp = find_node_port(*snap, 30054, kProtoTcp);
+  ASSERT_NE(udp, nullptr);
+  ASSERT_NE(tcp, nullptr);
+  EXPECT_EQ(udp->name, "default/np:dns-udp");
+  EXPECT_EQ(udp->affinity_key, service_key(ip("198.19.0.61"), kProtoUdp, 53));
+  EXPECT_EQ(find_node_port(*snap, 30053, kProtoTcp), nullptr);
+  EXPECT_EQ(find_node_port(*snap, 30054, kProtoUdp), nullptr);
+  EXPECT_FALSE(snap->announces(0)) << "a NodePort is on every node address, nothing to announce";
+  EXPECT_FALSE(snap->announces(ip("198.19.0.61")));
+}
+
+TEST(compile_frontends, allocated_node_port_and_pool_address_are_entries) {
+  store st(service_ranges{.service_cidr = *parse_ipv4_prefix("198.19.0.0/16"),
+                          .load_balancer_pool = {*parse_ipv4_prefix("203.0.113.64/26")}});
+  apply_text(st, R"(apiVersion: v1
+kind: Service
+metadata:
+  name: auto
+spec:
+  type: LoadBalancer
+  ports:
+    - port: 443
+)");
+  const auto& svc = service_in(st, "auto");
+  ASSERT_EQ(svc.lb_ingress.size(), 1u);
+  ASSERT_NE(svc.ports[0].node_port, 0);
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports().size(), 3u);
+  auto lb = snap->vips.find(service_key(svc.lb_ingress[0], kProtoTcp, 443));
+  ASSERT_NE(lb, nullptr);
+  EXPECT_TRUE((*lb)->external);
+  EXPECT_NE(find_node_port(*snap, svc.ports[0].node_port), nullptr);
+  EXPECT_TRUE(snap->announces(svc.lb_ingress[0]));
+}
+
+TEST(compile_frontends, pending_load_balancer_has_no_address_entry) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, R"(apiVersion: v1
+kind: Service
+metadata:
+  name: pending
+spec:
+  type: LoadBalancer
+  clusterIP: 198.19.0.62
+  ports:
+    - {port: 80, nodePort: 30081}
+)");
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(snap->ports().size(), 2u);  // ClusterIP and NodePort
+  EXPECT_NE(find_vip(*snap, "198.19.0.62", 80), nullptr);
+  EXPECT_NE(find_node_port(*snap, 30081), nullptr);
+  ASSERT_TRUE(snap->announced);
+  EXPECT_TRUE(snap->announced->empty());
+}
+
+TEST(compile_frontends, external_policy_cluster_uses_every_endpoint_and_snats) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st,
+             join({frontends_service("  externalTrafficPolicy: Cluster\n"), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  const std::vector<std::string> all{"198.18.2.11:8080/1/L", "198.18.2.12:8080/1",
+                                     "198.18.2.13:8080/1/L"};
+  for (const auto* f : {e.external_ip, e.lb, e.node_port}) {
+    EXPECT_TRUE(f->snat_remote) << format_ipv4(f->vip) << ":" << f->port;
+    EXPECT_FALSE(f->drop_empty);
+    EXPECT_EQ(describe_local(f->backends), all) << format_ipv4(f->vip) << ":" << f->port;
+  }
+  EXPECT_FALSE(e.cluster_ip->snat_remote);
+  EXPECT_EQ(describe_local(e.cluster_ip->backends), all);
+}
+
+TEST(compile_frontends, local_flag_follows_the_compilers_node_name) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), frontends_slice()}));
+  compiler on_b(kMaxSize, 65536, "node-b");
+  auto snap = compile_ok(on_b, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(describe_local(find_vip(*snap, "198.19.0.60", 80)->backends),
+            (std::vector<std::string>{"198.18.2.11:8080/1", "198.18.2.12:8080/1/L",
+                                      "198.18.2.13:8080/1"}));
+  // No node name: nothing is local (an endpoint without nodeName never is).
+  compiler anonymous(kMaxSize, 65536);
+  snap = compile_ok(anonymous, st);
+  ASSERT_TRUE(snap);
+  EXPECT_EQ(
+      describe_local(find_vip(*snap, "198.19.0.60", 80)->backends),
+      (std::vector<std::string>{"198.18.2.11:8080/1", "198.18.2.12:8080/1", "198.18.2.13:8080/1"}));
+}
+
+TEST(compile_frontends, external_policy_local_keeps_only_this_nodes_endpoints_outside) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  externalTrafficPolicy: Local\n"), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  for (const auto* f : {e.external_ip, e.lb, e.node_port}) {
+    EXPECT_FALSE(f->snat_remote) << "Local keeps the client address";
+    EXPECT_FALSE(f->drop_empty);
+    EXPECT_EQ(describe_local(f->backends),
+              (std::vector<std::string>{"198.18.2.11:8080/1/L", "198.18.2.13:8080/1/L"}))
+        << format_ipv4(f->vip) << ":" << f->port;
+  }
+  // Traffic from inside the cluster is not external: the ClusterIP keeps every endpoint.
+  EXPECT_EQ(describe_local(e.cluster_ip->backends),
+            (std::vector<std::string>{"198.18.2.11:8080/1/L", "198.18.2.12:8080/1",
+                                      "198.18.2.13:8080/1/L"}));
+  EXPECT_FALSE(e.cluster_ip->drop_empty);
+}
+
+TEST(compile_frontends, internal_policy_local_applies_to_the_cluster_ip_only) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  internalTrafficPolicy: Local\n"), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-b");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  EXPECT_EQ(describe_local(e.cluster_ip->backends),
+            std::vector<std::string>{"198.18.2.12:8080/1/L"});
+  EXPECT_FALSE(e.cluster_ip->snat_remote);
+  for (const auto* f : {e.external_ip, e.lb, e.node_port}) {
+    EXPECT_TRUE(f->snat_remote);
+    EXPECT_EQ(f->backends.size(), 3u) << format_ipv4(f->vip) << ":" << f->port;
+  }
+}
+
+TEST(compile_frontends, local_policy_without_local_endpoints_drops) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  externalTrafficPolicy: Local\n"
+                                         "  internalTrafficPolicy: Local\n"),
+                       frontends_slice("node-b", "node-b", "node-c")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  // The Service has endpoints, just none here: drop (kube-proxy), not reject.
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_TRUE(f->backends.empty());
+    EXPECT_FALSE(f->has_active);
+    EXPECT_TRUE(f->drop_empty) << format_ipv4(f->vip) << ":" << f->port;
+  }
+
+  // With no endpoints at all it is a reject again.
+  apply_text(st, slice_yaml("lb-1", "lb", "", 8080, "  []\n"));
+  snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_FALSE(f->drop_empty) << format_ipv4(f->vip) << ":" << f->port;
+  }
+}
+
+TEST(compile_frontends, local_policy_falls_back_to_local_terminating_endpoints) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  externalTrafficPolicy: Local\n"),
+                       slice_yaml("lb-1", "lb", "", 8080,
+                                  "  - addresses: [\"198.18.2.11\"]\n    nodeName: node-a\n"
+                                  "    conditions: {ready: false, serving: true, "
+                                  "terminating: true}\n"
+                                  "  - addresses: [\"198.18.2.12\"]\n    nodeName: node-b\n")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  // Outside: the only local endpoint is terminating, so it takes traffic (a ready one
+  // elsewhere does not count for Local).
+  EXPECT_EQ(describe_local(find_node_port(*snap, kNodePort)->backends),
+            std::vector<std::string>{"198.18.2.11:8080/1/L"});
+  // Inside: a ready endpoint exists, so the terminating one drains.
+  EXPECT_EQ(describe_local(find_vip(*snap, "198.19.0.60", 80)->backends),
+            (std::vector<std::string>{"198.18.2.11:8080/0/L", "198.18.2.12:8080/1"}));
+}
+
+TEST(compile_frontends, source_ranges_restrict_load_balancer_addresses_only) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  ASSERT_EQ(e.lb->source_ranges.size(), 2u);
+  EXPECT_EQ(e.lb->source_ranges[0], *parse_ipv4_prefix("192.0.2.0/24"));
+  EXPECT_EQ(e.lb->source_ranges[1], *parse_ipv4_prefix("198.51.100.7/32"));
+  EXPECT_TRUE(e.lb->allows(ip("192.0.2.200")));
+  EXPECT_TRUE(e.lb->allows(ip("198.51.100.7")));
+  EXPECT_FALSE(e.lb->allows(ip("198.51.100.8")));
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.node_port}) {
+    EXPECT_TRUE(f->source_ranges.empty()) << format_ipv4(f->vip) << ":" << f->port;
+    EXPECT_TRUE(f->allows(ip("198.51.100.8")));
+  }
+}
+
+TEST(compile_frontends, client_ip_affinity_timeout_is_on_every_frontend) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  sessionAffinity: ClientIP\n"
+                                         "  sessionAffinityConfig:\n"
+                                         "    clientIP:\n"
+                                         "      timeoutSeconds: 600\n"),
+                       frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_EQ(f->affinity_timeout, 600u) << format_ipv4(f->vip) << ":" << f->port;
+  }
+
+  // ClientIP without a config: the API server's default of three hours.
+  apply_text(st, frontends_service("  sessionAffinity: ClientIP\n"));
+  snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_EQ(f->affinity_timeout, 10800u);
+  }
+
+  // None: no affinity anywhere.
+  apply_text(st, frontends_service("  sessionAffinity: None\n"));
+  snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  e = entries_of(*snap);
+  ASSERT_TRUE(e.cluster_ip && e.external_ip && e.lb && e.node_port);
+  for (const auto* f : {e.cluster_ip, e.external_ip, e.lb, e.node_port}) {
+    EXPECT_EQ(f->affinity_timeout, 0u);
+  }
+}
+
+TEST(compile_frontends, external_addresses_are_announced_until_the_service_goes) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a");
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
+  EXPECT_TRUE(snap->announces(ip("203.0.113.20")));
+  EXPECT_FALSE(snap->announces(ip("198.19.0.60"))) << "a ClusterIP is not announced";
+  EXPECT_FALSE(snap->announces(ip("198.18.2.11")));
+  ASSERT_TRUE(snap->announced);
+  EXPECT_EQ(*snap->announced, (std::vector<uint32_t>{ip("203.0.113.20"), ip("203.0.113.30")}));
+
+  // Deleted, compiled incrementally (only the touched Service is redone).
+  st.remove(parse(frontends_service()));
+  auto next = c.compile(st, dirty_set{.services = {{"default", "lb"}}});
+  ASSERT_TRUE(next.ok()) << next.message();
+  EXPECT_FALSE((*next)->announces(ip("203.0.113.30")));
+  EXPECT_FALSE((*next)->announces(ip("203.0.113.20")));
+  EXPECT_TRUE((*next)->ports().empty());
+  // The previous snapshot, which workers may still read, is untouched.
+  EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
+}
+
+TEST(compile_frontends, shared_external_address_is_announced_while_any_service_uses_it) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  auto with_external_ip = [](std::string_view name, std::string_view cluster_ip, uint16_t port) {
+    return service_yaml(name, cluster_ip, port) + "  externalIPs: [203.0.113.40]\n";
+  };
+  apply_text(st, join({with_external_ip("a", "198.19.0.71", 80),
+                       with_external_ip("b", "198.19.0.72", 443)}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  EXPECT_TRUE(snap->announces(ip("203.0.113.40")));
+
+  st.remove(parse(with_external_ip("a", "198.19.0.71", 80)));
+  auto next = c.compile(st, dirty_set{.services = {{"default", "a"}}});
+  ASSERT_TRUE(next.ok()) << next.message();
+  EXPECT_TRUE((*next)->announces(ip("203.0.113.40"))) << "b still serves on it";
+  EXPECT_EQ(find_vip(**next, "203.0.113.40", 80), nullptr);
+  EXPECT_NE(find_vip(**next, "203.0.113.40", 443), nullptr);
+
+  // b drops the address but stays.
+  apply_text(st, service_yaml("b", "198.19.0.72", 443));
+  next = c.compile(st, dirty_set{.services = {{"default", "b"}}});
+  ASSERT_TRUE(next.ok()) << next.message();
+  EXPECT_FALSE((*next)->announces(ip("203.0.113.40")));
+  EXPECT_NE(find_vip(**next, "198.19.0.72", 443), nullptr);
+}
+
+// A Pod being deleted (deletionTimestamp) that is still Ready: serving and terminating.
+std::string terminating_pod_yaml(std::string_view name, std::string_view labels,
+                                 std::string_view pod_ip) {
+  std::string text = pod_yaml(name, labels, pod_ip, true);
+  text.replace(text.find("metadata:\n") + 10, 0, "  deletionTimestamp: \"2026-01-01T00:00:00Z\"\n");
+  return text;
+}
+
+TEST(compile_frontends, terminating_ready_pod_is_a_serving_terminating_endpoint) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  const std::string ready = pod_yaml("my-app-1", "{app: MyApp}", "198.18.1.41", true);
+  apply_text(st, join({kSeedService, ready,
+                       terminating_pod_yaml("my-app-2", "{app: MyApp}", "198.18.1.42")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  // Another ready pod exists: the terminating one only drains.
+  EXPECT_EQ(describe(e->backends),
+            (std::vector<std::string>{"198.18.1.41:9376/1", "198.18.1.42:9376/0"}));
+
+  // The ready pod goes (incremental compile of the namespace a Pod touches): the
+  // terminating one takes the traffic rather than leaving the Service empty.
+  st.remove(parse(ready));
+  auto next = c.compile(st, dirty_set{.namespaces = {"default"}});
+  ASSERT_TRUE(next.ok()) << next.message();
+  e = find_vip(**next, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends), std::vector<std::string>{"198.18.1.42:9376/1"});
+  EXPECT_TRUE(e->has_active);
+}
+
+TEST(compile_frontends, terminating_pod_that_is_not_ready_is_not_an_endpoint) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string gone = pod_yaml("my-app-2", "{app: MyApp}", "198.18.1.42", false);
+  gone.replace(gone.find("metadata:\n") + 10, 0, "  deletionTimestamp: \"2026-01-01T00:00:00Z\"\n");
+  apply_text(st, join({kSeedService, gone}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(e->backends.empty());
+  EXPECT_FALSE(e->drop_empty);
+}
+
+}  // namespace
+}  // namespace ferry::control

@@ -1,5 +1,6 @@
 #include "store.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include "ferry/hash.hpp"
@@ -128,34 +129,55 @@ result<void> store::settle_service(
 
   const std::string range = std::to_string(ranges_.node_port_min) + "-" +
                             std::to_string(ranges_.node_port_max);
-  std::set<uint16_t> taken_here;  // nodePorts of this Service's earlier ports
+  // A nodePort number belongs to one Service, whatever the protocol (as the API server's
+  // allocator has it); one Service may use it for both TCP and UDP. Explicit ones are
+  // checked and reserved first, then the missing ones allocated around them.
+  const key self{"Service", svc.meta.ns, svc.meta.name};
+  auto other_holder = [&](uint16_t v) -> std::optional<key> {
+    for (uint8_t proto : {kProtoTcp, kProtoUdp}) {
+      if (auto h = frontend_holder(service_key(0, proto, v)); h && *h != self) return h;
+    }
+    return std::nullopt;
+  };
+  std::set<uint16_t> taken_here;
   for (size_t i = 0; i < svc.ports.size(); ++i) {
-    auto& p = svc.ports[i];
+    const auto& p = svc.ports[i];
+    if (!p.node_port) continue;
     const std::string field = "spec.ports[" + std::to_string(i) + "].nodePort";
-    if (p.node_port) {
-      if (p.node_port < ranges_.node_port_min || p.node_port > ranges_.node_port_max) {
-        return refuse(field, std::to_string(p.node_port) + " is outside the node port range " +
-                                 range + " ([services] node_port_range)");
-      }
-    } else if (svc.has_node_ports()) {
-      for (const auto& b : before ? before->ports : std::vector<model::service_port>{}) {
-        if (b.port == p.port && b.protocol == p.protocol) p.node_port = b.node_port;
-      }
-      if (!p.node_port || taken_here.count(p.node_port)) {
-        // A port number is handed out once, whatever the protocol (as the API server does).
-        auto free = [&](uint32_t v) {
-          return !taken_here.count(static_cast<uint16_t>(v)) &&
-                 !frontend_holder(service_key(0, kProtoTcp, static_cast<uint16_t>(v))) &&
-                 !frontend_holder(service_key(0, kProtoUdp, static_cast<uint16_t>(v)));
-        };
-        auto v = allocate(name + ":" + std::to_string(p.port) + "/" + proto_name(p.protocol),
-                          ranges_.node_port_min,
-                          ranges_.node_port_max - ranges_.node_port_min + 1u, free);
-        if (!v) return refuse(field, "no free port left in the node port range " + range);
-        p.node_port = static_cast<uint16_t>(*v);
+    if (p.node_port < ranges_.node_port_min || p.node_port > ranges_.node_port_max) {
+      return refuse(field, std::to_string(p.node_port) + " is outside the node port range " +
+                               range + " ([services] node_port_range)");
+    }
+    if (auto h = other_holder(p.node_port)) {
+      return refuse(field, frontend_text(service_key(0, p.protocol, p.node_port)) +
+                               " is already used by " + describe(*h));
+    }
+    taken_here.insert(p.node_port);
+  }
+  for (size_t i = 0; i < svc.ports.size() && svc.has_node_ports(); ++i) {
+    auto& p = svc.ports[i];
+    if (p.node_port) continue;
+    for (const auto& b : before ? before->ports : std::vector<model::service_port>{}) {
+      if (b.port == p.port && b.protocol == p.protocol && !taken_here.count(b.node_port)) {
+        p.node_port = b.node_port;
       }
     }
-    if (p.node_port) taken_here.insert(p.node_port);
+    if (!p.node_port) {
+      auto free = [&](uint32_t v) {
+        auto port = static_cast<uint16_t>(v);
+        return !taken_here.count(port) && !other_holder(port) &&
+               !frontend_holder(service_key(0, p.protocol, port));
+      };
+      auto v = allocate(name + ":" + std::to_string(p.port) + "/" + proto_name(p.protocol),
+                        ranges_.node_port_min, ranges_.node_port_max - ranges_.node_port_min + 1u,
+                        free);
+      if (!v) {
+        return refuse("spec.ports[" + std::to_string(i) + "].nodePort",
+                      "no free port left in the node port range " + range);
+      }
+      p.node_port = static_cast<uint16_t>(*v);
+    }
+    taken_here.insert(p.node_port);
   }
 
   svc.lb_allocated = false;
@@ -167,7 +189,13 @@ result<void> store::settle_service(
     for (const auto& pool : ranges_.load_balancer_pool) {
       if (svc.lb_allocated) break;
       auto [first, size] = usable(pool);
-      if (auto ip = allocate(name, first, size, [&](uint32_t a) { return !address_taken(a); })) {
+      // Not an address the Service already uses itself either.
+      auto free = [&](uint32_t a) {
+        return !address_taken(a) && a != svc.cluster_ip &&
+               std::find(svc.external_ips.begin(), svc.external_ips.end(), a) ==
+                   svc.external_ips.end();
+      };
+      if (auto ip = allocate(name, first, size, free)) {
         svc.lb_ingress = {*ip};
         svc.lb_allocated = true;
       }

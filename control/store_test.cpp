@@ -554,3 +554,424 @@ TEST(store, one_batch_may_move_an_address_between_services) {
 
 }  // namespace
 }  // namespace ferry::control
+
+// ---- Service semantics: nodePorts, load balancer addresses, frontend conflicts ----------------
+
+namespace ferry::control {
+namespace {
+
+// A Service `name` of `type` with `spec` (extra spec lines, indented two spaces), the ports
+// given as YAML list items (one TCP port 80 by default) and `status` (lines indented two
+// spaces, or empty for none).
+std::string typed_service_yaml(std::string_view name, std::string_view type,
+                               std::string_view spec = "",
+                               std::string_view ports = "    - port: 80\n",
+                               std::string_view status = "") {
+  std::string text = "apiVersion: v1\nkind: Service\nmetadata:\n  name: " + std::string(name) +
+                     "\nspec:\n  type: " + std::string(type) +
+                     "\n  selector:\n    app: " + std::string(name) + "\n" + std::string(spec) +
+                     "  ports:\n" + std::string(ports);
+  if (!status.empty()) text += "status:\n" + std::string(status);
+  return text;
+}
+
+std::string batch(std::initializer_list<std::string> docs) {
+  std::string out;
+  for (const auto& d : docs) out += (out.empty() ? "" : "---\n") + d;
+  return out;
+}
+
+// Applies text that must be refused, checks the store did not move, returns the message.
+std::string refused(store& st, std::string_view text) {
+  auto before = st.objects();
+  uint64_t version = st.version();
+  auto r = st.apply(parse(text), source::socket);
+  EXPECT_FALSE(r.ok()) << "accepted:\n" << text;
+  EXPECT_TRUE(same_objects(st.objects(), before)) << "a refused batch changed the store";
+  EXPECT_EQ(st.version(), version);
+  return r.ok() ? "" : r.message();
+}
+
+uint16_t node_port_of(const store& st, const std::string& name, size_t i = 0) {
+  const auto* svc = find_service(st, name);
+  EXPECT_NE(svc, nullptr) << name;
+  if (!svc || svc->ports.size() <= i) return 0;
+  return svc->ports[i].node_port;
+}
+
+service_ranges with_pool(const char* pool) {
+  return service_ranges{.service_cidr = cidr(), .load_balancer_pool = {*parse_ipv4_prefix(pool)}};
+}
+
+// ---- nodePorts
+
+TEST(store_node_ports, node_port_and_load_balancer_services_get_one_in_the_default_range) {
+  store st(cidr());
+  apply_ok(st,
+           batch({typed_service_yaml("np", "NodePort"), typed_service_yaml("lb", "LoadBalancer"),
+                  typed_service_yaml("plain", "ClusterIP")}));
+  for (const char* name : {"np", "lb"}) {
+    uint16_t port = node_port_of(st, name);
+    EXPECT_GE(port, 30000) << name;
+    EXPECT_LE(port, 32767) << name;
+  }
+  EXPECT_NE(node_port_of(st, "np"), node_port_of(st, "lb"));
+  EXPECT_EQ(node_port_of(st, "plain"), 0) << "a ClusterIP Service has no nodePort";
+}
+
+TEST(store_node_ports, every_port_of_a_service_gets_its_own) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("dns", "NodePort", "",
+                                  "    - {name: dns-udp, port: 53, protocol: UDP}\n"
+                                  "    - {name: dns-tcp, port: 53, protocol: TCP}\n"
+                                  "    - {name: metrics, port: 9153}\n"));
+  std::set<uint16_t> ports{node_port_of(st, "dns", 0), node_port_of(st, "dns", 1),
+                           node_port_of(st, "dns", 2)};
+  EXPECT_EQ(ports.size(), 3u);
+  EXPECT_EQ(ports.count(0), 0u);
+}
+
+TEST(store_node_ports, allocated_node_port_is_kept_when_reapplied_without_it) {
+  store st(cidr());
+  const std::string text = typed_service_yaml("np", "NodePort");
+  apply_ok(st, text);
+  uint16_t first = node_port_of(st, "np");
+  ASSERT_NE(first, 0);
+  uint64_t version = st.version();
+  EXPECT_EQ(apply_ok(st, text), std::vector<std::string>{"unchanged"});
+  EXPECT_EQ(st.version(), version);
+  EXPECT_EQ(node_port_of(st, "np"), first);
+  // A change elsewhere in the Service keeps it too.
+  EXPECT_EQ(apply_ok(st, typed_service_yaml("np", "NodePort", "  sessionAffinity: ClientIP\n")),
+            std::vector<std::string>{"configured"});
+  EXPECT_EQ(node_port_of(st, "np"), first);
+}
+
+TEST(store_node_ports, explicit_node_port_is_kept) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("np", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  EXPECT_EQ(node_port_of(st, "np"), 30080);
+}
+
+TEST(store_node_ports, node_port_outside_the_range_is_refused) {
+  store st(cidr());
+  EXPECT_EQ(
+      refused(st, typed_service_yaml("web", "NodePort", "", "    - {port: 80, nodePort: 40000}\n")),
+      "Service default/web: spec.ports[0].nodePort: 40000 is outside the node port range "
+      "30000-32767 ([services] node_port_range)");
+  EXPECT_TRUE(st.objects().empty());
+  // The edges of the range are inside it.
+  apply_ok(
+      st,
+      batch({typed_service_yaml("low", "NodePort", "", "    - {port: 80, nodePort: 30000}\n"),
+             typed_service_yaml("high", "NodePort", "", "    - {port: 80, nodePort: 32767}\n")}));
+  EXPECT_FALSE(st.apply(
+      parse(typed_service_yaml("below", "NodePort", "", "    - {port: 80, nodePort: 29999}\n")),
+      source::file));
+}
+
+TEST(store_node_ports, node_port_taken_by_another_service_is_refused_naming_both) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("other", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  EXPECT_EQ(refused(st, typed_service_yaml("web", "LoadBalancer", "",
+                                           "    - {port: 8080, nodePort: 30080}\n")),
+            "Service default/web: spec.ports[0].nodePort: node port 30080/TCP is already used by "
+            "Service default/other");
+  EXPECT_EQ(find_service(st, "web"), nullptr);
+}
+
+TEST(store_node_ports, node_port_taken_by_an_allocation_is_refused) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("auto", "NodePort"));
+  std::string taken = std::to_string(node_port_of(st, "auto"));
+  auto msg = refused(st, typed_service_yaml("manual", "NodePort", "",
+                                            "    - {port: 81, nodePort: " + taken + "}\n"));
+  EXPECT_TRUE(has(msg, "default/manual")) << msg;
+  EXPECT_TRUE(has(msg, "already used by Service default/auto")) << msg;
+}
+
+TEST(store_node_ports, node_port_of_a_removed_service_is_free_again) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("first", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  st.remove(parse(typed_service_yaml("first", "NodePort")));
+  apply_ok(st, typed_service_yaml("second", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  EXPECT_EQ(node_port_of(st, "second"), 30080);
+}
+
+TEST(store_node_ports, custom_range_is_used_and_enforced) {
+  store st(service_ranges{.service_cidr = cidr(), .node_port_min = 31000, .node_port_max = 31009});
+  std::string text;
+  for (int i = 0; i < 10; ++i) {
+    if (i) text += "---\n";
+    text += typed_service_yaml("np-" + std::to_string(i), "NodePort");
+  }
+  apply_ok(st, text);
+  std::set<uint16_t> seen;
+  for (int i = 0; i < 10; ++i) {
+    uint16_t port = node_port_of(st, "np-" + std::to_string(i));
+    EXPECT_GE(port, 31000);
+    EXPECT_LE(port, 31009);
+    seen.insert(port);
+  }
+  EXPECT_EQ(seen.size(), 10u) << "every port of the range, each once";
+  EXPECT_EQ(refused(st, typed_service_yaml("fixed", "NodePort", "",
+                                           "    - {port: 80, nodePort: 30080}\n")),
+            "Service default/fixed: spec.ports[0].nodePort: 30080 is outside the node port range "
+            "31000-31009 ([services] node_port_range)");
+}
+
+TEST(store_node_ports, load_balancer_without_node_port_allocation_gets_none) {
+  store st(with_pool("203.0.113.0/29"));
+  apply_ok(st,
+           typed_service_yaml("lb", "LoadBalancer", "  allocateLoadBalancerNodePorts: false\n"));
+  EXPECT_EQ(node_port_of(st, "lb"), 0);
+  EXPECT_EQ(apply_ok(st, typed_service_yaml("lb", "LoadBalancer",
+                                            "  allocateLoadBalancerNodePorts: false\n")),
+            std::vector<std::string>{"unchanged"});
+  EXPECT_EQ(node_port_of(st, "lb"), 0);
+  // Turned back on, it gets one.
+  apply_ok(st, typed_service_yaml("lb", "LoadBalancer"));
+  EXPECT_GE(node_port_of(st, "lb"), 30000);
+}
+
+TEST(store_node_ports, exhausted_range_is_refused) {
+  store st(service_ranges{.service_cidr = cidr(), .node_port_min = 30000, .node_port_max = 30001});
+  apply_ok(st, batch({typed_service_yaml("a", "NodePort"), typed_service_yaml("b", "NodePort")}));
+  EXPECT_EQ((std::set<uint16_t>{node_port_of(st, "a"), node_port_of(st, "b")}),
+            (std::set<uint16_t>{30000, 30001}));
+  EXPECT_EQ(refused(st, typed_service_yaml("c", "NodePort")),
+            "Service default/c: spec.ports[0].nodePort: no free port left in the node port range "
+            "30000-30001");
+  // A ClusterIP Service needs none.
+  apply_ok(st, typed_service_yaml("d", "ClusterIP"));
+  // A number is handed out once, whatever the protocol: UDP finds the range full too.
+  auto msg =
+      refused(st, typed_service_yaml("e", "NodePort", "", "    - {port: 53, protocol: UDP}\n"));
+  EXPECT_TRUE(has(msg, "no free port left")) << msg;
+}
+
+TEST(store_node_ports, explicit_node_port_on_another_protocol_is_refused) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "NodePort", "", "    - {port: 53, nodePort: 30053}\n"));
+  EXPECT_EQ(refused(st, typed_service_yaml("b", "NodePort", "",
+                                           "    - {port: 53, protocol: UDP, nodePort: 30053}\n")),
+            "Service default/b: spec.ports[0].nodePort: node port 30053/UDP is already used by "
+            "Service default/a");
+  // One Service may use one number for TCP and UDP.
+  apply_ok(st, typed_service_yaml("dns", "NodePort", "",
+                                  "    - {name: tcp, port: 53, nodePort: 30054}\n"
+                                  "    - {name: udp, port: 53, protocol: UDP, nodePort: 30054}\n"));
+}
+
+TEST(store_node_ports, explicit_node_ports_are_reserved_before_allocating) {
+  store st(service_ranges{.service_cidr = cidr(), .node_port_min = 30000, .node_port_max = 30001});
+  apply_ok(st, typed_service_yaml("a", "NodePort", "",
+                                  "    - {name: x, port: 80}\n"
+                                  "    - {name: y, port: 81, nodePort: 30001}\n"));
+  EXPECT_EQ(node_port_of(st, "a", 0), 30000);
+  EXPECT_EQ(node_port_of(st, "a", 1), 30001);
+}
+
+// ---- load balancer addresses
+
+TEST(store_load_balancer, pool_never_hands_a_service_its_own_addresses) {
+  // Whatever the name hashes to, the pick skips the Service's own externalIP.
+  for (int i = 0; i < 12; ++i) {
+    store st(with_pool("203.0.113.4/30"));
+    std::string name = "lb-" + std::to_string(i);
+    apply_ok(st, typed_service_yaml(name, "LoadBalancer", "  externalIPs: [203.0.113.5]\n"));
+    const auto* svc = find_service(st, name);
+    ASSERT_NE(svc, nullptr);
+    ASSERT_EQ(svc->lb_ingress.size(), 1u) << name;
+    EXPECT_EQ(format_ipv4(svc->lb_ingress[0]), "203.0.113.6") << name;
+  }
+}
+
+TEST(store_load_balancer, address_comes_from_the_pool) {
+  store st(with_pool("203.0.113.0/29"));
+  apply_ok(st, typed_service_yaml("lb", "LoadBalancer"));
+  const auto* svc = find_service(st, "lb");
+  ASSERT_NE(svc, nullptr);
+  ASSERT_EQ(svc->lb_ingress.size(), 1u);
+  EXPECT_TRUE(svc->lb_allocated);
+  uint32_t addr = svc->lb_ingress[0];
+  EXPECT_GT(addr, ip("203.0.113.0")) << format_ipv4(addr) << " is the network address";
+  EXPECT_LT(addr, ip("203.0.113.7")) << format_ipv4(addr) << " is the broadcast address";
+  EXPECT_EQ(svc->lb_addresses(), std::vector<uint32_t>{addr});
+}
+
+TEST(store_load_balancer, allocated_address_is_kept_when_reapplied) {
+  store st(with_pool("203.0.113.0/24"));
+  const std::string text = typed_service_yaml("lb", "LoadBalancer");
+  apply_ok(st, text);
+  auto first = find_service(st, "lb")->lb_ingress;
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ(apply_ok(st, text), std::vector<std::string>{"unchanged"});
+  EXPECT_EQ(find_service(st, "lb")->lb_ingress, first);
+  apply_ok(st, typed_service_yaml("lb", "LoadBalancer", "", "    - port: 443\n"));
+  EXPECT_EQ(find_service(st, "lb")->lb_ingress, first);
+  EXPECT_TRUE(find_service(st, "lb")->lb_allocated);
+}
+
+TEST(store_load_balancer, services_get_different_addresses_until_the_pool_is_used_up) {
+  // A /30 has two usable addresses.
+  store st(with_pool("203.0.113.4/30"));
+  apply_ok(st, typed_service_yaml("a", "LoadBalancer"));
+  apply_ok(st, typed_service_yaml("b", "LoadBalancer"));
+  const auto* a = find_service(st, "a");
+  const auto* b = find_service(st, "b");
+  ASSERT_EQ(a->lb_ingress.size(), 1u);
+  ASSERT_EQ(b->lb_ingress.size(), 1u);
+  EXPECT_EQ((std::set<uint32_t>{a->lb_ingress[0], b->lb_ingress[0]}),
+            (std::set<uint32_t>{ip("203.0.113.5"), ip("203.0.113.6")}));
+  // The third one waits, and is still accepted.
+  EXPECT_EQ(apply_ok(st, typed_service_yaml("c", "LoadBalancer")),
+            std::vector<std::string>{"created"});
+  EXPECT_TRUE(find_service(st, "c")->lb_addresses().empty());
+  EXPECT_FALSE(find_service(st, "c")->lb_allocated);
+}
+
+TEST(store_load_balancer, services_of_one_batch_get_different_addresses) {
+  store st(with_pool("203.0.113.4/30"));
+  apply_ok(st, batch({typed_service_yaml("a", "LoadBalancer"),
+                      typed_service_yaml("b", "LoadBalancer")}));
+  ASSERT_EQ(find_service(st, "a")->lb_ingress.size(), 1u);
+  ASSERT_EQ(find_service(st, "b")->lb_ingress.size(), 1u);
+  EXPECT_NE(find_service(st, "a")->lb_ingress[0], find_service(st, "b")->lb_ingress[0]);
+}
+
+TEST(store_load_balancer, status_ingress_or_load_balancer_ip_is_not_replaced) {
+  store st(with_pool("203.0.113.0/24"));
+  apply_ok(
+      st, batch({typed_service_yaml("with-status", "LoadBalancer", "", "    - port: 80\n",
+                                    "  loadBalancer:\n    ingress:\n"
+                                    "      - ip: 192.0.2.10\n"),
+                 typed_service_yaml("with-ip", "LoadBalancer", "  loadBalancerIP: 192.0.2.20\n")}));
+  const auto* s = find_service(st, "with-status");
+  EXPECT_EQ(s->lb_ingress, std::vector<uint32_t>{ip("192.0.2.10")});
+  EXPECT_FALSE(s->lb_allocated);
+  const auto* i = find_service(st, "with-ip");
+  EXPECT_TRUE(i->lb_ingress.empty());
+  EXPECT_FALSE(i->lb_allocated);
+  EXPECT_EQ(i->lb_addresses(), std::vector<uint32_t>{ip("192.0.2.20")});
+}
+
+TEST(store_load_balancer, without_a_pool_the_service_stays_pending) {
+  store st(cidr());
+  EXPECT_EQ(apply_ok(st, typed_service_yaml("lb", "LoadBalancer")),
+            std::vector<std::string>{"created"});
+  const auto* svc = find_service(st, "lb");
+  ASSERT_NE(svc, nullptr);
+  EXPECT_TRUE(svc->lb_addresses().empty());
+  EXPECT_FALSE(svc->lb_allocated);
+  EXPECT_TRUE(svc->cluster_ip);
+  EXPECT_GE(node_port_of(st, "lb"), 30000) << "pending, but its nodePort works";
+}
+
+TEST(store_load_balancer, pool_skips_addresses_in_use) {
+  // 203.0.113.5 is an externalIP of another Service: the only other usable one is picked.
+  store st(with_pool("203.0.113.4/30"));
+  apply_ok(st, typed_service_yaml("ext", "ClusterIP", "  externalIPs: [203.0.113.5]\n"));
+  apply_ok(st, typed_service_yaml("lb", "LoadBalancer"));
+  EXPECT_EQ(find_service(st, "lb")->lb_ingress, std::vector<uint32_t>{ip("203.0.113.6")});
+}
+
+// ---- frontend conflicts
+
+TEST(store_frontends, external_ip_on_the_same_port_is_refused_naming_both) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  EXPECT_EQ(refused(st, typed_service_yaml("b", "ClusterIP",
+                                           "  externalIPs: [203.0.113.9, 203.0.113.10]\n")),
+            "Service default/b: spec.externalIPs[1]: 203.0.113.10:80/TCP is already used by "
+            "Service default/a");
+  auto msg = refused(st, typed_service_yaml("c", "NodePort", "  externalIPs: [203.0.113.10]\n"));
+  EXPECT_TRUE(has(msg, "Service default/c: spec.externalIPs[0]: 203.0.113.10:80/TCP")) << msg;
+  EXPECT_TRUE(has(msg, "Service default/a")) << msg;
+}
+
+TEST(store_frontends, external_ip_on_another_port_or_protocol_is_fine) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  EXPECT_EQ(
+      apply_ok(st, batch({typed_service_yaml("b", "ClusterIP", "  externalIPs: [203.0.113.10]\n",
+                                             "    - port: 443\n"),
+                          typed_service_yaml("c", "ClusterIP", "  externalIPs: [203.0.113.10]\n",
+                                             "    - {port: 80, protocol: UDP}\n")})),
+      (std::vector<std::string>{"created", "created"}));
+}
+
+TEST(store_frontends, external_ip_equal_to_another_cluster_ip_on_the_same_port_is_refused) {
+  store st(cidr());
+  apply_ok(st, service_yaml("a", "198.19.0.10"));
+  EXPECT_EQ(refused(st, typed_service_yaml("b", "ClusterIP", "  externalIPs: [198.19.0.10]\n")),
+            "Service default/b: spec.externalIPs[0]: 198.19.0.10:80/TCP is already used by "
+            "Service default/a");
+  // On another port it is another frontend.
+  apply_ok(st, typed_service_yaml("c", "ClusterIP", "  externalIPs: [198.19.0.10]\n",
+                                  "    - port: 8080\n"));
+}
+
+TEST(store_frontends, load_balancer_address_on_the_same_port_is_refused) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "LoadBalancer", "  loadBalancerIP: 203.0.113.30\n"));
+  auto msg = refused(st, typed_service_yaml("b", "LoadBalancer", "", "    - port: 80\n",
+                                            "  loadBalancer:\n    ingress:\n"
+                                            "      - ip: 203.0.113.30\n"));
+  EXPECT_TRUE(has(msg,
+                  "Service default/b: status.loadBalancer.ingress: 203.0.113.30:80/TCP is "
+                  "already used by Service default/a"))
+      << msg;
+}
+
+TEST(store_frontends, conflict_in_a_batch_refuses_all_of_it) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  auto msg =
+      refused(st, batch({typed_service_yaml("fresh", "NodePort"),
+                         typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n",
+                                            "    - port: 81\n"),
+                         typed_service_yaml("b", "ClusterIP", "  externalIPs: [203.0.113.11]\n"),
+                         typed_service_yaml("c", "ClusterIP", "  externalIPs: [203.0.113.11]\n")}));
+  EXPECT_EQ(msg,
+            "Service default/c: spec.externalIPs[0]: 203.0.113.11:80/TCP is already used by "
+            "Service default/b");
+  EXPECT_EQ(find_service(st, "fresh"), nullptr);
+  EXPECT_EQ(find_service(st, "b"), nullptr);
+  EXPECT_EQ(find_service(st, "a")->ports[0].port, 80);
+}
+
+TEST(store_frontends, one_batch_may_move_an_external_ip_between_services) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  EXPECT_EQ(
+      apply_ok(st,
+               batch({typed_service_yaml("a", "ClusterIP"),
+                      typed_service_yaml("b", "ClusterIP", "  externalIPs: [203.0.113.10]\n")})),
+      (std::vector<std::string>{"configured", "created"}));
+  EXPECT_TRUE(find_service(st, "a")->external_ips.empty());
+  EXPECT_EQ(find_service(st, "b")->external_ips, std::vector<uint32_t>{ip("203.0.113.10")});
+  // The index followed: b holds it now, a may not take it back.
+  auto msg = refused(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  EXPECT_TRUE(has(msg, "already used by Service default/b")) << msg;
+}
+
+TEST(store_frontends, one_batch_may_move_a_node_port_between_services) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  apply_ok(st,
+           batch({typed_service_yaml("a", "ClusterIP"),
+                  typed_service_yaml("b", "NodePort", "", "    - {port: 80, nodePort: 30080}\n")}));
+  EXPECT_EQ(node_port_of(st, "a"), 0);
+  EXPECT_EQ(node_port_of(st, "b"), 30080);
+}
+
+TEST(store_frontends, removed_service_frees_its_external_ip) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("a", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+  st.remove(parse(typed_service_yaml("a", "ClusterIP")));
+  apply_ok(st, typed_service_yaml("b", "ClusterIP", "  externalIPs: [203.0.113.10]\n"));
+}
+
+}  // namespace
+}  // namespace ferry::control

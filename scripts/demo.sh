@@ -67,6 +67,63 @@ for _ in $(seq 6); do
   echo
 done
 
+say "NodePort: my-service becomes type NodePort 31002, reached on the node's own address"
+cat <<'YAML' | ferryctl apply -f -
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service
+spec:
+  type: NodePort
+  clusterIP: 198.19.0.10
+  selector:
+    app: MyApp
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+      nodePort: 31002
+YAML
+for _ in $(seq 4); do
+  # /whoami: the pod answers with its name and the address it saw the request come from
+  # (ferryd's own, 198.18.1.254: externalTrafficPolicy Cluster SNATs to the node).
+  printf '  curl http://198.18.0.254:31002/whoami -> %s' "$(client curl -s -m 5 http://198.18.0.254:31002/whoami)"
+  echo
+done
+
+say "LoadBalancer: an address from the node's pool (198.18.0.240/29), announced on the clients' subnet"
+cat <<'YAML' | ferryctl apply -f -
+apiVersion: v1
+kind: Service
+metadata:
+  name: my-service-lb
+spec:
+  type: LoadBalancer
+  sessionAffinity: ClientIP
+  ports:
+    - {protocol: TCP, port: 80, targetPort: 9376}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: my-service-lb-1
+  labels: {kubernetes.io/service-name: my-service-lb}
+addressType: IPv4
+ports: [{name: "", protocol: TCP, port: 9376}]
+endpoints:
+  - addresses: ["198.18.1.11"]
+  - addresses: ["198.18.1.12"]
+  - addresses: ["198.18.1.13"]
+YAML
+ferryctl get services
+lb=$(ferryctl get services -o json | /usr/bin/python3 -c \
+  'import json,sys; print(next(s["load_balancer"][0] for s in json.load(sys.stdin)["items"] if s["name"] == "my-service-lb"))')
+echo "  (sessionAffinity: ClientIP: every connection from this client goes to one pod)"
+for _ in $(seq 4); do
+  printf '  curl http://%s/ -> %s' "$lb" "$(client curl -s -m 5 "http://$lb/")"
+  echo
+done
+
 say "counters"
 ferryctl stats
 say "done (everything is removed on exit)"

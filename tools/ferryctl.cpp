@@ -126,8 +126,8 @@ json request_result(const std::string& socket_path, const json& request) {
 
 using row = std::vector<std::string>;
 
-// Columns left-aligned and separated by at least 3 spaces, like kubectl; the last column is not
-// padded so lines carry no trailing blanks.
+// Columns left-aligned and separated by at least 3 spaces, like kubectl; lines carry no trailing
+// blanks (the last column is not padded, and a row may end in empty cells).
 void print_table(const std::vector<row>& rows) {
   std::vector<size_t> widths;
   for (const auto& r : rows) {
@@ -140,6 +140,7 @@ void print_table(const std::vector<row>& rows) {
       line += r[i];
       if (i + 1 < r.size()) line.append(widths[i] - r[i].size() + 3, ' ');
     }
+    line.erase(line.find_last_not_of(' ') + 1);
     std::cout << line << '\n';
   }
 }
@@ -192,14 +193,30 @@ std::vector<column> fields(const std::vector<std::string>& keys) {
   return columns;
 }
 
-void print_items(const json& items, const std::vector<column>& columns) {
+// Some items are shown as several rows (an endpoints item, one row per endpoint): `expand`
+// turns an item into the values the columns read, one per row.
+using expand_fn = std::function<std::vector<json>(const json& item)>;
+
+void print_items(const json& items, const std::vector<column>& columns,
+                 const expand_fn& expand = nullptr) {
   std::vector<row> rows(1);
   for (const auto& c : columns) rows[0].push_back(c.header);
   for (const auto& item : items) {
-    row& r = rows.emplace_back();
-    for (const auto& c : columns) r.push_back(c.cell(item));
+    for (const auto& line : expand ? expand(item) : std::vector<json>{item}) {
+      row& r = rows.emplace_back();
+      for (const auto& c : columns) r.push_back(c.cell(line));
+    }
   }
   print_table(rows);
+}
+
+// A list of strings joined with ",", or `none` when it is empty (or absent).
+std::string joined(const json& list, const std::string& none = "<none>") {
+  std::string out;
+  if (list.is_array()) {
+    for (const auto& v : list) out += (out.empty() ? "" : ",") + text(v);
+  }
+  return out.empty() ? none : out;
 }
 
 std::string service_ports(const json& service) {
@@ -214,20 +231,64 @@ std::string service_ports(const json& service) {
   return out.empty() ? "<none>" : out;
 }
 
-// Long endpoint lists would wreck the table; kubectl shows three and a count.
-std::string endpoint_list(const json& endpoints) {
-  const json& all = items_of(endpoints, "endpoints");
-  if (all.empty()) return "<none>";
-  std::string out;
-  for (size_t i = 0; i < all.size() && i < 3; ++i) out += (i > 0 ? "," : "") + text(all[i]);
-  if (all.size() > 3) out += " + " + std::to_string(all.size() - 3) + " more...";
-  return out;
+// As kubectl shows it: load balancer addresses, then externalIPs; <pending> while a load
+// balancer waits for an address and has no externalIP to show instead; the DNS name of an
+// ExternalName Service.
+std::string service_external_ip(const json& service) {
+  if (text(member(service, "type")) == "ExternalName") {
+    return joined(json::array({member(service, "external_name")}));
+  }
+  json all = json::array();
+  for (const auto& ip : items_of(service, "load_balancer")) all.push_back(ip);
+  for (const auto& ip : items_of(service, "external_ips")) all.push_back(ip);
+  if (all.empty() && member(service, "load_balancer_pending") == true) return "<pending>";
+  return joined(all);
+}
+
+// "None", or "ClientIP(10800s)" with the sticky timeout.
+std::string service_affinity(const json& service) {
+  std::string affinity = text(member(service, "session_affinity"));
+  if (affinity.empty()) return "<unknown>";  // a ferryd from before affinity
+  const json& timeout = member(service, "affinity_timeout_seconds");
+  if (timeout.is_number()) affinity += "(" + text(timeout) + "s)";
+  return affinity;
+}
+
+// "ext=Local,int=Cluster": which endpoints external and in-cluster traffic may reach.
+std::string service_policy(const json& service) {
+  auto policy = [&](const char* key) {
+    std::string p = text(member(service, key));
+    return p.empty() ? std::string("<unknown>") : p;
+  };
+  return "ext=" + policy("external_traffic_policy") + ",int=" + policy("internal_traffic_policy");
+}
+
+// One row per endpoint of every port, with the conditions traffic decisions follow; a Service
+// without endpoints still gets a row, so it does not vanish from the list.
+std::vector<json> endpoint_rows(const json& item) {
+  std::vector<json> rows;
+  for (const auto& detail : items_of(item, "details")) {
+    json row = detail.is_object() ? detail : json::object();
+    row["namespace"] = member(item, "namespace");
+    row["name"] = member(item, "name");
+    row["endpoint"] = text(member(detail, "address")) + ":" + text(member(detail, "port"));
+    if (text(member(detail, "node")).empty()) row["node"] = "<none>";
+    rows.push_back(std::move(row));
+  }
+  if (rows.empty()) {
+    rows.push_back({{"namespace", member(item, "namespace")},
+                    {"name", member(item, "name")},
+                    {"endpoint", "<none>"}});
+  }
+  return rows;
 }
 
 struct resource {
   std::string name;  // what the request names
   std::vector<std::string> aliases;
   std::vector<column> columns;
+  expand_fn expand = nullptr;  // several rows per item (see print_items)
+  bool namespaced = true;
 };
 
 const std::vector<resource>& resources() {
@@ -237,12 +298,24 @@ const std::vector<resource>& resources() {
        {{"NAMESPACE", field("namespace")},
         {"NAME", field("name")},
         {"TYPE", field("type")},
-        {"CLUSTER-IP", field("cluster_ip")},
+        // Empty for ExternalName Services (kubectl's <none>).
+        {"CLUSTER-IP",
+         [](const json& s) { return joined(json::array({member(s, "cluster_ip")})); }},
+        {"EXTERNAL-IP", service_external_ip},
         {"PORT(S)", service_ports},
+        {"AFFINITY", service_affinity},
+        {"POLICY", service_policy},
         {"ENDPOINTS", field("ready_endpoints")}}},
       {"endpoints",
        {"endpoints", "ep"},
-       {{"NAMESPACE", field("namespace")}, {"NAME", field("name")}, {"ENDPOINTS", endpoint_list}}},
+       {{"NAMESPACE", field("namespace")},
+        {"NAME", field("name")},
+        {"ENDPOINT", field("endpoint")},
+        {"READY", field("ready")},
+        {"SERVING", field("serving")},
+        {"TERMINATING", field("terminating")},
+        {"NODE", field("node")}},
+       endpoint_rows},
       {"pods",
        {"pods", "pod", "po"},
        {{"NAMESPACE", field("namespace")},
@@ -250,6 +323,14 @@ const std::vector<resource>& resources() {
         {"READY", field("ready")},
         {"IP", field("ip")},
         {"NODE", field("node")}}},
+      {"nodes",
+       {"nodes", "node", "no"},
+       {{"NAME", field("name")},
+        {"ADDRESSES", [](const json& n) { return joined(member(n, "addresses")); }},
+        {"ZONE", [](const json& n) { return joined(json::array({member(n, "zone")})); }},
+        {"THIS-NODE", field("this_node")}},
+       nullptr,
+       false},
       {"flows",
        {"flows", "flow"},
        {{"PROTO", field("protocol")},
@@ -269,9 +350,9 @@ const resource& find_resource(const std::string& name) {
   for (const auto& r : resources()) {
     if (std::find(r.aliases.begin(), r.aliases.end(), lower) != r.aliases.end()) return r;
   }
-  throw failure(
-      "unknown resource type \"" + name + "\" (want services/svc, endpoints/ep, pods/po or flows)",
-      exit_usage);
+  throw failure("unknown resource type \"" + name +
+                    "\" (want services/svc, endpoints/ep, pods/po, nodes/no or flows)",
+                exit_usage);
 }
 
 void print_changes(const json& result) {
@@ -354,8 +435,9 @@ int main(int argc, char** argv) {
   std::string resource_name;
   std::string namespace_name;
   int limit = 100;
-  auto* get = app.add_subcommand("get", "list services, endpoints, pods or flows");
-  get->add_option("resource", resource_name, "services|svc|endpoints|ep|pods|po|flows")->required();
+  auto* get = app.add_subcommand("get", "list services, endpoints, pods, nodes or flows");
+  get->add_option("resource", resource_name, "services|svc|endpoints|ep|pods|po|nodes|no|flows")
+      ->required();
   auto* ns_opt = get->add_option("-n,--namespace", namespace_name, "only this namespace");
   bool all_namespaces = false;  // no namespace in the request already means all of them
   get->add_flag("-A,--all-namespaces", all_namespaces, "all namespaces (the default)")
@@ -390,7 +472,8 @@ int main(int argc, char** argv) {
       const resource& r = find_resource(resource_name);
       request = {{"op", "get"}, {"resource", r.name}};
       std::string where;  // for "No resources found in NS namespace.", as kubectl says it
-      if (ns_opt->count() > 0) {
+      // Nodes belong to no namespace: -n does not apply to them (kubectl ignores it too).
+      if (ns_opt->count() > 0 && r.namespaced) {
         request["namespace"] = namespace_name;
         where = " in " + namespace_name + " namespace";
       }
@@ -404,7 +487,7 @@ int main(int argc, char** argv) {
         if (items.empty() && r.name != "flows") {
           std::cerr << "No resources found" << where << ".\n";
         } else {
-          print_items(items, r.columns);
+          print_items(items, r.columns, r.expand);
         }
         if (r.name == "flows") {
           std::cout << "(showing " << items.size() << " of " << text(member(result, "total"))

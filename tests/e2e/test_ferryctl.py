@@ -99,10 +99,16 @@ def test_get_tables(ferry):
     r = ferry.ferryctl("get", "svc")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)", "ENDPOINTS"]
+    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP",
+                                "PORT(S)", "AFFINITY", "POLICY", "ENDPOINTS"]
     row = next(l.split() for l in lines if " my-service " in l)
-    assert row == ["default", "my-service", "ClusterIP", VIP, "80/TCP", "3"], row
+    assert row == ["default", "my-service", "ClusterIP", VIP, "<none>", "80/TCP", "None",
+                   "ext=Cluster,int=Cluster", "3"], row
     r = ferry.ferryctl("get", "ep")
-    assert "198.18.1.11:9376" in r.stdout, r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "ENDPOINT", "READY", "SERVING",
+                                "TERMINATING", "NODE"], r.stdout
+    assert ["default", "my-service", "198.18.1.11:9376", "true", "true", "false", "<none>"] in \
+        [l.split() for l in lines], r.stdout
     r = ferry.ferryctl("stats")
     assert r.returncode == 0 and "Drops:" in r.stdout and "default/my-service" in r.stdout
