@@ -20,6 +20,13 @@ def test_demo_script():
     assert "hello through ferry" in out
     assert "198.19.0.10:80" in out and "198.19.0.11:6379" in out  # the flows table
     assert "endpointslice/my-service-abc12 configured" in out
+    # NodePort on the node's address: answered by a pod that saw ferryd's address (SNAT).
+    node_port = re.findall(r"31002/whoami -> (\S+) (\S+)", out)
+    assert len(node_port) == 4, out
+    assert all(peer.startswith("198.18.1.254:") for _, peer in node_port), node_port
+    # LoadBalancer from the pool, sticky for this client.
+    lb = re.findall(r"curl http://(198\.18\.0\.24\d)/ -> (\S+)", out)
+    assert len(lb) == 4 and len({pod for _, pod in lb}) == 1, out
     # The demo cleans up after itself.
     ns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert "ferry-demo" not in ns
