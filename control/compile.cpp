@@ -133,10 +133,10 @@ compiler::service_ports compiler::ports_of(const model::service& svc,
   if (!svc.forwarded()) return out;
   const bool internal_local = svc.internal_policy == model::traffic_policy::local;
   const bool external_local = svc.external_policy == model::traffic_policy::local;
-  const bool node_ports = svc.type == model::service_type::node_port ||
-                          svc.type == model::service_type::load_balancer;
-  const auto lb = svc.type == model::service_type::load_balancer ? svc.lb_addresses()
-                                                                  : std::vector<uint32_t>{};
+  const bool node_ports =
+      svc.type == model::service_type::node_port || svc.type == model::service_type::load_balancer;
+  const auto lb =
+      svc.type == model::service_type::load_balancer ? svc.lb_addresses() : std::vector<uint32_t>{};
   for (const auto& p : svc.ports) {
     const auto refs = endpoints.resolve(svc, p);
     bool usable = false;  // kube-proxy's "has endpoints": some ready or serving one

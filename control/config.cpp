@@ -1,8 +1,8 @@
 #include "config.hpp"
 
 #include <cerrno>
-#include <cstring>
 #include <charconv>
+#include <cstring>
 #include <fstream>
 #include <limits>
 #include <set>

@@ -440,7 +440,8 @@ void decode_service_policies(const YAML::Node& spec, service& svc) {
   if (auto t = child(client_ip, "timeoutSeconds"); present(t)) {
     auto v = plain_uint(t);
     // The API server's bounds: more than 0, at most a day.
-    if (!v || *v == 0 || *v > 86400) fail(timeout_path, "must be an integer 1-86400, got " + describe(t));
+    if (!v || *v == 0 || *v > 86400)
+      fail(timeout_path, "must be an integer 1-86400, got " + describe(t));
     if (!svc.affinity_client_ip) fail(timeout_path, "requires spec.sessionAffinity: ClientIP");
     svc.affinity_timeout = static_cast<uint32_t>(*v);
   }
@@ -465,7 +466,8 @@ void decode_load_balancer(const YAML::Node& doc, const YAML::Node& spec, service
     auto text = required_string(ranges[i], path);
     auto prefix = text.find('/') == std::string::npos ? std::nullopt : parse_ipv4_prefix(text);
     if (!prefix) {
-      if (text.find(':') != std::string::npos) fail(path, "IPv6 is not supported yet, got " + quote(text));
+      if (text.find(':') != std::string::npos)
+        fail(path, "IPv6 is not supported yet, got " + quote(text));
       fail(path, "must be an IPv4 CIDR like 203.0.113.0/24, got " + describe(ranges[i]));
     }
     svc.source_ranges.push_back(*prefix);
@@ -765,9 +767,8 @@ class decoder {
       list(doc, where, depth);
       return;
     }
-    bool known =
-        kind == "Service" || kind == "Pod" || kind == "Endpoints" || kind == "EndpointSlice" ||
-        kind == "Node";
+    bool known = kind == "Service" || kind == "Pod" || kind == "Endpoints" ||
+                 kind == "EndpointSlice" || kind == "Node";
     if (!known) {
       fail("", "unsupported kind " + quote(kind) + " (apiVersion " + api_version + ")");
     }

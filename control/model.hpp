@@ -74,9 +74,7 @@ struct service {
            (type == service_type::load_balancer && allocate_node_ports);
   }
   /// Forwarded at all: headless and ExternalName Services exist for DNS only.
-  bool forwarded() const {
-    return cluster_ip && !headless && type != service_type::external_name;
-  }
+  bool forwarded() const { return cluster_ip && !headless && type != service_type::external_name; }
 
   bool operator==(const service&) const = default;
 };

@@ -1,8 +1,7 @@
 #include "node.hpp"
 
-#include <spdlog/spdlog.h>
-
 #include <malloc.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -62,7 +61,7 @@ void touch(const model::object& obj, dirty_set& d) {
           d.services.insert({o.meta.ns, o.service_name});
         } else if constexpr (std::is_same_v<T, model::pod>) {
           d.namespaces.insert(o.meta.ns);  // any selector in its namespace may match
-        }  // a Node bears on no Service
+        }                                  // a Node bears on no Service
       },
       obj);
 }

@@ -119,7 +119,8 @@ result<void> store::settle_service(
     } else if (auto ip = allocate_cluster_ip(name, [&](uint32_t a) { return !address_taken(a); })) {
       svc.cluster_ip = *ip;
     } else {
-      return refuse("spec.clusterIP", "no free address left in " + range_text(ranges_.service_cidr));
+      return refuse("spec.clusterIP",
+                    "no free address left in " + range_text(ranges_.service_cidr));
     }
   } else if (svc.cluster_ip && !ranges_.service_cidr.contains(*svc.cluster_ip)) {
     return refuse("spec.clusterIP", format_ipv4(*svc.cluster_ip) + " is not in the service range " +
@@ -127,8 +128,8 @@ result<void> store::settle_service(
                                         " ([services] service_cidr)");
   }
 
-  const std::string range = std::to_string(ranges_.node_port_min) + "-" +
-                            std::to_string(ranges_.node_port_max);
+  const std::string range =
+      std::to_string(ranges_.node_port_min) + "-" + std::to_string(ranges_.node_port_max);
   // A nodePort number belongs to one Service, whatever the protocol (as the API server's
   // allocator has it); one Service may use it for both TCP and UDP. Explicit ones are
   // checked and reserved first, then the missing ones allocated around them.
@@ -168,9 +169,9 @@ result<void> store::settle_service(
         return !taken_here.count(port) && !other_holder(port) &&
                !frontend_holder(service_key(0, p.protocol, port));
       };
-      auto v = allocate(name + ":" + std::to_string(p.port) + "/" + proto_name(p.protocol),
-                        ranges_.node_port_min, ranges_.node_port_max - ranges_.node_port_min + 1u,
-                        free);
+      auto v =
+          allocate(name + ":" + std::to_string(p.port) + "/" + proto_name(p.protocol),
+                   ranges_.node_port_min, ranges_.node_port_max - ranges_.node_port_min + 1u, free);
       if (!v) {
         return refuse("spec.ports[" + std::to_string(i) + "].nodePort",
                       "no free port left in the node port range " + range);
@@ -298,7 +299,8 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
       if (before && before->cluster_ip) claimed.erase(*before->cluster_ip);
       if (before) {
         for (const auto& f : frontends_of(*before)) {
-          if (auto c = claimed_frontends.find(f.key); c != claimed_frontends.end() && c->second == k)
+          if (auto c = claimed_frontends.find(f.key);
+              c != claimed_frontends.end() && c->second == k)
             claimed_frontends.erase(c);
         }
       }

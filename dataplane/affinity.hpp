@@ -31,7 +31,9 @@ class affinity_table {
       : buckets_(std::bit_ceil(std::max<uint32_t>(capacity / kWays, 1))),
         table_(new bucket[buckets_]) {}
 
-  static uint64_t key(uint32_t client, uint64_t service) { return hash2(client, service, 0x5a) | 1; }
+  static uint64_t key(uint32_t client, uint64_t service) {
+    return hash2(client, service, 0x5a) | 1;
+  }
 
   /// The backend remembered for key if it was used at most timeout_ticks ago.
   bool find(uint64_t k, uint16_t now, uint16_t timeout_ticks, uint32_t& ip, uint16_t& port) const {
@@ -61,7 +63,8 @@ class affinity_table {
         s.value.store(v, std::memory_order_relaxed);
         return;
       }
-      auto age = static_cast<uint16_t>(now - static_cast<uint16_t>(s.value.load(std::memory_order_relaxed)));
+      auto age = static_cast<uint16_t>(
+          now - static_cast<uint16_t>(s.value.load(std::memory_order_relaxed)));
       if (sk == 0) age = UINT16_MAX;
       if (age >= oldest) {
         oldest = age;
@@ -78,7 +81,7 @@ class affinity_table {
  private:
   static constexpr uint32_t kWays = 4;
   struct slot {
-    std::atomic<uint64_t> key{0};  // 0: empty (keys always have the low bit set)
+    std::atomic<uint64_t> key{0};    // 0: empty (keys always have the low bit set)
     std::atomic<uint64_t> value{0};  // backend ip << 32 | port << 16 | last use (ticks)
   };
   struct alignas(64) bucket {

@@ -150,8 +150,8 @@ class pipeline : public ::testing::Test {
 
   // Replaces the snapshot with one built from these manifests, as node `node_name`.
   void use(const char* manifests, const std::string& node_name = "edge-1") {
-    control::store st(control::service_ranges{
-        .service_cidr = {0xc6130000, 16}, .load_balancer_pool = {{0xc61200c8, 29}}});
+    control::store st(control::service_ranges{.service_cidr = {0xc6130000, 16},
+                                              .load_balancer_pool = {{0xc61200c8, 29}}});
     auto objs = model::parse_manifests(manifests, "test");
     ASSERT_TRUE(objs) << objs.message();
     auto applied = st.apply(std::move(*objs), control::source::file);
@@ -457,7 +457,9 @@ std::string node_port_service(const char* name, int node_port, const char* polic
          pod_node + "}\n---\n";
 }
 
-uint16_t src_port_of(const bytes& frame) { return static_cast<uint16_t>(frame[34] << 8 | frame[35]); }
+uint16_t src_port_of(const bytes& frame) {
+  return static_cast<uint16_t>(frame[34] << 8 | frame[35]);
+}
 
 TEST_F(pipeline, NodePortWithPolicyClusterSnatsToTheNodeAddress) {
   use(node_port_service("np", 30080, "Cluster", "edge-2").c_str());
@@ -467,12 +469,14 @@ TEST_F(pipeline, NodePortWithPolicyClusterSnatsToTheNodeAddress) {
   ASSERT_EQ(out.size(), 1u);
   uint16_t snat_port = src_port_of(out[0].frame);
   EXPECT_GE(snat_port, 32768);
-  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kNode1, snat_port, kPod, 9376, 0x02, "", {.ttl = 63}));
+  EXPECT_EQ(out[0].frame,
+            tcp(kPodMac, kPort1, kNode1, snat_port, kPod, 9376, 0x02, "", {.ttl = 63}));
   EXPECT_EQ(w_->counters.snat_flows.get(), 1u);
   // The answer comes back to the node and leaves as from the node address and NodePort.
   out = run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, snat_port, 0x12), 1);
   ASSERT_EQ(out.size(), 1u);
-  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kNode0, 30080, kClient, 40000, 0x12, "", {.ttl = 63}));
+  EXPECT_EQ(out[0].frame,
+            tcp(kClientMac, kPort0, kNode0, 30080, kClient, 40000, 0x12, "", {.ttl = 63}));
   // The same NodePort answers on the other node address too; other ports there are not ours.
   EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 40001, kNode1, 30080, 0x02), 0).size(), 1u);
   EXPECT_TRUE(run(tcp(kPort0, kClientMac, kClient, 40002, kNode0, 30081, 0x02), 0).empty());
@@ -572,8 +576,8 @@ endpoints:
 std::string sticky_with(const std::vector<std::pair<uint32_t, bool>>& pods) {
   std::string out = kSticky;
   for (auto [ip, ready] : pods) {
-    out += "- {addresses: [" + format_ipv4(ip) + "], conditions: {ready: " +
-           (ready ? "true" : "false") + "}}\n";
+    out += "- {addresses: [" + format_ipv4(ip) +
+           "], conditions: {ready: " + (ready ? "true" : "false") + "}}\n";
   }
   return out;
 }
@@ -638,7 +642,8 @@ TEST(affinity_table, RemembersWithinTheTimeoutAndEvictsTheOldest) {
     small.remember(affinity_table::key(c, 1), c, 1, static_cast<uint16_t>(c));
   }
   EXPECT_FALSE(small.find(affinity_table::key(1, 1), 5, 100, ip, port));
-  for (uint32_t c = 2; c <= 5; ++c) EXPECT_TRUE(small.find(affinity_table::key(c, 1), 5, 100, ip, port));
+  for (uint32_t c = 2; c <= 5; ++c)
+    EXPECT_TRUE(small.find(affinity_table::key(c, 1), 5, 100, ip, port));
 }
 
 }  // namespace

@@ -52,9 +52,9 @@ struct node_config {
   uint16_t node_port_min = 30000;            // node_port_range: allocated and allowed nodePorts
   uint16_t node_port_max = 32767;
   std::vector<ipv4_prefix> load_balancer_pool;  // LoadBalancer addresses ferry hands out
-  uint32_t icmp_unreachable_rate = 100;      // per second per worker, for no-endpoint answers
-  uint32_t neighbor_timeout = 300;           // seconds an ARP answer stays valid
-  uint32_t neighbor_hold_ms = 1000;          // how long a packet waits for ARP before a drop
+  uint32_t icmp_unreachable_rate = 100;         // per second per worker, for no-endpoint answers
+  uint32_t neighbor_timeout = 300;              // seconds an ARP answer stays valid
+  uint32_t neighbor_hold_ms = 1000;             // how long a packet waits for ARP before a drop
 };
 
 }  // namespace ferry

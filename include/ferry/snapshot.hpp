@@ -35,17 +35,17 @@ struct service_port_entry {
   uint32_t vip = 0;
   uint16_t port = 0;
   uint8_t proto = 0;
-  bool external = false;     // NodePort, LB or externalIP: externalTrafficPolicy applies
-  bool snat_remote = false;  // external with policy Cluster: SNAT to a backend off this node
-  bool drop_empty = false;   // no backend for the policy, but the Service has endpoints:
-                             // drop (kube-proxy's "no local endpoints"); else reject
+  bool external = false;          // NodePort, LB or externalIP: externalTrafficPolicy applies
+  bool snat_remote = false;       // external with policy Cluster: SNAT to a backend off this node
+  bool drop_empty = false;        // no backend for the policy, but the Service has endpoints:
+                                  // drop (kube-proxy's "no local endpoints"); else reject
   uint32_t affinity_timeout = 0;  // seconds; 0: no sessionAffinity
   uint64_t affinity_key = 0;      // the Service port (shared by all its frontends)
   std::vector<ipv4_prefix> source_ranges;  // LB frontends: allowed clients (empty: any)
-  std::string name;               // "namespace/service:port-name" for stats
-  std::vector<backend> backends;  // sorted by (ip, port); draining ones included
-  std::vector<uint16_t> maglev;   // indices into backends; size is a prime
-  bool has_active = false;        // some backend has weight > 0
+  std::string name;                        // "namespace/service:port-name" for stats
+  std::vector<backend> backends;           // sorted by (ip, port); draining ones included
+  std::vector<uint16_t> maglev;            // indices into backends; size is a prime
+  bool has_active = false;                 // some backend has weight > 0
 
   /// Backend for a flow hash; only valid when has_active.
   const backend& pick(uint64_t hash) const { return backends[maglev[hash % maglev.size()]]; }
