@@ -220,6 +220,9 @@ socket = "$tmp/ferry.sock"
 [sources]
 manifests = ["$tmp/services.yaml"]
 
+[services]
+service_cidr = "198.19.0.0/16"
+
 [conntrack]
 capacity = $capacity
 tcp_closing_timeout = 1

@@ -194,6 +194,29 @@ def sync(rows):
     return out
 
 
+def applied(rows):
+    a = sorted(pick(rows, "apply"), key=lambda r: r["services"])
+    if not a:
+        return []
+    out = ["### A running ferryd, through its control socket (`perf/apply_latency.py`)\n",
+           "ferryd on two DPDK null ports, N Services (every 16th a NodePort, its nodePort "
+           "allocated) with one EndpointSlice of 10 endpoints each (conditions and nodeName "
+           "set, as a cluster writes them), applied in one request; then single changed "
+           "EndpointSlices, each timed from the request to ferryd's answer, which it sends "
+           "once the new snapshot is published (the workers' next poll uses it): over the "
+           "socket, and as `ferryctl apply -f FILE` including the process start. Memory: "
+           "ferryd's resident size before and after the load.\n",
+           "| services | load through the socket ms | RSS before → after MiB | KiB per service | "
+           "slice change ms (median) | p99 | with ferryctl ms (median) | p99 |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in a:
+        sc, fc = r["slice_change_socket_ms"], r["slice_change_ferryctl_ms"]
+        out.append(f"| {r['services']:,} | {r['load_ms']:,.0f} | {r['rss_before_mib']:.0f} → "
+                   f"{r['rss_after_mib']:.0f} | {r['memory_per_service_kib']:.1f} | "
+                   f"{sc['median']:.2f} | {sc['p99']:.2f} | {fc['median']:.2f} | {fc['p99']:.2f} |")
+    return out + [""]
+
+
 def gen(rows):
     g = pick(rows, "gen")
     out = ["## Through real ports (`ferry-perf gen` over memif, `perf/linerate.sh`)\n"]
@@ -311,7 +334,8 @@ def main():
            f"Produced by `{command}` (commit {commit}) on {cpu_model()}, {nproc} cores, one "
            "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
            "shared machines drift, so compare numbers from one run only.\n"]
-    out += targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + gen(rows)
+    out += (targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + applied(rows) +
+            gen(rows))
     if notes:
         out.append(notes)
     plots(rows)

@@ -10,6 +10,7 @@ build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 >> "$out"
 build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 --workers 2 >> "$out"
 build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
+/usr/bin/python3 perf/apply_latency.py --services 200 --changes 3 >> "$out"
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -28,5 +29,8 @@ assert len(by.get("sync", [])) == 1, by.keys()
 s = by["sync"][0]
 assert 0 < s["endpoint_change_ms"]["median"] <= s["endpoint_change_p99_ms"], s
 assert 0 < s["yaml_decode_ms"]["median"] < s["full_load_ms"]["median"], s
+a = by["apply"][0]
+assert a["services"] == 200 and a["load_ms"] > 0 and a["rss_after_mib"] > a["rss_before_mib"], a
+assert 0 < a["slice_change_socket_ms"]["median"] <= a["slice_change_socket_ms"]["p99"], a
 print(f"perf smoke: {len(rows)} results sane")
 PY
