@@ -108,7 +108,7 @@ def test_get_tables(ferry):
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["NAMESPACE", "NAME", "ENDPOINT", "READY", "SERVING",
                                 "TERMINATING", "NODE"], r.stdout
-    assert ["default", "my-service", "198.18.1.11:9376", "true", "true", "false", "<none>"] in \
+    assert ["default", "my-service", "198.18.1.11:9376", "True", "True", "False", "<none>"] in \
         [l.split() for l in lines], r.stdout
     r = ferry.ferryctl("stats")
     assert r.returncode == 0 and "Drops:" in r.stdout and "default/my-service" in r.stdout
