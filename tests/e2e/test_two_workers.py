@@ -1,7 +1,7 @@
 """Two dataplane workers (two lcores on CPU 1): ferryd gives each af_packet port one queue pair
 per worker and the kernel's PACKET_FANOUT hash spreads packets over them. A flow's reply often
 lands on the other worker, which must still find the flow (shared conntrack)."""
-from conftest import PODS, curl_names
+from conftest import POD_IPS, PODS, curl_names, endpoint_slice
 
 # Main lcore 0 on CPU 0, workers 1 and 2 both on CPU 1: works on a 2-CPU machine.
 FERRY_LCORES = "0@0,1@1,2@1"
@@ -42,3 +42,29 @@ print(" ".join(sorted(names)))
     r = ferry.client_py(code, timeout=40)
     assert r.returncode == 0, r.stderr + ferry.log()
     assert len(r.stdout.split()) > 1 and set(r.stdout.split()) <= PODS, r.stdout
+
+
+# sessionAffinity: ClientIP across workers: the client's connections land on both workers
+# (their SYNs hash to different queues), and all reach one pod, after its backend set grows.
+def test_two_workers_client_ip_affinity(ferry):
+    svc = """\
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  clusterIP: 198.19.0.80
+  sessionAffinity: ClientIP
+  ports: [{name: http, port: 80, targetPort: 9376}]
+---
+"""
+    ips = list(POD_IPS.values())
+    ferry.apply(svc + endpoint_slice("sticky-1", "sticky", ips[:2], port_name="http"))
+    before = {w["worker"]: w["rx_packets"] for w in ferry.stats()["workers"]}
+    first = curl_names(ferry, 20, url="http://198.19.0.80/")
+    assert len(set(first)) == 1, first
+    after = ferry.stats()["workers"]
+    assert all(w["rx_packets"] > before[w["worker"]] for w in after), (before, after)
+    ferry.apply(endpoint_slice("sticky-1", "sticky", ips, port_name="http"))
+    again = curl_names(ferry, 20, url="http://198.19.0.80/")
+    assert set(again) == set(first), (first, again)
+    assert ferry.stats()["flows"]["affinity_reused"] >= 38
