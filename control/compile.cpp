@@ -111,8 +111,10 @@ std::vector<endpoint_ref> endpoint_index::resolve(const model::service& svc,
         }
         if (!target) continue;
       }
+      // publishNotReadyAddresses: the endpoints controller calls every pod ready.
+      const bool ready = p->ready || svc.publish_not_ready;
       out.push_back(
-          {*p->ip, target, p->ready && !p->terminating, p->ready, p->terminating, p->node_name});
+          {*p->ip, target, ready && !p->terminating, ready, p->terminating, p->node_name});
     }
   }
   std::sort(out.begin(), out.end(), [](const endpoint_ref& a, const endpoint_ref& b) {

@@ -1326,5 +1326,19 @@ TEST(compile_frontends, terminating_pod_that_is_not_ready_is_not_an_endpoint) {
   EXPECT_FALSE(e->drop_empty);
 }
 
+TEST(compile_frontends, publish_not_ready_addresses_counts_unready_pods_in) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string svc(kSeedService);
+  svc.replace(svc.find("spec:\n") + 6, 0, "  publishNotReadyAddresses: true\n");
+  apply_text(st, join({svc, pod_yaml("my-app-1", "{app: MyApp}", "198.18.1.41", false)}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(e->backends.size(), 1u);
+  EXPECT_EQ(e->backends[0].weight, 1);
+}
+
 }  // namespace
 }  // namespace ferry::control

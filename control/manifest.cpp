@@ -449,6 +449,9 @@ void decode_service_policies(const YAML::Node& spec, service& svc) {
       decode_policy(child(spec, "externalTrafficPolicy"), "spec.externalTrafficPolicy");
   svc.internal_policy =
       decode_policy(child(spec, "internalTrafficPolicy"), "spec.internalTrafficPolicy");
+  svc.publish_not_ready =
+      opt_bool(child(spec, "publishNotReadyAddresses"), "spec.publishNotReadyAddresses")
+          .value_or(false);
   if (auto a = opt_bool(child(spec, "allocateLoadBalancerNodePorts"),
                         "spec.allocateLoadBalancerNodePorts")) {
     svc.allocate_node_ports = *a;

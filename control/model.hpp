@@ -59,6 +59,7 @@ struct service {
   std::optional<uint32_t> load_balancer_ip;  // spec.loadBalancerIP
   std::vector<ipv4_prefix> source_ranges;    // spec.loadBalancerSourceRanges
   bool allocate_node_ports = true;           // spec.allocateLoadBalancerNodePorts
+  bool publish_not_ready = false;            // spec.publishNotReadyAddresses
   /// status.loadBalancer.ingress[].ip, or the address ferry allocated from its pool.
   std::vector<uint32_t> lb_ingress;
   bool lb_allocated = false;  // lb_ingress came from ferry's pool (kept across updates)
