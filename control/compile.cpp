@@ -170,7 +170,11 @@ compiler::service_ports compiler::ports_of(const model::service& svc,
     if (node_ports && p.node_port) add(0, p.node_port, ext);
     if (!lb.empty()) {
       ext.source_ranges = svc.source_ranges;  // they restrict the load balancer's addresses only
-      for (uint32_t ip : lb) add(ip, p.port, ext);
+      for (uint32_t ip : lb) {
+        ext.announce = std::any_of(pool_.begin(), pool_.end(),
+                                   [&](const ipv4_prefix& r) { return r.contains(ip); });
+        add(ip, p.port, ext);
+      }
     }
   }
   return out;
@@ -182,8 +186,9 @@ namespace {
 bool same_frontend(const service_port_entry& a, const service_port_entry& b) {
   return a.vip == b.vip && a.port == b.port && a.proto == b.proto && a.external == b.external &&
          a.snat_remote == b.snat_remote && a.drop_empty == b.drop_empty &&
-         a.affinity_timeout == b.affinity_timeout && a.affinity_key == b.affinity_key &&
-         a.source_ranges == b.source_ranges && a.name == b.name && a.backends == b.backends;
+         a.announce == b.announce && a.affinity_timeout == b.affinity_timeout &&
+         a.affinity_key == b.affinity_key && a.source_ranges == b.source_ranges &&
+         a.name == b.name && a.backends == b.backends;
 }
 
 }  // namespace
@@ -192,7 +197,7 @@ void compiler::link_backends(uint64_t key, const service_port_entry& e, bool add
   // Replies without a flow entry are un-NATed to a ClusterIP (external frontends have no
   // single address to give back: a NodePort is on every node address).
   if (e.external) {
-    if (e.vip) {
+    if (e.announce) {
       auto& n = announced_[e.vip];
       if (add) {
         ++n;

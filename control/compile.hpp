@@ -72,10 +72,14 @@ struct dirty_set {
 class compiler {
  public:
   /// node_name: this node, for traffic policies (endpoints whose nodeName it is are local).
-  compiler(uint32_t maglev_max_size, uint32_t max_service_ports, std::string node_name = "")
+  /// pool: the node's load balancer addresses ([services] load_balancer_pool); LB addresses
+  /// inside it are announced (answered for by ARP), others are someone else's to route.
+  compiler(uint32_t maglev_max_size, uint32_t max_service_ports, std::string node_name = "",
+           std::vector<ipv4_prefix> pool = {})
       : maglev_max_size_(maglev_max_size),
         max_service_ports_(max_service_ports),
-        node_name_(std::move(node_name)) {}
+        node_name_(std::move(node_name)),
+        pool_(std::move(pool)) {}
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist
@@ -105,6 +109,7 @@ class compiler {
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
   std::string node_name_;
+  std::vector<ipv4_prefix> pool_;
   uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
   std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
   uint32_t next_id_ = 0;
@@ -117,8 +122,7 @@ class compiler {
   };
   std::unordered_map<uint64_t, live> entries_;
   std::unordered_map<uint64_t, std::map<uint64_t, const service_port_entry*>> backend_users_;
-  // External addresses (LB, externalIPs) -> how many frontends use them: ferry answers ARP
-  // for them.
+  // Announced LB addresses -> how many frontends use them: ferry answers ARP for them.
   std::map<uint32_t, uint32_t> announced_;
   bool announced_changed_ = false;
   std::shared_ptr<const std::vector<uint32_t>> announced_list_;

@@ -1013,7 +1013,7 @@ spec:
   const auto& svc = service_in(st, "auto");
   ASSERT_EQ(svc.lb_ingress.size(), 1u);
   ASSERT_NE(svc.ports[0].node_port, 0);
-  compiler c(kMaxSize, 65536);
+  compiler c(kMaxSize, 65536, "", {*parse_ipv4_prefix("203.0.113.64/26")});
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
   EXPECT_EQ(snap->ports().size(), 3u);
@@ -1228,43 +1228,49 @@ TEST(compile_frontends, client_ip_affinity_timeout_is_on_every_frontend) {
   }
 }
 
-TEST(compile_frontends, external_addresses_are_announced_until_the_service_goes) {
+// Only load balancer addresses of the node's pool are announced: an externalIP, or an LB
+// address some other controller handed out, is routed to the node by someone else.
+TEST(compile_frontends, pool_addresses_are_announced_until_the_service_goes) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
   apply_text(st, join({frontends_service(), frontends_slice()}));
-  compiler c(kMaxSize, 65536, "node-a");
+  compiler c(kMaxSize, 65536, "node-a", {*parse_ipv4_prefix("203.0.113.64/27")});
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
-  EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
-  EXPECT_TRUE(snap->announces(ip("203.0.113.20")));
+  EXPECT_FALSE(snap->announces(ip("203.0.113.30"))) << "outside the pool";
+  EXPECT_FALSE(snap->announces(ip("203.0.113.20"))) << "an externalIP is not announced";
   EXPECT_FALSE(snap->announces(ip("198.19.0.60"))) << "a ClusterIP is not announced";
-  EXPECT_FALSE(snap->announces(ip("198.18.2.11")));
   ASSERT_TRUE(snap->announced);
-  EXPECT_EQ(*snap->announced, (std::vector<uint32_t>{ip("203.0.113.20"), ip("203.0.113.30")}));
+  EXPECT_TRUE(snap->announced->empty());
+
+  compiler owner(kMaxSize, 65536, "node-a", {*parse_ipv4_prefix("203.0.113.24/29")});
+  snap = compile_ok(owner, st);
+  EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
+  EXPECT_FALSE(snap->announces(ip("203.0.113.20")));
+  EXPECT_EQ(*snap->announced, (std::vector<uint32_t>{ip("203.0.113.30")}));
 
   // Deleted, compiled incrementally (only the touched Service is redone).
   st.remove(parse(frontends_service()));
-  auto next = c.compile(st, dirty_set{.services = {{"default", "lb"}}});
+  auto next = owner.compile(st, dirty_set{.services = {{"default", "lb"}}});
   ASSERT_TRUE(next.ok()) << next.message();
   EXPECT_FALSE((*next)->announces(ip("203.0.113.30")));
-  EXPECT_FALSE((*next)->announces(ip("203.0.113.20")));
   EXPECT_TRUE((*next)->ports().empty());
   // The previous snapshot, which workers may still read, is untouched.
   EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
 }
 
-TEST(compile_frontends, shared_external_address_is_announced_while_any_service_uses_it) {
+TEST(compile_frontends, shared_pool_address_is_announced_while_any_service_uses_it) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
-  auto with_external_ip = [](std::string_view name, std::string_view cluster_ip, uint16_t port) {
-    return service_yaml(name, cluster_ip, port) + "  externalIPs: [203.0.113.40]\n";
+  auto on_lb_ip = [](std::string_view name, std::string_view cluster_ip, uint16_t port) {
+    return service_yaml(name, cluster_ip, port) +
+           "  type: LoadBalancer\n  loadBalancerIP: 203.0.113.40\n";
   };
-  apply_text(st, join({with_external_ip("a", "198.19.0.71", 80),
-                       with_external_ip("b", "198.19.0.72", 443)}));
-  compiler c(kMaxSize, 65536);
+  apply_text(st, join({on_lb_ip("a", "198.19.0.71", 80), on_lb_ip("b", "198.19.0.72", 443)}));
+  compiler c(kMaxSize, 65536, "", {*parse_ipv4_prefix("203.0.113.32/28")});
   auto snap = compile_ok(c, st);
   ASSERT_TRUE(snap);
   EXPECT_TRUE(snap->announces(ip("203.0.113.40")));
 
-  st.remove(parse(with_external_ip("a", "198.19.0.71", 80)));
+  st.remove(parse(on_lb_ip("a", "198.19.0.71", 80)));
   auto next = c.compile(st, dirty_set{.services = {{"default", "a"}}});
   ASSERT_TRUE(next.ok()) << next.message();
   EXPECT_TRUE((*next)->announces(ip("203.0.113.40"))) << "b still serves on it";

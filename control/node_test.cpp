@@ -19,7 +19,7 @@ std::string describe(const snapshot& s) {
   for (const auto* e : s.ports()) {
     out += e->name + " " + std::to_string(service_key(e->vip, e->proto, e->port)) +
            " ext=" + std::to_string(e->external) + " snat=" + std::to_string(e->snat_remote) +
-           " drop=" + std::to_string(e->drop_empty) +
+           " drop=" + std::to_string(e->drop_empty) + " announce=" + std::to_string(e->announce) +
            " aff=" + std::to_string(e->affinity_timeout) + "/" + std::to_string(e->affinity_key) +
            " ranges=" + std::to_string(e->source_ranges.size()) + " [";
     for (const auto& b : e->backends) {
@@ -89,7 +89,8 @@ TEST(Node, IncrementalCompileMatchesAFullCompile) {
     SCOPED_TRACE(step);
     ASSERT_TRUE(last);
     auto full =
-        compiler(cfg.maglev_max_size, cfg.max_service_ports, cfg.node_name).compile(n.objects());
+        compiler(cfg.maglev_max_size, cfg.max_service_ports, cfg.node_name, cfg.load_balancer_pool)
+            .compile(n.objects());
     ASSERT_TRUE(full);
     EXPECT_EQ(describe(*last), describe(**full));
   };

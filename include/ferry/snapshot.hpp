@@ -39,6 +39,7 @@ struct service_port_entry {
   bool snat_remote = false;       // external with policy Cluster: SNAT to a backend off this node
   bool drop_empty = false;        // no backend for the policy, but the Service has endpoints:
                                   // drop (kube-proxy's "no local endpoints"); else reject
+  bool announce = false;          // an LB address from the node's pool: answered for by ARP
   uint32_t affinity_timeout = 0;  // seconds; 0: no sessionAffinity
   uint64_t affinity_key = 0;      // the Service port (shared by all its frontends)
   std::vector<ipv4_prefix> source_ranges;  // LB frontends: allowed clients (empty: any)
@@ -80,8 +81,8 @@ struct snapshot {
   /// un-NAT a reply that has no connection entry (table full, or after a restart). Points
   /// into vips of the same snapshot.
   sharded_map<const service_port_entry*> backends;
-  /// Load balancer and external addresses, sorted: ferry answers ARP for them on the port
-  /// whose subnet holds them.
+  /// Load balancer addresses of the node's pool, sorted: ferry answers ARP for them on the
+  /// port whose subnet holds them.
   std::shared_ptr<const std::vector<uint32_t>> announced;
 
   bool announces(uint32_t ip) const {

@@ -141,13 +141,14 @@ def test_load_balancer_address_from_the_pool_reached_from_outside(ferry):
 
 def test_load_balancer_source_ranges_filter_the_lb_address_only(ferry):
     (other,) = add_client_addresses(ferry, 1)
-    ferry.apply(service("ranged", ["type: LoadBalancer", "loadBalancerIP: 198.18.0.250",
+    ferry.apply(service("ranged", ["type: LoadBalancer", "loadBalancerIP: 198.18.0.247",
                                    "loadBalancerSourceRanges: [198.18.0.1/32]"],
                         "[{name: http, protocol: TCP, port: 80, targetPort: 9376, nodePort: 30084}]")
                 + "---\n" + slice_on_nodes("ranged-1", "ranged", [(POD_IPS["my-app-2"], "x")]))
-    assert whoami(ferry, "http://198.18.0.250", source="198.18.0.1")[0] == "my-app-2"
+    # Asked for in the node's pool (198.18.0.240/29): announced like an allocated one.
+    assert whoami(ferry, "http://198.18.0.247", source="198.18.0.1")[0] == "my-app-2"
     before = drops(ferry, "source_denied")
-    r = whoami(ferry, "http://198.18.0.250", source=other, ok=False)
+    r = whoami(ferry, "http://198.18.0.247", source=other, ok=False)
     assert r.returncode == 28, (r.returncode, r.stdout, r.stderr)
     assert drops(ferry, "source_denied") > before
     # The NodePort is not filtered (kube-proxy does the same).
@@ -157,6 +158,13 @@ def test_load_balancer_source_ranges_filter_the_lb_address_only(ferry):
 def test_external_ip(ferry):
     ferry.apply(service("ext", ["externalIPs: [198.18.0.77]"]) + "---\n"
                 + slice_on_nodes("ext-1", "ext", [(POD_IPS["my-app-1"], "x")]))
+    # externalIPs are the administrator's to route (ferryd does not answer ARP for them: some
+    # other host may own the address), here with a host route on the client.
+    r = ferry.client_py("from scapy.all import *; conf.verb=0; "
+                        "print(srp1(Ether(dst='ff:ff:ff:ff:ff:ff')/ARP(pdst='198.18.0.77'), "
+                        "iface='eth0', timeout=1) is None)")
+    assert r.stdout.strip() == "True", r.stdout + r.stderr
+    ferry.client(["ip", "route", "replace", "198.18.0.77/32", "via", NODE0], check=True)
     assert whoami(ferry, "http://198.18.0.77")[0] == "my-app-1"
     # Another Service claiming the same address:port/protocol is refused, both named.
     r = ferry.ferryctl("apply", "-f", "-", input=service("ext-thief", ["externalIPs: [198.18.0.77]"]))
