@@ -111,8 +111,8 @@ void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   w.counters.neighbor_held.add();
 }
 
-// Load balancer and external addresses of the snapshot are answered for on the port whose
-// subnet holds them (what MetalLB's layer-2 mode does for a cluster).
+// The snapshot's pool load balancer addresses are answered for on the port whose subnet
+// holds them (what MetalLB's layer-2 mode does for a cluster).
 bool announced_on(const worker& w, const snapshot* snap, uint32_t ip, uint16_t port) {
   if (!snap || !snap->announces(ip)) return false;
   const route_entry* r = w.dp->route(ip);
