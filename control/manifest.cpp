@@ -255,6 +255,17 @@ uint32_t required_ipv4(const YAML::Node& n, const std::string& path) {
   return *addr;
 }
 
+// An address of either family (a dual-stack field): the IPv4 one, or nullopt for IPv6 (kept
+// out: ferry forwards IPv4 only). Anything else is refused.
+std::optional<uint32_t> ipv4_or_skip_ipv6(const YAML::Node& n, const std::string& path,
+                                          const std::string& text) {
+  if (auto addr = parse_ipv4(text)) return addr;
+  if (text.find(':') == std::string::npos) {
+    fail(path, "must be an IPv4 or IPv6 address, got " + describe(n));
+  }
+  return std::nullopt;
+}
+
 labels string_map(const YAML::Node& n, const std::string& path) {
   labels out;
   if (!present(n)) return out;
@@ -487,11 +498,7 @@ void decode_load_balancer(const YAML::Node& doc, const YAML::Node& spec, service
     // An ingress may be a hostname only (cloud load balancers); nothing to serve here then.
     auto text = string_or_empty(ip, join(path, "ip"));
     if (text.empty()) continue;
-    if (auto addr = parse_ipv4(text)) {
-      svc.lb_ingress.push_back(*addr);
-    } else if (text.find(':') == std::string::npos) {
-      fail_address(ip, join(path, "ip"));
-    }
+    if (auto addr = ipv4_or_skip_ipv6(ip, join(path, "ip"), text)) svc.lb_ingress.push_back(*addr);
   }
 }
 
@@ -697,10 +704,7 @@ pod decode_pod(const YAML::Node& doc, object_meta meta) {
     expect_entry_map(ips[i], path);
     auto entry_node = child(ips[i], "ip");
     auto entry = required_string(entry_node, join(path, "ip"));
-    auto addr = parse_ipv4(entry);
-    if (!addr && entry.find(':') == std::string::npos) {
-      fail(join(path, "ip"), "must be an IPv4 or IPv6 address, got " + describe(entry_node));
-    }
+    auto addr = ipv4_or_skip_ipv6(entry_node, join(path, "ip"), entry);
     if (addr && !listed) listed = addr;
   }
   auto ip_node = child(status, "podIP");
@@ -745,10 +749,8 @@ node decode_node(const YAML::Node& doc, object_meta meta) {
     if (type != "InternalIP" && type != "ExternalIP") continue;
     auto a = child(addresses[i], "address");
     auto text = required_string(a, join(path, "address"));
-    if (auto addr = parse_ipv4(text)) {
+    if (auto addr = ipv4_or_skip_ipv6(a, join(path, "address"), text)) {
       n.addresses.push_back(*addr);
-    } else if (text.find(':') == std::string::npos) {
-      fail_address(a, join(path, "address"));
     }
   }
   return n;
