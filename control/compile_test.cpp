@@ -425,6 +425,21 @@ TEST(compile, only_terminating_endpoints_take_traffic_when_none_is_ready) {
       (std::vector<std::string>{"198.18.1.11:9376/0", "198.18.1.12:9376/0", "198.18.1.13:9376/1"}));
 }
 
+// serving absent counts as true (kube-proxy), so a terminating endpoint that does not say
+// whether it serves still carries traffic when nothing is ready.
+TEST(compile, terminating_endpoint_without_serving_is_a_fallback) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(
+      st, join({kSeedService, slice_yaml("my-service-a", "my-service", "", 9376,
+                                         "  - addresses: [\"198.18.1.11\"]\n"
+                                         "    conditions: {ready: false, terminating: true}\n")}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  auto e = find_vip(*snap, "198.19.0.10", 80);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(describe(e->backends), std::vector<std::string>{"198.18.1.11:9376/1"});
+}
+
 TEST(compile, endpoints_neither_ready_nor_serving_leave_no_backend) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
   apply_text(st,

@@ -627,7 +627,8 @@ endpoint_slice decode_endpoint_slice(const YAML::Node& doc, object_meta meta) {
     auto cond = child(list[i], "conditions");
     expect_map(cond, cond_path);
     ep.ready = opt_bool(child(cond, "ready"), join(cond_path, "ready")).value_or(true);
-    ep.serving = opt_bool(child(cond, "serving"), join(cond_path, "serving")).value_or(ep.ready);
+    // As kube-proxy reads them: nil ready and nil serving are true, nil terminating false.
+    ep.serving = opt_bool(child(cond, "serving"), join(cond_path, "serving")).value_or(true);
     ep.terminating =
         opt_bool(child(cond, "terminating"), join(cond_path, "terminating")).value_or(false);
     ep.node_name = string_or_empty(child(list[i], "nodeName"), join(path, "nodeName"));

@@ -491,9 +491,10 @@ ports:
   EXPECT_TRUE(e2.ready);
   EXPECT_TRUE(e2.serving);
   EXPECT_FALSE(e2.terminating);
-  const auto& e3 = s.group.endpoints[3];  // serving follows ready when absent
+  const auto& e3 = s.group.endpoints[3];  // absent serving is true, as kube-proxy reads it
   EXPECT_FALSE(e3.ready);
-  EXPECT_FALSE(e3.serving);
+  EXPECT_TRUE(e3.serving);
+  EXPECT_FALSE(e3.terminating);
   ASSERT_EQ(s.group.ports.size(), 3u);
   EXPECT_EQ(s.group.ports[0].name, "http");
   EXPECT_EQ(s.group.ports[0].port, 9376);
