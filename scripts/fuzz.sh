@@ -18,9 +18,19 @@ for t in "${targets[@]}"; do
   corpus=$(mktemp -d)
   cp -r "tests/fuzz/corpus/$t/." "$corpus/" 2>/dev/null || true
   echo "fuzz_$t: ${seconds}s"
+  status=0
   build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 \
-    -artifact_prefix="build-fuzz/crash-$t-" "$corpus" 2>&1 | grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-" || true
+    -artifact_prefix="build-fuzz/crash-$t-" "$corpus" > "$corpus.log" 2>&1 || status=$?
+  grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-" "$corpus.log" || true
   rm -rf "$corpus"
+  # A target that cannot start (a bad harness) must fail too, not pass with zero runs.
+  if [ "$status" -ne 0 ] || ! grep -q "stat::number_of_executed_units" "$corpus.log"; then
+    echo "fuzz_$t exited with status $status:" >&2
+    tail -20 "$corpus.log" >&2
+    rm -f "$corpus.log"
+    exit 1
+  fi
+  rm -f "$corpus.log"
   if ls build-fuzz/crash-"$t"-* >/dev/null 2>&1; then
     echo "fuzz_$t found a crash: $(ls build-fuzz/crash-"$t"-*)" >&2
     exit 1

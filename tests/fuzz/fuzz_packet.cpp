@@ -26,7 +26,11 @@ struct harness {
     od = std::make_unique<dp::offline_dataplane>(cfg, macs);
     od->learn(0, 0xc6120001, {{2, 0xc1, 0, 0, 0, 1}});
     od->learn(1, 0xc612010b, {{2, 0xb0, 0, 0, 0, 1}});
-    control::store st(ipv4_prefix{0xc6130000, 16});
+    // Every kind of frontend: ClusterIP, NodePort (SNAT to a remote pod), an LB address of
+    // the pool with source ranges (answered by ARP), an externalIP, ClientIP affinity, and
+    // a Local policy with no local endpoint.
+    control::store st(control::service_ranges{.service_cidr = {0xc6130000, 16},
+                                              .load_balancer_pool = {{0xc61200f0, 29}}});
     auto objs = model::parse_manifests(R"(
 apiVersion: v1
 kind: Service
@@ -42,6 +46,32 @@ apiVersion: v1
 kind: Service
 metadata: {name: empty}
 spec: {clusterIP: 198.19.0.11, ports: [{port: 80}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: edge}
+spec:
+  type: LoadBalancer
+  clusterIP: 198.19.0.12
+  sessionAffinity: ClientIP
+  externalIPs: [198.18.0.77]
+  loadBalancerSourceRanges: [198.18.0.0/28]
+  ports: [{name: t, port: 80, targetPort: 9376, nodePort: 30080}, {name: u, port: 53, protocol: UDP, nodePort: 30053}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: edge}
+subsets: [{addresses: [{ip: 198.18.1.11, nodeName: other}, {ip: 198.18.1.77, nodeName: fuzz}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: local}
+spec: {type: NodePort, clusterIP: 198.19.0.13, externalTrafficPolicy: Local, ports: [{port: 80, nodePort: 30081}]}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: local}
+subsets: [{addresses: [{ip: 198.18.1.11, nodeName: other}], ports: [{port: 80}]}]
 )",
                                        "fuzz");
     if (!objs) {
@@ -49,7 +79,7 @@ spec: {clusterIP: 198.19.0.11, ports: [{port: 80}]}
       std::abort();
     }
     if (!st.apply(std::move(*objs), control::source::file)) std::abort();
-    snap = std::move(*control::compiler(65537, 64).compile(st));
+    snap = std::move(*control::compiler(65537, 64, "fuzz", {{0xc61200f0, 29}}).compile(st));
   }
 };
 
