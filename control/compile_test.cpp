@@ -440,6 +440,18 @@ TEST(compile, terminating_endpoint_without_serving_is_a_fallback) {
   EXPECT_EQ(describe(e->backends), std::vector<std::string>{"198.18.1.11:9376/1"});
 }
 
+// A Service another proxy owns (service.kubernetes.io/service-proxy-name) is not forwarded.
+TEST(compile, service_of_another_proxy_is_not_forwarded) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  std::string svc(kSeedService);
+  svc.replace(svc.find("  name: my-service\n") + 19, 0,
+              "  labels: {service.kubernetes.io/service-proxy-name: other-proxy}\n");
+  apply_text(st, join({svc, kSeedSlice}));
+  compiler c(kMaxSize, 65536);
+  auto snap = compile_ok(c, st);
+  EXPECT_TRUE(snap->ports().empty());
+}
+
 TEST(compile, endpoints_neither_ready_nor_serving_leave_no_backend) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
   apply_text(st,

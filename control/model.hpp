@@ -74,8 +74,13 @@ struct service {
     return type == service_type::node_port ||
            (type == service_type::load_balancer && allocate_node_ports);
   }
-  /// Forwarded at all: headless and ExternalName Services exist for DNS only.
-  bool forwarded() const { return cluster_ip && !headless && type != service_type::external_name; }
+  /// Forwarded at all: headless and ExternalName Services exist for DNS only, and a Service
+  /// labelled service.kubernetes.io/service-proxy-name belongs to another proxy (kube-proxy
+  /// skips those too).
+  bool forwarded() const {
+    return cluster_ip && !headless && type != service_type::external_name &&
+           !meta.label_map.count("service.kubernetes.io/service-proxy-name");
+  }
 
   bool operator==(const service&) const = default;
 };
