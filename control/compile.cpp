@@ -193,9 +193,11 @@ bool same_frontend(const service_port_entry& a, const service_port_entry& b) {
 
 }  // namespace
 
-void compiler::link_backends(uint64_t key, const service_port_entry& e, bool add) {
-  // Replies without a flow entry are un-NATed to a ClusterIP (external frontends have no
-  // single address to give back: a NodePort is on every node address).
+void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
+  // External frontends count towards the announced addresses; only ClusterIP ones go into
+  // the backend table, since replies without a flow entry are un-NATed to a ClusterIP
+  // (external frontends have no single address to give back: a NodePort is on every node
+  // address).
   if (e.external) {
     if (e.announce) {
       auto& n = announced_[e.vip];
@@ -223,7 +225,7 @@ void compiler::link_backends(uint64_t key, const service_port_entry& e, bool add
 void compiler::remove(uint64_t key, const service_name& owner) {
   auto it = entries_.find(key);
   if (it == entries_.end() || it->second.owner != owner) return;
-  link_backends(key, *it->second.entry, false);
+  link(key, *it->second.entry, false);
   free_ids_.push_back(it->second.entry->id);
   entries_.erase(it);
   touched_vips_.push_back(key);
@@ -238,7 +240,7 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   auto e = std::make_shared<service_port_entry>(w);
   if (old) {
     e->id = old->id;
-    link_backends(key, *old, false);
+    link(key, *old, false);
   } else if (!free_ids_.empty()) {
     e->id = free_ids_.back();
     free_ids_.pop_back();
@@ -252,7 +254,7 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
     e->has_active |= b.weight > 0;
   }
   e->maglev = maglev_build(mb, maglev_table_size(mb.size(), maglev_max_size_));
-  link_backends(key, *e, true);
+  link(key, *e, true);
   slot.entry = std::move(e);
   touched_vips_.push_back(key);
 }

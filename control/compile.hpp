@@ -101,7 +101,8 @@ class compiler {
   service_ports ports_of(const model::service& svc, const endpoint_index& endpoints) const;
   void remove(uint64_t key, const service_name& owner);
   void upsert(uint64_t key, const wanted& w, const service_name& owner);
-  void link_backends(uint64_t key, const service_port_entry& e, bool add);
+  // Adds (or removes) an entry to the derived indexes: backend table and announced addresses.
+  void link(uint64_t key, const service_port_entry& e, bool add);
 
   // The frontend keys each Service had after the last compile (the entries hold the rest).
   std::map<service_name, std::vector<uint64_t>> by_service_;

@@ -62,7 +62,6 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
-  unsigned workers = 1;  // each takes its own slice of the SNAT source ports
   std::atomic<bool> stop{false};
 
   const route_entry* route(uint32_t dst) const {

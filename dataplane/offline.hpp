@@ -38,7 +38,6 @@ class offline_dataplane {
     dp.arp_retry_tsc = dp.tsc_hz;
     dp.icmp_rate = o.icmp_rate;
     dp.max_service_ports = 1024;
-    dp.workers = o.workers;
     dp.affinity = std::make_unique<affinity_table>(cfg.conntrack.affinity_capacity);
     dp.pool = rte_pktmbuf_pool_create(o.pool_name, o.mbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);
     dp.qsbr =

@@ -295,7 +295,7 @@ bool needs_masquerade(const dataplane& dp, uint32_t client, uint32_t backend, ui
 // flow; 0 when the candidates tried are all taken (the slice is close to exhausted).
 uint16_t pick_snat_port(const worker& w, const parsed& p, const flow_nat& nat) {
   constexpr uint32_t kFirst = 32768, kCount = 28232, kTries = 32;
-  const uint32_t slice = kCount / w.dp->workers;
+  const uint32_t slice = kCount / w.dp->ct->workers();
   const uint32_t first = kFirst + w.index * slice;
   for (uint32_t i = 0; i < kTries; ++i) {
     auto port = static_cast<uint16_t>(first + (p.hash + i) % slice);

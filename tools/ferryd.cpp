@@ -174,7 +174,6 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
-  d.workers = n_workers;
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
