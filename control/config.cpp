@@ -1,5 +1,6 @@
 #include "config.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -21,6 +22,33 @@ namespace {
 struct config_error {
   std::string message;
 };
+
+// Returns the offset of the first byte that is not well-formed UTF-8 (RFC 3629: no overlong
+// forms, no surrogates, nothing above U+10FFFF), or npos. TOML text must be UTF-8, and
+// toml11 3.7.1 reads past its buffer when it reports bad UTF-8 inside a multi-line string,
+// so the text is checked here first.
+size_t invalid_utf8_at(std::string_view s) {
+  size_t i = 0;
+  while (i < s.size()) {
+    auto c = static_cast<uint8_t>(s[i]);
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (len == 0 || i + len > s.size()) return i;
+    uint32_t cp = len == 1 ? c : c & (0x7F >> len);
+    for (size_t k = 1; k < len; ++k) {
+      auto b = static_cast<uint8_t>(s[i + k]);
+      if ((b & 0xC0) != 0x80) return i;
+      cp = (cp << 6) | (b & 0x3F);
+    }
+    static constexpr uint32_t min_for_len[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return i;
+    i += len;
+  }
+  return std::string_view::npos;
+}
 
 class table_reader {
  public:
@@ -147,6 +175,11 @@ void check(const node_config& c) {
 result<node_config> parse_config(std::string_view text, const std::string& source) {
   node_config c;
   c.source = source;
+  if (size_t bad = invalid_utf8_at(text); bad != std::string_view::npos) {
+    size_t line = 1 + std::count(text.begin(), text.begin() + bad, '\n');
+    return make_error(source + ":" + std::to_string(line) + ": not valid UTF-8 (byte " +
+                      std::to_string(bad) + "); a config file must be UTF-8 text");
+  }
   try {
     std::istringstream in{std::string(text)};
     toml::value root = toml::parse(in, source);

@@ -253,6 +253,19 @@ rxdesc = 512
   EXPECT_TRUE(has(msg, "port[1].rxdesc: unknown key")) << msg;
 }
 
+TEST(parse_config, text_that_is_not_utf8_is_an_error) {
+  // Invalid UTF-8 inside a multi-line literal string once made toml11 read past its buffer.
+  auto msg = config_err("[node]\nname = \"a\"\n[dataplane]\neal_args = ['''\xfe''']\n");
+  EXPECT_EQ(msg.rfind("test.toml:4: ", 0), 0u) << msg;
+  EXPECT_TRUE(has(msg, "not valid UTF-8")) << msg;
+  EXPECT_TRUE(has(config_err("name = \"\xed\xa0\x80\"\n"), "not valid UTF-8"));  // surrogate
+  EXPECT_TRUE(has(config_err("name = \"\xc0\xaf\"\n"), "not valid UTF-8"));      // overlong
+  EXPECT_TRUE(has(config_err("name = \"\xe2\x82\"\n"), "not valid UTF-8"));      // cut short
+  auto ok = parse_config("[node]\nname = \"f\xc3\xa9rry \xe2\x82\xac \xf0\x9f\x9a\xa2\"\n", "t");
+  ASSERT_FALSE(ok.ok());  // no [[port]], but the UTF-8 text itself is accepted
+  EXPECT_FALSE(has(ok.message(), "UTF-8")) << ok.message();
+}
+
 TEST(parse_config, string_where_integer_is_an_error) {
   auto msg = config_err(std::string(kOnePort) + "[conntrack]\ncapacity = \"2048\"\n");
   expect_names_source(msg);

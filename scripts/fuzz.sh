@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets with clang (ASan + UBSan) and runs each for SECONDS (default
 # 20) from its seed corpus in tests/fuzz/corpus/<target>. Exits non-zero on any finding.
-# usage: scripts/fuzz.sh [SECONDS] [TARGET...]
+# FUZZ_SEED fixes libFuzzer's random seed (scripts/test.sh sets it so a test run repeats);
+# unset, each run explores afresh. A finding goes into the corpus once it is fixed.
+# usage: [FUZZ_SEED=N] scripts/fuzz.sh [SECONDS] [TARGET...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-20}
@@ -20,6 +22,7 @@ for t in "${targets[@]}"; do
   echo "fuzz_$t: ${seconds}s"
   status=0
   build-fuzz/tests/fuzz/fuzz_$t -max_total_time="$seconds" -max_len=2048 -print_final_stats=1 \
+    ${FUZZ_SEED:+-seed="$FUZZ_SEED"} \
     -artifact_prefix="build-fuzz/crash-$t-" "$corpus" > "$corpus.log" 2>&1 || status=$?
   grep -E "stat::number_of_executed_units|ERROR|SUMMARY|crash-" "$corpus.log" || true
   rm -rf "$corpus"

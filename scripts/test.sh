@@ -18,4 +18,4 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 ninja -C build-asan
 meson test -C build-asan --suite unit --print-errorlogs
-./scripts/fuzz.sh 10
+FUZZ_SEED=1 ./scripts/fuzz.sh 10
