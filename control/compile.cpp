@@ -26,7 +26,8 @@ void add_group(const model::endpoint_group& g, const model::service_port& port,
   if (!ep) return;
   for (const auto& e : g.endpoints) {
     if (e.addresses.empty()) continue;
-    out.push_back({e.addresses[0], ep->port, e.ready, e.serving, e.terminating, e.node_name});
+    out.push_back({e.addresses[0], ep->port, e.ready, e.serving, e.terminating, e.node_name,
+                   e.for_zones, e.for_nodes});
   }
 }
 
@@ -69,19 +70,57 @@ endpoint_index::endpoint_index(const store& st, const std::string& ns, const std
 
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port) {
-  return select_backends(endpoint_index(st).resolve(svc, port), "", false);
+  return select_backends(endpoint_index(st).resolve(svc, port), {}, false);
 }
 
+namespace {
+
+enum class topology_mode { none, same_node, same_zone };
+
+bool hinted(std::span<const std::string> hints, std::string_view name) {
+  return !name.empty() && std::find(hints.begin(), hints.end(), name) != hints.end();
+}
+
+topology_mode topology_mode_of(const std::vector<endpoint_ref>& endpoints, const topology& here) {
+  bool any_ready = false, all_node = true, for_node = false, all_zone = true, for_zone = false;
+  for (const auto& e : endpoints) {
+    if (!e.ready) continue;
+    any_ready = true;
+    all_node &= !e.for_nodes.empty();
+    for_node |= hinted(e.for_nodes, here.node);
+    all_zone &= !e.for_zones.empty();
+    for_zone |= hinted(e.for_zones, here.zone);
+  }
+  if (!any_ready) return topology_mode::none;
+  if (all_node && for_node) return topology_mode::same_node;
+  if (all_zone && for_zone) return topology_mode::same_zone;
+  return topology_mode::none;
+}
+
+}  // namespace
+
 std::vector<backend> select_backends(const std::vector<endpoint_ref>& endpoints,
-                                     std::string_view node_name, bool local_only) {
-  auto is_local = [&](const endpoint_ref& e) { return !e.node.empty() && e.node == node_name; };
+                                     const topology& here, bool local_only) {
+  auto is_local = [&](const endpoint_ref& e) { return !e.node.empty() && e.node == here.node; };
+  const auto mode = local_only ? topology_mode::none : topology_mode_of(endpoints, here);
+  auto in_scope = [&](const endpoint_ref& e) {
+    switch (mode) {
+      case topology_mode::same_node:
+        return hinted(e.for_nodes, here.node);
+      case topology_mode::same_zone:
+        return hinted(e.for_zones, here.zone);
+      case topology_mode::none:
+        break;
+    }
+    return !local_only || is_local(e);
+  };
   bool any_ready = false;
-  for (const auto& e : endpoints) any_ready |= e.ready && (!local_only || is_local(e));
+  for (const auto& e : endpoints) any_ready |= e.ready && in_scope(e);
   std::vector<backend> out;
   for (const auto& e : endpoints) {
     if (local_only && !is_local(e)) continue;
     if (e.ready) {
-      out.push_back({e.ip, e.port, 1, is_local(e)});
+      if (in_scope(e)) out.push_back({e.ip, e.port, 1, is_local(e)});
     } else if (e.serving && e.terminating) {
       out.push_back({e.ip, e.port, static_cast<uint16_t>(any_ready ? 0 : 1), is_local(e)});
     }
@@ -151,7 +190,7 @@ compiler::service_ports compiler::ports_of(const model::service& svc,
     base.affinity_timeout = svc.affinity_client_ip ? svc.affinity_timeout : 0;
     base.affinity_key = service_key(*svc.cluster_ip, p.protocol, p.port);
     auto with_backends = [&](wanted w, bool local_only) {
-      w.backends = select_backends(refs, node_name_, local_only);
+      w.backends = select_backends(refs, {node_name_, zone_}, local_only);
       w.drop_empty = usable && w.backends.empty();
       return w;
     };
@@ -289,7 +328,13 @@ void patch(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
 result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
   // Resolve the Services that changed (all of them, and every one resolved before, on a
   // full compile).
-  const bool full = dirty.all || generation_ == 0;
+  // This node's zone decides topology hints everywhere: a new zone redoes every Service.
+  std::string zone;
+  if (auto it = st.objects().find({"Node", "", node_name_}); it != st.objects().end()) {
+    zone = std::get<model::node>(it->second.obj).zone;
+  }
+  const bool full = dirty.all || generation_ == 0 || zone != zone_;
+  zone_ = std::move(zone);
   std::map<service_name, service_ports> fresh;
   if (full) {
     const endpoint_index endpoints(st);

@@ -9,6 +9,7 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -26,14 +27,25 @@ struct endpoint_ref {
   uint16_t port = 0;
   bool ready = true, serving = true, terminating = false;
   std::string_view node;
+  std::span<const std::string> for_zones, for_nodes;  // topology hints
+};
+
+/// Where this proxy runs: its node name (endpoints there are local) and the node's zone
+/// (label topology.kubernetes.io/zone), for topology hints.
+struct topology {
+  std::string_view node, zone;
 };
 
 /// The backends traffic may go to, as kube-proxy's CategorizeEndpoints picks them: ready
 /// endpoints (weight 1) plus serving-and-terminating ones as draining (weight 0); when none
 /// is ready, the serving-and-terminating ones take traffic. `local_only`: only endpoints on
-/// `node_name` (a traffic policy of Local). Each backend says whether it is on this node.
+/// `here.node` (a traffic policy of Local). Otherwise topology hints narrow the ready
+/// endpoints as kube-proxy's topologyModeFromHints does: to those hinted for this node when
+/// every ready endpoint has a node hint and one names this node, else to those hinted for
+/// this zone when every ready endpoint has a zone hint and one names this zone. Each
+/// backend says whether it is on this node.
 std::vector<backend> select_backends(const std::vector<endpoint_ref>& endpoints,
-                                     std::string_view node_name, bool local_only);
+                                     const topology& here, bool local_only);
 
 /// Where each Service's endpoints come from, indexed once per compile so that resolving all
 /// services costs O(objects), not O(services x objects).
@@ -110,6 +122,7 @@ class compiler {
   uint32_t maglev_max_size_;
   uint32_t max_service_ports_;
   std::string node_name_;
+  std::string zone_;  // of this node's Node object, as of the last compile
   std::vector<ipv4_prefix> pool_;
   uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
   std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away

@@ -1373,5 +1373,112 @@ TEST(compile_frontends, publish_not_ready_addresses_counts_unready_pods_in) {
   EXPECT_EQ(e->backends[0].weight, 1);
 }
 
+// Topology hints, as kube-proxy's topologyModeFromHints reads them.
+std::string hinted_slice(std::string_view zone_11, std::string_view zone_12,
+                         std::string_view zone_13, std::string_view extra_13 = "") {
+  auto ep = [](std::string_view addr, std::string_view zone, std::string_view extra) {
+    std::string out = "  - addresses: [\"" + std::string(addr) + "\"]\n";
+    if (!zone.empty()) out += "    hints:\n      forZones: [{name: " + std::string(zone) + "}]\n";
+    return out + std::string(extra);
+  };
+  return slice_yaml("lb-1", "lb", "", 8080,
+                    ep("198.18.2.11", zone_11, "") + ep("198.18.2.12", zone_12, "") +
+                        ep("198.18.2.13", zone_13, extra_13));
+}
+
+std::string node_yaml(std::string_view name, std::string_view zone) {
+  return "apiVersion: v1\nkind: Node\nmetadata:\n  name: " + std::string(name) +
+         "\n  labels:\n    topology.kubernetes.io/zone: " + std::string(zone) + "\n";
+}
+
+std::vector<std::string> cluster_ip_backends(compiler& c, const store& st) {
+  auto snap = compile_ok(c, st);
+  if (!snap) return {};
+  return describe(find_vip(*snap, "198.19.0.60", 80)->backends);
+}
+
+TEST(compile_topology, zone_hints_keep_the_endpoints_hinted_for_this_nodes_zone) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), hinted_slice("zone-a", "zone-b", "zone-a"),
+                       node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st),
+            (std::vector<std::string>{"198.18.2.11:8080/1", "198.18.2.13:8080/1"}));
+  // Every frontend under the Cluster policy is narrowed, the NodePort too.
+  auto snap = compile_ok(c, st);
+  EXPECT_EQ(describe(find_node_port(*snap, kNodePort)->backends),
+            (std::vector<std::string>{"198.18.2.11:8080/1", "198.18.2.13:8080/1"}));
+}
+
+TEST(compile_topology, a_new_zone_on_this_node_recompiles_every_service) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), hinted_slice("zone-a", "zone-b", "zone-a"),
+                       node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  ASSERT_TRUE(compile_ok(c, st));
+  apply_text(st, node_yaml("node-a", "zone-b"));
+  // The Node bears on no Service by itself: an incremental compile with nothing dirty.
+  auto r = c.compile(st, dirty_set{});
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(describe(find_vip(**r, "198.19.0.60", 80)->backends),
+            (std::vector<std::string>{"198.18.2.12:8080/1"}));
+}
+
+TEST(compile_topology, hints_are_ignored_unless_every_ready_endpoint_has_one) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), hinted_slice("zone-a", "", "zone-a"),
+                       node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st).size(), 3u);
+}
+
+TEST(compile_topology, a_not_ready_endpoint_without_hints_does_not_count) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(),
+                       hinted_slice("zone-a", "zone-b", "", "    conditions: {ready: false}\n"),
+                       node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st), (std::vector<std::string>{"198.18.2.11:8080/1"}));
+}
+
+TEST(compile_topology, hints_are_ignored_when_none_names_this_zone_or_the_node_has_none) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), hinted_slice("zone-a", "zone-b", "zone-a"),
+                       node_yaml("node-a", "zone-c")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st).size(), 3u);
+  // Without a Node object there is no zone.
+  store bare(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(bare, join({frontends_service(), hinted_slice("zone-a", "zone-b", "zone-a")}));
+  compiler c2(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c2, bare).size(), 3u);
+}
+
+TEST(compile_topology, node_hints_win_over_zone_hints) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  auto for_node = [](std::string_view n) {
+    return "      forNodes: [{name: " + std::string(n) + "}]\n";
+  };
+  // Every endpoint is hinted for zone-a, and by node: .12 for node-a.
+  std::string slice = slice_yaml(
+      "lb-1", "lb", "", 8080,
+      "  - addresses: [\"198.18.2.11\"]\n    hints:\n      forZones: [{name: zone-a}]\n" +
+          for_node("node-b") +
+          "  - addresses: [\"198.18.2.12\"]\n    hints:\n      forZones: [{name: zone-a}]\n" +
+          for_node("node-a"));
+  apply_text(st, join({frontends_service(), slice, node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st), (std::vector<std::string>{"198.18.2.12:8080/1"}));
+}
+
+TEST(compile_topology, local_policy_ignores_hints) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service("  internalTrafficPolicy: Local\n"),
+                       hinted_slice("zone-b", "zone-a", "zone-b", "    nodeName: node-a\n"),
+                       node_yaml("node-a", "zone-a")}));
+  compiler c(kMaxSize, 65536, "node-a");
+  EXPECT_EQ(cluster_ip_backends(c, st), (std::vector<std::string>{"198.18.2.13:8080/1"}));
+}
+
 }  // namespace
 }  // namespace ferry::control

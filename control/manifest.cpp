@@ -587,6 +587,21 @@ std::vector<endpoint_port> decode_endpoint_ports(const YAML::Node& n, const std:
   return out;
 }
 
+// hints: {forZones: [{name: z}], forNodes: [{name: n}]}.
+void decode_hints(const YAML::Node& n, const std::string& path, endpoint& ep) {
+  expect_map(n, path);
+  auto names = [&](const char* key, std::vector<std::string>& out) {
+    std::string list_path = join(path, key);
+    auto list = list_of(child(n, key), list_path);
+    for (size_t i = 0; i < list.size(); ++i) {
+      expect_entry_map(list[i], at(list_path, i));
+      out.push_back(required_string(child(list[i], "name"), join(at(list_path, i), "name")));
+    }
+  };
+  names("forZones", ep.for_zones);
+  names("forNodes", ep.for_nodes);
+}
+
 endpoint_slice decode_endpoint_slice(const YAML::Node& doc, object_meta meta) {
   endpoint_slice slice;
   slice.meta = std::move(meta);
@@ -633,6 +648,8 @@ endpoint_slice decode_endpoint_slice(const YAML::Node& doc, object_meta meta) {
         opt_bool(child(cond, "terminating"), join(cond_path, "terminating")).value_or(false);
     ep.node_name = string_or_empty(child(list[i], "nodeName"), join(path, "nodeName"));
     ep.target_pod = target_pod_of(child(list[i], "targetRef"), join(path, "targetRef"));
+    ep.zone = string_or_empty(child(list[i], "zone"), join(path, "zone"));
+    decode_hints(child(list[i], "hints"), join(path, "hints"), ep);
     slice.group.endpoints.push_back(std::move(ep));
   }
   slice.group.ports = decode_endpoint_ports(child(doc, "ports"), "ports");

@@ -101,6 +101,10 @@ struct endpoint {
   bool terminating = false;
   std::string node_name;
   std::string target_pod;  // targetRef.name when kind is Pod
+  std::string zone;        // EndpointSlice zone
+  // hints.forZones[].name and hints.forNodes[].name: where the EndpointSlice controller
+  // wants this endpoint used (topology-aware routing, trafficDistribution).
+  std::vector<std::string> for_zones, for_nodes;
 
   bool operator==(const endpoint&) const = default;
 };

@@ -207,7 +207,7 @@ json service_json(const model::service& svc, const endpoint_index& endpoints) {
                      {"protocol", proto_name(p.protocol)},
                      {"target_port", target},
                      {"node_port", p.node_port}});
-    for (const auto& b : select_backends(endpoints.resolve(svc, p), "", false)) {
+    for (const auto& b : select_backends(endpoints.resolve(svc, p), {}, false)) {
       ready += b.weight > 0;
     }
   }
@@ -245,7 +245,7 @@ json endpoints_json(const model::service& svc, const endpoint_index& endpoints,
   json details = json::array();
   for (const auto& p : svc.ports) {
     const auto refs = endpoints.resolve(svc, p);
-    for (const auto& b : select_backends(refs, "", false)) {
+    for (const auto& b : select_backends(refs, {}, false)) {
       (b.weight ? eps : draining).push_back(endpoint_text(b));
     }
     for (const auto& e : refs) {

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   g++ meson ninja-build pkg-config clang-format git
   libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
-  nlohmann-json3-dev libcli11-dev libbenchmark-dev
+  nlohmann-json3-dev libcli11-dev libbenchmark-dev libcurl4-openssl-dev openssl
   iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
   dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
 )
