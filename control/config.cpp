@@ -78,6 +78,13 @@ class table_reader {
     }
   }
 
+  void boolean(const std::string& key, bool& out) {
+    if (auto* v = find(key)) {
+      if (!v->is_boolean()) fail(key, "must be true or false");
+      out = v->as_boolean();
+    }
+  }
+
   template <typename T>
   void integer(const std::string& key, T& out, int64_t min = 0,
                int64_t max = std::numeric_limits<T>::max()) {
@@ -214,6 +221,22 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
     });
     top.table("control", [&](table_reader& t) { t.string("socket", c.socket_path); });
     top.table("sources", [&](table_reader& t) { t.strings("manifests", c.manifests); });
+    top.table("kubernetes", [&](table_reader& t) {
+      auto& k = c.kubernetes;
+      t.string("kubeconfig", k.kubeconfig);
+      t.string("context", k.context);
+      t.boolean("in_cluster", k.in_cluster);
+      t.string("service_account_dir", k.service_account_dir);
+      t.integer("page_size", k.page_size, 1, 100000);
+      t.integer("watch_timeout", k.watch_timeout, 1, 86400);
+      if (k.in_cluster && !k.kubeconfig.empty()) {
+        t.fail("in_cluster", "set either in_cluster or kubeconfig, not both");
+      }
+      if (!k.in_cluster && k.kubeconfig.empty()) {
+        t.fail("", "needs kubeconfig = \"FILE\" or in_cluster = true");
+      }
+      k.enabled = true;
+    });
     top.table("conntrack", [&](table_reader& t) {
       t.integer("capacity", c.conntrack.capacity, 1024, 1 << 28);
       t.integer("tcp_syn_timeout", c.conntrack.tcp_syn_timeout, 1, 86400 * 7);

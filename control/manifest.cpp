@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -873,7 +874,54 @@ std::vector<yaml_document> split_documents(std::string_view text) {
   return docs;
 }
 
+// A JSON value as the YAML node the decoders read: numbers and booleans become plain
+// scalars (tag "?"), strings quoted ones, so `"80"` stays a string as in JSON.
+YAML::Node to_yaml(const nlohmann::json& j) {
+  switch (j.type()) {
+    case nlohmann::json::value_t::object: {
+      YAML::Node n(YAML::NodeType::Map);
+      for (const auto& [k, v] : j.items()) n[k] = to_yaml(v);
+      return n;
+    }
+    case nlohmann::json::value_t::array: {
+      YAML::Node n(YAML::NodeType::Sequence);
+      for (const auto& v : j) n.push_back(to_yaml(v));
+      return n;
+    }
+    case nlohmann::json::value_t::string: {
+      YAML::Node n(j.get_ref<const std::string&>());
+      n.SetTag("!");
+      return n;
+    }
+    case nlohmann::json::value_t::null:
+    case nlohmann::json::value_t::discarded:
+      return YAML::Node(YAML::NodeType::Null);
+    default: {
+      YAML::Node n(j.dump());
+      n.SetTag("?");
+      return n;
+    }
+  }
+}
+
 }  // namespace
+
+result<object> parse_object(const nlohmann::json& obj, std::string_view origin) {
+  std::vector<object> out;
+  decoder dec(out);
+  try {
+    if (!obj.is_object()) fail("", std::string("must be an object, got ") + obj.type_name());
+    dec.document(to_yaml(obj), std::string(origin), 0);
+    if (out.size() != 1) fail("kind", "must be one object, not a List");
+  } catch (const field_error& e) {
+    std::string msg = std::string(origin) + ": " + dec.header;
+    if (!e.path.empty()) msg += ": " + e.path;
+    return make_error(msg + ": " + e.reason);
+  } catch (const YAML::Exception& e) {
+    return make_error(std::string(origin) + ": " + dec.header + ": " + e.msg);
+  }
+  return std::move(out[0]);
+}
 
 result<std::vector<object>> parse_manifests(std::string_view text, std::string_view origin) {
   std::string prefix(origin);

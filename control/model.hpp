@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json_fwd.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -173,5 +174,9 @@ const object_meta& meta_of(const object& obj);
 /// Unknown fields are ignored; a wrong field fails the whole text with a message naming the
 /// origin, the object (Kind ns/name) and the field path. Empty documents are skipped.
 result<std::vector<object>> parse_manifests(std::string_view text, std::string_view origin);
+
+/// Decodes one object already parsed from JSON (an API list item or watch event), with the
+/// same checks and messages as parse_manifests.
+result<object> parse_object(const nlohmann::json& obj, std::string_view origin);
 
 }  // namespace ferry::model

@@ -52,7 +52,7 @@ node::node(const node_config& cfg, publish_fn publish)
 namespace {
 
 // The Services whose endpoints an object bears on.
-void touch(const model::object& obj, dirty_set& d) {
+void touch(const model::object& obj, const std::string& node_name, dirty_set& d) {
   std::visit(
       [&](const auto& o) {
         using T = std::decay_t<decltype(o)>;
@@ -62,7 +62,9 @@ void touch(const model::object& obj, dirty_set& d) {
           d.services.insert({o.meta.ns, o.service_name});
         } else if constexpr (std::is_same_v<T, model::pod>) {
           d.namespaces.insert(o.meta.ns);  // any selector in its namespace may match
-        }                                  // a Node bears on no Service
+        } else if constexpr (std::is_same_v<T, model::node>) {
+          d.all |= o.meta.name == node_name;  // this node's zone bears on every Service
+        }
       },
       obj);
 }
@@ -72,14 +74,19 @@ void touch(const model::object& obj, dirty_set& d) {
 dirty_set node::dirty_from(const store::undo_log& undo) const {
   dirty_set d;
   for (const auto& [key, before] : undo) {
-    if (before) touch(before->obj, d);
-    if (auto now = store_.objects().find(key); now != store_.objects().end())
-      touch(now->second.obj, d);
+    auto now = store_.objects().find(key);
+    const bool present = now != store_.objects().end();
+    if (before && present && before->obj == now->second.obj) continue;  // unchanged
+    if (before) touch(before->obj, cfg_.node_name, d);
+    if (present) touch(now->second.obj, cfg_.node_name, d);
   }
   return d;
 }
 
 result<void> node::recompile(const dirty_set& dirty) {
+  // Nothing bears on any Service (every object unchanged): keep the snapshot as it is.
+  if (!dirty.all && dirty.services.empty() && dirty.namespaces.empty() && compiled_) return {};
+  compiled_ = true;
   auto snap = compiler_.compile(store_, dirty);
   if (!snap) return snap.err();
   size_t ports = (*snap)->vips.size();
@@ -116,7 +123,24 @@ result<std::vector<change>> node::apply(const std::vector<document>& docs, sourc
   return r;
 }
 
+result<void> node::check_not_api(const std::vector<store::key>& keys) const {
+  for (const auto& k : keys) {
+    auto it = store_.objects().find(k);
+    if (it != store_.objects().end() && it->second.from == source::api) {
+      const auto& [kind, ns, name] = k;
+      return make_error(kind + " " + (ns.empty() ? "" : ns + "/") + name +
+                        " is held by the Kubernetes API source; change it there");
+    }
+  }
+  return {};
+}
+
 result<std::vector<change>> node::apply(std::vector<model::object> objects, source from) {
+  if (from != source::api) {
+    std::vector<store::key> keys;
+    for (const auto& o : objects) keys.push_back(key_of(o));
+    if (auto r = check_not_api(keys); !r) return r.err();
+  }
   store::undo_log undo;
   auto changes = store_.apply(std::move(objects), from, &undo);
   if (!changes) return changes;
@@ -130,8 +154,63 @@ result<std::vector<change>> node::apply(std::vector<model::object> objects, sour
 result<std::vector<change>> node::remove(const std::vector<document>& docs) {
   auto objs = parse_all(docs);
   if (!objs) return objs.err();
+  std::vector<store::key> keys;
+  for (const auto& o : *objs) keys.push_back(key_of(o));
+  if (auto r = check_not_api(keys); !r) return r.err();
   store::undo_log undo;
-  auto changes = store_.remove(*objs, &undo);
+  auto changes = store_.remove(keys, &undo);
+  if (auto r = recompile(dirty_from(undo)); !r) {
+    store_.revert(std::move(undo));
+    return r.err();
+  }
+  return changes;
+}
+
+result<std::vector<change>> node::sync_api(kube::update u) {
+  store::undo_log undo;
+  std::set<store::key> listed;
+  for (const auto& o : u.upserts) listed.insert(key_of(o));
+  // Deletes, and what a re-list no longer names: only objects the API holds. A local
+  // object of the same name is not the API's to delete.
+  std::vector<store::key> gone;
+  auto held_by_api = [&](const store::key& k) {
+    auto it = store_.objects().find(k);
+    return it != store_.objects().end() && it->second.from == source::api;
+  };
+  for (const auto& k : u.deletes) {
+    if (held_by_api(k)) gone.push_back(k);
+  }
+  for (const auto& kind : u.relisted) {
+    for (auto it = store_.objects().lower_bound({kind, "", ""});
+         it != store_.objects().end() && std::get<0>(it->first) == kind; ++it) {
+      if (it->second.from == source::api && !listed.count(it->first)) gone.push_back(it->first);
+    }
+  }
+  auto changes = store_.remove(gone, &undo);
+  for (const auto& o : u.upserts) {
+    auto it = store_.objects().find(key_of(o));
+    if (it != store_.objects().end() && it->second.from != source::api) {
+      spdlog::warn("kubernetes: {} {}/{} from the API replaces the one from {}",
+                   model::kind_name(o), model::meta_of(o).ns, model::meta_of(o).name,
+                   source_name(it->second.from));
+    }
+  }
+  // One batch; when ferry refuses it (a Service that conflicts with a local one, say), one
+  // object at a time, so one refusal does not hold back the rest.
+  auto batch = store_.apply(u.upserts, source::api, &undo);
+  if (batch) {
+    changes.insert(changes.end(), batch->begin(), batch->end());
+  } else {
+    for (auto& o : u.upserts) {
+      auto one = store_.apply({o}, source::api, &undo);
+      if (one) {
+        changes.insert(changes.end(), one->begin(), one->end());
+      } else {
+        ++api_refused_;
+        spdlog::warn("kubernetes: refused {}", one.message());
+      }
+    }
+  }
   if (auto r = recompile(dirty_from(undo)); !r) {
     store_.revert(std::move(undo));
     return r.err();

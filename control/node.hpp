@@ -13,6 +13,7 @@
 #include "ferry/config.hpp"
 #include "ferry/result.hpp"
 #include "ferry/snapshot.hpp"
+#include "kube.hpp"
 #include "store.hpp"
 
 namespace ferry::control {
@@ -42,6 +43,15 @@ class node {
   /// Deletes the objects the documents name.
   result<std::vector<change>> remove(const std::vector<document>& docs);
 
+  /// Applies what the Kubernetes API watch delivered, in one publish: upserts, deletes, and
+  /// for each relisted kind the removal of its API objects the list no longer has. An
+  /// object ferry refuses (a conflict with a local object, say) is skipped and logged, not
+  /// the whole update. The API wins a name clash: its object replaces a local one, and
+  /// apply/delete from a file or the socket may not touch an object the API holds. Nothing
+  /// is published when nothing changed (a re-list that found nothing new).
+  result<std::vector<change>> sync_api(kube::update u);
+  uint64_t api_refused() const { return api_refused_; }
+
   /// Loads [sources] manifests and the built-in manifests (at start).
   result<void> load_sources(const node_config& cfg);
 
@@ -61,6 +71,8 @@ class node {
 
  private:
   result<void> recompile(const dirty_set& dirty);
+  // Refuses a local change to an object the API holds.
+  result<void> check_not_api(const std::vector<store::key>& keys) const;
   dirty_set dirty_from(const store::undo_log& undo) const;
 
   node_config cfg_;
@@ -68,6 +80,8 @@ class node {
   store store_;
   compiler compiler_;
   view_fn flows_, stats_;
+  uint64_t api_refused_ = 0;
+  bool compiled_ = false;  // a snapshot was published
 };
 
 }  // namespace ferry::control

@@ -201,17 +201,19 @@ socket_server::~socket_server() {
   ::unlink(path_.c_str());
 }
 
-void socket_server::poll_once(int timeout_ms) {
-  pollfd p{fd_, POLLIN, 0};
-  int n = ::poll(&p, 1, timeout_ms);
-  if (n <= 0) return;  // timeout, or EINTR: the caller's loop comes back soon enough
+bool socket_server::poll_once(int timeout_ms, int wake_fd) {
+  pollfd p[2] = {{fd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
+  int n = ::poll(p, wake_fd >= 0 ? 2 : 1, timeout_ms);
+  if (n <= 0) return false;  // timeout, or EINTR: the caller's loop comes back soon enough
+  const bool woken = wake_fd >= 0 && (p[1].revents & POLLIN);
+  if (!(p[0].revents & POLLIN)) return woken;
   for (;;) {
     int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (conn < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       // EAGAIN: all pending connections served. Anything else (EMFILE, ENOBUFS) would fail
       // again at once; leave the connection queued for the next call instead of spinning.
-      return;
+      return woken;
     }
     serve(conn);
     ::close(conn);

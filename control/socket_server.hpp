@@ -23,8 +23,9 @@ class socket_server {
   static result<std::unique_ptr<socket_server>> listen(const std::string& path, handler h);
   ~socket_server();
 
-  /// Serves every connection that is waiting, waiting at most timeout_ms for the first.
-  void poll_once(int timeout_ms);
+  /// Serves every connection that is waiting, waiting at most timeout_ms for the first or
+  /// for wake_fd (if not -1) to become readable. Returns whether wake_fd is readable.
+  bool poll_once(int timeout_ms, int wake_fd = -1);
 
   const std::string& path() const { return path_; }
 

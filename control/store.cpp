@@ -346,9 +346,14 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
 }
 
 std::vector<change> store::remove(const std::vector<model::object>& objects, undo_log* undo) {
+  std::vector<key> keys;
+  for (const auto& obj : objects) keys.push_back(key_of(obj));
+  return remove(keys, undo);
+}
+
+std::vector<change> store::remove(const std::vector<key>& keys, undo_log* undo) {
   std::vector<change> changes;
-  for (const auto& obj : objects) {
-    key k = key_of(obj);
+  for (const auto& k : keys) {
     auto it = objects_.find(k);
     bool found = it != objects_.end();
     if (found) {

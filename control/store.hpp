@@ -67,6 +67,7 @@ class store {
 
   /// Removes the objects named (kind, namespace, name); the rest of each object is ignored.
   std::vector<change> remove(const std::vector<model::object>& objects, undo_log* undo = nullptr);
+  std::vector<change> remove(const std::vector<key>& keys, undo_log* undo = nullptr);
 
   /// Puts back what an apply or remove replaced (newest first).
   void revert(undo_log undo);

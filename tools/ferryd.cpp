@@ -8,10 +8,12 @@
 #include <rte_mbuf.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <csignal>
 #include <cstring>
 #include <iostream>
 #include <map>
+#include <optional>
 
 #include "config.hpp"
 #include "inspect.hpp"
@@ -131,6 +133,30 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
           {"workers", per_worker}};
 }
 
+// The sources' health for `ferryctl stats`: the Kubernetes API per resource.
+json sources_view(const control::kube::watcher* api, uint64_t refused) {
+  if (!api) return json::object();
+  json resources = json::array();
+  for (const auto& r : api->status()) {
+    resources.push_back({{"kind", r.kind},
+                         {"synced", r.synced},
+                         {"connected", r.connected},
+                         {"resource_version", r.resource_version},
+                         {"last_event_unix_ms", r.last_event_ms},
+                         {"events", r.events},
+                         {"bookmarks", r.bookmarks},
+                         {"relists", r.relists},
+                         {"errors", r.errors},
+                         {"skipped", r.refused},
+                         {"last_error", r.last_error}});
+  }
+  return {{"kubernetes",
+           {{"server", api->creds().server},
+            {"credentials", api->creds().origin},
+            {"refused", refused},
+            {"resources", resources}}}};
+}
+
 int run(const node_config& cfg) {
   // Refuse to start half-configured: check every manifest before touching any device.
   {
@@ -139,6 +165,16 @@ int run(const node_config& cfg) {
       spdlog::error("{}", r.message());
       return 1;
     }
+  }
+
+  std::optional<control::kube::credentials> api_creds;
+  if (cfg.kubernetes.enabled) {
+    auto c = control::kube::credentials_for(cfg.kubernetes);
+    if (!c) {
+      spdlog::error("{}: {}", cfg.source, c.message());
+      return 1;
+    }
+    api_creds = std::move(*c);
   }
 
   // Another ferryd answering on our socket owns the same ports: do not touch them.
@@ -199,7 +235,13 @@ int run(const node_config& cfg) {
     spdlog::error("{}", r.message());
   } else {
     control::publisher pub(d.snap, d.qsbr);
-    control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) { pub.publish(std::move(s)); });
+    int64_t published_ns = 0;  // wall clock of the last publish, for latency measurements
+    control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) {
+      pub.publish(std::move(s));
+      published_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                         std::chrono::system_clock::now().time_since_epoch())
+                         .count();
+    });
     if (auto lr = ctl.load_sources(cfg); !lr) {
       spdlog::error("{}", lr.message());
     } else {
@@ -212,9 +254,22 @@ int run(const node_config& cfg) {
       RTE_LCORE_FOREACH_WORKER(lcore) {
         rte_eal_remote_launch(dp::worker_main, workers[i++].get(), lcore);
       }
+      std::unique_ptr<control::kube::watcher> api;
+      if (api_creds) {
+        api = std::make_unique<control::kube::watcher>(
+            *api_creds, cfg.kubernetes, control::kube::watched_resources(cfg.node_name));
+        api->start();
+        spdlog::info("kubernetes: following {} ({})", api_creds->server, api_creds->origin);
+      }
       service_baselines baselines;
       ctl.set_views([&](const json& req) { return flows_view(d, req); },
-                    [&](const json&) { return stats_view(d, workers, baselines); });
+                    [&](const json&) {
+                      json out = stats_view(d, workers, baselines);
+                      out["sources"] = sources_view(api.get(), ctl.api_refused());
+                      out["snapshot"] = {{"generation", pub.current()->generation},
+                                         {"published_unix_ns", published_ns}};
+                      return out;
+                    });
       auto server = control::socket_server::listen(
           cfg.socket_path, [&](const json& req) { return ctl.handle(req); });
       if (!server) {
@@ -226,7 +281,21 @@ int run(const node_config& cfg) {
         }
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
                      n_workers, pub.current()->vips.size(), cfg.socket_path);
-        while (!g_signalled.load()) (*server)->poll_once(200);
+        while (!g_signalled.load()) {
+          if (!(*server)->poll_once(200, api ? api->wake_fd() : -1)) continue;
+          auto u = api->take();
+          if (u.empty()) continue;
+          auto r = ctl.sync_api(std::move(u));
+          if (!r) {
+            spdlog::error("kubernetes: update not applied: {}", r.message());
+            continue;
+          }
+          for (const auto& c : *r) {
+            if (c.action != "unchanged") {
+              spdlog::debug("kubernetes: {} {}/{} {}", c.kind, c.ns, c.name, c.action);
+            }
+          }
+        }
         spdlog::info("ferryd stopping");
         rc = 0;
       }
@@ -275,6 +344,12 @@ int main(int argc, char** argv) {
     if (auto r = dry.load_sources(*cfg); !r) {
       spdlog::error("{}", r.message());
       return 1;
+    }
+    if (cfg->kubernetes.enabled) {
+      if (auto c = ferry::control::kube::credentials_for(cfg->kubernetes); !c) {
+        spdlog::error("{}: {}", cfg->source, c.message());
+        return 1;
+      }
     }
     std::cout << cfg->source << ": ok\n";
     return 0;

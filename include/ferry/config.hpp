@@ -34,6 +34,17 @@ struct conntrack_config {
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
 };
 
+/// [kubernetes]: follow an API server (list + watch Services, EndpointSlices, this Node).
+struct kubernetes_config {
+  bool enabled = false;     // the table is present
+  std::string kubeconfig;   // a kubeconfig file, or
+  bool in_cluster = false;  // KUBERNETES_SERVICE_HOST/_PORT and the service account files
+  std::string context;      // kubeconfig context (default: current-context)
+  std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
+  uint32_t page_size = 500;      // list pages (limit=), as client-go's reflector
+  uint32_t watch_timeout = 300;  // seconds; each watch asks for a random timeoutSeconds in [t, 2t)
+};
+
 struct node_config {
   std::string source = "<built-in default>";  // file name, for messages
   std::string node_name = "ferry";
@@ -46,6 +57,7 @@ struct node_config {
   std::vector<std::string> manifests;  // files or directories
   std::string builtin_manifests;       // YAML applied at start (the built-in demo)
   conntrack_config conntrack;
+  kubernetes_config kubernetes;
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against

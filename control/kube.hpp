@@ -1,0 +1,122 @@
+// The Kubernetes API source: list + watch of Services, EndpointSlices and this node's Node,
+// the way kube-proxy's informers follow the API server. Each resource has its own thread
+// (blocking libcurl transfers); decoded changes queue up for the control thread, which
+// takes them all at once when wake_fd() is readable and applies them in one publish.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <vector>
+
+#include "ferry/config.hpp"
+#include "ferry/result.hpp"
+#include "model.hpp"
+
+namespace ferry::control::kube {
+
+/// Where the API server is and how to authenticate to it.
+struct credentials {
+  std::string server;               // https://host:port (no trailing slash)
+  std::string ca_file, ca_pem;      // CA to verify the server: a file or PEM text (none: system)
+  bool insecure = false;            // insecure-skip-tls-verify
+  std::string token;                // bearer token, or
+  std::string token_file;           // a file holding it, re-read before every request
+  std::string cert_file, key_file;  // client certificate and key: files, or
+  std::string cert_pem, key_pem;    // PEM text (client-certificate-data, client-key-data)
+  std::string origin;               // where these came from, for messages and status
+};
+
+/// Reads a kubeconfig file (context: its current-context when empty). Relative paths in it
+/// are relative to the file, as kubectl reads them.
+result<credentials> from_kubeconfig(const std::string& path, const std::string& context);
+/// In-cluster: KUBERNETES_SERVICE_HOST/_PORT, and token and ca.crt from the service account
+/// directory.
+result<credentials> in_cluster(const std::string& service_account_dir);
+result<credentials> credentials_for(const kubernetes_config& cfg);
+
+/// One watched resource, and what the control thread is told about it.
+struct resource {
+  std::string kind;         // "Service", "EndpointSlice", "Node"
+  std::string api_version;  // of the objects
+  std::string path;         // collection URL path ("/api/v1/services")
+  std::string label_selector, field_selector;
+};
+
+/// The three resources ferry follows, filtered as kube-proxy filters them: objects labelled
+/// service.kubernetes.io/service-proxy-name belong to another proxy, and only the Node
+/// named node_name matters. Headless Services are kept (DNS answers for them).
+std::vector<resource> watched_resources(const std::string& node_name);
+
+/// Every change waiting for the control thread, merged: the last state of each object
+/// named, and the kinds whose full list was read again (the store drops its other API
+/// objects of those kinds).
+using object_key = std::tuple<std::string, std::string, std::string>;  // kind, namespace, name
+
+struct update {
+  std::vector<model::object> upserts;
+  std::vector<object_key> deletes;
+  std::vector<std::string> relisted;  // kinds
+  bool empty() const { return upserts.empty() && deletes.empty() && relisted.empty(); }
+};
+
+struct resource_status {
+  std::string kind;
+  bool synced = false;     // a full list was read
+  bool connected = false;  // a watch stream is open
+  std::string resource_version;
+  int64_t last_event_ms = 0;  // unix time of the last event, list or bookmark (0: never)
+  uint64_t events = 0, bookmarks = 0, relists = 0, errors = 0, refused = 0;
+  std::string last_error;
+};
+
+class watcher {
+ public:
+  watcher(credentials creds, const kubernetes_config& cfg, std::vector<resource> resources);
+  ~watcher();  // stops and joins the threads
+  watcher(const watcher&) = delete;
+  watcher& operator=(const watcher&) = delete;
+
+  void start();
+  /// Readable while changes wait; take() empties it.
+  int wake_fd() const { return wake_fd_; }
+  update take();
+  std::vector<resource_status> status() const;
+  const credentials& creds() const { return creds_; }
+
+ private:
+  void run(size_t index);
+  // Lists when rv is empty, then watches from rv until an error (thrown) or a stop; sets
+  // backoff_ms to 0 whenever the server answers well.
+  void list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms);
+  // Sleeps up to ms; false when stopping.
+  bool pause(uint64_t ms);
+  void deliver(size_t index, std::vector<model::object> objects, bool relist);
+  void deliver_delete(object_key key);
+  void note(size_t index, const std::function<void(resource_status&)>& fn);
+
+  credentials creds_;
+  kubernetes_config cfg_;
+  std::vector<resource> resources_;
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stop_{false};
+  int wake_fd_ = -1;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;  // wakes pause() on stop
+  std::vector<resource_status> status_;
+  // Waiting changes, keyed like the store: (kind, namespace, name).
+  std::map<object_key, std::optional<model::object>> waiting_;  // nullopt: deleted
+  std::vector<std::string> relisted_;
+};
+
+}  // namespace ferry::control::kube
