@@ -157,6 +157,33 @@ TEST(parse_config, reads_every_key) {
   EXPECT_TRUE(c.builtin_manifests.empty());
 }
 
+TEST(parse_config, reads_the_kubernetes_table) {
+  std::string base(kFullConfig);
+  auto r = parse_config(base +
+                            "[kubernetes]\nkubeconfig = \"/etc/ferry/kubeconfig\"\n"
+                            "context = \"edge\"\npage_size = 100\nwatch_timeout = 60\n",
+                        "k.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_TRUE(r->kubernetes.enabled);
+  EXPECT_EQ(r->kubernetes.kubeconfig, "/etc/ferry/kubeconfig");
+  EXPECT_EQ(r->kubernetes.context, "edge");
+  EXPECT_EQ(r->kubernetes.page_size, 100u);
+  EXPECT_EQ(r->kubernetes.watch_timeout, 60u);
+  EXPECT_FALSE(parse_config(kFullConfig, "f")->kubernetes.enabled);
+
+  auto in = parse_config(base + "[kubernetes]\nin_cluster = true\n", "k.toml");
+  ASSERT_TRUE(in.ok()) << in.message();
+  EXPECT_TRUE(in->kubernetes.in_cluster);
+  EXPECT_EQ(in->kubernetes.service_account_dir, "/var/run/secrets/kubernetes.io/serviceaccount");
+
+  EXPECT_EQ(config_err(base + "[kubernetes]\n", "k.toml"),
+            "k.toml: kubernetes: needs kubeconfig = \"FILE\" or in_cluster = true");
+  EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = true\nkubeconfig = \"x\"\n", "k.toml"),
+            "k.toml: kubernetes.in_cluster: set either in_cluster or kubeconfig, not both");
+  EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = 1\n", "k.toml"),
+            "k.toml: kubernetes.in_cluster: must be true or false");
+}
+
 TEST(parse_config, reads_dataplane_and_descriptor_keys) {
   auto r = parse_config(R"toml(
 [dataplane]

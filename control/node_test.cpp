@@ -135,5 +135,119 @@ TEST(Node, IncrementalCompileMatchesAFullCompile) {
   expect_full("and gone");
 }
 
+std::vector<model::object> objects(const std::string& text) {
+  auto r = model::parse_manifests(text, "test");
+  EXPECT_TRUE(r) << r.message();
+  return r ? std::move(*r) : std::vector<model::object>{};
+}
+
+// A node fed by the API, counting publishes.
+struct api_node {
+  node_config cfg = [] {
+    node_config c;
+    c.service_cidr = {0xc6130000, 16};
+    return c;
+  }();
+  std::unique_ptr<const snapshot> last;
+  int publishes = 0;
+  node n{cfg, [this](std::unique_ptr<const snapshot> s) {
+           last = std::move(s);
+           ++publishes;
+         }};
+
+  void sync(kube::update u) {
+    auto r = n.sync_api(std::move(u));
+    ASSERT_TRUE(r) << r.message();
+  }
+  source from(const std::string& kind, const std::string& name) const {
+    return n.objects().objects().at({kind, "default", name}).from;
+  }
+  bool has(const std::string& kind, const std::string& name) const {
+    return n.objects().objects().count({kind, "default", name}) > 0;
+  }
+};
+
+TEST(NodeApi, ARelistReplacesTheKindInOnePublishAndKeepsLocalObjects) {
+  api_node a;
+  ASSERT_TRUE(a.n.apply({{"local", service("local", "198.19.0.9")}}, source::socket));
+  a.sync({.upserts = objects(service("a", "198.19.0.1") + service("b", "198.19.0.2")),
+          .relisted = {"Service"}});
+  int before = a.publishes;
+  // The next list no longer has b: it goes, a local Service of the same kind stays.
+  a.sync({.upserts = objects(service("a", "198.19.0.1")), .relisted = {"Service"}});
+  EXPECT_EQ(a.publishes, before + 1);
+  EXPECT_TRUE(a.has("Service", "a"));
+  EXPECT_FALSE(a.has("Service", "b"));
+  EXPECT_TRUE(a.has("Service", "local"));
+  EXPECT_EQ(a.from("Service", "a"), source::api);
+}
+
+TEST(NodeApi, ARelistThatFindsNothingNewPublishesNothing) {
+  api_node a;
+  std::string text = service("a", "198.19.0.1") + slice("a-1", "a", {"10.0.0.1"});
+  a.sync({.upserts = objects(text), .relisted = {"Service", "EndpointSlice"}});
+  int before = a.publishes;
+  const snapshot* snap = a.last.get();
+  a.sync({.upserts = objects(text), .relisted = {"Service", "EndpointSlice"}});
+  EXPECT_EQ(a.publishes, before);
+  EXPECT_EQ(a.last.get(), snap);
+}
+
+TEST(NodeApi, DeletesTouchOnlyWhatTheApiHolds) {
+  api_node a;
+  ASSERT_TRUE(a.n.apply({{"local", service("local", "198.19.0.9")}}, source::file));
+  a.sync({.upserts = objects(service("a", "198.19.0.1")), .relisted = {"Service"}});
+  a.sync({.deletes = {{"Service", "default", "local"}, {"Service", "default", "a"}}});
+  EXPECT_TRUE(a.has("Service", "local"));
+  EXPECT_FALSE(a.has("Service", "a"));
+}
+
+TEST(NodeApi, TheApiWinsANameClashAndLocalChangesToItAreRefused) {
+  api_node a;
+  ASSERT_TRUE(a.n.apply({{"local", service("a", "198.19.0.9")}}, source::socket));
+  a.sync({.upserts = objects(service("a", "198.19.0.1"))});
+  EXPECT_EQ(a.from("Service", "a"), source::api);
+  auto r = a.n.apply({{"local", service("a", "198.19.0.7")}}, source::socket);
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.message(), "Service default/a is held by the Kubernetes API source; change it there");
+  auto d = a.n.remove({{"local", service("a", "198.19.0.1")}});
+  ASSERT_FALSE(d);
+  EXPECT_TRUE(a.has("Service", "a"));
+}
+
+TEST(NodeApi, ARefusedObjectIsSkippedAndTheRestApplies) {
+  api_node a;
+  ASSERT_TRUE(a.n.apply({{"local", service("local", "198.19.0.9")}}, source::file));
+  // "thief" wants the local Service's ClusterIP: refused alone, "ok" still goes in.
+  a.sync({.upserts = objects(service("thief", "198.19.0.9") + service("ok", "198.19.0.2"))});
+  EXPECT_FALSE(a.has("Service", "thief"));
+  EXPECT_TRUE(a.has("Service", "ok"));
+  EXPECT_EQ(a.n.api_refused(), 1u);
+}
+
+TEST(NodeApi, ThisNodesZoneRecompilesEveryService) {
+  api_node a;
+  a.cfg.node_name = "here";
+  node n(a.cfg, [&](std::unique_ptr<const snapshot> s) { a.last = std::move(s); });
+  auto hinted = service("a", "198.19.0.1") +
+                "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: a-1\n"
+                "  labels: {kubernetes.io/service-name: a}\naddressType: IPv4\n"
+                "ports: [{port: 8080}]\nendpoints:\n"
+                "  - {addresses: [\"10.0.0.1\"], hints: {forZones: [{name: z1}]}}\n"
+                "  - {addresses: [\"10.0.0.2\"], hints: {forZones: [{name: z2}]}}\n---\n";
+  auto node_in = [](const std::string& zone) {
+    return "apiVersion: v1\nkind: Node\nmetadata:\n  name: here\n  labels: "
+           "{topology.kubernetes.io/zone: " +
+           zone + "}\n";
+  };
+  ASSERT_TRUE(n.sync_api({.upserts = objects(hinted + node_in("z1"))}));
+  ASSERT_EQ(a.last->ports().size(), 1u);
+  ASSERT_EQ(a.last->ports()[0]->backends.size(), 1u);
+  EXPECT_EQ(a.last->ports()[0]->backends[0].ip, 0x0a000001u);
+  ASSERT_TRUE(n.sync_api({.upserts = objects(node_in("z2"))}));
+  ASSERT_EQ(a.last->ports()[0]->backends.size(), 1u);
+  EXPECT_EQ(a.last->ports()[0]->backends[0].ip, 0x0a000002u);
+}
+
 }  // namespace
 }  // namespace ferry::control

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -404,6 +405,31 @@ void print_stats(const json& stats) {
   std::cout << "\nServices:\n";
   print_items(items_of(stats, "services"),
               fields({"name", "vip", "port", "protocol", "packets", "bytes", "new_flows"}));
+
+  // The Kubernetes API source, when ferryd follows one: is it in step, and since when not.
+  const json& api = member(member(stats, "sources"), "kubernetes");
+  if (!api.is_object()) return;
+  std::cout << "\nKubernetes API: " << text(member(api, "server")) << " ("
+            << text(member(api, "credentials")) << "), refused objects "
+            << text(member(api, "refused")) << "\n";
+  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch())
+                          .count();
+  std::vector<row> rows = {{"KIND", "SYNCED", "WATCHING", "RESOURCE-VERSION", "LAST-EVENT",
+                            "EVENTS", "BOOKMARKS", "RELISTS", "ERRORS", "SKIPPED", "LAST-ERROR"}};
+  for (const auto& r : items_of(api, "resources")) {
+    const json& last = member(r, "last_event_unix_ms");
+    std::string age = "never";
+    if (last.is_number() && last.get<int64_t>() > 0) {
+      age = std::to_string((now_ms - last.get<int64_t>()) / 1000) + "s ago";
+    }
+    rows.push_back({text(member(r, "kind")), text(member(r, "synced")),
+                    text(member(r, "connected")), text(member(r, "resource_version")), age,
+                    text(member(r, "events")), text(member(r, "bookmarks")),
+                    text(member(r, "relists")), text(member(r, "errors")),
+                    text(member(r, "skipped")), text(member(r, "last_error"))});
+  }
+  print_table(rows);
 }
 
 }  // namespace

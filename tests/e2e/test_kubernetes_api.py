@@ -268,6 +268,9 @@ def test_an_api_server_restart_is_survived(cluster, redis_session):
     cluster.wait("disconnected", lambda: cluster.source("Service")["errors"] > errors)
     status = cluster.source("Service")
     assert not status["connected"] and status["last_error"]
+    table = cluster.ferry.ferryctl("stats").stdout
+    assert f"Kubernetes API: {cluster.api.url} (in-cluster" in table, table
+    assert status["last_error"] in table
     # Forwarding goes on from the last known state.
     assert redis_session.ping() == "+PONG"
     assert cluster.names() == {"my-app-1", "my-app-2"}
