@@ -215,6 +215,8 @@ result<std::vector<change>> node::sync_api(kube::update u) {
     store_.revert(std::move(undo));
     return r.err();
   }
+  // A large re-list leaves its decoding garbage in the watch threads' malloc arenas.
+  if (u.upserts.size() > 1000) malloc_trim(0);
   return changes;
 }
 

@@ -80,8 +80,9 @@ def summary(values):
             "max": round(v[-1], 3), "p99": round(v[min(len(v) - 1, len(v) * 99 // 100)], 3)}
 
 
-def run_one(build, n, changes, tmp):
-    prefix = f"ferry-apply-{os.getpid()}"
+def start_ferryd(build, tmp, prefix, extra=""):
+    """ferryd on two DPDK null ports with its socket in tmp; returns (process, socket path)
+    once it answers. `extra`: TOML appended to the config."""
     sock = str(tmp / "ferry.sock")
     config = tmp / "ferry.toml"
     config.write_text(f"""\
@@ -106,24 +107,40 @@ socket = "{sock}"
 service_cidr = "198.19.0.0/16"
 [conntrack]
 capacity = 65536
-""")
+{extra}""")
     log = open(tmp / "ferryd.log", "w")
     proc = subprocess.Popen([str(build / "tools" / "ferryd"), "--config", str(config)],
                             stdout=log, stderr=subprocess.STDOUT)
+    log.close()
+    deadline = time.time() + 30
+    while True:
+        if proc.poll() is not None:
+            raise SystemExit(f"ferryd exited: {(tmp / 'ferryd.log').read_text()}")
+        if os.path.exists(sock):
+            try:
+                request(sock, {"op": "get", "resource": "pods"}, timeout=5)
+                return proc, sock
+            except (OSError, ValueError):
+                pass
+        if time.time() > deadline:
+            stop_ferryd(proc, prefix)
+            raise SystemExit("ferryd did not start")
+        time.sleep(0.1)
+
+
+def stop_ferryd(proc, prefix):
+    proc.send_signal(signal.SIGTERM)
     try:
-        deadline = time.time() + 30
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"ferryd exited: {(tmp / 'ferryd.log').read_text()}")
-            if os.path.exists(sock):
-                try:
-                    request(sock, {"op": "get", "resource": "pods"}, timeout=5)
-                    break
-                except (OSError, ValueError):
-                    pass
-            if time.time() > deadline:
-                raise SystemExit("ferryd did not start")
-            time.sleep(0.1)
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    subprocess.run(["rm", "-rf", f"/var/run/dpdk/{prefix}"])
+
+
+def run_one(build, n, changes, tmp):
+    prefix = f"ferry-apply-{os.getpid()}"
+    proc, sock = start_ferryd(build, tmp, prefix)
+    try:
         text = service_docs(n)
         rss_before = rss_kib(proc.pid)
         t0 = time.perf_counter()
@@ -156,13 +173,7 @@ capacity = 65536
                 "slice_change_socket_ms": summary(socket_ms),
                 "slice_change_ferryctl_ms": summary(ferryctl_ms)}
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
-        subprocess.run(["rm", "-rf", f"/var/run/dpdk/{prefix}"])
+        stop_ferryd(proc, prefix)
 
 
 def main():

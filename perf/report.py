@@ -217,6 +217,34 @@ def applied(rows):
     return out + [""]
 
 
+def api(rows):
+    a = sorted(pick(rows, "api"), key=lambda r: r["services"])
+    if not a:
+        return []
+    out = ["### Following a Kubernetes API server (`perf/api_latency.py`)\n",
+           "ferryd on two DPDK null ports follows the test API server (`tests/e2e/kubeapi.py`, "
+           "Python, HTTPS on loopback, on the same two cores) holding N Services with one "
+           "EndpointSlice of 10 endpoints each. Initial sync: ferryd's start to the publish "
+           "holding every Service (the paged lists of both kinds, decoding, one apply), and the "
+           "CPU seconds of the threads that did it. Event to publish: from just before the "
+           "server writes one changed EndpointSlice to its watch stream to ferryd publishing "
+           "the snapshot with it (ferryd reports each publish's wall clock). Watch cost: one "
+           "endpoint change per second, CPU of ferryd's control and watch threads (the "
+           "poll-mode workers spin by design and are left out) and resident memory.\n",
+           "| services | initial sync s | sync CPU s (control / Service watch / slice watch) | "
+           "RSS MiB | event to publish ms (median) | p99 | max | watch CPU % at 1 change/s | "
+           "RSS after MiB |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in a:
+        e, c = r["event_to_publish_ms"], r["initial_sync_cpu_s"]
+        cpu = " / ".join(f"{c.get(k, 0):.2f}" for k in ("ferryd", "kube-Service", "kube-EndpointSl"))
+        out.append(f"| {r['services']:,} | {r['initial_sync_s']:.2f} | {cpu} | "
+                   f"{r['rss_synced_mib']:.0f} | {e['median']:.2f} | {e['p99']:.2f} | "
+                   f"{e['max']:.2f} | {r['cpu_percent_control_and_watch']:.2f} | "
+                   f"{r['rss_after_watch_mib']:.0f} |")
+    return out + [""]
+
+
 def gen(rows):
     g = pick(rows, "gen")
     out = ["## Through real ports (`ferry-perf gen` over memif, `perf/linerate.sh`)\n"]
@@ -335,7 +363,7 @@ def main():
            "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
            "shared machines drift, so compare numbers from one run only.\n"]
     out += (targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + applied(rows) +
-            gen(rows))
+            api(rows) + gen(rows))
     if notes:
         out.append(notes)
     plots(rows)

@@ -19,6 +19,8 @@ $perf pipeline --flows 1000,1000000 --runs "$runs" --workers 2 | tee -a "$out"
 taskset -c 0 $perf maglev --runs "$runs" | tee -a "$out"
 taskset -c 0 $perf sync --services 1000,10000,30000 --runs "$runs" | tee -a "$out"
 /usr/bin/python3 perf/apply_latency.py --services 1000,10000,30000 --changes 20 | tee -a "$out"
+/usr/bin/python3 perf/api_latency.py --services 1000,10000 --changes 50 --watch-seconds 60 \
+  | tee -a "$out"
 # The kernel loading the same services. Debian's iptables-restore (iptables-nft) needs
 # minutes for a full load beyond 1k services and did not finish 10k in 30 minutes, so it
 # stops at 1k; iptables-legacy and nft go to 10k (nft: 2.5 minutes per full load there).

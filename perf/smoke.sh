@@ -11,6 +11,7 @@ build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 --workers 2 >> "$
 build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
 /usr/bin/python3 perf/apply_latency.py --services 200 --changes 3 >> "$out"
+/usr/bin/python3 perf/api_latency.py --services 200 --changes 3 --watch-seconds 2 >> "$out"
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -32,5 +33,9 @@ assert 0 < s["yaml_decode_ms"]["median"] < s["full_load_ms"]["median"], s
 a = by["apply"][0]
 assert a["services"] == 200 and a["load_ms"] > 0 and a["rss_after_mib"] > a["rss_before_mib"], a
 assert 0 < a["slice_change_socket_ms"]["median"] <= a["slice_change_socket_ms"]["p99"], a
+k = by["api"][0]
+assert k["services"] == 200 and k["initial_sync_s"] > 0 and k["rss_synced_mib"] > 0, k
+assert 0 < k["event_to_publish_ms"]["median"] <= k["event_to_publish_ms"]["p99"] < 1000, k
+assert k["events_seen"] >= 5, k
 print(f"perf smoke: {len(rows)} results sane")
 PY
