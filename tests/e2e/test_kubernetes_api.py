@@ -137,7 +137,7 @@ def cluster():
         f.start_ferryd(config_toml(
             f.prefix, tmp, f.manifests,
             extra=f'[kubernetes]\nin_cluster = true\nservice_account_dir = "{sa}"\n'
-                  "watch_timeout = 30\n"))
+                  "watch_timeout = 30\npage_size = 1\n"))
         c = Cluster(f, api, sa)
         for kind in ("Service", "EndpointSlice", "Node"):
             c.wait(f"{kind} synced", lambda kind=kind: c.source(kind)["synced"])
@@ -191,7 +191,7 @@ def test_lists_and_watches_as_kube_proxy_does(cluster):
     watches = [r for r in reqs if r["query"].get("watch") in ("1", "true")]
     for path in ("/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices",
                  "/api/v1/nodes"):
-        assert any(r["path"] == path and r["query"].get("limit") == "500" for r in lists), path
+        assert any(r["path"] == path and r["query"].get("limit") == "1" for r in lists), path
         assert any(r["path"] == path and r["query"].get("allowWatchBookmarks") == "true"
                    and r["query"].get("resourceVersion") for r in watches), path
     for r in lists + watches:
@@ -199,6 +199,9 @@ def test_lists_and_watches_as_kube_proxy_does(cluster):
             assert r["query"]["labelSelector"] == "!service.kubernetes.io/service-proxy-name"
         else:
             assert r["query"]["fieldSelector"] == f"metadata.name={cluster.ferry.prefix}"
+    # Two Services and two slices at page_size 1: the lists were paged.
+    assert any(r["query"].get("continue") for r in lists
+               if r["path"] == "/apis/discovery.k8s.io/v1/endpointslices"), lists
     assert set(cluster.services()) >= {"default/web", "default/redis-master"}
     cluster.serves(["my-app-1", "my-app-2"])
 
@@ -306,6 +309,21 @@ def test_410_mid_stream_relists_without_a_spurious_publish(cluster, redis_sessio
         assert cluster.source("EndpointSlice")["relists"] > relists
     finally:
         cluster.api.expired_as_http = False
+    assert redis_session.ping() == "+PONG"
+    cluster.api.apply(web_slice(["my-app-1", "my-app-2"]))
+    cluster.serves(["my-app-1", "my-app-2"])
+
+
+def test_server_errors_back_off_and_recover(cluster, redis_session):
+    errors = cluster.source("EndpointSlice")["errors"]
+    cluster.api.fail_next(3, code=500)
+    cluster.api.close_watches()
+    cluster.api.apply(web_slice(["my-app-3"]))
+    cluster.serves(["my-app-3"], timeout=30)
+    total = sum(r["errors"] for r in cluster.ferry.stats()["sources"]["kubernetes"]["resources"])
+    assert total >= 3 and cluster.source("EndpointSlice")["errors"] >= errors
+    failed = [r for r in cluster.api.requests if r["status"] == 500]
+    assert len(failed) == 3
     assert redis_session.ping() == "+PONG"
     cluster.api.apply(web_slice(["my-app-1", "my-app-2"]))
     cluster.serves(["my-app-1", "my-app-2"])
