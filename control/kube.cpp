@@ -85,6 +85,7 @@ result<credentials> from_kubeconfig(const std::string& path, const std::string& 
       ctx_name = root["current-context"].as<std::string>();
     }
     if (ctx_name.empty()) return make_error(where + ": no current-context, and no context given");
+    c.origin = where + ", context " + ctx_name;
     auto ctx = named(root, "contexts", ctx_name)["context"];
     if (!ctx) return make_error(where + ": no context named \"" + ctx_name + "\"");
     std::string cluster_name = ctx["cluster"] ? ctx["cluster"].as<std::string>() : "";
@@ -135,7 +136,6 @@ result<credentials> from_kubeconfig(const std::string& path, const std::string& 
   } catch (const std::exception& e) {
     return make_error(where + ": " + e.what());
   }
-  c.origin = where + " (context " + (context.empty() ? "current" : context) + ")";
   return c;
 }
 
@@ -171,7 +171,7 @@ std::vector<resource> watched_resources(const std::string& node_name) {
       {"Service", "v1", "/api/v1/services", other_proxy, ""},
       {"EndpointSlice", "discovery.k8s.io/v1", "/apis/discovery.k8s.io/v1/endpointslices",
        other_proxy, ""},
-      {"Node", "v1", "/api/v1/nodes", "", "metadata.name=" + node_name},
+      {"Node", "v1", "/api/v1/nodes", "", "metadata.name=" + node_name, false},
   };
 }
 
@@ -250,7 +250,11 @@ class http {
     curl_slist_free_all(headers);
     if (!r.status) curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
     if (rc == CURLE_ABORTED_BY_CALLBACK) r.stopped = true;
-    if (rc != CURLE_OK && !r.stopped) r.error = curl_easy_strerror(rc);
+    if (rc == CURLE_PARTIAL_FILE) {
+      r.error = "the connection closed in the middle of the answer";
+    } else if (rc != CURLE_OK && !r.stopped) {
+      r.error = curl_easy_strerror(rc);
+    }
     if (rc == CURLE_WRITE_ERROR && r.stopped) r.error.clear();
     return r;
   }
@@ -381,6 +385,9 @@ update watcher::take() {
   [[maybe_unused]] auto got = read(wake_fd_, &n, sizeof n);
   std::lock_guard lock(mu_);
   update u;
+  for (size_t i = 0; i < resources_.size(); ++i) {
+    if (resources_[i].gates_first_sync && !status_[i].synced) return u;  // the list wakes us
+  }
   for (auto& [key, obj] : waiting_) {
     if (obj) {
       u.upserts.push_back(std::move(*obj));
@@ -415,6 +422,7 @@ void watcher::deliver(size_t index, std::vector<model::object> objects, bool rel
     std::lock_guard lock(mu_);
     const std::string& kind = resources_[index].kind;
     if (relist) {
+      status_[index].synced = true;  // before the wake-up: take() checks it
       // The list is the whole truth for its kind: what waited for it is superseded.
       std::erase_if(waiting_, [&](const auto& kv) { return std::get<0>(kv.first) == kind; });
       if (std::find(relisted_.begin(), relisted_.end(), kind) == relisted_.end()) {
@@ -532,7 +540,6 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
       deliver(index, std::move(all), true);
       backoff_ms = 0;
       note(index, [&](resource_status& s) {
-        s.synced = true;
         ++s.relists;
         s.resource_version = rv;
         s.last_event_ms = now_ms();

@@ -50,6 +50,10 @@ struct resource {
   std::string api_version;  // of the objects
   std::string path;         // collection URL path ("/api/v1/services")
   std::string label_selector, field_selector;
+  // Nothing is applied until every resource that gates the first sync has been listed
+  // once, so a node never forwards Services without their endpoints at start (kube-proxy
+  // waits for its Service and EndpointSlice caches likewise). The Node does not gate it.
+  bool gates_first_sync = true;
 };
 
 /// The three resources ferry follows, filtered as kube-proxy filters them: objects labelled
@@ -89,6 +93,7 @@ class watcher {
   void start();
   /// Readable while changes wait; take() empties it.
   int wake_fd() const { return wake_fd_; }
+  /// Everything waiting, or nothing until the first sync is complete.
   update take();
   std::vector<resource_status> status() const;
   const credentials& creds() const { return creds_; }

@@ -126,4 +126,9 @@ done
 
 say "counters"
 ferryctl stats
+
+# Last: the same node following a Kubernetes API server instead of manifests.
+kill "$ferryd_pid" && wait "$ferryd_pid" || true
+ferryd_pid=
+/usr/bin/python3 scripts/demo_kube.py "$P" "$SOCK"
 say "done (everything is removed on exit)"

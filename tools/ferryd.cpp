@@ -15,6 +15,7 @@
 #include <map>
 #include <optional>
 
+#include "builtin.hpp"
 #include "config.hpp"
 #include "inspect.hpp"
 #include "node.hpp"
@@ -31,9 +32,10 @@ std::atomic<bool> g_signalled{false};
 void on_signal(int) { g_signalled.store(true); }
 
 void usage() {
-  std::cerr << "usage: ferryd [--config FILE.toml] [--check] [--verbose]\n"
+  std::cerr << "usage: ferryd [--config FILE.toml] [--check] [--verbose] [--print-default-config]\n"
                "  no --config: run the built-in demo default (see README)\n"
-               "  --check: validate the config and its manifests, then exit\n";
+               "  --check: validate the config and its manifests, then exit\n"
+               "  --print-default-config: print the built-in default config (a starting point)\n";
 }
 
 std::string addr_port(uint32_t ip, uint16_t port) {
@@ -325,6 +327,9 @@ int main(int argc, char** argv) {
       check = true;
     } else if (a == "--verbose" || a == "-v") {
       spdlog::set_level(spdlog::level::debug);
+    } else if (a == "--print-default-config") {
+      std::cout << ferry::control::kDefaultConfig;
+      return 0;
     } else if (a == "--help" || a == "-h") {
       usage();
       return 0;

@@ -21,6 +21,12 @@ Use it from a test:
     api.stop()
 
 or by hand: /usr/bin/python3 tests/e2e/kubeapi.py --dir /tmp/kube [--port 6443] [--token T]
+
+Where it is not faithful: HTTP/1.1 and JSON only (no HTTP/2, no protobuf, no writes over
+HTTP); no single-object watch or /api/v1/watch/ paths; a resourceVersion newer than the
+current one is accepted rather than answered "too large"; watches without timeoutSeconds
+never time out; limit is honoured even on resourceVersion=0 lists; only metadata.name and
+metadata.namespace field selectors; no TLS close_notify on stop() (like a killed process).
 """
 import argparse
 import base64
