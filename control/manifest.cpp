@@ -911,7 +911,20 @@ result<object> parse_object(const nlohmann::json& obj, std::string_view origin) 
   decoder dec(out);
   try {
     if (!obj.is_object()) fail("", std::string("must be an object, got ") + obj.type_name());
-    dec.document(to_yaml(obj), std::string(origin), 0);
+    // metadata.managedFields is often most of an API object's bytes, and nothing reads it.
+    YAML::Node doc(YAML::NodeType::Map);
+    for (const auto& [k, v] : obj.items()) {
+      if (k != "metadata" || !v.is_object() || !v.contains("managedFields")) {
+        doc[k] = to_yaml(v);
+        continue;
+      }
+      YAML::Node meta(YAML::NodeType::Map);
+      for (const auto& [mk, mv] : v.items()) {
+        if (mk != "managedFields") meta[mk] = to_yaml(mv);
+      }
+      doc[k] = meta;
+    }
+    dec.document(doc, std::string(origin), 0);
     if (out.size() != 1) fail("kind", "must be one object, not a List");
   } catch (const field_error& e) {
     std::string msg = std::string(origin) + ": " + dec.header;

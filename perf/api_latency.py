@@ -80,13 +80,7 @@ def run_one(build, n, changes, watch_seconds, tmp):
         for i in range(n):
             api.apply(service(i))
             api.apply(endpoint_slice(i, 0))
-        kubeconfig = tmp / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-            "clusters": [{"name": "fake", "cluster": {
-                "server": api.url, "certificate-authority": api.pki["ca_crt"]}}],
-            "users": [{"name": "bench", "user": {"token": "bench-token"}}],
-            "contexts": [{"name": "bench", "context": {"cluster": "fake", "user": "bench"}}]}))
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
         t0 = time.time()
         proc, sock = start_ferryd(build, tmp, prefix,
                                   f'[kubernetes]\nkubeconfig = "{kubeconfig}"\n')

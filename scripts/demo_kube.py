@@ -76,13 +76,7 @@ def main():
                                   ports=[{"name": "", "port": 80, "targetPort": 9376,
                                           "protocol": "TCP"}]))
         api.apply(my_service_slice(PODS[:2]))
-        kubeconfig = tmp / "kubeconfig"
-        kubeconfig.write_text(json.dumps({
-            "apiVersion": "v1", "kind": "Config", "current-context": "demo",
-            "clusters": [{"name": "demo", "cluster": {
-                "server": api.url, "certificate-authority": api.pki["ca_crt"]}}],
-            "users": [{"name": "ferry", "user": {"token": "demo-token"}}],
-            "contexts": [{"name": "demo", "context": {"cluster": "demo", "user": "ferry"}}]}))
+        kubeconfig = api.write_kubeconfig(tmp / "kubeconfig")
         config = tmp / "node.toml"
         default = sh(str(ROOT / "build/tools/ferryd"), "--print-default-config").stdout
         config.write_text(default + f'\n[kubernetes]\nkubeconfig = "{kubeconfig}"\n')

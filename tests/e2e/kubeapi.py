@@ -740,6 +740,17 @@ class FakeKubeAPI:
     def url(self):
         return f"https://{self.host}:{self.port}"
 
+    def write_kubeconfig(self, path, token=None):
+        """A kubeconfig (JSON is YAML) for this server: its CA and a bearer token (default:
+        the server's token)."""
+        Path(path).write_text(json.dumps({
+            "apiVersion": "v1", "kind": "Config", "current-context": "fake",
+            "clusters": [{"name": "fake", "cluster": {
+                "server": self.url, "certificate-authority": self.pki["ca_crt"]}}],
+            "users": [{"name": "client", "user": {"token": token or self.token}}],
+            "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "client"}}]}))
+        return path
+
     def start(self):
         """Listen (on the same port again after a stop()) and serve in daemon threads."""
         if self._server is not None:
