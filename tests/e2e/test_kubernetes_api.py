@@ -276,7 +276,7 @@ def test_an_api_server_restart_is_survived(cluster, redis_session):
     assert status["last_error"] in table
     # Forwarding goes on from the last known state.
     assert redis_session.ping() == "+PONG"
-    assert cluster.names() == {"my-app-1", "my-app-2"}
+    cluster.serves(["my-app-1", "my-app-2"])
     cluster.api.start()
     cluster.api.apply(web_slice(["my-app-2"]))
     cluster.serves(["my-app-2"])
@@ -351,9 +351,11 @@ def test_a_wrong_token_is_an_error_in_stats_and_forwarding_goes_on(cluster):
     cluster.api.close_watches()
     cluster.wait("401 seen", lambda: cluster.source("Service")["errors"] > errors)
     assert "401" in cluster.source("Service")["last_error"]
-    assert cluster.names() == {"my-app-1", "my-app-2"}
+    cluster.serves(["my-app-1", "my-app-2"])
     (cluster.sa_dir / "token").write_text("token-three\n")
-    cluster.wait("reconnected", lambda: cluster.source("Service")["connected"], timeout=40)
+    for kind in ("Service", "EndpointSlice", "Node"):
+        cluster.wait(f"{kind} reconnected", lambda kind=kind: cluster.source(kind)["connected"],
+                     timeout=40)
 
 
 def test_zone_hints_follow_this_nodes_zone(cluster):
