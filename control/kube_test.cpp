@@ -171,5 +171,68 @@ TEST(parse_object, decodes_an_api_object_as_its_manifest_would_be) {
       << bad.message();
 }
 
+// The API path reads JSON values directly; it must accept and refuse exactly what the text
+// path does, with the same messages.
+TEST(parse_object, agrees_with_the_text_decoder) {
+  const std::string svc = R"({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "w",
+    "labels": {"version": 2, "canary": true}}, "spec": {"clusterIP": "10.96.0.10",
+    "sessionAffinity": "ClientIP", "publishNotReadyAddresses": PUBLISH,
+    "ports": [{"name": "http", "port": PORT, "targetPort": TARGET, "protocol": "TCP"}]}})";
+  auto with = [&](std::string port, std::string target, std::string publish) {
+    std::string out = svc;
+    out.replace(out.find("PORT"), 4, port);
+    out.replace(out.find("TARGET"), 6, target);
+    out.replace(out.find("PUBLISH"), 7, publish);
+    return out;
+  };
+  const std::vector<std::string> cases = {
+      with("80", "8080", "true"),
+      with("80", "\"http-alt\"", "false"),
+      with("\"80\"", "8080", "true"),
+      with("80.5", "8080", "true"),
+      with("-1", "8080", "true"),
+      with("70000", "8080", "true"),
+      with("80", "0", "true"),
+      with("80", "\"\"", "true"),
+      with("80", "8080", "\"true\""),
+      with("80", "8080", "1"),
+      with("80", "[1]", "true"),
+      with("null", "8080", "null"),
+      with("80", "{\"a\": 1}", "true"),
+      R"({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": {"name":
+        "s", "labels": {"kubernetes.io/service-name": "w"}}, "addressType": "IPv4",
+        "endpoints": [{"addresses": ["10.0.0.1"], "conditions": {"ready": false},
+        "hints": {"forZones": [{"name": "z"}]}, "zone": "z"}], "ports": [{"port": 80}]})",
+      R"({"kind": "EndpointSlice", "apiVersion": "discovery.k8s.io/v1", "metadata": {"name":
+        "s", "labels": {"kubernetes.io/service-name": "w"}}, "addressType": "IPv4",
+        "endpoints": [{"addresses": ["fd00::1"]}]})",
+      R"({"kind": "Node", "apiVersion": "v1", "metadata": {"name": "n", "labels":
+        {"topology.kubernetes.io/zone": "z"}}, "status": {"addresses": [{"type":
+        "InternalIP", "address": "10.0.0.9"}, {"type": "Hostname", "address": "n"}]}})",
+      R"({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "Bad_Name"}})",
+      R"({"kind": "Service", "apiVersion": "v1", "metadata": {"name": "w", "labels": [1]}})",
+      R"({"kind": "Pod", "apiVersion": "v2", "metadata": {"name": "p"}})",
+  };
+  for (const auto& text : cases) {
+    SCOPED_TRACE(text);
+    auto from_text = model::parse_manifests(text, "X");
+    auto from_json = model::parse_object(nlohmann::json::parse(text), "X");
+    ASSERT_EQ(from_text.ok(), from_json.ok())
+        << (from_text ? from_json.message() : from_text.message());
+    if (from_text) {
+      ASSERT_EQ(from_text->size(), 1u);
+      EXPECT_TRUE((*from_text)[0] == *from_json);
+    } else {
+      // The text path names the document ("X: document 1: ..." until the object is known).
+      std::string text_msg = from_text.message(), json_msg = from_json.message();
+      auto strip = [](std::string m) {
+        if (auto p = m.find("document 1"); p != std::string::npos) m.erase(p, 12);
+        return m;
+      };
+      EXPECT_EQ(strip(text_msg), strip(json_msg));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace ferry::control::kube

@@ -72,13 +72,97 @@ std::string key_path(std::string_view path, std::string_view key) {
   return std::string(path) + "[" + std::string(key) + "]";
 }
 
-// A JSON null, an empty YAML value and a missing key all mean "not set", as when the API
-// server decodes into Go structs.
-bool present(const YAML::Node& n) { return n.IsDefined() && !n.IsNull(); }
+// One value of a document being decoded: a yaml-cpp node (manifest text), a nlohmann::json
+// value (an API object, decoded as it is, without a detour through YAML), or a map key.
+// The decoders below read documents through these few operations only.
+class value {
+ public:
+  value() = default;  // absent
+  explicit value(YAML::Node y) : yaml_(std::move(y)), from_(yaml) {}
+  explicit value(const nlohmann::json* j) : json_(j), from_(j ? json : absent) {}
+  static value key(std::string text) {
+    value v;
+    v.text_ = std::move(text);
+    v.from_ = map_key;
+    return v;
+  }
 
-// yaml-cpp tags plain scalars "?" and quoted ones "!"; only plain scalars can be numbers or
-// booleans, so `port: "80"` is a string, as in JSON.
-bool plain(const YAML::Node& n) { return n.Tag() == "?"; }
+  // A JSON null, an empty YAML value and a missing key all mean "not set", as when the API
+  // server decodes into Go structs.
+  bool present() const {
+    switch (from_) {
+      case yaml:
+        return yaml_.IsDefined() && !yaml_.IsNull();
+      case json:
+        return !json_->is_null();
+      case map_key:
+        return true;
+      case absent:
+        break;
+    }
+    return false;
+  }
+  bool is_map() const {
+    return from_ == yaml ? yaml_.IsMap() : from_ == json && json_->is_object();
+  }
+  bool is_list() const {
+    return from_ == yaml ? yaml_.IsSequence() : from_ == json && json_->is_array();
+  }
+  bool is_scalar() const {
+    if (from_ == yaml) return yaml_.IsScalar();
+    return from_ == map_key || (from_ == json && json_->is_primitive() && !json_->is_null());
+  }
+  // Only plain scalars can be numbers or booleans, so `port: "80"` is a string, as in JSON:
+  // yaml-cpp tags plain scalars "?" and quoted ones "!"; JSON has numbers and booleans.
+  bool plain() const {
+    if (from_ == yaml) return yaml_.Tag() == "?";
+    return from_ == json && (json_->is_number() || json_->is_boolean());
+  }
+  // An explicit YAML tag such as "tag:yaml.org,2002:int".
+  bool tagged(std::string_view tag) const { return from_ == yaml && yaml_.Tag() == tag; }
+  // A scalar's text (JSON numbers and booleans as they are written).
+  std::string scalar() const {
+    if (from_ == yaml) return yaml_.Scalar();
+    if (from_ == map_key) return text_;
+    if (from_ == json) return json_->is_string() ? json_->get<std::string>() : json_->dump();
+    return {};
+  }
+  // A key of a mapping (absent when missing, or when this is not a mapping).
+  value operator[](const char* key) const {
+    if (!present()) return {};
+    if (from_ == yaml) return value(yaml_[key]);
+    if (from_ != json || !json_->is_object()) return {};
+    auto it = json_->find(key);
+    return it == json_->end() ? value() : value(&*it);
+  }
+  std::vector<value> items() const {  // of a list
+    std::vector<value> out;
+    if (from_ == yaml) {
+      for (const auto& item : yaml_) out.emplace_back(item);
+    } else if (from_ == json) {
+      for (const auto& item : *json_) out.emplace_back(&item);
+    }
+    return out;
+  }
+  std::vector<std::pair<value, value>> entries() const {  // of a mapping, in order
+    std::vector<std::pair<value, value>> out;
+    if (from_ == yaml) {
+      for (const auto& kv : yaml_) out.emplace_back(value(kv.first), value(kv.second));
+    } else if (from_ == json) {
+      for (const auto& [k, v] : json_->items()) out.emplace_back(key(k), value(&v));
+    }
+    return out;
+  }
+
+ private:
+  enum source { absent, yaml, json, map_key };
+  YAML::Node yaml_;
+  const nlohmann::json* json_ = nullptr;
+  std::string text_;
+  source from_ = absent;
+};
+
+bool present(const value& n) { return n.present(); }
 
 bool is_bool_text(std::string_view s) {
   // YAML 1.1 spellings too: sigs.k8s.io/yaml (go-yaml v2) reads them as booleans.
@@ -141,63 +225,58 @@ std::string quote(std::string_view s) {
 }
 
 // How a wrong value is shown after "got": numbers and booleans bare, strings quoted.
-std::string describe(const YAML::Node& n) {
+std::string describe(const value& n) {
   if (!present(n)) return "null";
-  if (n.IsMap()) return "a mapping";
-  if (n.IsSequence()) return "a list";
-  const std::string& s = n.Scalar();
-  if (plain(n) && (is_bool_text(s) || looks_numeric(s))) return s;
+  if (n.is_map()) return "a mapping";
+  if (n.is_list()) return "a list";
+  const std::string s = n.scalar();
+  if (n.plain() && (is_bool_text(s) || looks_numeric(s))) return s;
   return quote(s);
 }
 
 // Looks up a key of a node already checked to be a mapping (or absent). Const access, so a
 // missing key is not inserted.
-YAML::Node child(const YAML::Node& map, const char* key) {
-  if (!present(map)) return YAML::Node();
-  return map[key];
-}
+value child(const value& map, const char* key) { return map[key]; }
 
-void expect_map(const YAML::Node& n, const std::string& path) {
-  if (present(n) && !n.IsMap()) fail(path, "must be a mapping, got " + describe(n));
+void expect_map(const value& n, const std::string& path) {
+  if (present(n) && !n.is_map()) fail(path, "must be a mapping, got " + describe(n));
 }
 
 // Entries of a list must themselves be mappings; null entries are refused too.
-void expect_entry_map(const YAML::Node& n, const std::string& path) {
-  if (!present(n) || !n.IsMap()) fail(path, "must be a mapping, got " + describe(n));
+void expect_entry_map(const value& n, const std::string& path) {
+  if (!present(n) || !n.is_map()) fail(path, "must be a mapping, got " + describe(n));
 }
 
 // The list at n, or an empty one when absent.
-std::vector<YAML::Node> list_of(const YAML::Node& n, const std::string& path) {
-  std::vector<YAML::Node> out;
-  if (!present(n)) return out;
-  if (!n.IsSequence()) fail(path, "must be a list, got " + describe(n));
-  for (const auto& item : n) out.push_back(item);
-  return out;
+std::vector<value> list_of(const value& n, const std::string& path) {
+  if (!present(n)) return {};
+  if (!n.is_list()) fail(path, "must be a list, got " + describe(n));
+  return n.items();
 }
 
-std::optional<std::string> opt_string(const YAML::Node& n, const std::string& path) {
+std::optional<std::string> opt_string(const value& n, const std::string& path) {
   if (!present(n)) return std::nullopt;
   // Numbers and booleans are taken as their text: hand-written manifests often leave label
   // values like `version: 2` unquoted, and nothing here depends on the distinction.
-  if (!n.IsScalar()) fail(path, "must be a string, got " + describe(n));
-  return n.Scalar();
+  if (!n.is_scalar()) fail(path, "must be a string, got " + describe(n));
+  return n.scalar();
 }
 
-std::string string_or_empty(const YAML::Node& n, const std::string& path) {
+std::string string_or_empty(const value& n, const std::string& path) {
   return opt_string(n, path).value_or("");
 }
 
-std::string required_string(const YAML::Node& n, const std::string& path) {
+std::string required_string(const value& n, const std::string& path) {
   auto s = opt_string(n, path);
   if (!s || s->empty()) fail(path, "required");
   return *s;
 }
 
 // A non-negative decimal integer written as a number (never a quoted string, float or bool).
-std::optional<uint64_t> plain_uint(const YAML::Node& n) {
-  if (!present(n) || !n.IsScalar()) return std::nullopt;
-  if (!plain(n) && n.Tag() != "tag:yaml.org,2002:int") return std::nullopt;
-  const std::string& s = n.Scalar();
+std::optional<uint64_t> plain_uint(const value& n) {
+  if (!present(n) || !n.is_scalar()) return std::nullopt;
+  if (!n.plain() && !n.tagged("tag:yaml.org,2002:int")) return std::nullopt;
+  const std::string s = n.scalar();
   // A leading zero is octal in YAML 1.1 and invalid in JSON; refuse rather than guess.
   if (s.empty() || (s.size() > 1 && s[0] == '0')) return std::nullopt;
   uint64_t v = 0;
@@ -206,7 +285,7 @@ std::optional<uint64_t> plain_uint(const YAML::Node& n) {
   return v;
 }
 
-std::optional<uint16_t> opt_port(const YAML::Node& n, const std::string& path, bool zero_ok) {
+std::optional<uint16_t> opt_port(const value& n, const std::string& path, bool zero_ok) {
   if (!present(n)) return std::nullopt;
   auto v = plain_uint(n);
   if (!v || (*v == 0 && !zero_ok) || *v > 65535) {
@@ -216,16 +295,16 @@ std::optional<uint16_t> opt_port(const YAML::Node& n, const std::string& path, b
   return static_cast<uint16_t>(*v);
 }
 
-uint16_t required_port(const YAML::Node& n, const std::string& path) {
+uint16_t required_port(const value& n, const std::string& path) {
   auto p = opt_port(n, path, false);
   if (!p) fail(path, "required");
   return *p;
 }
 
-std::optional<bool> opt_bool(const YAML::Node& n, const std::string& path) {
+std::optional<bool> opt_bool(const value& n, const std::string& path) {
   if (!present(n)) return std::nullopt;
-  if (n.IsScalar() && (plain(n) || n.Tag() == "tag:yaml.org,2002:bool")) {
-    const std::string& s = n.Scalar();
+  if (n.is_scalar() && (n.plain() || n.tagged("tag:yaml.org,2002:bool"))) {
+    const std::string s = n.scalar();
     if (is_bool_text(s)) {
       char c = s[0];
       return c == 't' || c == 'T' || c == 'y' || c == 'Y' || s == "on" || s == "On" || s == "ON";
@@ -234,7 +313,7 @@ std::optional<bool> opt_bool(const YAML::Node& n, const std::string& path) {
   fail(path, "must be a boolean, got " + describe(n));
 }
 
-uint8_t protocol_of(const YAML::Node& n, const std::string& path) {
+uint8_t protocol_of(const value& n, const std::string& path) {
   auto s = opt_string(n, path);
   if (!s || s->empty()) return kProtoTcp;
   auto proto = parse_proto(*s);
@@ -242,13 +321,13 @@ uint8_t protocol_of(const YAML::Node& n, const std::string& path) {
   return *proto;
 }
 
-[[noreturn]] void fail_address(const YAML::Node& n, const std::string& path) {
-  const std::string& s = n.Scalar();
+[[noreturn]] void fail_address(const value& n, const std::string& path) {
+  const std::string s = n.scalar();
   if (s.find(':') != std::string::npos) fail(path, "IPv6 is not supported yet, got " + quote(s));
   fail(path, "must be an IPv4 address, got " + describe(n));
 }
 
-uint32_t required_ipv4(const YAML::Node& n, const std::string& path) {
+uint32_t required_ipv4(const value& n, const std::string& path) {
   auto s = opt_string(n, path);
   if (!s || s->empty()) fail(path, "required");
   auto addr = parse_ipv4(*s);
@@ -258,7 +337,7 @@ uint32_t required_ipv4(const YAML::Node& n, const std::string& path) {
 
 // An address of either family (a dual-stack field): the IPv4 one, or nullopt for IPv6 (kept
 // out: ferry forwards IPv4 only). Anything else is refused.
-std::optional<uint32_t> ipv4_or_skip_ipv6(const YAML::Node& n, const std::string& path,
+std::optional<uint32_t> ipv4_or_skip_ipv6(const value& n, const std::string& path,
                                           const std::string& text) {
   if (auto addr = parse_ipv4(text)) return addr;
   if (text.find(':') == std::string::npos) {
@@ -267,14 +346,14 @@ std::optional<uint32_t> ipv4_or_skip_ipv6(const YAML::Node& n, const std::string
   return std::nullopt;
 }
 
-labels string_map(const YAML::Node& n, const std::string& path) {
+labels string_map(const value& n, const std::string& path) {
   labels out;
   if (!present(n)) return out;
   expect_map(n, path);
-  for (const auto& kv : n) {
-    if (!kv.first.IsScalar()) fail(path, "keys must be strings, got " + describe(kv.first));
-    const std::string& key = kv.first.Scalar();
-    out[key] = string_or_empty(kv.second, key_path(path, key));
+  for (const auto& [k, v] : n.entries()) {
+    if (!k.is_scalar()) fail(path, "keys must be strings, got " + describe(k));
+    const std::string key = k.scalar();
+    out[key] = string_or_empty(v, key_path(path, key));
   }
   return out;
 }
@@ -313,7 +392,7 @@ bool is_iana_svc_name(std::string_view s) {
   return letter && s.front() != '-' && s.back() != '-' && s.find("--") == std::string_view::npos;
 }
 
-object_meta decode_meta(const YAML::Node& doc) {
+object_meta decode_meta(const value& doc) {
   auto m = child(doc, "metadata");
   expect_map(m, "metadata");
   object_meta meta;
@@ -337,7 +416,7 @@ object_meta decode_meta(const YAML::Node& doc) {
   return meta;
 }
 
-service_type decode_service_type(const YAML::Node& n, const std::string& path) {
+service_type decode_service_type(const value& n, const std::string& path) {
   auto s = opt_string(n, path);
   if (!s || s->empty() || *s == "ClusterIP") return service_type::cluster_ip;
   if (*s == "NodePort") return service_type::node_port;
@@ -348,7 +427,7 @@ service_type decode_service_type(const YAML::Node& n, const std::string& path) {
 
 // spec.clusterIP and spec.clusterIPs. clusterIP wins when set; otherwise the first IPv4 entry
 // of clusterIPs, so a dual-stack service with IPv6 first still gets its IPv4 address.
-void decode_cluster_ip(const YAML::Node& spec, service& svc) {
+void decode_cluster_ip(const value& spec, service& svc) {
   auto single = child(spec, "clusterIP");
   auto ip = string_or_empty(single, "spec.clusterIP");
   if (ip == "None") {
@@ -378,7 +457,7 @@ void decode_cluster_ip(const YAML::Node& spec, service& svc) {
   }
 }
 
-service_port decode_service_port(const YAML::Node& n, const std::string& path) {
+service_port decode_service_port(const value& n, const std::string& path) {
   expect_entry_map(n, path);
   service_port sp;
   sp.name = string_or_empty(child(n, "name"), join(path, "name"));
@@ -401,8 +480,8 @@ service_port decode_service_port(const YAML::Node& n, const std::string& path) {
   sp.target_port = sp.port;
   if (!present(target)) return sp;
   const char* reason = "must be an integer 1-65535 or a port name, got ";
-  if (!target.IsScalar()) fail(target_path, reason + describe(target));
-  const std::string& text = target.Scalar();
+  if (!target.is_scalar()) fail(target_path, reason + describe(target));
+  const std::string text = target.scalar();
   if (text.empty()) return sp;
   if (text.find_first_not_of("0123456789") == std::string::npos) {
     uint64_t v = 0;
@@ -416,7 +495,7 @@ service_port decode_service_port(const YAML::Node& n, const std::string& path) {
   }
   // An unquoted word is a port name (`targetPort: http`), but a float, a negative number or a
   // boolean is a mistake.
-  if (plain(target) && (is_bool_text(text) || looks_numeric(text))) {
+  if (target.plain() && (is_bool_text(text) || looks_numeric(text))) {
     fail(target_path, reason + describe(target));
   }
   if (!is_iana_svc_name(text)) {
@@ -429,14 +508,14 @@ service_port decode_service_port(const YAML::Node& n, const std::string& path) {
   return sp;
 }
 
-traffic_policy decode_policy(const YAML::Node& n, const std::string& path) {
+traffic_policy decode_policy(const value& n, const std::string& path) {
   auto s = opt_string(n, path);
   if (!s || s->empty() || *s == "Cluster") return traffic_policy::cluster;
   if (*s == "Local") return traffic_policy::local;
   fail(path, "must be Cluster or Local, got " + describe(n));
 }
 
-void decode_service_policies(const YAML::Node& spec, service& svc) {
+void decode_service_policies(const value& spec, service& svc) {
   auto affinity_node = child(spec, "sessionAffinity");
   auto affinity = string_or_empty(affinity_node, "spec.sessionAffinity");
   if (affinity == "ClientIP") {
@@ -470,7 +549,7 @@ void decode_service_policies(const YAML::Node& spec, service& svc) {
   }
 }
 
-void decode_load_balancer(const YAML::Node& doc, const YAML::Node& spec, service& svc) {
+void decode_load_balancer(const value& doc, const value& spec, service& svc) {
   auto lb_ip = child(spec, "loadBalancerIP");
   if (auto s = opt_string(lb_ip, "spec.loadBalancerIP"); s && !s->empty()) {
     svc.load_balancer_ip = required_ipv4(lb_ip, "spec.loadBalancerIP");
@@ -503,7 +582,7 @@ void decode_load_balancer(const YAML::Node& doc, const YAML::Node& spec, service
   }
 }
 
-service decode_service(const YAML::Node& doc, object_meta meta) {
+service decode_service(const value& doc, object_meta meta) {
   service svc;
   svc.meta = std::move(meta);
   auto spec = child(doc, "spec");
@@ -558,14 +637,14 @@ service decode_service(const YAML::Node& doc, object_meta meta) {
 }
 
 // targetRef names the pod behind an address; other referents (none in practice) are dropped.
-std::string target_pod_of(const YAML::Node& n, const std::string& path) {
+std::string target_pod_of(const value& n, const std::string& path) {
   expect_map(n, path);
   auto kind = string_or_empty(child(n, "kind"), join(path, "kind"));
   auto name = string_or_empty(child(n, "name"), join(path, "name"));
   return kind == "Pod" ? name : std::string();
 }
 
-std::vector<endpoint_port> decode_endpoint_ports(const YAML::Node& n, const std::string& path) {
+std::vector<endpoint_port> decode_endpoint_ports(const value& n, const std::string& path) {
   std::vector<endpoint_port> out;
   auto list = list_of(n, path);
   std::map<std::string, size_t> names;
@@ -589,7 +668,7 @@ std::vector<endpoint_port> decode_endpoint_ports(const YAML::Node& n, const std:
 }
 
 // hints: {forZones: [{name: z}], forNodes: [{name: n}]}.
-void decode_hints(const YAML::Node& n, const std::string& path, endpoint& ep) {
+void decode_hints(const value& n, const std::string& path, endpoint& ep) {
   expect_map(n, path);
   auto names = [&](const char* key, std::vector<std::string>& out) {
     std::string list_path = join(path, key);
@@ -603,7 +682,7 @@ void decode_hints(const YAML::Node& n, const std::string& path, endpoint& ep) {
   names("forNodes", ep.for_nodes);
 }
 
-endpoint_slice decode_endpoint_slice(const YAML::Node& doc, object_meta meta) {
+endpoint_slice decode_endpoint_slice(const value& doc, object_meta meta) {
   endpoint_slice slice;
   slice.meta = std::move(meta);
   auto label = slice.meta.label_map.find(std::string(kServiceNameLabel));
@@ -657,7 +736,7 @@ endpoint_slice decode_endpoint_slice(const YAML::Node& doc, object_meta meta) {
   return slice;
 }
 
-void decode_endpoint_addresses(const YAML::Node& n, const std::string& path, bool ready,
+void decode_endpoint_addresses(const value& n, const std::string& path, bool ready,
                                endpoint_group& group) {
   auto list = list_of(n, path);
   for (size_t i = 0; i < list.size(); ++i) {
@@ -673,7 +752,7 @@ void decode_endpoint_addresses(const YAML::Node& n, const std::string& path, boo
   }
 }
 
-endpoints decode_endpoints(const YAML::Node& doc, object_meta meta) {
+endpoints decode_endpoints(const value& doc, object_meta meta) {
   endpoints eps;
   eps.meta = std::move(meta);
   auto subsets = list_of(child(doc, "subsets"), "subsets");
@@ -690,7 +769,7 @@ endpoints decode_endpoints(const YAML::Node& doc, object_meta meta) {
   return eps;
 }
 
-pod decode_pod(const YAML::Node& doc, object_meta meta) {
+pod decode_pod(const value& doc, object_meta meta) {
   pod p;
   p.meta = std::move(meta);
   auto spec = child(doc, "spec");
@@ -751,7 +830,7 @@ pod decode_pod(const YAML::Node& doc, object_meta meta) {
   return p;
 }
 
-node decode_node(const YAML::Node& doc, object_meta meta) {
+node decode_node(const value& doc, object_meta meta) {
   node n;
   n.meta = std::move(meta);
   // Nodes are cluster-scoped: a namespace, if any, is meaningless; keep them in "".
@@ -781,9 +860,9 @@ class decoder {
  public:
   explicit decoder(std::vector<object>& out) : out_(out) {}
 
-  void document(const YAML::Node& doc, const std::string& where, int depth) {
+  void document(const value& doc, const std::string& where, int depth) {
     header = where;
-    if (!doc.IsMap()) fail("", "must be a mapping, got " + describe(doc));
+    if (!doc.is_map()) fail("", "must be a mapping, got " + describe(doc));
     auto kind = required_string(child(doc, "kind"), "kind");
     auto api_version = required_string(child(doc, "apiVersion"), "apiVersion");
     if (kind == "List") {
@@ -799,7 +878,7 @@ class decoder {
     check_api_version(kind, api_version, kind == "EndpointSlice" ? "discovery.k8s.io/v1" : "v1");
     if (++count_ > kMaxObjects) fail("", "more than " + std::to_string(kMaxObjects) + " objects");
 
-    header = where + ": " + kind;
+    header = where.empty() ? kind : where + ": " + kind;
     auto meta = decode_meta(doc);
     header = kind + " " + meta.ns + "/" + meta.name;
     if (kind == "Service") {
@@ -820,12 +899,12 @@ class decoder {
  private:
   void check_api_version(const std::string& kind, const std::string& got, const char* want) {
     if (got != want) {
-      header += ": " + kind;
+      header += (header.empty() ? "" : ": ") + kind;
       fail("apiVersion", std::string("must be ") + want + ", got " + quote(got));
     }
   }
 
-  void list(const YAML::Node& doc, const std::string& where, int depth) {
+  void list(const value& doc, const std::string& where, int depth) {
     if (depth >= kMaxListDepth) fail("items", "Lists nested too deeply");
     auto items = list_of(child(doc, "items"), "items");
     for (size_t i = 0; i < items.size(); ++i) {
@@ -874,36 +953,6 @@ std::vector<yaml_document> split_documents(std::string_view text) {
   return docs;
 }
 
-// A JSON value as the YAML node the decoders read: numbers and booleans become plain
-// scalars (tag "?"), strings quoted ones, so `"80"` stays a string as in JSON.
-YAML::Node to_yaml(const nlohmann::json& j) {
-  switch (j.type()) {
-    case nlohmann::json::value_t::object: {
-      YAML::Node n(YAML::NodeType::Map);
-      for (const auto& [k, v] : j.items()) n[k] = to_yaml(v);
-      return n;
-    }
-    case nlohmann::json::value_t::array: {
-      YAML::Node n(YAML::NodeType::Sequence);
-      for (const auto& v : j) n.push_back(to_yaml(v));
-      return n;
-    }
-    case nlohmann::json::value_t::string: {
-      YAML::Node n(j.get_ref<const std::string&>());
-      n.SetTag("!");
-      return n;
-    }
-    case nlohmann::json::value_t::null:
-    case nlohmann::json::value_t::discarded:
-      return YAML::Node(YAML::NodeType::Null);
-    default: {
-      YAML::Node n(j.dump());
-      n.SetTag("?");
-      return n;
-    }
-  }
-}
-
 }  // namespace
 
 result<object> parse_object(const nlohmann::json& obj, std::string_view origin) {
@@ -911,23 +960,10 @@ result<object> parse_object(const nlohmann::json& obj, std::string_view origin) 
   decoder dec(out);
   try {
     if (!obj.is_object()) fail("", std::string("must be an object, got ") + obj.type_name());
-    // metadata.managedFields is often most of an API object's bytes, and nothing reads it.
-    YAML::Node doc(YAML::NodeType::Map);
-    for (const auto& [k, v] : obj.items()) {
-      if (k != "metadata" || !v.is_object() || !v.contains("managedFields")) {
-        doc[k] = to_yaml(v);
-        continue;
-      }
-      YAML::Node meta(YAML::NodeType::Map);
-      for (const auto& [mk, mv] : v.items()) {
-        if (mk != "managedFields") meta[mk] = to_yaml(mv);
-      }
-      doc[k] = meta;
-    }
-    dec.document(doc, std::string(origin), 0);
+    dec.document(value(&obj), "", 0);  // messages start with the object itself
     if (out.size() != 1) fail("kind", "must be one object, not a List");
   } catch (const field_error& e) {
-    std::string msg = std::string(origin) + ": " + dec.header;
+    std::string msg = std::string(origin) + (dec.header.empty() ? "" : ": " + dec.header);
     if (!e.path.empty()) msg += ": " + e.path;
     return make_error(msg + ": " + e.reason);
   } catch (const YAML::Exception& e) {
@@ -957,8 +993,9 @@ result<std::vector<object>> parse_manifests(std::string_view text, std::string_v
   try {
     size_t n = 0;
     for (const auto& doc : docs) {
-      if (!present(doc)) continue;  // "---" separators with nothing between them
-      dec.document(doc, "document " + std::to_string(++n), 0);
+      value v(doc);
+      if (!v.present()) continue;  // "---" separators with nothing between them
+      dec.document(v, "document " + std::to_string(++n), 0);
     }
   } catch (const field_error& e) {
     std::string msg = prefix + ": " + dec.header;
