@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
 
@@ -208,11 +209,9 @@ class http {
     std::string auth;
     std::string token = creds_.token;
     if (!creds_.token_file.empty()) {
-      // Re-read every time: projected service account tokens rotate (about hourly).
-      std::ifstream in(creds_.token_file);
-      std::stringstream buf;
-      buf << in.rdbuf();
-      if (in) token = trim(buf.str());
+      // Re-read every time: projected service account tokens rotate (about hourly). An
+      // unreadable file sends no token; the server's 401 then shows in the status.
+      if (auto t = read_file(creds_.token_file, "token")) token = trim(*t);
     }
     curl_slist* headers = curl_slist_append(nullptr, "Accept: application/json");
     if (!token.empty()) {
@@ -313,17 +312,11 @@ class http {
   CURL* curl_ = nullptr;
 };
 
+// Percent-encodes a query parameter value.
 std::string escape(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof buf, "%%%02X", c);
-      out += buf;
-    }
-  }
+  char* e = curl_easy_escape(nullptr, s.data(), static_cast<int>(s.size()));
+  std::string out = e ? e : "";
+  curl_free(e);
   return out;
 }
 
@@ -501,7 +494,7 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
     }
     // The API server accepted it, but ferry cannot forward it (an SCTP port, say): it is
     // left out, and said so, rather than stopping the whole source.
-    note(index, [](resource_status& s) { ++s.refused; });
+    note(index, [](resource_status& s) { ++s.skipped; });
     spdlog::warn("kubernetes: skipped {}", o.message());
   };
 

@@ -11,7 +11,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <thread>
@@ -79,7 +78,8 @@ struct resource_status {
   bool connected = false;  // a watch stream is open
   std::string resource_version;
   int64_t last_event_ms = 0;  // unix time of the last event, list or bookmark (0: never)
-  uint64_t events = 0, bookmarks = 0, relists = 0, errors = 0, refused = 0;
+  uint64_t events = 0, bookmarks = 0, relists = 0, errors = 0;
+  uint64_t skipped = 0;  // objects that did not decode (an SCTP port, say): left out
   std::string last_error;
 };
 

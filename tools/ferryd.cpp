@@ -149,7 +149,7 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
                          {"bookmarks", r.bookmarks},
                          {"relists", r.relists},
                          {"errors", r.errors},
-                         {"skipped", r.refused},
+                         {"skipped", r.skipped},
                          {"last_error", r.last_error}});
   }
   return {{"kubernetes",
