@@ -380,6 +380,10 @@ json node::get(const std::string& resource, const std::string& ns) const {
   return {{"items", items}};
 }
 
+std::vector<env_var> node::env(const std::string& ns, bool service_links) const {
+  return service_environment(store_, ns, service_links);
+}
+
 namespace {
 
 result<std::vector<document>> documents_of(const json& req) {
@@ -402,6 +406,12 @@ json changes_json(const std::vector<change>& changes) {
     out.push_back({{"kind", c.kind}, {"namespace", c.ns}, {"name", c.name}, {"action", c.action}});
   }
   return {{"changes", out}};
+}
+
+json variables_json(const std::vector<env_var>& vars) {
+  json out = json::array();
+  for (const auto& v : vars) out.push_back({{"name", v.name}, {"value", v.value}});
+  return {{"variables", out}};
 }
 
 json ok(json result) { return {{"ok", true}, {"result", std::move(result)}}; }
@@ -435,6 +445,15 @@ json node::handle(const json& req) {
       return refused("unknown resource \"" + resource + "\"");
     }
     return ok(get(resource, ns));
+  }
+  if (op == "env") {
+    const json ns = req.value("namespace", json());
+    const json links = req.value("service_links", json(true));  // enableServiceLinks' default
+    if (!ns.is_string() || ns.get<std::string>().empty()) {
+      return refused("bad request: env needs a \"namespace\" (the pod's namespace)");
+    }
+    if (!links.is_boolean()) return refused("bad request: \"service_links\" must be true or false");
+    return ok(variables_json(env(ns.get<std::string>(), links.get<bool>())));
   }
   if (op == "stats") {
     if (!stats_) return refused("stats are not available");

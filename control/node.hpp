@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "compile.hpp"
+#include "envvars.hpp"
 #include "ferry/config.hpp"
 #include "ferry/result.hpp"
 #include "ferry/snapshot.hpp"
@@ -57,6 +58,10 @@ class node {
 
   /// Listing for `get services|endpoints|pods`; ns empty means all namespaces.
   nlohmann::json get(const std::string& resource, const std::string& ns) const;
+
+  /// The Service environment variables kubelet would give a pod in namespace ns (see
+  /// service_environment); service_links is the pod's enableServiceLinks.
+  std::vector<env_var> env(const std::string& ns, bool service_links) const;
 
   /// Decodes a control-socket request and calls the operation.
   nlohmann::json handle(const nlohmann::json& request);

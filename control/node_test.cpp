@@ -249,5 +249,34 @@ TEST(NodeApi, ThisNodesZoneRecompilesEveryService) {
   EXPECT_EQ(a.last->ports()[0]->backends[0].ip, 0x0a000002u);
 }
 
+TEST(NodeSocket, EnvAnswersTheVariablesInOrderAndNeedsANamespace) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  node n(cfg, [](std::unique_ptr<const snapshot>) {});
+  ASSERT_TRUE(n.apply({{"test", service("redis-master", "198.19.0.11")}}, source::socket));
+
+  auto r = n.handle({{"op", "env"}, {"namespace", "default"}, {"service_links", true}});
+  ASSERT_EQ(r["ok"], true) << r.dump();
+  const auto& vars = r["result"]["variables"];
+  ASSERT_EQ(vars.size(), 7u) << r.dump();
+  EXPECT_EQ(vars[0],
+            (nlohmann::json{{"name", "REDIS_MASTER_SERVICE_HOST"}, {"value", "198.19.0.11"}}));
+  EXPECT_EQ(vars[2],
+            (nlohmann::json{{"name", "REDIS_MASTER_PORT"}, {"value", "tcp://198.19.0.11:80"}}));
+  // service_links defaults to true, as enableServiceLinks does.
+  EXPECT_EQ(n.handle({{"op", "env"}, {"namespace", "default"}}), r);
+  auto off = n.handle({{"op", "env"}, {"namespace", "default"}, {"service_links", false}});
+  EXPECT_EQ(off["result"]["variables"], nlohmann::json::array()) << off.dump();
+
+  for (const auto& bad :
+       {nlohmann::json{{"op", "env"}}, nlohmann::json{{"op", "env"}, {"namespace", ""}},
+        nlohmann::json{{"op", "env"}, {"namespace", 3}},
+        nlohmann::json{{"op", "env"}, {"namespace", "a"}, {"service_links", 1}}}) {
+    auto refused = n.handle(bad);
+    EXPECT_EQ(refused["ok"], false) << bad.dump();
+    EXPECT_NE(refused.value("error", "").find("bad request"), std::string::npos) << refused.dump();
+  }
+}
+
 }  // namespace
 }  // namespace ferry::control
