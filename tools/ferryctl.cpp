@@ -18,6 +18,7 @@
 #include <nlohmann/json.hpp>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "socket_server.hpp"
@@ -30,6 +31,9 @@ namespace fs = std::filesystem;
 constexpr int exit_ok = 0;
 constexpr int exit_failed = 1;  // ferryd refused, could not be reached, or input unreadable
 constexpr int exit_usage = 2;
+// ferryctl exec, when the command cannot be run (as env(1) and the shells say it).
+constexpr int exit_cannot_run = 126;
+constexpr int exit_not_found = 127;
 
 // Ends the command with "error: <what>" and the given exit status.
 struct failure : std::runtime_error {
@@ -432,6 +436,60 @@ void print_stats(const json& stats) {
   print_table(rows);
 }
 
+// ---- Service environment variables -----------------------------------------------------------
+
+// The variables kubelet would give a pod in `ns`, as ferryd computes them, in its order.
+std::vector<std::pair<std::string, std::string>> service_variables(const std::string& socket_path,
+                                                                   const std::string& ns,
+                                                                   bool service_links) {
+  json result = request_result(
+      socket_path, {{"op", "env"}, {"namespace", ns}, {"service_links", service_links}});
+  std::vector<std::pair<std::string, std::string>> vars;
+  for (const auto& v : items_of(result, "variables")) {
+    const json& name = member(v, "name");
+    const json& value = member(v, "value");
+    if (!name.is_string() || !value.is_string()) {
+      throw failure("bad response from ferryd: " + v.dump());
+    }
+    vars.emplace_back(name.get<std::string>(), value.get<std::string>());
+  }
+  return vars;
+}
+
+// env: NAME=VALUE lines; json: a pod spec's env list; docker: --env=NAME=VALUE, one a line, for
+// `docker run $(ferryctl env -o docker) IMAGE` (names and values hold no blanks).
+void print_variables(const std::vector<std::pair<std::string, std::string>>& vars,
+                     const std::string& format) {
+  if (format == "json") {
+    json out = json::array();
+    for (const auto& [name, value] : vars) out.push_back({{"name", name}, {"value", value}});
+    std::cout << out.dump(2) << '\n';
+    return;
+  }
+  const char* prefix = format == "docker" ? "--env=" : "";
+  for (const auto& [name, value] : vars) std::cout << prefix << name << '=' << value << '\n';
+}
+
+// Adds the variables to this process's environment (replacing same names) and replaces the
+// process with the command. Returns only when the command cannot be run, with env(1)'s status:
+// 127 when it is not found, 126 when it is found but cannot be run.
+int exec_with(const std::vector<std::pair<std::string, std::string>>& vars,
+              const std::vector<std::string>& command) {
+  for (const auto& [name, value] : vars) {
+    if (::setenv(name.c_str(), value.c_str(), 1) != 0) {
+      throw failure("cannot set " + name + ": " + std::strerror(errno));
+    }
+  }
+  std::vector<char*> args;
+  for (const auto& a : command) args.push_back(const_cast<char*>(a.c_str()));
+  args.push_back(nullptr);
+  std::cout.flush();
+  ::execvp(args[0], args.data());
+  const int err = errno;
+  std::cerr << "ferryctl: " << command[0] << ": " << std::strerror(err) << '\n';
+  return err == ENOENT ? exit_not_found : exit_cannot_run;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -473,6 +531,29 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "show packet, flow and drop counters");
 
+  // env and exec: the Service variables kubelet would give a pod in the namespace. Only one
+  // subcommand is parsed, so they share their option variables.
+  std::string pod_namespace = "default";
+  bool no_service_links = false;
+  std::string env_output = "env";
+  auto* env = app.add_subcommand(
+      "env", "print the Service variables kubelet would give a pod in a namespace");
+  auto* exec = app.add_subcommand(
+      "exec", "run a command with those variables in its environment: exec -- CMD ARGS...");
+  for (auto* sub : {env, exec}) {
+    sub->add_option("-n,--namespace", pod_namespace, "the pod's namespace")->capture_default_str();
+    sub->add_flag("--no-service-links", no_service_links,
+                  "only default/kubernetes, as for a pod with enableServiceLinks: false");
+  }
+  auto* env_output_opt =
+      env->add_option(
+             "-o,--output", env_output,
+             "env: NAME=VALUE lines, json: a pod spec's env list, docker: --env=NAME=VALUE")
+          ->check(CLI::IsMember({"env", "json", "docker"}))
+          ->capture_default_str();
+  std::vector<std::string> exec_command;
+  exec->add_option("command", exec_command, "the command and its arguments (after --)")->required();
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -482,12 +563,23 @@ int main(int argc, char** argv) {
   }
 
   if (app.get_subcommands().empty()) {
-    std::cerr << "error: missing command (apply, delete, get or stats)\n"
+    std::cerr << "error: missing command (apply, delete, get, stats, env or exec)\n"
               << "Run with --help for more information.\n";
     return exit_usage;
   }
 
   try {
+    if (env->parsed()) {
+      // `ferryctl -o json env` asks for JSON too; the global -o knows only table and json.
+      if (env_output_opt->count() == 0 && output == "json") env_output = "json";
+      print_variables(service_variables(socket_path, pod_namespace, !no_service_links), env_output);
+      return exit_ok;
+    }
+    if (exec->parsed()) {
+      return exec_with(service_variables(socket_path, pod_namespace, !no_service_links),
+                       exec_command);
+    }
+
     json request;
     std::function<void(const json&)> print_result;
     if (apply->parsed() || remove->parsed()) {
