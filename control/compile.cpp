@@ -168,6 +168,32 @@ std::vector<endpoint_ref> endpoint_index::resolve(const model::service& svc,
   return out;
 }
 
+std::vector<host_ref> endpoint_index::hosts(const model::service& svc) const {
+  std::vector<host_ref> out;
+  const name key{svc.meta.ns, svc.meta.name};
+  auto add = [&](const model::endpoint_group& g) {
+    for (const auto& e : g.endpoints) {
+      for (uint32_t ip : e.addresses) out.push_back({ip, e.ready, e.hostname});
+    }
+  };
+  if (auto s = slices_.find(key); s != slices_.end()) {
+    for (const auto* slice : s->second) add(slice->group);
+  } else if (auto e = legacy_.find(key); e != legacy_.end()) {
+    for (const auto& g : e->second->subsets) add(g);
+  } else if (auto pods = pods_.find(svc.meta.ns); pods != pods_.end()) {
+    for (const auto* p : pods->second) {
+      if (!p->ip || !selector_matches(svc.selector, p->meta.label_map)) continue;
+      const bool ready = (p->ready || svc.publish_not_ready) && !p->terminating;
+      out.push_back(
+          {*p->ip, ready, p->subdomain == svc.meta.name ? std::string_view(p->hostname) : ""});
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const host_ref& a, const host_ref& b) {
+    return std::tie(a.ip, b.ready) < std::tie(b.ip, a.ready);
+  });
+  return out;
+}
+
 compiler::service_ports compiler::ports_of(const model::service& svc,
                                            const endpoint_index& endpoints) const {
   service_ports out;
@@ -298,33 +324,6 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   touched_vips_.push_back(key);
 }
 
-namespace {
-
-// Copies each shard that holds a touched key once, sets or erases those keys in the copy
-// (value_of returns nullopt for "gone") and swaps it in; untouched shards stay shared.
-template <typename V, typename F>
-void patch(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
-  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) {
-    return std::pair(sharded_map<V>::shard_of(a), a) < std::pair(sharded_map<V>::shard_of(b), b);
-  });
-  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
-  for (size_t i = 0; i < keys.size();) {
-    size_t s = sharded_map<V>::shard_of(keys[i]);
-    auto copy = std::make_shared<flat_map<V>>(table.at(s));
-    for (; i < keys.size() && sharded_map<V>::shard_of(keys[i]) == s; ++i) {
-      if (auto v = value_of(keys[i])) {
-        copy->insert_or_assign(keys[i], std::move(*v));
-      } else {
-        copy->erase(keys[i]);
-      }
-    }
-    table.set(s, std::move(copy));
-  }
-  keys.clear();
-}
-
-}  // namespace
-
 result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
   // Resolve the Services that changed (all of them, and every one resolved before, on a
   // full compile).
@@ -339,9 +338,11 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   if (full) {
     const endpoint_index endpoints(st);
     for (const auto& [n, ports] : by_service_) fresh[n];
+    if (dns_) dns_->clear();
     for (const auto& [k, so] : st.objects()) {
       if (const auto* svc = std::get_if<model::service>(&so.obj)) {
         fresh[{svc->meta.ns, svc->meta.name}] = ports_of(*svc, endpoints);
+        if (dns_) dns_->update(svc, svc->meta.ns, svc->meta.name, endpoints);
       }
     }
   } else {
@@ -358,7 +359,9 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
       auto it = st.objects().find({"Service", n.first, n.second});
       const auto* svc =
           it == st.objects().end() ? nullptr : std::get_if<model::service>(&it->second.obj);
-      fresh[n] = svc ? ports_of(*svc, endpoint_index(st, n.first, n.second)) : service_ports{};
+      const endpoint_index endpoints(st, n.first, n.second);
+      fresh[n] = svc ? ports_of(*svc, endpoints) : service_ports{};
+      if (dns_) dns_->update(svc, n.first, n.second, endpoints);
     }
   }
 
@@ -398,17 +401,17 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   }
 
   // Patch the touched shards; the snapshot shares the rest with the previous one.
-  patch(vips_, touched_vips_, [&](uint64_t key) -> std::optional<entry_ptr> {
+  patch_shards(vips_, touched_vips_, [&](uint64_t key) -> std::optional<entry_ptr> {
     auto it = entries_.find(key);
     if (it == entries_.end()) return std::nullopt;
     return it->second.entry;
   });
-  patch(backends_, touched_backends_,
-        [&](uint64_t bkey) -> std::optional<const service_port_entry*> {
-          auto it = backend_users_.find(bkey);
-          if (it == backend_users_.end()) return std::nullopt;
-          return it->second.begin()->second;
-        });
+  patch_shards(backends_, touched_backends_,
+               [&](uint64_t bkey) -> std::optional<const service_port_entry*> {
+                 auto it = backend_users_.find(bkey);
+                 if (it == backend_users_.end()) return std::nullopt;
+                 return it->second.begin()->second;
+               });
 
   if (announced_changed_ || !announced_list_) {
     auto list = std::make_shared<std::vector<uint32_t>>();
@@ -422,6 +425,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   snap->vips = vips_;
   snap->backends = backends_;
   snap->announced = announced_list_;
+  if (dns_) snap->dns = dns_->build(static_cast<uint32_t>(snap->generation));
   return snap;
 }
 

@@ -14,6 +14,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "dns_zone.hpp"
 #include "ferry/result.hpp"
 #include "ferry/snapshot.hpp"
 #include "store.hpp"
@@ -28,6 +29,14 @@ struct endpoint_ref {
   bool ready = true, serving = true, terminating = false;
   std::string_view node;
   std::span<const std::string> for_zones, for_nodes;  // topology hints
+};
+
+/// One endpoint address of a Service whatever its ports, for DNS: headless Services answer
+/// with these. `hostname` points into the store.
+struct host_ref {
+  uint32_t ip = 0;
+  bool ready = true;
+  std::string_view hostname;
 };
 
 /// Where this proxy runs: its node name (endpoints there are local) and the node's zone
@@ -61,6 +70,10 @@ class endpoint_index {
   /// number or container port name. Sorted by address, no duplicates (a ready one wins).
   std::vector<endpoint_ref> resolve(const model::service& svc,
                                     const model::service_port& port) const;
+  /// Every endpoint address of the Service (same sources as resolve, ports aside), with its
+  /// hostname: the endpoint's, or for a Pod its spec.hostname when spec.subdomain names the
+  /// Service. Sorted by address.
+  std::vector<host_ref> hosts(const model::service& svc) const;
 
  private:
   using name = std::pair<std::string, std::string>;  // namespace, service
@@ -92,6 +105,12 @@ class compiler {
         max_service_ports_(max_service_ports),
         node_name_(std::move(node_name)),
         pool_(std::move(pool)) {}
+
+  /// Serves the cluster DNS zone too: each snapshot carries it, built from the same store
+  /// and changes.
+  void enable_dns(const dns_config& cfg, ipv4_prefix service_cidr) {
+    dns_ = std::make_unique<dns_zone_builder>(cfg, service_cidr);
+  }
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist
@@ -144,6 +163,7 @@ class compiler {
   std::vector<uint64_t> touched_vips_, touched_backends_;
   sharded_map<entry_ptr> vips_;
   sharded_map<const service_port_entry*> backends_;
+  std::unique_ptr<dns_zone_builder> dns_;
 };
 
 }  // namespace ferry::control

@@ -11,6 +11,7 @@
 #include <toml.hpp>
 
 #include "builtin.hpp"
+#include "dns_zone.hpp"
 #include "ferry/counters.hpp"
 #include "ferry/maglev.hpp"
 
@@ -236,6 +237,24 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         t.fail("", "needs kubeconfig = \"FILE\" or in_cluster = true");
       }
       k.enabled = true;
+    });
+    top.table("dns", [&](table_reader& t) {
+      std::vector<std::string> addresses;
+      t.strings("addresses", addresses);
+      for (const auto& text : addresses) {
+        auto a = parse_ipv4(text);
+        if (!a || !*a) t.fail("addresses", "\"" + text + "\" is not an IPv4 address");
+        c.dns.addresses.push_back(*a);
+      }
+      t.string("zone", c.dns.zone);
+      while (!c.dns.zone.empty() && c.dns.zone.back() == '.') c.dns.zone.pop_back();
+      if (c.dns.zone.empty() || control::dns_wire(c.dns.zone).empty() ||
+          c.dns.zone.find_first_not_of(
+              "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.") !=
+              std::string::npos) {
+        t.fail("zone", "\"" + c.dns.zone + "\" is not a DNS domain name (like cluster.local)");
+      }
+      t.integer("ttl", c.dns.ttl, 0, 86400);
     });
     top.table("conntrack", [&](table_reader& t) {
       t.integer("capacity", c.conntrack.capacity, 1024, 1 << 28);

@@ -369,6 +369,17 @@ bool is_dns_label(std::string_view s, size_t max_len = 63) {
   return is_lower_alnum(s.front()) && is_lower_alnum(s.back());
 }
 
+// A DNS-1123 label or nothing (hostname, subdomain: names ferry's DNS serves).
+std::string dns_label_or_empty(const value& n, const std::string& path) {
+  std::string s = string_or_empty(n, path);
+  if (!s.empty() && !is_dns_label(s)) {
+    fail(path,
+         "must be a lower-case DNS-1123 label (a-z, 0-9, '-'; at most 63 characters), got \"" + s +
+             "\"");
+  }
+  return s;
+}
+
 // RFC 1123 subdomain, the rule for object names: dot-separated labels, 253 characters in all.
 bool is_dns_subdomain(std::string_view s) {
   if (s.empty() || s.size() > 253) return false;
@@ -729,6 +740,7 @@ endpoint_slice decode_endpoint_slice(const value& doc, object_meta meta) {
     ep.node_name = string_or_empty(child(list[i], "nodeName"), join(path, "nodeName"));
     ep.target_pod = target_pod_of(child(list[i], "targetRef"), join(path, "targetRef"));
     ep.zone = string_or_empty(child(list[i], "zone"), join(path, "zone"));
+    ep.hostname = dns_label_or_empty(child(list[i], "hostname"), join(path, "hostname"));
     decode_hints(child(list[i], "hints"), join(path, "hints"), ep);
     slice.group.endpoints.push_back(std::move(ep));
   }
@@ -748,6 +760,7 @@ void decode_endpoint_addresses(const value& n, const std::string& path, bool rea
     ep.serving = ready;
     ep.node_name = string_or_empty(child(list[i], "nodeName"), join(p, "nodeName"));
     ep.target_pod = target_pod_of(child(list[i], "targetRef"), join(p, "targetRef"));
+    ep.hostname = dns_label_or_empty(child(list[i], "hostname"), join(p, "hostname"));
     group.endpoints.push_back(std::move(ep));
   }
 }
@@ -775,6 +788,8 @@ pod decode_pod(const value& doc, object_meta meta) {
   auto spec = child(doc, "spec");
   expect_map(spec, "spec");
   p.node_name = string_or_empty(child(spec, "nodeName"), "spec.nodeName");
+  p.hostname = dns_label_or_empty(child(spec, "hostname"), "spec.hostname");
+  p.subdomain = dns_label_or_empty(child(spec, "subdomain"), "spec.subdomain");
   auto containers = list_of(child(spec, "containers"), "spec.containers");
   for (size_t i = 0; i < containers.size(); ++i) {
     std::string path = at("spec.containers", i);

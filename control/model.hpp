@@ -103,6 +103,7 @@ struct endpoint {
   std::string node_name;
   std::string target_pod;  // targetRef.name when kind is Pod
   std::string zone;        // EndpointSlice zone
+  std::string hostname;    // endpoints[].hostname (headless Services' per-pod DNS names)
   // hints.forZones[].name and hints.forNodes[].name: where the EndpointSlice controller
   // wants this endpoint used (topology-aware routing, trafficDistribution).
   std::vector<std::string> for_zones, for_nodes;
@@ -149,6 +150,8 @@ struct pod {
   bool ready = false;          // status.conditions[type=Ready].status == "True"
   bool terminating = false;    // metadata.deletionTimestamp is set
   std::string node_name;       // spec.nodeName
+  std::string hostname;        // spec.hostname and spec.subdomain: the pod's DNS name under
+  std::string subdomain;       // the headless Service named by subdomain
   std::vector<container_port> ports;
 
   bool operator==(const pod&) const = default;

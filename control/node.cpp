@@ -47,6 +47,7 @@ node::node(const node_config& cfg, publish_fn publish)
       store_(service_ranges{cfg.service_cidr, cfg.node_port_min, cfg.node_port_max,
                             cfg.load_balancer_pool}),
       compiler_(cfg.maglev_max_size, cfg.max_service_ports, cfg.node_name, cfg.load_balancer_pool) {
+  if (cfg.dns.enabled()) compiler_.enable_dns(cfg.dns, cfg.service_cidr);
 }
 
 namespace {

@@ -62,6 +62,10 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
+  std::vector<uint32_t> dns_addresses;  // [dns] addresses: answered on port 53
+  // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
+  static constexpr uint16_t kNoPort = 0xffff;
+  uint16_t dns_tcp_port = kNoPort;
   std::atomic<bool> stop{false};
 
   const route_entry* route(uint32_t dst) const {
@@ -69,6 +73,12 @@ struct dataplane {
       if ((dst & r.mask) == r.net) return &r;
     }
     return nullptr;
+  }
+  bool is_dns(uint32_t ip) const {
+    for (uint32_t a : dns_addresses) {
+      if (a == ip) return true;
+    }
+    return false;
   }
   bool is_local(uint32_t ip) const {
     for (const auto& p : ports) {

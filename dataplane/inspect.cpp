@@ -65,6 +65,9 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.icmp_echo_replies += c.icmp_echo_replies.get();
     t.icmp_unreach_sent += c.icmp_unreach_sent.get();
     t.neighbor_held += c.neighbor_held.get();
+    for (size_t o = 0; o < dns::kNumOutcomes; ++o) t.dns[o] += c.dns[o].get();
+    t.dns_truncated += c.dns_truncated.get();
+    t.dns_tcp += c.dns_tcp.get();
     uint64_t rx = 0;
     for (const auto& p : c.port_rx) rx += p.get();
     t.per_worker_rx.push_back(rx);

@@ -43,6 +43,7 @@ struct totals {
            snat_flows = 0;
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;
+  uint64_t dns[dns::kNumOutcomes] = {}, dns_truncated = 0, dns_tcp = 0;
   std::vector<uint64_t> per_worker_rx, per_worker_foreign;
 };
 

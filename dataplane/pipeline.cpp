@@ -23,7 +23,7 @@ constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
                   kTcpRst = RTE_TCP_RST_FLAG, kTcpAck = RTE_TCP_ACK_FLAG;
 constexpr uint16_t kEthHdr = sizeof(rte_ether_hdr);
 
-enum class kind : uint8_t { dropped, arp, local, transit };
+enum class kind : uint8_t { dropped, arp, local, transit, dns, dns_tcp };
 
 // What parsing learned about one packet; lives for one burst.
 struct parsed {
@@ -111,10 +111,10 @@ void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   w.counters.neighbor_held.add();
 }
 
-// The snapshot's pool load balancer addresses are answered for on the port whose subnet
-// holds them (what MetalLB's layer-2 mode does for a cluster).
+// The snapshot's pool load balancer addresses (what MetalLB's layer-2 mode does for a
+// cluster) and the DNS addresses are answered for on the port whose subnet holds them.
 bool announced_on(const worker& w, const snapshot* snap, uint32_t ip, uint16_t port) {
-  if (!snap || !snap->announces(ip)) return false;
+  if (!w.dp->is_dns(ip) && !(snap && snap->announces(ip))) return false;
   const route_entry* r = w.dp->route(ip);
   return r && !r->via && r->port == port;
 }
@@ -185,6 +185,42 @@ void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
     }
   }
   free_drop(w, m, drop::local_unhandled);
+}
+
+// A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone.
+void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, const parsed& p, uint16_t in_port) {
+  auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
+  const uint16_t udp_len = rte_be_to_cpu_16(uh->dgram_len);
+  if (m->nb_segs != 1 || udp_len < sizeof(rte_udp_hdr) || udp_len > p.l4_len) {
+    return free_drop(w, m, drop::dns_malformed);
+  }
+  rte_ipv4_hdr* ip = p.ip;
+  const uint16_t ihl = rte_ipv4_hdr_len(ip);
+  uint8_t* msg = p.l4 + sizeof(rte_udp_hdr);
+  const size_t cap = static_cast<uint8_t*>(m->buf_addr) + m->buf_len - msg;
+  const size_t max_udp = w.dp->ports[in_port].mtu - ihl - sizeof(rte_udp_hdr);
+  const dns::answer_result r = dns::answer(snap ? snap->dns.get() : nullptr, msg,
+                                           udp_len - sizeof(rte_udp_hdr), cap, true, max_udp);
+  w.counters.dns[static_cast<size_t>(r.how)].add();
+  if (!r.len) return free_drop(w, m, drop::dns_not_query);
+  if (r.truncated) w.counters.dns_truncated.add();
+  const auto l4_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + r.len);
+  m->data_len = static_cast<uint16_t>(kEthHdr + ihl + l4_len);
+  m->pkt_len = m->data_len;
+  const rte_be32_t client = ip->src_addr;
+  ip->src_addr = ip->dst_addr;
+  ip->dst_addr = client;
+  ip->total_length = rte_cpu_to_be_16(ihl + l4_len);
+  ip->time_to_live = 64;
+  ip->hdr_checksum = 0;
+  ip->hdr_checksum = csum(ip, ihl);
+  const rte_be16_t client_port = uh->src_port;
+  uh->src_port = uh->dst_port;
+  uh->dst_port = client_port;
+  uh->dgram_len = rte_cpu_to_be_16(l4_len);
+  uh->dgram_cksum = 0;
+  uh->dgram_cksum = rte_ipv4_udptcp_cksum(ip, uh);
+  send_ip(w, m, p.key.src_ip);
 }
 
 // A service port without endpoints: answer ICMP port unreachable from the VIP (the
@@ -364,6 +400,17 @@ void prepare(worker& w, const snapshot* snap, parsed& p, size_t& inserts_ahead) 
   ct.prefetch_free(w.ct, inserts_ahead++);
 }
 
+// DNS over TCP: the kernel's TCP stack behind the exception port does the protocol; the
+// control thread answers on its socket (dns_tcp.hpp).
+void to_dns_tcp(worker& w, rte_mbuf* m) {
+  const uint16_t port = w.dp->dns_tcp_port;
+  if (port == dataplane::kNoPort) return free_drop(w, m, drop::dns_tcp_no_server);
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  eth->dst_addr = w.dp->ports[port].mac;
+  w.counters.dns_tcp.add();
+  enqueue(w, port, m);
+}
+
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   conntrack& ct = *w.dp->ct;
   if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
@@ -526,6 +573,11 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   const auto* ports = reinterpret_cast<const uint16_t*>(p.l4);
   p.key.src_port = rte_be_to_cpu_16(ports[0]);
   p.key.dst_port = rte_be_to_cpu_16(ports[1]);
+  // The DNS addresses take port 53 before any Service does.
+  if (p.key.dst_port == dns::kPort && w.dp->is_dns(p.key.dst_ip)) {
+    p.k = p.key.proto == kProtoUdp ? kind::dns : kind::dns_tcp;
+    return;
+  }
   p.hash = conntrack::hash(p.key);
   p.k = kind::transit;
 }
@@ -566,6 +618,12 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
         break;
       case kind::transit:
         handle_transit(w, snap, pkts[j], p[j]);
+        break;
+      case kind::dns:
+        handle_dns(w, snap, pkts[j], p[j], in_port);
+        break;
+      case kind::dns_tcp:
+        to_dns_tcp(w, pkts[j]);
         break;
     }
   }

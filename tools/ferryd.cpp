@@ -103,6 +103,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                           {"new_flows", now.new_flows - b.new_flows}});
     }
   }
+  json dns = {{"truncated", t.dns_truncated}, {"tcp_packets", t.dns_tcp}};
+  for (size_t o = 0; o < dns::kNumOutcomes; ++o) dns[std::string(dns::kOutcomeNames[o])] = t.dns[o];
   json per_worker = json::array();
   for (size_t i = 0; i < workers.size(); ++i) {
     per_worker.push_back({{"worker", i},
@@ -131,6 +133,7 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
             {"icmp_echo_replies", t.icmp_echo_replies},
             {"icmp_unreachable_sent", t.icmp_unreach_sent},
             {"neighbor_held", t.neighbor_held}}},
+          {"dns", dns},
           {"services", services},
           {"workers", per_worker}};
 }
@@ -212,6 +215,7 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
+  d.dns_addresses = cfg.dns.addresses;
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);

@@ -45,6 +45,15 @@ struct kubernetes_config {
   uint32_t watch_timeout = 300;  // seconds; each watch asks for a random timeoutSeconds in [t, 2t)
 };
 
+/// [dns]: the cluster DNS the workers answer (off unless addresses are given).
+struct dns_config {
+  std::vector<uint32_t> addresses;  // answered on UDP and TCP port 53 (host order)
+  std::string zone = "cluster.local";
+  uint32_t ttl = 5;  // seconds, for every record and negative answers
+
+  bool enabled() const { return !addresses.empty(); }
+};
+
 struct node_config {
   std::string source = "<built-in default>";  // file name, for messages
   std::string node_name = "ferry";
@@ -58,6 +67,7 @@ struct node_config {
   std::string builtin_manifests;       // YAML applied at start (the built-in demo)
   conntrack_config conntrack;
   kubernetes_config kubernetes;
+  dns_config dns;
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against

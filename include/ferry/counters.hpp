@@ -8,6 +8,8 @@
 #include <cstdint>
 #include <string_view>
 
+#include "ferry/dns.hpp"
+
 namespace ferry {
 
 class counter {
@@ -22,33 +24,36 @@ class counter {
 };
 
 // Every reason a worker drops a packet. The name is what `ferryctl stats` shows.
-#define FERRY_DROP_REASONS(X)                                                      \
-  X(eth_truncated)      /* frame shorter than an Ethernet header */                \
-  X(eth_unsupported)    /* neither IPv4 nor ARP (IPv6, VLAN, ...) */               \
-  X(own_source_mac)     /* our own frame seen again */                             \
-  X(arp_malformed)      /* short or not Ethernet/IPv4 ARP */                       \
-  X(arp_not_ours)       /* ARP for an address we do not own */                     \
-  X(ip_truncated)       /* shorter than the IPv4 header */                         \
-  X(ip_bad_version)     /* version field is not 4 */                               \
-  X(ip_bad_ihl)         /* IHL < 5 or header beyond the frame */                   \
-  X(ip_bad_length)      /* total length beyond the frame or below the header */    \
-  X(ip_fragment)        /* fragments are not reassembled (yet) */                  \
-  X(ip_ttl_exceeded)    /* TTL would reach zero */                                 \
-  X(l4_truncated)       /* TCP/UDP header beyond the IP payload */                 \
-  X(l4_unsupported)     /* protocol other than TCP/UDP to a service */             \
-  X(not_service)        /* no service, no flow, no reply: not ours to forward */   \
-  X(local_unhandled)    /* to a node address, nothing listens there */             \
-  X(no_endpoints)       /* service port without endpoints (ICMP answered) */       \
-  X(icmp_rate_limited)  /* no-endpoint answer suppressed by the rate limit */      \
-  X(no_route)           /* no route to the destination */                          \
-  X(mtu_exceeded)       /* larger than the outgoing port's MTU */                  \
-  X(snat_failed)        /* masquerade needed, but no connection entry to be had */ \
-  X(snat_exhausted)     /* masquerade needed, no free source port in the slice */  \
-  X(source_denied)      /* client outside the loadBalancerSourceRanges */          \
-  X(no_local_endpoints) /* traffic policy Local and no endpoint on this node */    \
-  X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */  \
-  X(neighbor_hold_full) /* too many packets already waiting for ARP */             \
-  X(tx_full)            /* device TX queue full */                                 \
+#define FERRY_DROP_REASONS(X)                                                          \
+  X(eth_truncated)      /* frame shorter than an Ethernet header */                    \
+  X(eth_unsupported)    /* neither IPv4 nor ARP (IPv6, VLAN, ...) */                   \
+  X(own_source_mac)     /* our own frame seen again */                                 \
+  X(arp_malformed)      /* short or not Ethernet/IPv4 ARP */                           \
+  X(arp_not_ours)       /* ARP for an address we do not own */                         \
+  X(ip_truncated)       /* shorter than the IPv4 header */                             \
+  X(ip_bad_version)     /* version field is not 4 */                                   \
+  X(ip_bad_ihl)         /* IHL < 5 or header beyond the frame */                       \
+  X(ip_bad_length)      /* total length beyond the frame or below the header */        \
+  X(ip_fragment)        /* fragments are not reassembled (yet) */                      \
+  X(ip_ttl_exceeded)    /* TTL would reach zero */                                     \
+  X(l4_truncated)       /* TCP/UDP header beyond the IP payload */                     \
+  X(l4_unsupported)     /* protocol other than TCP/UDP to a service */                 \
+  X(not_service)        /* no service, no flow, no reply: not ours to forward */       \
+  X(local_unhandled)    /* to a node address, nothing listens there */                 \
+  X(no_endpoints)       /* service port without endpoints (ICMP answered) */           \
+  X(icmp_rate_limited)  /* no-endpoint answer suppressed by the rate limit */          \
+  X(no_route)           /* no route to the destination */                              \
+  X(mtu_exceeded)       /* larger than the outgoing port's MTU */                      \
+  X(snat_failed)        /* masquerade needed, but no connection entry to be had */     \
+  X(snat_exhausted)     /* masquerade needed, no free source port in the slice */      \
+  X(source_denied)      /* client outside the loadBalancerSourceRanges */              \
+  X(no_local_endpoints) /* traffic policy Local and no endpoint on this node */        \
+  X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */      \
+  X(neighbor_hold_full) /* too many packets already waiting for ARP */                 \
+  X(dns_not_query)      /* to the DNS address: shorter than a header, or a response */ \
+  X(dns_malformed)      /* to the DNS address: UDP length wrong, or split mbufs */     \
+  X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
+  X(tx_full)            /* device TX queue full */                                     \
   X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
 
 enum class drop : uint8_t {
@@ -85,6 +90,9 @@ struct alignas(64) worker_counters {
   counter snat_flows;         // new flows whose source was translated to a node address
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
   counter neighbor_held;                 // packets parked while their next hop was resolved
+  counter dns[dns::kNumOutcomes];        // DNS queries answered, by outcome
+  counter dns_truncated;                 // answers sent with TC (too big for UDP)
+  counter dns_tcp;                       // DNS over TCP packets handed to the TCP server
   service_counters* services = nullptr;  // max_service_ports entries, indexed by id
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }

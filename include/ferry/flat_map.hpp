@@ -7,10 +7,12 @@
 // a change rebuilds only the shards it touches: O(keys per shard), not O(keys).
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <bit>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <span>
 #include <utility>
 #include <vector>
@@ -168,5 +170,29 @@ class sharded_map {
   std::array<std::shared_ptr<const shard>, kShards> shards_;
   size_t size_ = 0;
 };
+
+/// Control thread: copies each shard that holds a touched key once, sets or erases those keys in
+/// the copy
+// (value_of returns nullopt for "gone") and swaps it in; untouched shards stay shared.
+template <typename V, typename F>
+void patch_shards(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
+  std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) {
+    return std::pair(sharded_map<V>::shard_of(a), a) < std::pair(sharded_map<V>::shard_of(b), b);
+  });
+  keys.erase(std::unique(keys.begin(), keys.end()), keys.end());
+  for (size_t i = 0; i < keys.size();) {
+    size_t s = sharded_map<V>::shard_of(keys[i]);
+    auto copy = std::make_shared<flat_map<V>>(table.at(s));
+    for (; i < keys.size() && sharded_map<V>::shard_of(keys[i]) == s; ++i) {
+      if (auto v = value_of(keys[i])) {
+        copy->insert_or_assign(keys[i], std::move(*v));
+      } else {
+        copy->erase(keys[i]);
+      }
+    }
+    table.set(s, std::move(copy));
+  }
+  keys.clear();
+}
 
 }  // namespace ferry

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "ferry/dns.hpp"
 #include "ferry/flat_map.hpp"
 #include "ferry/maglev.hpp"
 #include "ferry/net.hpp"
@@ -84,6 +85,8 @@ struct snapshot {
   /// Load balancer addresses of the node's pool, sorted: ferry answers ARP for them on the
   /// port whose subnet holds them.
   std::shared_ptr<const std::vector<uint32_t>> announced;
+  /// The cluster DNS zone ([dns]); nullptr when DNS is off.
+  std::shared_ptr<const dns::zone> dns;
 
   bool announces(uint32_t ip) const {
     return announced && std::binary_search(announced->begin(), announced->end(), ip);

@@ -1,0 +1,203 @@
+// The DNS responder of the worker lcores (and of the TCP server): one query in, one response
+// out, in the same buffer. Bounds are checked before every read and write; compression
+// pointers are never followed (a question may not hold one, and additional records are only
+// skipped), so no input can loop or read outside the message.
+#include "ferry/dns.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace ferry::dns {
+namespace {
+
+constexpr uint16_t kQr = 0x8000, kOpcodeMask = 0x7800, kAa = 0x0400, kTc = 0x0200, kRd = 0x0100,
+                   kCd = 0x0010;
+constexpr uint16_t kNoError = 0, kFormErr = 1, kNxDomain = 3, kNotImp = 4, kRefused = 5;
+constexpr size_t kOptSize = 11;  // root name, type, class, TTL, RDLENGTH 0
+
+uint16_t get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] << 8 | p[1]); }
+void put16(uint8_t* p, uint16_t v) {
+  p[0] = static_cast<uint8_t>(v >> 8);
+  p[1] = static_cast<uint8_t>(v);
+}
+
+// Position after the name at pos, which may end in a compression pointer; 0 when it runs
+// out of the message or uses a reserved label type.
+size_t skip_name(const uint8_t* msg, size_t len, size_t pos) {
+  while (pos < len) {
+    const uint8_t l = msg[pos];
+    if ((l & 0xC0) == 0xC0) return pos + 2 <= len ? pos + 2 : 0;
+    if (l & 0xC0) return 0;
+    pos += 1u + l;
+    if (l == 0) return pos;
+  }
+  return 0;
+}
+
+struct writer {
+  uint8_t* msg;
+  size_t pos, limit;
+
+  bool fits(size_t n) const { return pos + n <= limit; }
+  void put(const std::string& bytes) {
+    std::memcpy(msg + pos, bytes.data(), bytes.size());
+    pos += bytes.size();
+  }
+};
+
+void put_opt(uint8_t* at, uint8_t extended_rcode) {
+  at[0] = 0;
+  put16(at + 1, kTypeOpt);
+  put16(at + 3, kEdnsSize);
+  at[5] = extended_rcode;
+  at[6] = 0;         // version 0
+  put16(at + 7, 0);  // flags: DO clear (ferry does not sign)
+  put16(at + 9, 0);  // no options
+}
+
+}  // namespace
+
+answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp,
+                     size_t max_udp) {
+  answer_result r;
+  if (len < kHeaderSize || cap < len) return r;
+  const uint16_t flags = get16(msg + 2);
+  if (flags & kQr) return r;  // a response: answering it could start a loop
+  const uint16_t out_flags = kQr | (flags & (kOpcodeMask | kRd | kCd));
+  auto header_only = [&](uint16_t rcode, outcome how) {
+    put16(msg + 2, out_flags | rcode);
+    std::memset(msg + 4, 0, 8);
+    r.len = kHeaderSize;
+    r.how = how;
+    return r;
+  };
+  if (flags & kOpcodeMask) return header_only(kNotImp, outcome::notimp);
+  if (get16(msg + 4) != 1 || get16(msg + 6) || get16(msg + 8)) {
+    return header_only(kFormErr, outcome::formerr);
+  }
+
+  // The question: labels only (no pointer can be valid this early), lower-cased for lookup.
+  uint8_t name[kMaxName];
+  size_t name_len = 0, pos = kHeaderSize;
+  for (;;) {
+    if (pos >= len) return header_only(kFormErr, outcome::formerr);
+    const uint8_t l = msg[pos];
+    if (l & 0xC0 || name_len + 1u + l > kMaxName || pos + 1u + l > len) {
+      return header_only(kFormErr, outcome::formerr);
+    }
+    name[name_len++] = l;
+    for (size_t i = 1; i <= l; ++i) {
+      const uint8_t c = msg[pos + i];
+      name[name_len++] = c >= 'A' && c <= 'Z' ? c | 0x20 : c;
+    }
+    pos += 1u + l;
+    if (!l) break;
+  }
+  if (pos + 4 > len) return header_only(kFormErr, outcome::formerr);
+  const uint16_t qtype = get16(msg + pos), qclass = get16(msg + pos + 2);
+  const size_t question_end = pos + 4;
+
+  // Additional records: one OPT at most (EDNS0); anything else is skipped.
+  bool edns = false;
+  uint16_t client_size = 512;
+  uint8_t edns_version = 0;
+  pos = question_end;
+  for (uint16_t i = get16(msg + 10); i; --i) {
+    const size_t at = skip_name(msg, len, pos);
+    if (!at || at + 10 > len || at + 10u + get16(msg + at + 8) > len) {
+      return header_only(kFormErr, outcome::formerr);
+    }
+    if (get16(msg + at) == kTypeOpt) {
+      if (edns || at != pos + 1) return header_only(kFormErr, outcome::formerr);  // root owner
+      edns = true;
+      client_size = std::max<uint16_t>(512, get16(msg + at + 2));
+      edns_version = msg[at + 5];
+    }
+    pos = at + 10u + get16(msg + at + 8);
+  }
+
+  size_t limit = cap;
+  if (udp) limit = std::min<size_t>(limit, std::min<size_t>(client_size, max_udp));
+  const size_t reserve = edns ? kOptSize : 0;
+  uint16_t rcode = kNoError;
+  bool aa = false;
+  uint16_t ancount = 0, nscount = 0, arcount = 0;
+  writer w{msg, question_end, limit > reserve ? limit - reserve : 0};
+
+  if (edns && edns_version != 0) {
+    r.how = outcome::badvers;
+  } else if (qclass != kClassIn) {
+    rcode = kRefused;
+    r.how = outcome::refused;
+  } else {
+    const authority* auth = z ? z->authority_for(name, name_len) : nullptr;
+    const name_entry* e = z ? z->find(name, name_len, name_hash(name, name_len)) : nullptr;
+    if (!e && !auth) {
+      rcode = kRefused;
+      r.how = outcome::refused;
+    } else {
+      aa = true;
+      // What the answer section holds: the CNAME whatever was asked, every set for ANY,
+      // else the set of the type asked.
+      const rrset* only = nullptr;
+      bool all = false;
+      if (e && e->is_cname()) {
+        only = &e->sets[0];
+      } else if (e && qtype == kTypeAny) {
+        all = !e->sets.empty();
+      } else if (e) {
+        only = e->find(qtype);
+      }
+      if (only || all) {
+        size_t bytes = 0;
+        for (const auto& s : e->sets) {
+          if (all || &s == only) bytes += s.wire.size();
+        }
+        if (!w.fits(bytes)) {
+          r.truncated = true;
+        } else {
+          for (const auto& s : e->sets) {
+            if (!all && &s != only) continue;
+            w.put(s.wire);
+            ancount += s.count;
+          }
+          if ((qtype == kTypeSrv || all) && e->extra_count && w.fits(e->extra.size())) {
+            w.put(e->extra);
+            arcount += e->extra_count;
+          }
+        }
+        r.how = outcome::noerror;
+      } else {
+        r.how = e ? outcome::nodata : outcome::nxdomain;
+        if (!e) rcode = kNxDomain;
+        if (auth) {
+          if (w.fits(auth->soa.size())) {
+            w.put(auth->soa);
+            nscount = 1;
+          } else {
+            r.truncated = true;
+          }
+        }
+      }
+    }
+  }
+  if (r.truncated) {
+    w.pos = question_end;
+    ancount = nscount = arcount = 0;
+  }
+  if (edns) {
+    if (w.pos + kOptSize > cap) return header_only(kFormErr, outcome::formerr);  // no room at all
+    put_opt(msg + w.pos, r.how == outcome::badvers ? 1 : 0);
+    w.pos += kOptSize;
+    ++arcount;
+  }
+  put16(msg + 2, out_flags | (aa ? kAa : 0) | (r.truncated ? kTc : 0) | rcode);
+  put16(msg + 4, 1);
+  put16(msg + 6, ancount);
+  put16(msg + 8, nscount);
+  put16(msg + 10, arcount);
+  r.len = w.pos;
+  return r;
+}
+
+}  // namespace ferry::dns

@@ -1,0 +1,475 @@
+// The DNS responder on encoded queries: a zone built by the control thread from manifests
+// (control/dns_zone.cpp), queries as bytes in, responses decoded and compared.
+#include "ferry/dns.hpp"
+
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "dns_zone.hpp"
+#include "ferry/net.hpp"
+#include "node.hpp"
+
+namespace ferry {
+namespace {
+
+using bytes = std::vector<uint8_t>;
+
+constexpr std::string_view kManifests = R"(apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  ports:
+    - {name: http, port: 80, protocol: TCP}
+    - {name: metrics, port: 9100, protocol: UDP}
+    - {name: alt, port: 81}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec:
+  clusterIP: None
+  ports: [{name: pg, port: 5432}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: db-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: db}
+addressType: IPv4
+ports: [{name: pg, port: 5432, protocol: TCP}]
+endpoints:
+  - {addresses: ["198.18.1.11"], hostname: db-0}
+  - {addresses: ["198.18.1.12"], conditions: {ready: true}}
+  - {addresses: ["198.18.1.13"], conditions: {ready: false}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: empty, namespace: shop}
+spec: {clusterIP: None}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec: {type: ExternalName, externalName: db.example.com}
+)";
+
+// A query: id 0x1234, RD, one question; optionally an OPT record.
+bytes query(const std::string& name, uint16_t type, int edns_size = -1, uint8_t edns_version = 0) {
+  bytes q = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, static_cast<uint8_t>(edns_size >= 0)};
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    q.push_back(static_cast<uint8_t>(dot - start));
+    q.insert(q.end(), name.begin() + start, name.begin() + dot);
+    start = dot + 1;
+  }
+  q.push_back(0);
+  q.insert(q.end(), {static_cast<uint8_t>(type >> 8), static_cast<uint8_t>(type), 0, 1});
+  if (edns_size >= 0) {
+    q.insert(q.end(), {0, 0, 41, static_cast<uint8_t>(edns_size >> 8),
+                       static_cast<uint8_t>(edns_size), 0, edns_version, 0, 0, 0, 0});
+  }
+  return q;
+}
+
+struct record {
+  std::string name;
+  uint16_t type;
+  uint32_t ttl;
+  std::string data;  // A: address; names: dotted; SRV: "prio weight port target"
+};
+
+struct response {
+  uint16_t id, flags, rcode;
+  uint16_t qd, an, ns, ar;
+  std::string question;
+  std::vector<record> answers, authority, additional;
+  std::set<std::string> answer_set() const {
+    std::set<std::string> s;
+    for (const auto& r : answers) s.insert(r.name + " " + std::to_string(r.type) + " " + r.data);
+    return s;
+  }
+};
+
+uint16_t u16(const bytes& b, size_t at) {
+  return static_cast<uint16_t>(b.at(at) << 8 | b.at(at + 1));
+}
+
+// Reads a (possibly compressed) name; test-only, bounded by a hop count.
+std::string read_name(const bytes& b, size_t& at) {
+  std::string out;
+  size_t pos = at;
+  bool jumped = false;
+  for (int hops = 0; hops < 32; ++hops) {
+    uint8_t l = b.at(pos);
+    if ((l & 0xC0) == 0xC0) {
+      if (!jumped) at = pos + 2;
+      jumped = true;
+      pos = u16(b, pos) & 0x3fff;
+      continue;
+    }
+    if (l == 0) {
+      if (!jumped) at = pos + 1;
+      return out;
+    }
+    if (!out.empty()) out += '.';
+    out.append(b.begin() + pos + 1, b.begin() + pos + 1 + l);
+    pos += 1u + l;
+  }
+  ADD_FAILURE() << "name loops";
+  return out;
+}
+
+record read_rr(const bytes& b, size_t& at) {
+  record r;
+  r.name = read_name(b, at);
+  r.type = u16(b, at);
+  r.ttl = static_cast<uint32_t>(u16(b, at + 4)) << 16 | u16(b, at + 6);
+  uint16_t len = u16(b, at + 8);
+  size_t data = at + 10;
+  at = data + len;
+  switch (r.type) {
+    case dns::kTypeA:
+      r.data = format_ipv4(static_cast<uint32_t>(u16(b, data)) << 16 | u16(b, data + 2));
+      break;
+    case dns::kTypeSrv: {
+      size_t t = data + 6;
+      r.data = std::to_string(u16(b, data)) + " " + std::to_string(u16(b, data + 2)) + " " +
+               std::to_string(u16(b, data + 4)) + " " + read_name(b, t);
+      break;
+    }
+    case dns::kTypeCname:
+    case dns::kTypePtr:
+    case dns::kTypeNs:
+    case dns::kTypeSoa: {
+      size_t t = data;
+      r.data = read_name(b, t);
+      break;
+    }
+    case dns::kTypeTxt:
+      r.data.assign(b.begin() + data + 1, b.begin() + data + 1 + b.at(data));
+      break;
+    default:
+      break;
+  }
+  return r;
+}
+
+response decode(const bytes& b) {
+  response r{};
+  r.id = u16(b, 0);
+  r.flags = u16(b, 2);
+  r.rcode = r.flags & 0xf;
+  r.qd = u16(b, 4);
+  r.an = u16(b, 6);
+  r.ns = u16(b, 8);
+  r.ar = u16(b, 10);
+  size_t at = 12;
+  if (r.qd) {
+    r.question = read_name(b, at);
+    at += 4;
+  }
+  for (int i = 0; i < r.an; ++i) r.answers.push_back(read_rr(b, at));
+  for (int i = 0; i < r.ns; ++i) r.authority.push_back(read_rr(b, at));
+  for (int i = 0; i < r.ar; ++i) r.additional.push_back(read_rr(b, at));
+  EXPECT_EQ(at, b.size()) << "trailing bytes";
+  return r;
+}
+
+class DnsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    cfg_.service_cidr = {0x0a600000, 12};
+    cfg_.dns.addresses = {0x0a60000a};
+    node_ = std::make_unique<control::node>(
+        cfg_, [&](std::unique_ptr<const snapshot> s) { snap_ = std::move(s); });
+    apply(kManifests);
+  }
+  void apply(std::string_view text) {
+    auto r = node_->apply({{"test", std::string(text)}}, control::source::socket);
+    ASSERT_TRUE(r) << r.message();
+  }
+
+  // Runs the responder over UDP (or TCP) and decodes what it wrote.
+  response ask(bytes q, dns::outcome want, size_t max_udp = 1472, bool udp = true) {
+    const size_t len = q.size();
+    q.resize(4096);
+    auto r = dns::answer(snap_->dns.get(), q.data(), len, q.size(), udp, max_udp);
+    EXPECT_EQ(r.how, want);
+    q.resize(r.len);
+    last_truncated_ = r.truncated;
+    return decode(q);
+  }
+
+  node_config cfg_;
+  std::unique_ptr<control::node> node_;
+  std::unique_ptr<const snapshot> snap_;
+  bool last_truncated_ = false;
+};
+
+constexpr uint16_t kAa = 0x0400, kTc = 0x0200, kQr = 0x8000;
+
+TEST_F(DnsTest, Table) {
+  struct row {
+    std::string name;
+    uint16_t type;
+    dns::outcome how;
+    std::set<std::string> answers;
+  };
+  const std::string svc = ".shop.svc.cluster.local";
+  const std::vector<row> rows = {
+      {"web" + svc, dns::kTypeA, dns::outcome::noerror, {"web" + svc + " 1 10.96.0.20"}},
+      // Case as asked in the question and the answer's owner; matched without case.
+      {"WeB.Shop.SVC.cluster.LOCAL",
+       dns::kTypeA,
+       dns::outcome::noerror,
+       {"WeB.Shop.SVC.cluster.LOCAL 1 10.96.0.20"}},
+      {"web" + svc, dns::kTypeAaaa, dns::outcome::nodata, {}},
+      {"_http._tcp.web" + svc,
+       dns::kTypeSrv,
+       dns::outcome::noerror,
+       {"_http._tcp.web" + svc + " 33 0 100 80 web" + svc}},
+      {"_metrics._udp.web" + svc,
+       dns::kTypeSrv,
+       dns::outcome::noerror,
+       {"_metrics._udp.web" + svc + " 33 0 100 9100 web" + svc}},
+      {"_http._udp.web" + svc, dns::kTypeSrv, dns::outcome::nxdomain, {}},
+      {"_tcp.web" + svc, dns::kTypeSrv, dns::outcome::nodata, {}},  // empty non-terminal
+      {"20.0.96.10.in-addr.arpa",
+       dns::kTypePtr,
+       dns::outcome::noerror,
+       {"20.0.96.10.in-addr.arpa 12 web" + svc}},
+      {"21.0.96.10.in-addr.arpa", dns::kTypePtr, dns::outcome::nxdomain, {}},
+      // Headless: the ready endpoints, named by hostname or dashed address.
+      {"db" + svc,
+       dns::kTypeA,
+       dns::outcome::noerror,
+       {"db" + svc + " 1 198.18.1.11", "db" + svc + " 1 198.18.1.12"}},
+      {"db-0.db" + svc, dns::kTypeA, dns::outcome::noerror, {"db-0.db" + svc + " 1 198.18.1.11"}},
+      {"198-18-1-12.db" + svc,
+       dns::kTypeA,
+       dns::outcome::noerror,
+       {"198-18-1-12.db" + svc + " 1 198.18.1.12"}},
+      {"198-18-1-13.db" + svc, dns::kTypeA, dns::outcome::nxdomain, {}},  // not ready
+      {"_pg._tcp.db" + svc,
+       dns::kTypeSrv,
+       dns::outcome::noerror,
+       {"_pg._tcp.db" + svc + " 33 0 50 5432 db-0.db" + svc,
+        "_pg._tcp.db" + svc + " 33 0 50 5432 198-18-1-12.db" + svc}},
+      {"11.1.18.198.in-addr.arpa",
+       dns::kTypePtr,
+       dns::outcome::noerror,
+       {"11.1.18.198.in-addr.arpa 12 db-0.db" + svc}},
+      {"empty" + svc, dns::kTypeA, dns::outcome::nxdomain, {}},  // headless, no endpoints
+      // ExternalName: a CNAME whatever the type asked.
+      {"ext" + svc, dns::kTypeA, dns::outcome::noerror, {"ext" + svc + " 5 db.example.com"}},
+      {"ext" + svc, dns::kTypeCname, dns::outcome::noerror, {"ext" + svc + " 5 db.example.com"}},
+      {"dns-version.cluster.local",
+       dns::kTypeTxt,
+       dns::outcome::noerror,
+       {"dns-version.cluster.local 16 1.1.0"}},
+      {"cluster.local",
+       dns::kTypeNs,
+       dns::outcome::noerror,
+       {"cluster.local 2 ns.dns.cluster.local"}},
+      {"ns.dns.cluster.local",
+       dns::kTypeA,
+       dns::outcome::noerror,
+       {"ns.dns.cluster.local 1 10.96.0.10"}},
+      {"shop.svc.cluster.local", dns::kTypeA, dns::outcome::nodata, {}},
+      {"nope.shop.svc.cluster.local", dns::kTypeA, dns::outcome::nxdomain, {}},
+      // ndots:5 search-list expansions are misses inside the zone.
+      {"web.shop.svc.cluster.local.shop.svc.cluster.local",
+       dns::kTypeA,
+       dns::outcome::nxdomain,
+       {}},
+      {"example.com", dns::kTypeA, dns::outcome::refused, {}},
+      {"1.1.168.192.in-addr.arpa", dns::kTypePtr, dns::outcome::refused, {}},
+      // A name that only ends like the zone is not in it.
+      {"xcluster.local", dns::kTypeA, dns::outcome::refused, {}},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name + " type " + std::to_string(r.type));
+    response resp = ask(query(r.name, r.type), r.how);
+    EXPECT_EQ(resp.id, 0x1234);
+    EXPECT_TRUE(resp.flags & kQr);
+    EXPECT_TRUE(resp.flags & 0x0100) << "RD copied";
+    EXPECT_EQ(resp.question, r.name);
+    EXPECT_EQ(resp.answer_set(), r.answers);
+    for (const auto& a : resp.answers) EXPECT_EQ(a.ttl, 5u);
+    const uint16_t want_rcode = r.how == dns::outcome::nxdomain  ? 3
+                                : r.how == dns::outcome::refused ? 5
+                                                                 : 0;
+    EXPECT_EQ(resp.rcode, want_rcode);
+    EXPECT_EQ(bool(resp.flags & kAa), r.how != dns::outcome::refused);
+    if (r.how == dns::outcome::nxdomain || r.how == dns::outcome::nodata) {
+      ASSERT_EQ(resp.authority.size(), 1u);
+      EXPECT_EQ(resp.authority[0].type, dns::kTypeSoa);
+      EXPECT_TRUE(resp.authority[0].name == "cluster.local" ||
+                  resp.authority[0].name == "10.in-addr.arpa")
+          << resp.authority[0].name;
+    } else {
+      EXPECT_TRUE(resp.authority.empty());
+    }
+  }
+}
+
+TEST_F(DnsTest, SrvAnswersCarryTargetAddresses) {
+  response r =
+      ask(query("_pg._tcp.db.shop.svc.cluster.local", dns::kTypeSrv), dns::outcome::noerror);
+  std::set<std::string> extra;
+  for (const auto& a : r.additional) extra.insert(a.name + " " + a.data);
+  EXPECT_EQ(extra, (std::set<std::string>{"db-0.db.shop.svc.cluster.local 198.18.1.11",
+                                          "198-18-1-12.db.shop.svc.cluster.local 198.18.1.12"}));
+}
+
+TEST_F(DnsTest, Edns) {
+  response r = ask(query("web.shop.svc.cluster.local", dns::kTypeA, 4096), dns::outcome::noerror);
+  ASSERT_EQ(r.additional.size(), 1u);
+  EXPECT_EQ(r.additional[0].type, dns::kTypeOpt);
+  EXPECT_EQ(r.additional[0].name, "");
+  // The advertised size is ferry's: the OPT's class field.
+  // Version 1: BADVERS (extended rcode 1 in the OPT TTL's top byte), no answers.
+  r = ask(query("web.shop.svc.cluster.local", dns::kTypeA, 4096, 1), dns::outcome::badvers);
+  EXPECT_TRUE(r.answers.empty());
+  ASSERT_EQ(r.additional.size(), 1u);
+  EXPECT_EQ(r.additional[0].ttl >> 24, 1u);
+}
+
+TEST_F(DnsTest, TruncatesToTheClientsSizeAndTcpCarriesAll) {
+  // 60 ready endpoints behind one headless name: 60 x 16 bytes does not fit 512.
+  std::string slice = R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: big-1, namespace: shop, labels: {kubernetes.io/service-name: big}}
+addressType: IPv4
+endpoints:
+)";
+  for (int i = 1; i <= 60; ++i)
+    slice += "  - addresses: [\"198.18.2." + std::to_string(i) + "\"]\n";
+  apply(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: big, namespace: shop}\nspec: {clusterIP: "
+      "None}\n---\n" +
+      slice);
+  const std::string name = "big.shop.svc.cluster.local";
+  response r = ask(query(name, dns::kTypeA), dns::outcome::noerror);
+  EXPECT_TRUE(r.flags & kTc);
+  EXPECT_TRUE(last_truncated_);
+  EXPECT_TRUE(r.answers.empty());
+  EXPECT_EQ(r.question, name);
+  // EDNS 4096 but the path's limit (max_udp) is 1472: 60 x 16 + header fits.
+  r = ask(query(name, dns::kTypeA, 4096), dns::outcome::noerror);
+  EXPECT_FALSE(r.flags & kTc);
+  EXPECT_EQ(r.answers.size(), 60u);
+  // EDNS 4096 over a path with room for 600 bytes: truncated again.
+  r = ask(query(name, dns::kTypeA, 4096), dns::outcome::noerror, 600);
+  EXPECT_TRUE(r.flags & kTc);
+  // TCP: no UDP limit.
+  r = ask(query(name, dns::kTypeA), dns::outcome::noerror, 0, false);
+  EXPECT_FALSE(r.flags & kTc);
+  EXPECT_EQ(r.answers.size(), 60u);
+}
+
+TEST_F(DnsTest, NameFollowsServiceUpdate) {
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 10.96.0.20
+  ports: [{name: https, port: 443}]
+)");
+  EXPECT_EQ(
+      ask(query("_https._tcp.web.shop.svc.cluster.local", dns::kTypeSrv), dns::outcome::noerror)
+          .answers.size(),
+      1u);
+  ask(query("_http._tcp.web.shop.svc.cluster.local", dns::kTypeSrv), dns::outcome::nxdomain);
+  auto r = node_->remove(
+      {{"test", "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\n"}});
+  ASSERT_TRUE(r) << r.message();
+  ask(query("web.shop.svc.cluster.local", dns::kTypeA), dns::outcome::nxdomain);
+  ask(query("20.0.96.10.in-addr.arpa", dns::kTypePtr), dns::outcome::nxdomain);
+  // The namespace still has Services: its name stays an empty non-terminal.
+  ask(query("shop.svc.cluster.local", dns::kTypeA), dns::outcome::nodata);
+}
+
+// Malformed queries: FORMERR (header only) or a drop; never a read past the message.
+TEST_F(DnsTest, Malformed) {
+  struct row {
+    const char* what;
+    bytes q;
+    dns::outcome how;
+  };
+  bytes good = query("web.shop.svc.cluster.local", dns::kTypeA);
+  bytes two_questions = good;
+  two_questions[5] = 2;
+  bytes answer_count = good;
+  answer_count[7] = 1;
+  bytes pointer = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0xC0, 12, 0, 1, 0, 1};
+  bytes self_loop = {0x12, 0x34, 1,   0,   0,   1,    0,  0, 0, 0, 0,
+                     0,    3,    'w', 'e', 'b', 0xC0, 12, 0, 1, 0, 1};
+  bytes label_past_end = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 40, 'w', 'e', 'b'};
+  bytes no_type = good;
+  no_type.resize(no_type.size() - 3);
+  bytes long_name = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+  for (int i = 0; i < 5; ++i) {  // 5 x 64 bytes > 255
+    long_name.push_back(63);
+    long_name.insert(long_name.end(), 63, 'a');
+  }
+  long_name.insert(long_name.end(), {0, 0, 1, 0, 1});
+  bytes bad_additional = good;
+  bad_additional[11] = 1;  // an additional record that is not there
+  bytes two_opts = query("web.shop.svc.cluster.local", dns::kTypeA, 1232);
+  two_opts[11] = 2;
+  two_opts.insert(two_opts.end(), {0, 0, 41, 4, 0, 0, 0, 0, 0, 0, 0});
+  bytes response_bit = good;
+  response_bit[2] |= 0x80;
+  bytes notify = good;
+  notify[2] = 0x20;  // opcode 4
+  const std::vector<row> rows = {
+      {"empty", {}, dns::outcome::drop},
+      {"short header", {0x12, 0x34, 1, 0, 0, 1}, dns::outcome::drop},
+      {"a response", response_bit, dns::outcome::drop},
+      {"two questions", two_questions, dns::outcome::formerr},
+      {"answers in a query", answer_count, dns::outcome::formerr},
+      {"pointer in the question", pointer, dns::outcome::formerr},
+      {"pointer loop", self_loop, dns::outcome::formerr},
+      {"label past the end", label_past_end, dns::outcome::formerr},
+      {"no type and class", no_type, dns::outcome::formerr},
+      {"name over 255 bytes", long_name, dns::outcome::formerr},
+      {"missing additional", bad_additional, dns::outcome::formerr},
+      {"two OPT records", two_opts, dns::outcome::formerr},
+      {"NOTIFY", notify, dns::outcome::notimp},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.what);
+    bytes q = r.q;
+    const size_t len = q.size();
+    q.resize(len + 600, 0xEE);
+    auto res = dns::answer(snap_->dns.get(), q.data(), len, q.size(), true, 1472);
+    EXPECT_EQ(res.how, r.how);
+    if (r.how == dns::outcome::drop) {
+      EXPECT_EQ(res.len, 0u);
+    } else {
+      ASSERT_EQ(res.len, 12u);
+      EXPECT_EQ(q[3] & 0xf, r.how == dns::outcome::formerr ? 1 : 4);
+      EXPECT_EQ(q[0], 0x12);
+    }
+  }
+}
+
+TEST(DnsWire, Names) {
+  EXPECT_EQ(control::dns_wire("Web.Default."), std::string("\3web\7default\0", 13));
+  EXPECT_EQ(control::dns_wire("a..b"), "");
+  EXPECT_EQ(control::dns_wire(std::string(64, 'a')), "");
+  EXPECT_EQ(control::dns_text(control::dns_wire("web.default.svc")), "web.default.svc");
+  EXPECT_EQ(control::dns_text(control::dns_reverse(0x0a600014)), "20.0.96.10.in-addr.arpa");
+}
+
+}  // namespace
+}  // namespace ferry
