@@ -34,6 +34,9 @@ load_balancer_pool = ["198.18.0.240/29"]  # on the clients' subnet: ferryd answe
 
 [conntrack]
 capacity = 65536
+
+[dns]
+addresses = ["198.19.0.53"]  # cluster DNS, in the ClusterIP range the clients route to ferryd
 )toml";
 
 // The seed's Service (my-service: port 80 -> targetPort 9376, selector app: MyApp) with three

@@ -411,6 +411,19 @@ void to_dns_tcp(worker& w, rte_mbuf* m) {
   enqueue(w, port, m);
 }
 
+// The kernel's TCP segments for DNS clients: routed out like any packet ferry sends.
+void from_dns_tcp(worker& w, rte_mbuf* m) {
+  auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
+  if (m->data_len < kEthHdr + sizeof(rte_ipv4_hdr) ||
+      eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
+    return free_drop(w, m, drop::eth_unsupported);
+  }
+  auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+  if (!w.dp->is_dns(rte_be_to_cpu_32(ip->src_addr))) return free_drop(w, m, drop::not_service);
+  w.counters.dns_tcp.add();
+  send_ip(w, m, rte_be_to_cpu_32(ip->dst_addr));
+}
+
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   conntrack& ct = *w.dp->ct;
   if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
@@ -587,6 +600,10 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
 void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n, uint16_t in_port) {
   parsed p[kBurst];
   w.counters.port_rx[in_port].add(n);
+  if (in_port == w.dp->dns_tcp_port) {
+    for (uint16_t i = 0; i < n; ++i) from_dns_tcp(w, pkts[i]);
+    return;
+  }
   // Software pipelining across the burst (VPP lb node style), so the two dependent memory
   // accesses of a flow lookup overlap between packets instead of stalling one by one.
   // Stage 1: parse everything and prefetch each flow's index bucket.

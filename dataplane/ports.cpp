@@ -16,6 +16,8 @@ std::string with_queue_pairs(const std::string& device, unsigned workers) {
   return device + (device.back() == ',' ? "" : ",") + "qpairs=" + std::to_string(workers);
 }
 
+}  // namespace
+
 result<uint16_t> probe(const std::string& devargs) {
   std::string name = devargs.substr(0, devargs.find(','));
   uint16_t port_id;
@@ -34,62 +36,62 @@ result<uint16_t> probe(const std::string& devargs) {
   return port_id;
 }
 
-}  // namespace
+result<port_info> start_port(uint16_t port_id, const std::string& name, uint16_t rx_desc,
+                             uint16_t tx_desc, unsigned workers, rte_mempool* pool) {
+  rte_eth_dev_info info;
+  if (int rc = rte_eth_dev_info_get(port_id, &info); rc != 0) {
+    return make_error("cannot read device info: " + std::string(rte_strerror(-rc)));
+  }
+  if (info.max_tx_queues < workers) {
+    return make_error("device has " + std::to_string(info.max_tx_queues) +
+                      " TX queues, each of the " + std::to_string(workers) +
+                      " workers needs one (use fewer worker lcores)");
+  }
+  auto rxq = static_cast<uint16_t>(std::min<unsigned>(workers, info.max_rx_queues));
+  auto txq = static_cast<uint16_t>(workers);
+  rte_eth_conf conf{};
+  uint64_t rss = info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
+  if (rxq > 1 && rss) {
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_hf = rss;
+  }
+  if (int rc = rte_eth_dev_configure(port_id, rxq, txq, &conf); rc != 0) {
+    return make_error("configure failed: " + std::string(rte_strerror(-rc)));
+  }
+  rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &rx_desc, &tx_desc);
+  int socket = rte_eth_dev_socket_id(port_id);
+  for (uint16_t q = 0; q < rxq; ++q) {
+    if (int rc = rte_eth_rx_queue_setup(port_id, q, rx_desc, socket, nullptr, pool); rc) {
+      return make_error("RX queue " + std::to_string(q) + ": " + rte_strerror(-rc));
+    }
+  }
+  for (uint16_t q = 0; q < txq; ++q) {
+    if (int rc = rte_eth_tx_queue_setup(port_id, q, tx_desc, socket, nullptr); rc) {
+      return make_error("TX queue " + std::to_string(q) + ": " + rte_strerror(-rc));
+    }
+  }
+  if (int rc = rte_eth_dev_start(port_id); rc != 0) {
+    return make_error("start failed: " + std::string(rte_strerror(-rc)));
+  }
+  port_info p;
+  p.name = name;
+  p.port_id = port_id;
+  rte_eth_macaddr_get(port_id, &p.mac);
+  rte_eth_dev_get_mtu(port_id, &p.mtu);
+  p.rx_queues = rxq;
+  p.tx_queues = txq;
+  return p;
+}
 
 result<void> setup_ports(dataplane& dp, const node_config& cfg, unsigned workers) {
   for (const auto& pc : cfg.ports) {
     std::string where = cfg.source + ": port \"" + pc.name + "\": ";
-    std::string devargs = with_queue_pairs(pc.device, workers);
-    auto id = probe(devargs);
+    auto id = probe(with_queue_pairs(pc.device, workers));
     if (!id) return make_error(where + id.message());
-    uint16_t port_id = *id;
-
-    rte_eth_dev_info info;
-    if (int rc = rte_eth_dev_info_get(port_id, &info); rc != 0) {
-      return make_error(where + "cannot read device info: " + rte_strerror(-rc));
-    }
-    if (info.max_tx_queues < workers) {
-      return make_error(where + "device has " + std::to_string(info.max_tx_queues) +
-                        " TX queues, each of the " + std::to_string(workers) +
-                        " workers needs one (use fewer worker lcores)");
-    }
-    auto rxq = static_cast<uint16_t>(std::min<unsigned>(workers, info.max_rx_queues));
-    auto txq = static_cast<uint16_t>(workers);
-    rte_eth_conf conf{};
-    uint64_t rss =
-        info.flow_type_rss_offloads & (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP);
-    if (rxq > 1 && rss) {
-      conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
-      conf.rx_adv_conf.rss_conf.rss_hf = rss;
-    }
-    if (int rc = rte_eth_dev_configure(port_id, rxq, txq, &conf); rc != 0) {
-      return make_error(where + "configure failed: " + rte_strerror(-rc));
-    }
-    uint16_t rx_desc = pc.rx_desc, tx_desc = pc.tx_desc;
-    rte_eth_dev_adjust_nb_rx_tx_desc(port_id, &rx_desc, &tx_desc);
-    int socket = rte_eth_dev_socket_id(port_id);
-    for (uint16_t q = 0; q < rxq; ++q) {
-      if (int rc = rte_eth_rx_queue_setup(port_id, q, rx_desc, socket, nullptr, dp.pool); rc) {
-        return make_error(where + "RX queue " + std::to_string(q) + ": " + rte_strerror(-rc));
-      }
-    }
-    for (uint16_t q = 0; q < txq; ++q) {
-      if (int rc = rte_eth_tx_queue_setup(port_id, q, tx_desc, socket, nullptr); rc) {
-        return make_error(where + "TX queue " + std::to_string(q) + ": " + rte_strerror(-rc));
-      }
-    }
-    if (int rc = rte_eth_dev_start(port_id); rc != 0) {
-      return make_error(where + "start failed: " + rte_strerror(-rc));
-    }
-    port_info p;
-    p.name = pc.name;
-    p.port_id = port_id;
-    rte_eth_macaddr_get(port_id, &p.mac);
-    p.addr = pc.address.addr;
-    rte_eth_dev_get_mtu(port_id, &p.mtu);
-    p.rx_queues = rxq;
-    p.tx_queues = txq;
-    dp.ports.push_back(p);
+    auto p = start_port(*id, pc.name, pc.rx_desc, pc.tx_desc, workers, dp.pool);
+    if (!p) return make_error(where + p.message());
+    p->addr = pc.address.addr;
+    dp.ports.push_back(*p);
   }
   return {};
 }

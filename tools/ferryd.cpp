@@ -17,6 +17,7 @@
 
 #include "builtin.hpp"
 #include "config.hpp"
+#include "dns_tcp.hpp"
 #include "inspect.hpp"
 #include "node.hpp"
 #include "ports.hpp"
@@ -138,6 +139,16 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
           {"workers", per_worker}};
 }
 
+json dns_tcp_view(const dp::dns_tcp_server::stats& s) {
+  json out = {{"connections", s.connections.load()},
+              {"refused_connections", s.refused_connections.load()},
+              {"idle_closed", s.idle_closed.load()}};
+  for (size_t o = 0; o < dns::kNumOutcomes; ++o) {
+    out[std::string(dns::kOutcomeNames[o])] = s.outcomes[o].load();
+  }
+  return out;
+}
+
 // The sources' health for `ferryctl stats`: the Kubernetes API per resource.
 json sources_view(const control::kube::watcher* api, uint64_t refused) {
   if (!api) return json::object();
@@ -219,13 +230,16 @@ int run(const node_config& cfg) {
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
+  // RCU readers: the workers, and the DNS TCP server's thread (id n_workers).
+  const unsigned readers = n_workers + (cfg.dns.enabled() ? 1 : 0);
   d.qsbr = static_cast<rte_rcu_qsbr*>(
-      rte_zmalloc("ferry_qsbr", rte_rcu_qsbr_get_memsize(n_workers), RTE_CACHE_LINE_SIZE));
+      rte_zmalloc("ferry_qsbr", rte_rcu_qsbr_get_memsize(readers), RTE_CACHE_LINE_SIZE));
   d.pool = rte_pktmbuf_pool_create("ferry_mbufs", cfg.mbufs, 256, 0, RTE_MBUF_DEFAULT_BUF_SIZE,
                                    static_cast<int>(rte_socket_id()));
   int rc = 1;
   std::vector<std::unique_ptr<dp::worker>> workers;
-  if (!d.qsbr || rte_rcu_qsbr_init(d.qsbr, n_workers) != 0 || !d.pool) {
+  std::unique_ptr<dp::dns_tcp_server> dns_tcp;
+  if (!d.qsbr || rte_rcu_qsbr_init(d.qsbr, readers) != 0 || !d.pool) {
     spdlog::error(
         "{}: cannot allocate the packet pool ({} mbufs) or RCU state: {} "
         "(raise -m in dataplane.eal_args or lower dataplane.mbufs)",
@@ -240,6 +254,16 @@ int run(const node_config& cfg) {
   } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
     spdlog::error("{}", r.message());
   } else {
+    // UDP is the workers' own; without the TAP (no /dev/net/tun, say) DNS still answers on
+    // UDP and TCP segments are dropped and counted (dns_tcp_no_server).
+    if (cfg.dns.enabled()) {
+      if (auto t = dp::dns_tcp_server::open(d, n_workers, n_workers); !t) {
+        spdlog::warn("{}: DNS over TCP is off: {}", cfg.source, t.message());
+      } else {
+        dns_tcp = std::move(*t);
+        dns_tcp->start();
+      }
+    }
     control::publisher pub(d.snap, d.qsbr);
     int64_t published_ns = 0;  // wall clock of the last publish, for latency measurements
     control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) {
@@ -272,6 +296,7 @@ int run(const node_config& cfg) {
                     [&](const json&) {
                       json out = stats_view(d, workers, baselines);
                       out["sources"] = sources_view(api.get(), ctl.api_refused());
+                      if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
                       out["snapshot"] = {{"generation", pub.current()->generation},
                                          {"published_unix_ns", published_ns}};
                       return out;
@@ -308,6 +333,7 @@ int run(const node_config& cfg) {
       d.stop.store(true);
       rte_eal_mp_wait_lcore();
     }
+    dns_tcp.reset();  // its thread reads snapshots: gone before the publisher frees the last
   }
   workers.clear();
   dp::close_ports(d);

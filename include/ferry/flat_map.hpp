@@ -171,9 +171,9 @@ class sharded_map {
   size_t size_ = 0;
 };
 
-/// Control thread: copies each shard that holds a touched key once, sets or erases those keys in
-/// the copy
-// (value_of returns nullopt for "gone") and swaps it in; untouched shards stay shared.
+/// Control thread: copies each shard that holds a touched key once, sets or erases those keys
+/// in the copy (value_of returns nullopt for "gone") and swaps it in; untouched shards stay
+/// shared.
 template <typename V, typename F>
 void patch_shards(sharded_map<V>& table, std::vector<uint64_t>& keys, F value_of) {
   std::sort(keys.begin(), keys.end(), [](uint64_t a, uint64_t b) {

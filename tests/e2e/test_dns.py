@@ -1,0 +1,283 @@
+"""Cluster DNS answered by ferryd's workers, asked by real clients (dig from bind9's dnsutils,
+kdig from knot-dnsutils) in the client namespace: A, SRV, PTR, headless, ExternalName,
+NXDOMAIN with the SOA, TC and the retry over TCP (served by the kernel behind ferryd's TAP
+port), and a name that follows a Service update.
+
+Two DNS addresses: 198.19.0.53 in the ClusterIP range (routed to ferryd, as kube-dns's
+Service address is) and 198.18.0.53 on the client's own subnet (ferryd answers ARP for it).
+"""
+import shutil
+
+import pytest
+
+from conftest import VIP
+
+DNS = "198.19.0.53"
+DNS_ONLINK = "198.18.0.53"
+ZONE = "cluster.local"
+
+FERRY_TOML = f"""
+[dns]
+addresses = ["{DNS}", "{DNS_ONLINK}"]
+ttl = 7
+"""
+
+
+def headless_slice(name, service, endpoints, port_name="pg", port=5432):
+    eps = ""
+    for ip, hostname, ready in endpoints:
+        eps += f'  - addresses: ["{ip}"]\n    conditions: {{ready: {str(ready).lower()}}}\n'
+        if hostname:
+            eps += f"    hostname: {hostname}\n"
+    return (
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n"
+        f"metadata: {{name: {name}, namespace: data, "
+        f"labels: {{kubernetes.io/service-name: {service}}}}}\n"
+        f"addressType: IPv4\nports: [{{name: {port_name}, protocol: TCP, port: {port}}}]\n"
+        f"endpoints:\n{eps}"
+    )
+
+
+FERRY_MANIFESTS = {
+    "40-dns.yaml": "\n---\n".join([
+        """apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  clusterIP: 198.19.0.30
+  ports:
+    - {name: http, port: 80, protocol: TCP}
+    - {name: stats, port: 8125, protocol: UDP}
+""",
+        """apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: data}
+spec:
+  clusterIP: None
+  ports: [{name: pg, port: 5432}]
+""",
+        headless_slice("db-1", "db", [("198.18.1.11", "db-0", True),
+                                      ("198.18.1.12", "", True),
+                                      ("198.18.1.13", "db-2", False)]),
+        """apiVersion: v1
+kind: Service
+metadata: {name: nobody, namespace: data}
+spec: {clusterIP: None}
+""",
+        """apiVersion: v1
+kind: Service
+metadata: {name: ext, namespace: shop}
+spec: {type: ExternalName, externalName: api.example.org}
+""",
+        # 80 ready endpoints: the A answer does not fit 512 bytes.
+        """apiVersion: v1
+kind: Service
+metadata: {name: big, namespace: data}
+spec: {clusterIP: None}
+""",
+        headless_slice("big-1", "big",
+                       [(f"198.18.2.{i}", "", True) for i in range(1, 81)]),
+    ]),
+}
+
+
+def dig(ferry, *args, server=DNS):
+    r = ferry.client(["dig", f"@{server}", "+time=2", "+tries=2", *args], timeout=20)
+    assert r.returncode == 0, r.stdout + r.stderr + ferry.log()
+    return r.stdout
+
+
+def short(ferry, *args, server=DNS):
+    return sorted(dig(ferry, "+short", *args, server=server).split("\n")[:-1])
+
+
+def status(out):
+    for line in out.splitlines():
+        if "status:" in line:
+            return line.split("status:")[1].split(",")[0].strip()
+    raise AssertionError(out)
+
+
+def section(out, name):
+    """The records of one section of dig's output, as (name, ttl, class, type, data) tuples."""
+    rows, inside = [], False
+    for line in out.splitlines():
+        if line.startswith(";; "):
+            inside = line.startswith(f";; {name} SECTION")
+            continue
+        if inside and line.strip():
+            parts = line.split(None, 4)
+            rows.append(tuple(parts))
+    return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _tools():
+    if not shutil.which("dig"):
+        pytest.skip("dig (dnsutils) is not installed: run scripts/install-deps.sh")
+
+
+def test_clusterip_a_record(ferry):
+    out = dig(ferry, f"web.shop.svc.{ZONE}", "A")
+    assert status(out) == "NOERROR"
+    assert "flags: qr aa rd" in out
+    assert section(out, "ANSWER") == [(f"web.shop.svc.{ZONE}.", "7", "IN", "A", "198.19.0.30")]
+    # The seed's services, and the on-link DNS address (ferryd answers ARP for it).
+    assert short(ferry, f"my-service.default.svc.{ZONE}") == [VIP]
+    assert short(ferry, f"redis-master.default.svc.{ZONE}", server=DNS_ONLINK) == ["198.19.0.11"]
+
+
+def test_case_is_kept_and_ignored(ferry):
+    out = dig(ferry, f"WEB.Shop.svc.{ZONE.upper()}", "A")
+    assert section(out, "ANSWER")[0][0] == f"WEB.Shop.svc.{ZONE.upper()}."
+    assert section(out, "ANSWER")[0][4] == "198.19.0.30"
+
+
+def test_srv_for_named_ports(ferry):
+    assert short(ferry, f"_http._tcp.web.shop.svc.{ZONE}", "SRV") == [
+        f"0 100 80 web.shop.svc.{ZONE}."]
+    assert short(ferry, f"_stats._udp.web.shop.svc.{ZONE}", "SRV") == [
+        f"0 100 8125 web.shop.svc.{ZONE}."]
+    out = dig(ferry, f"_pg._tcp.db.data.svc.{ZONE}", "SRV")
+    assert sorted(r[4] for r in section(out, "ANSWER")) == [
+        f"0 50 5432 198-18-1-12.db.data.svc.{ZONE}.",
+        f"0 50 5432 db-0.db.data.svc.{ZONE}."]
+    # The targets' addresses ride along in the additional section.
+    assert sorted(r[4] for r in section(out, "ADDITIONAL") if r[3] == "A") == [
+        "198.18.1.11", "198.18.1.12"]
+
+
+def test_ptr(ferry):
+    assert short(ferry, "-x", "198.19.0.30") == [f"web.shop.svc.{ZONE}."]
+    assert short(ferry, "-x", "198.18.1.11") == [f"db-0.db.data.svc.{ZONE}."]
+    assert short(ferry, "-x", "198.18.1.12") == [f"198-18-1-12.db.data.svc.{ZONE}."]
+
+
+def test_headless(ferry):
+    assert short(ferry, f"db.data.svc.{ZONE}") == ["198.18.1.11", "198.18.1.12"]
+    assert short(ferry, f"db-0.db.data.svc.{ZONE}") == ["198.18.1.11"]
+    # db-2 is not ready: not served.
+    assert status(dig(ferry, f"db-2.db.data.svc.{ZONE}")) == "NXDOMAIN"
+    # A headless Service without ready endpoints: NXDOMAIN.
+    assert status(dig(ferry, f"nobody.data.svc.{ZONE}")) == "NXDOMAIN"
+
+
+def test_external_name_is_a_cname(ferry):
+    out = dig(ferry, f"ext.shop.svc.{ZONE}", "A")
+    assert status(out) == "NOERROR"
+    assert section(out, "ANSWER") == [(f"ext.shop.svc.{ZONE}.", "7", "IN", "CNAME",
+                                       "api.example.org.")]
+
+
+def test_nxdomain_and_nodata_carry_the_soa(ferry):
+    out = dig(ferry, f"missing.shop.svc.{ZONE}", "A")
+    assert status(out) == "NXDOMAIN"
+    assert "aa" in out.split("flags:")[1].split(";")[0]
+    soa = section(out, "AUTHORITY")
+    assert len(soa) == 1 and soa[0][0] == f"{ZONE}." and soa[0][3] == "SOA", out
+    assert soa[0][4].startswith(f"ns.dns.{ZONE}. hostmaster.{ZONE}.")
+    # A name that exists, asked for a type it has none of: NOERROR, no answer, the SOA.
+    out = dig(ferry, f"web.shop.svc.{ZONE}", "AAAA")
+    assert status(out) == "NOERROR" and not section(out, "ANSWER")
+    assert section(out, "AUTHORITY")[0][3] == "SOA"
+    # ndots:5 search-list expansion of a name, as a pod's resolver sends it first.
+    assert status(dig(ferry, f"web.shop.svc.{ZONE}.shop.svc.{ZONE}")) == "NXDOMAIN"
+
+
+def test_outside_the_zone_is_refused(ferry):
+    out = dig(ferry, "www.example.org", "A")
+    assert status(out) == "REFUSED"
+
+
+def test_dns_version_and_edns(ferry):
+    assert short(ferry, f"dns-version.{ZONE}", "TXT") == ['"1.1.0"']
+    out = dig(ferry, "+bufsize=1400", f"web.shop.svc.{ZONE}")
+    assert "; EDNS: version: 0" in out and "udp: 1232" in out, out
+    out = dig(ferry, "+noedns", f"web.shop.svc.{ZONE}")
+    assert "EDNS" not in out
+
+
+def test_truncation_then_tcp(ferry):
+    name = f"big.data.svc.{ZONE}"
+    # Without EDNS the 80 records do not fit 512 bytes: TC set, nothing answered.
+    out = dig(ferry, "+noedns", "+ignore", name)
+    assert "tc" in out.split("flags:")[1].split(";")[0], out
+    assert not section(out, "ANSWER")
+    # dig retries over TCP by itself on TC.
+    out = dig(ferry, "+noedns", name)
+    assert len(section(out, "ANSWER")) == 80, out
+    assert "(TCP)" in out
+    # And asked over TCP directly, by kdig too.
+    assert len(short(ferry, "+tcp", name)) == 80
+    if shutil.which("kdig"):
+        r = ferry.client(["kdig", f"@{DNS}", "+tcp", "+short", name], timeout=20)
+        assert r.returncode == 0 and len(r.stdout.split()) == 80, r.stdout + r.stderr
+    st = ferry.stats()["dns"]
+    assert st["truncated"] >= 1 and st["tcp"]["noerror"] >= 3, st
+
+
+def test_kdig_over_udp(ferry):
+    if not shutil.which("kdig"):
+        pytest.skip("kdig (knot-dnsutils) is not installed")
+    r = ferry.client(["kdig", f"@{DNS}", "+short", f"_http._tcp.web.shop.svc.{ZONE}", "SRV"],
+                     timeout=20)
+    assert r.stdout.split() == ["0", "100", "80", f"web.shop.svc.{ZONE}."], r.stdout + r.stderr
+
+
+def test_name_follows_service_update(ferry):
+    ferry.apply("""apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: shop}
+spec:
+  clusterIP: 198.19.0.31
+  ports: [{name: http, port: 80}]
+""")
+    assert short(ferry, f"late.shop.svc.{ZONE}") == ["198.19.0.31"]
+    ferry.apply("""apiVersion: v1
+kind: Service
+metadata: {name: late, namespace: shop}
+spec:
+  clusterIP: 198.19.0.31
+  ports: [{name: grpc, port: 9090}]
+""")
+    assert short(ferry, f"_grpc._tcp.late.shop.svc.{ZONE}", "SRV") == [
+        f"0 100 9090 late.shop.svc.{ZONE}."]
+    assert status(dig(ferry, f"_http._tcp.late.shop.svc.{ZONE}", "SRV")) == "NXDOMAIN"
+    # A headless Service's names follow its endpoints.
+    ferry.apply(headless_slice("db-1", "db", [("198.18.1.13", "db-2", True)]))
+    assert short(ferry, f"db.data.svc.{ZONE}") == ["198.18.1.13"]
+    assert short(ferry, f"db-2.db.data.svc.{ZONE}") == ["198.18.1.13"]
+    r = ferry.ferryctl("delete", "-f", "-", input="apiVersion: v1\nkind: Service\n"
+                       "metadata: {name: late, namespace: shop}\n")
+    assert r.returncode == 0, r.stderr
+    assert status(dig(ferry, f"late.shop.svc.{ZONE}")) == "NXDOMAIN"
+    assert status(dig(ferry, "-x", "198.19.0.31")) == "NXDOMAIN"
+
+
+def test_bad_queries_are_counted_not_fatal(ferry):
+    """Crafted with scapy: garbage, a compression loop, a response; ferryd answers FORMERR
+    or drops, and keeps answering."""
+    before = ferry.stats()
+    r = ferry.client_py(f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(3)
+junk = [b"\\x12",  # shorter than a header: dropped
+        # a question that is a compression pointer to itself: FORMERR
+        b"\\x12\\x34\\x01\\x00\\x00\\x01\\x00\\x00\\x00\\x00\\x00\\x00\\xc0\\x0c\\x00\\x01\\x00\\x01",
+        b"\\x12\\x34\\x81\\x80" + b"\\x00" * 8,  # a response: dropped
+        # labels running past the end: FORMERR
+        b"\\x12\\x34\\x01\\x00\\x00\\x01" + b"\\x00" * 6 + b"\\x3f" * 20]
+for j in junk:
+    s.sendto(j, ("{DNS}", 53))
+rcodes = []
+for _ in range(2):
+    data, _ = s.recvfrom(4096)
+    rcodes.append(data[3] & 15)
+print("rcodes", rcodes)
+""")
+    assert "rcodes [1, 1]" in r.stdout, r.stdout + r.stderr
+    after = ferry.stats()
+    assert after["dns"]["formerr"] >= before["dns"]["formerr"] + 2
+    assert after["drops"]["dns_not_query"] >= before["drops"]["dns_not_query"] + 2
+    assert short(ferry, f"web.shop.svc.{ZONE}") == ["198.19.0.30"]
