@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The demo: the seed's my-service (port 80 -> targetPort 9376, three pods) and redis-master
 # (6379) served by ferryd through DPDK af_packet ports, with real curl and redis-cli traffic
-# from a client namespace. Installs what it needs, builds, runs, and cleans up after itself.
+# from a client namespace, the services' environment variables and their DNS names. Installs what it needs, builds, runs, and cleans up after itself.
 # Run as root on Debian 12:  sudo ./scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +45,21 @@ done
 say "redis-cli -h 198.19.0.11 (redis-master ClusterIP, port 6379)"
 client redis-cli -h 198.19.0.11 -p 6379 set greeting "hello through ferry" | sed 's/^/  /'
 client redis-cli -h 198.19.0.11 -p 6379 get greeting | sed 's/^/  /'
+
+say "service discovery 1: the variables kubelet would give a pod in namespace default"
+ferryctl env -n default | grep '^REDIS_MASTER' | sed 's/^/  /'
+echo "  a command run with them (ferryctl exec), from the client namespace:"
+client build/tools/ferryctl --socket "$SOCK" exec -n default -- \
+  sh -c 'redis-cli -h "$REDIS_MASTER_SERVICE_HOST" -p "$REDIS_MASTER_SERVICE_PORT" get greeting' |
+  sed 's/^/  /'
+
+say "service discovery 2: DNS answered by ferryd's workers at 198.19.0.53 (dig from the client)"
+for q in "my-service.default.svc.cluster.local A" "redis-master.default.svc.cluster.local A" \
+         "-x 198.19.0.10"; do
+  printf '  dig %-45s -> %s\n' "$q" "$(client dig @198.19.0.53 +short $q | tr '\n' ' ')"
+done
+printf '  dig %-45s -> %s\n' "nope.default.svc.cluster.local" \
+  "$(client dig @198.19.0.53 nope.default.svc.cluster.local | grep -o 'status: [A-Z]*')"
 
 say "connections ferryd is tracking"
 ferryctl get flows --limit 12

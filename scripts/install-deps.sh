@@ -9,9 +9,11 @@ packages=(
   libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev libcurl4-openssl-dev openssl
   iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
+  dnsutils knot-dnsutils  # dig and kdig: the DNS clients of the tests and the demo
   dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
 )
-[[ ${1:-} == --perf ]] && packages+=(python3-matplotlib)
+# dnsperf drives ferryd and the reference DNS servers (NSD, Knot) in perf/dns_perf.py.
+[[ ${1:-} == --perf ]] && packages+=(python3-matplotlib dnsperf nsd knot)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -21,5 +23,10 @@ if ((${#missing[@]})); then
   echo "installing: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Install without starting any service (nsd and knot would start system-wide daemons;
+  # the benchmark runs its own copies in a namespace).
+  policy=/usr/sbin/policy-rc.d
+  [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && made_policy=1; }
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  [ -z "${made_policy:-}" ] || rm -f "$policy"
 fi

@@ -388,6 +388,25 @@ void print_stats(const json& stats) {
               fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held", "icmp_echo_replies",
                       "icmp_unreachable_sent"}));
 
+  // DNS, when ferryd serves it: queries by outcome over UDP (the workers) and TCP.
+  if (const json& dns = member(stats, "dns"); dns.is_object()) {
+    std::cout << "\nDNS:\n";
+    std::vector<row> rows = {{"", "NOERROR", "NODATA", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP",
+                              "BADVERS", "TRUNCATED", "CONNECTIONS"}};
+    auto line = [&](const std::string& name, const json& c, const std::string& truncated,
+                    const std::string& connections) {
+      rows.push_back({name, text(member(c, "noerror")), text(member(c, "nodata")),
+                      text(member(c, "nxdomain")), text(member(c, "refused")),
+                      text(member(c, "formerr")), text(member(c, "notimp")),
+                      text(member(c, "badvers")), truncated, connections});
+    };
+    line("udp", dns, text(member(dns, "truncated")), "-");
+    if (const json& tcp = member(dns, "tcp"); tcp.is_object()) {
+      line("tcp", tcp, "-", text(member(tcp, "connections")));
+    }
+    print_table(rows);
+  }
+
   // Only the reasons that happened, biggest first: that is what an operator is looking for.
   std::vector<std::pair<std::string, json>> drops;
   if (const json& all = member(stats, "drops"); all.is_object()) {

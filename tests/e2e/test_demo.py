@@ -20,6 +20,13 @@ def test_demo_script():
     assert "hello through ferry" in out
     assert "198.19.0.10:80" in out and "198.19.0.11:6379" in out  # the flows table
     assert "endpointslice/my-service-abc12 configured" in out
+    # Service discovery: kubelet's variables, a command run with them, and DNS names.
+    assert "REDIS_MASTER_SERVICE_HOST=198.19.0.11" in out
+    assert "REDIS_MASTER_PORT=tcp://198.19.0.11:6379" in out
+    assert out.count("hello through ferry") >= 2
+    assert re.search(r"dig my-service.default.svc.cluster.local A +-> 198.19.0.10", out), out
+    assert "-> my-service.default.svc.cluster.local." in out
+    assert "-> status: NXDOMAIN" in out
     # NodePort on the node's address: answered by a pod that saw ferryd's address (SNAT).
     node_port = re.findall(r"31002/whoami -> (\S+) (\S+)", out)
     assert len(node_port) == 4, out
