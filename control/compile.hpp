@@ -111,6 +111,7 @@ class compiler {
   void enable_dns(const dns_config& cfg, ipv4_prefix service_cidr) {
     dns_ = std::make_unique<dns_zone_builder>(cfg, service_cidr);
   }
+  size_t dns_names() const { return dns_ ? dns_->names() : 0; }
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist

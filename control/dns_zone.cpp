@@ -274,7 +274,14 @@ std::shared_ptr<const dns::zone> dns_zone_builder::build(uint32_t serial) {
   put32(soa, kExpire);
   put32(soa, cfg_.ttl);  // negative answers are cached this long
   for (const auto& origin : origins_) {
-    z->authorities.push_back({origin, rr(origin, dns::kTypeSoa, cfg_.ttl, soa)});
+    dns::authority a{origin, rr(origin, dns::kTypeSoa, cfg_.ttl, soa)};
+    if (origin == zone_wire_) {
+      a.mname_labels = mname.substr(0, mname.size() - origin.size());
+      a.rname_labels = rname.substr(0, rname.size() - origin.size());
+      put32(a.soa_fixed, cfg_.ttl);
+      a.soa_fixed += soa.substr(mname.size() + rname.size());
+    }
+    z->authorities.push_back(std::move(a));
   }
   // The apex entries carry the SOA: redo them when the serial moves.
   if (serial != serial_) {

@@ -45,6 +45,33 @@ struct writer {
   }
 };
 
+// The zone's SOA for an authority section; `origin_at`: where the question's name reaches
+// the zone's origin. False when it does not fit.
+bool put_soa(writer& w, const authority& a, size_t origin_at) {
+  if (a.soa_fixed.empty()) {
+    if (!w.fits(a.soa.size())) return false;
+    w.put(a.soa);
+    return true;
+  }
+  const size_t rdlen = a.mname_labels.size() + 2 + a.rname_labels.size() + 2 + 20;
+  if (!w.fits(2 + 4 + 4 + 2 + rdlen)) return false;
+  const auto pointer = static_cast<uint16_t>(0xC000 | origin_at);
+  uint8_t* p = w.msg + w.pos;
+  put16(p, pointer);
+  put16(p + 2, kTypeSoa);
+  put16(p + 4, kClassIn);
+  std::memcpy(p + 6, a.soa_fixed.data(), 4);  // TTL
+  put16(p + 10, static_cast<uint16_t>(rdlen));
+  p += 12;
+  std::memcpy(p, a.mname_labels.data(), a.mname_labels.size());
+  put16(p += a.mname_labels.size(), pointer);
+  std::memcpy(p += 2, a.rname_labels.data(), a.rname_labels.size());
+  put16(p += a.rname_labels.size(), pointer);
+  std::memcpy(p + 2, a.soa_fixed.data() + 4, 20);
+  w.pos += 12 + rdlen;
+  return true;
+}
+
 void put_opt(uint8_t* at, uint8_t extended_rcode) {
   at[0] = 0;
   put16(at + 1, kTypeOpt);
@@ -171,8 +198,7 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
         r.how = e ? outcome::nodata : outcome::nxdomain;
         if (!e) rcode = kNxDomain;
         if (auth) {
-          if (w.fits(auth->soa.size())) {
-            w.put(auth->soa);
+          if (put_soa(w, *auth, kHeaderSize + name_len - auth->origin.size())) {
             nscount = 1;
           } else {
             r.truncated = true;

@@ -3,6 +3,7 @@
 //                       [--workers 1] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
 //   ferry-perf sync     [--services 1000,10000] [--runs 5]
+//   ferry-perf dns      [--services 1000,10000] [--runs 5] [--no-huge]
 //   ferry-perf gen      [--case throughput|zero_loss|conn] ...  (gen.cpp; perf/linerate.sh)
 // `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
 // `maglev` measures table builds, balance and disruption. perf/run.sh runs both with
@@ -11,6 +12,7 @@
 #include <rte_eal.h>
 #include <rte_ip.h>
 #include <rte_tcp.h>
+#include <rte_udp.h>
 
 #include <algorithm>
 #include <chrono>
@@ -261,6 +263,126 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
   }
 }
 
+// ---- dns ------------------------------------------------------------------------------
+
+// DNS queries per second on one worker: a UDP query to the DNS address goes through the
+// whole packet path (parse, zone lookup, answer written in place, checksums, route,
+// neighbor, TX batch), for names that exist (hit) and for the ndots:5 search-list misses a
+// pod sends first (nxdomain).
+void bench_dns(const std::vector<uint64_t>& service_counts, int runs) {
+  constexpr uint32_t kDns = 0xc6130035;  // 198.19.0.53
+  const uint64_t kQueries = 2'000'000;
+  for (uint64_t n : service_counts) {
+    node_config cfg;
+    cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
+    cfg.routes = {{{kClientNet, 17}, kGateway, "eth0"}};
+    rte_ether_addr macs[2] = {{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}}};
+    dp::offline_options o;
+    o.flow_capacity = 1024;
+    o.mbufs = 1023 + dp::kBurst;
+    dp::offline_dataplane od(cfg, macs, o);
+    od.learn(0, kGateway, {{2, 0xc1, 0, 0, 0, 1}});
+    od.dp.dns_addresses = {kDns};
+    std::string yaml;
+    for (uint64_t i = 0; i < n; ++i) {
+      yaml += "apiVersion: v1\nkind: Service\nmetadata: {name: svc-" + std::to_string(i) +
+              "}\nspec:\n  clusterIP: " + format_ipv4(0xc6130100 + static_cast<uint32_t>(i)) +
+              "\n  ports: [{name: http, port: 80}]\n---\n";
+    }
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(yaml, "bench");
+    if (!objs || !st.apply(std::move(*objs), control::source::file)) std::abort();
+    control::compiler c(kMaglevDefaultMaxSize, static_cast<uint32_t>(n + 16));
+    c.enable_dns(dns_config{.addresses = {kDns}}, {0xc6130000, 16});
+    auto snap = std::move(*c.compile(st));
+
+    // 1024 query frames per case, asked round robin.
+    std::mt19937_64 rng(n);
+    for (const char* which : {"hit", "nxdomain"}) {
+      const bool hit = which[0] == 'h';
+      std::vector<std::vector<uint8_t>> frames;
+      for (int q = 0; q < 1024; ++q) {
+        std::string name = "svc-" + std::to_string(rng() % n) + ".default.svc.cluster.local";
+        if (!hit) name += ".default.svc.cluster.local";
+        std::vector<uint8_t> dnsq = {0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0};
+        for (size_t at = 0; at < name.size();) {
+          size_t dot = std::min(name.find('.', at), name.size());
+          dnsq.push_back(static_cast<uint8_t>(dot - at));
+          dnsq.insert(dnsq.end(), name.begin() + at, name.begin() + dot);
+          at = dot + 1;
+        }
+        dnsq.insert(dnsq.end(), {0, 0, 1, 0, 1});
+        std::vector<uint8_t> f(42 + dnsq.size());
+        auto* eth = reinterpret_cast<rte_ether_hdr*>(f.data());
+        eth->dst_addr = od.dp.ports[0].mac;
+        eth->src_addr = {{2, 0xc1, 0, 0, 0, 1}};
+        eth->ether_type = RTE_BE16(RTE_ETHER_TYPE_IPV4);
+        auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
+        ip->version_ihl = RTE_IPV4_VHL_DEF;
+        ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(f.size() - 14));
+        ip->time_to_live = 64;
+        ip->next_proto_id = IPPROTO_UDP;
+        ip->src_addr = rte_cpu_to_be_32(client_ip(static_cast<uint64_t>(q)));
+        ip->dst_addr = rte_cpu_to_be_32(kDns);
+        auto* uh = reinterpret_cast<rte_udp_hdr*>(ip + 1);
+        uh->src_port = rte_cpu_to_be_16(static_cast<uint16_t>(1024 + q));
+        uh->dst_port = RTE_BE16(53);
+        uh->dgram_len = rte_cpu_to_be_16(static_cast<uint16_t>(8 + dnsq.size()));
+        std::memcpy(uh + 1, dnsq.data(), dnsq.size());
+        frames.push_back(std::move(f));
+      }
+      dp::worker& w = *od.workers[0];
+      auto fill = [&](rte_mbuf* m, uint64_t i) {
+        const auto& f = frames[i % frames.size()];
+        rte_pktmbuf_reset(m);
+        std::memcpy(rte_pktmbuf_mtod(m, uint8_t*), f.data(), f.size());
+        m->data_len = m->pkt_len = static_cast<uint32_t>(f.size());
+      };
+      const size_t outcome =
+          static_cast<size_t>(hit ? dns::outcome::noerror : dns::outcome::nxdomain);
+      const uint64_t answered_before = w.counters.dns[outcome].get();
+      std::vector<double> ns, mqps;
+      for (int r = 0; r < runs; ++r) {
+        rte_mbuf* pkts[dp::kBurst];
+        if (rte_pktmbuf_alloc_bulk(od.dp.pool, pkts, dp::kBurst) != 0) std::abort();
+        uint64_t i = 0, start = rte_rdtsc();
+        while (i < kQueries) {
+          for (auto* m : pkts) fill(m, i++);
+          w.now = rte_rdtsc();
+          dp::process_burst(w, snap.get(), pkts, dp::kBurst, 0);
+          dp::offline_dataplane::drop_tx(w);
+        }
+        auto total = static_cast<double>(rte_rdtsc() - start);
+        i = 0;
+        start = rte_rdtsc();
+        while (i < kQueries) {
+          for (auto* m : pkts) fill(m, i++);
+          asm volatile("" ::: "memory");
+        }
+        auto refill = static_cast<double>(rte_rdtsc() - start);
+        rte_pktmbuf_free_bulk(pkts, dp::kBurst);
+        double per = (total - refill) * 1e9 / static_cast<double>(rte_get_tsc_hz()) /
+                     static_cast<double>(kQueries);
+        ns.push_back(per);
+        mqps.push_back(1e3 / per);
+      }
+      const uint64_t answered = w.counters.dns[outcome].get() - answered_before;
+      std::cout << json{{"bench", "dns_pipeline"},
+                        {"case", which},
+                        {"services", n},
+                        {"zone_names", c.dns_names()},
+                        {"queries_per_run", kQueries},
+                        {"runs", runs},
+                        {"ns_per_query", to_json(summarize(ns))},
+                        {"mqps", summarize(mqps).median},
+                        {"answered_as_expected",
+                         answered == kQueries * static_cast<uint64_t>(runs)}}
+                       .dump()
+                << std::endl;
+    }
+  }
+}
+
 // ---- maglev ---------------------------------------------------------------------------
 
 std::vector<maglev_backend> backends(size_t n, uint32_t first = 0x0a000001) {
@@ -415,6 +537,7 @@ int usage() {
                "[--workers W] [--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n"
                "       ferry-perf sync [--services N,N,...] [--runs R]\n"
+               "       ferry-perf dns [--services N,N,...] [--runs R] [--no-huge]\n"
                "       ferry-perf gen [--case throughput|zero_loss|conn] ... (see gen.cpp)\n";
   return 2;
 }
@@ -457,7 +580,7 @@ int main(int argc, char** argv) {
     bench_sync(services, 10, runs);
     return 0;
   }
-  if (cmd != "pipeline") return usage();
+  if (cmd != "pipeline" && cmd != "dns") return usage();
   std::vector<std::string> args{"ferry-perf",    "-l",         "0",           "--no-pci",
                                 "--file-prefix", "ferry-perf", "--log-level", "*:error",
                                 "--no-telemetry"};
@@ -468,7 +591,11 @@ int main(int argc, char** argv) {
     std::cerr << "EAL init failed (hugepages set up? perf/run.sh does it, or pass --no-huge)\n";
     return 1;
   }
-  bench_pipeline(flows, runs, only, workers);
+  if (cmd == "dns") {
+    bench_dns(services, runs);
+  } else {
+    bench_pipeline(flows, runs, only, workers);
+  }
   rte_eal_cleanup();
   return 0;
 }

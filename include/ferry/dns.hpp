@@ -56,6 +56,11 @@ struct name_entry {
 struct authority {
   std::string origin;  // lower-case wire format
   std::string soa;     // the SOA record with its full owner name, for authority sections
+  // The same record compressed against the question, which always ends in the origin: owner
+  // and the SOA's two names become pointers to it (an NXDOMAIN answer 40 bytes shorter).
+  // Empty when the SOA's names are not under the origin (reverse zones).
+  std::string mname_labels, rname_labels;  // the labels before the origin
+  std::string soa_fixed;                   // TTL (4) then serial .. minimum (20)
 };
 
 /// Hash of a lower-case wire-format name (fixed seed: same on every node).
