@@ -245,6 +245,66 @@ def api(rows):
     return out + [""]
 
 
+def dns(rows):
+    pipe = pick(rows, "dns_pipeline")
+    real = pick(rows, "dns")
+    if not pipe and not real:
+        return []
+    out = ["## Cluster DNS\n"]
+    if pipe:
+        out += ["### In the packet path (`ferry-perf dns`, one worker core, no I/O)\n",
+                "A UDP query to the DNS address through the whole worker path: parse, zone "
+                "lookup, the answer written into the query's own buffer, IP and UDP checksums, "
+                "route, neighbor, TX batch. Hits ask `svc-N.default.svc.cluster.local` A; misses "
+                "ask what a pod's resolver with `ndots:5` sends first "
+                "(`svc-N.default.svc.cluster.local.default.svc.cluster.local`), NXDOMAIN with "
+                "the SOA.\n",
+                "| services | zone names | hit ns/query | hit Mqps | NXDOMAIN ns/query | NXDOMAIN Mqps | NXDOMAIN / hit time |",
+                "|---:|---:|---:|---:|---:|---:|---:|"]
+        for n in sorted({r["services"] for r in pipe}):
+            h, x = one(pipe, "dns_pipeline", services=n, case="hit"), one(
+                pipe, "dns_pipeline", services=n, case="nxdomain")
+            if not h or not x:
+                continue
+            out.append(f"| {n:,} | {h['zone_names']:,} | {med(h, 'ns_per_query'):.0f} | "
+                       f"{h['mqps']:.2f} | {med(x, 'ns_per_query'):.0f} | {x['mqps']:.2f} | "
+                       f"{med(x, 'ns_per_query') / med(h, 'ns_per_query'):.2f} |")
+        out.append("")
+    if real:
+        n = real[0]["services"]
+        out += ["### Beside NSD and Knot (`perf/dns_perf.py`, dnsperf through namespaces)\n",
+                f"The same zone ({n:,} Services) served by ferryd (one worker, af_packet port), "
+                "NSD and Knot (one server process each, pinned to the other core), asked by one "
+                "dnsperf pinned to core 0 from a client namespace over a veth pair. Each round "
+                "starts every server in turn, in rotating order; medians over the rounds. "
+                "On these 2-core machines dnsperf itself saturates its core before any of the "
+                "servers does (NSD and Knot use about half of theirs), so these numbers are the "
+                "client's ceiling and the ratios say \"as fast as one dnsperf can ask\"; the "
+                "packet-path numbers above are ferry's own capacity. ferryd's CPU reads 100% "
+                "because its worker polls.\n",
+                "| server | hit qps | NXDOMAIN qps | lost % | server CPU % | response bytes (hit / miss) |",
+                "|---|---:|---:|---:|---:|---:|"]
+        for server in ("ferry", "nsd", "knot"):
+            h, x = one(real, "dns", case=server, query="hit"), one(real, "dns", case=server,
+                                                                  query="miss")
+            if not h or not x:
+                continue
+            out.append(f"| {h['version']} | {med(h, 'qps'):,.0f} | {med(x, 'qps'):,.0f} | "
+                       f"{max(med(h, 'lost_percent'), med(x, 'lost_percent')):.2f} | "
+                       f"{med(h, 'server_process_cpu_percent'):.0f} | "
+                       f"{h['response_bytes']} / {x['response_bytes']} |")
+        ratio = one(real, "dns", case="ratio")
+        if ratio:
+            parts = [f"{k.replace('_', ' ')}: {v:.2f}" for k, v in ratio.items()
+                     if k.startswith("ferry_over") and isinstance(v, (int, float))]
+            nested = [f"{k.replace('_', ' ')} ({q}): {v2:.2f}" for k, v in ratio.items()
+                      if k.startswith("ferry_over") and isinstance(v, dict)
+                      for q, v2 in v.items() if isinstance(v2, (int, float))]
+            out.append("\nRatios, median of per-round ratios: " + "; ".join(parts + nested) + ".")
+        out.append("")
+    return out
+
+
 def gen(rows):
     g = pick(rows, "gen")
     out = ["## Through real ports (`ferry-perf gen` over memif, `perf/linerate.sh`)\n"]
@@ -363,7 +423,7 @@ def main():
            "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
            "shared machines drift, so compare numbers from one run only.\n"]
     out += (targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + applied(rows) +
-            api(rows) + gen(rows))
+            api(rows) + dns(rows) + gen(rows))
     if notes:
         out.append(notes)
     plots(rows)

@@ -28,6 +28,8 @@ taskset -c 0 $perf sync --services 1000,10000,30000 --runs "$runs" | tee -a "$ou
   --mode iptables,iptables-legacy,nft | tee -a "$out"
 /usr/bin/python3 perf/kernel_sync.py --services 10000 --runs 1 --changes 10 \
   --mode iptables-legacy,nft | tee -a "$out"
+taskset -c 0 $perf dns --services 1000,10000 --runs "$runs" | tee -a "$out"
+/usr/bin/python3 perf/dns_perf.py --services 1000 --runs "$runs" | tee -a "$out"
 perf/linerate.sh --runs "$runs" | tee -a "$out"
 /usr/bin/python3 perf/report.py "$out" "./perf/run.sh $runs" perf/notes.md > docs/performance.md
 echo "wrote docs/performance.md"

@@ -12,6 +12,8 @@ build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
 /usr/bin/python3 perf/apply_latency.py --services 200 --changes 3 >> "$out"
 /usr/bin/python3 perf/api_latency.py --services 200 --changes 3 --watch-seconds 2 >> "$out"
+build/perf/ferry-perf dns --no-huge --services 100 --runs 1 >> "$out"
+/usr/bin/python3 perf/dns_perf.py --services 50 --runs 1 --duration 1 --only ferry >> "$out"
 /usr/bin/python3 - "$out" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -37,5 +39,11 @@ k = by["api"][0]
 assert k["services"] == 200 and k["initial_sync_s"] > 0 and k["rss_synced_mib"] > 0, k
 assert 0 < k["event_to_publish_ms"]["median"] <= k["event_to_publish_ms"]["p99"] < 1000, k
 assert k["events_seen"] >= 5, k
+d = by["dns_pipeline"]
+assert sorted(r["case"] for r in d) == ["hit", "nxdomain"], d
+assert all(r["answered_as_expected"] and r["ns_per_query"]["median"] > 0 for r in d), d
+q = {r["query"]: r for r in by["dns"] if r["case"] == "ferry"}
+assert q["hit"]["rcodes"].keys() == {"NOERROR"} and q["miss"]["rcodes"].keys() == {"NXDOMAIN"}, q
+assert q["hit"]["qps"]["median"] > 0 and q["hit"]["tcp_check"] == "ok", q
 print(f"perf smoke: {len(rows)} results sane")
 PY

@@ -9,11 +9,11 @@ packages=(
   libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev libcurl4-openssl-dev openssl
   iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
-  dnsutils knot-dnsutils  # dig and kdig: the DNS clients of the tests and the demo
+  dnsutils knot-dnsutils dnsperf  # dig, kdig, dnsperf: DNS clients of the tests, demo, perf smoke
   dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
 )
-# dnsperf drives ferryd and the reference DNS servers (NSD, Knot) in perf/dns_perf.py.
-[[ ${1:-} == --perf ]] && packages+=(python3-matplotlib dnsperf nsd knot)
+# NSD and Knot: the reference DNS servers perf/dns_perf.py measures ferryd beside.
+[[ ${1:-} == --perf ]] && packages+=(python3-matplotlib nsd knot)
 
 missing=()
 for p in "${packages[@]}"; do
