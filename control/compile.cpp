@@ -324,6 +324,28 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   touched_vips_.push_back(key);
 }
 
+void compiler::enable_dns(const dns_config& cfg, ipv4_prefix service_cidr) {
+  dns_ = std::make_unique<dns_zone_builder>(cfg, service_cidr);
+  if (cfg.upstreams.empty()) return;
+  auto e = std::make_shared<service_port_entry>();
+  e->id = next_id_++;  // a counter slot of its own, for the whole life of the node
+  e->vip = cfg.addresses.front();
+  e->port = dns::kPort;
+  e->proto = 17;
+  e->external = true;
+  e->snat_remote = true;  // from the node's address, so the answer comes back through it
+  e->name = "dns/upstream";
+  std::vector<maglev_backend> mb;
+  for (const auto& [ip, port] : cfg.upstreams) e->backends.push_back({ip, port, 1, false});
+  std::sort(e->backends.begin(), e->backends.end(), [](const backend& a, const backend& b) {
+    return std::tie(a.ip, a.port) < std::tie(b.ip, b.port);
+  });
+  for (const auto& b : e->backends) mb.push_back({b.ip, b.port, b.weight});
+  e->has_active = true;
+  e->maglev = maglev_build(mb, maglev_table_size(mb.size(), maglev_max_size_));
+  dns_upstream_ = std::move(e);
+}
+
 result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty_set& dirty) {
   // Resolve the Services that changed (all of them, and every one resolved before, on a
   // full compile).
@@ -371,7 +393,8 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
     if (auto old = by_service_.find(n); old != by_service_.end()) total -= old->second.size();
     total += ports.size();
   }
-  if (total > max_service_ports_) {
+  // The DNS upstream frontend holds one counter slot for good.
+  if (total + (dns_upstream_ ? 1 : 0) > max_service_ports_) {
     return make_error("too many service ports: " + std::to_string(total) +
                       " (services.max_service_ports is " + std::to_string(max_service_ports_) +
                       ")");
@@ -426,6 +449,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   snap->backends = backends_;
   snap->announced = announced_list_;
   if (dns_) snap->dns = dns_->build(static_cast<uint32_t>(snap->generation));
+  snap->dns_upstream = dns_upstream_;
   return snap;
 }
 

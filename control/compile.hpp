@@ -108,9 +108,7 @@ class compiler {
 
   /// Serves the cluster DNS zone too: each snapshot carries it, built from the same store
   /// and changes.
-  void enable_dns(const dns_config& cfg, ipv4_prefix service_cidr) {
-    dns_ = std::make_unique<dns_zone_builder>(cfg, service_cidr);
-  }
+  void enable_dns(const dns_config& cfg, ipv4_prefix service_cidr);
   size_t dns_names() const { return dns_ ? dns_->names() : 0; }
 
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
@@ -165,6 +163,7 @@ class compiler {
   sharded_map<entry_ptr> vips_;
   sharded_map<const service_port_entry*> backends_;
   std::unique_ptr<dns_zone_builder> dns_;
+  std::shared_ptr<const service_port_entry> dns_upstream_;
 };
 
 }  // namespace ferry::control

@@ -255,6 +255,25 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         t.fail("zone", "\"" + c.dns.zone + "\" is not a DNS domain name (like cluster.local)");
       }
       t.integer("ttl", c.dns.ttl, 0, 86400);
+      std::vector<std::string> upstreams;
+      t.strings("upstreams", upstreams);
+      for (const auto& text : upstreams) {
+        // a.b.c.d or a.b.c.d:port
+        const auto colon = text.find(':');
+        auto a = parse_ipv4(std::string_view(text).substr(0, colon));
+        uint64_t port = 53;
+        bool ok = a && *a;
+        if (ok && colon != std::string::npos) {
+          auto digits = std::string_view(text).substr(colon + 1);
+          auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), port);
+          ok = ec == std::errc{} && end == digits.data() + digits.size() && port && port < 65536;
+        }
+        if (!ok) t.fail("upstreams", "\"" + text + "\" is not an IPv4 address or address:port");
+        c.dns.upstreams.emplace_back(*a, static_cast<uint16_t>(port));
+      }
+      if (!upstreams.empty() && c.dns.addresses.empty()) {
+        t.fail("upstreams", "needs addresses: DNS is off without them");
+      }
     });
     top.table("conntrack", [&](table_reader& t) {
       t.integer("capacity", c.conntrack.capacity, 1024, 1 << 28);

@@ -99,6 +99,13 @@ TEST(default_config, has_two_af_packet_ports) {
   EXPECT_TRUE(c->routes.empty());
 }
 
+TEST(default_config, serves_dns_in_the_clusterip_range) {
+  auto c = default_config();
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->dns.addresses, std::vector<uint32_t>{0xc6130035});  // 198.19.0.53
+  EXPECT_TRUE(c->service_cidr.contains(c->dns.addresses[0]));
+}
+
 TEST(default_config, uses_the_benchmarking_service_cidr) {
   auto c = default_config();
   ASSERT_TRUE(c.ok()) << c.message();
@@ -182,6 +189,41 @@ TEST(parse_config, reads_the_kubernetes_table) {
             "k.toml: kubernetes.in_cluster: set either in_cluster or kubeconfig, not both");
   EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = 1\n", "k.toml"),
             "k.toml: kubernetes.in_cluster: must be true or false");
+}
+
+TEST(parse_config, reads_the_dns_table) {
+  std::string base(kFullConfig);
+  auto r = parse_config(base +
+                            "[dns]\naddresses = [\"10.96.0.10\", \"198.18.0.53\"]\n"
+                            "zone = \"Edge.Example.\"\nttl = 30\n"
+                            "upstreams = [\"198.18.0.1\", \"198.18.0.2:5353\"]\n",
+                        "d.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_TRUE(r->dns.enabled());
+  EXPECT_EQ(r->dns.addresses, (std::vector<uint32_t>{0x0a60000a, 0xc6120035}));
+  EXPECT_EQ(r->dns.zone, "Edge.Example");
+  EXPECT_EQ(r->dns.ttl, 30u);
+  EXPECT_EQ(r->dns.upstreams,
+            (std::vector<std::pair<uint32_t, uint16_t>>{{0xc6120001, 53}, {0xc6120002, 5353}}));
+  EXPECT_FALSE(parse_config(kFullConfig, "f")->dns.enabled());
+  EXPECT_EQ(parse_config(kFullConfig, "f")->dns.zone, "cluster.local");
+
+  EXPECT_EQ(config_err(base + "[dns]\naddresses = [\"10.96.0.300\"]\n", "d.toml"),
+            "d.toml: dns.addresses: \"10.96.0.300\" is not an IPv4 address");
+  EXPECT_EQ(config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nzone = \"a..b\"\n", "d.toml"),
+            "d.toml: dns.zone: \"a..b\" is not a DNS domain name (like cluster.local)");
+  EXPECT_EQ(
+      config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nzone = \"bad_name\"\n", "d.toml"),
+      "d.toml: dns.zone: \"bad_name\" is not a DNS domain name (like cluster.local)");
+  EXPECT_EQ(config_err(base + "[dns]\nupstreams = [\"198.18.0.1\"]\n", "d.toml"),
+            "d.toml: dns.upstreams: needs addresses: DNS is off without them");
+  EXPECT_EQ(
+      config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nupstreams = [\"198.18.0.1:0\"]\n",
+                 "d.toml"),
+      "d.toml: dns.upstreams: \"198.18.0.1:0\" is not an IPv4 address or address:port");
+  EXPECT_EQ(
+      config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nttl = -1\n", "d.toml").substr(0, 16),
+      "d.toml: dns.ttl:");
 }
 
 TEST(parse_config, reads_dataplane_and_descriptor_keys) {

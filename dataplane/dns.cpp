@@ -84,8 +84,8 @@ void put_opt(uint8_t* at, uint8_t extended_rcode) {
 
 }  // namespace
 
-answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp,
-                     size_t max_udp) {
+answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp,
+                     bool forward_outside) {
   answer_result r;
   if (len < kHeaderSize || cap < len) return r;
   const uint16_t flags = get16(msg + 2);
@@ -159,6 +159,10 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
   } else {
     const authority* auth = z ? z->authority_for(name, name_len) : nullptr;
     const name_entry* e = z ? z->find(name, name_len, name_hash(name, name_len)) : nullptr;
+    if (!e && !auth && forward_outside && edns_version == 0) {
+      r.how = outcome::forward;  // nothing written yet: the query goes on as it came
+      return r;
+    }
     if (!e && !auth) {
       rcode = kRefused;
       r.how = outcome::refused;

@@ -463,6 +463,27 @@ TEST_F(DnsTest, Malformed) {
   }
 }
 
+TEST_F(DnsTest, OutsideTheZoneIsForwardedUntouchedWhenAsked) {
+  bytes q = query("www.example.org", dns::kTypeA);
+  const bytes before = q;
+  q.resize(600);
+  auto r = dns::answer(snap_->dns.get(), q.data(), before.size(), q.size(), true, 1472, true);
+  EXPECT_EQ(r.how, dns::outcome::forward);
+  EXPECT_EQ(r.len, 0u);
+  EXPECT_TRUE(std::equal(before.begin(), before.end(), q.begin()));
+  // Names of ours are still answered here, and EDNS version 1 gets BADVERS, not forwarded.
+  q = query("web.shop.svc.cluster.local", dns::kTypeA);
+  const size_t len = q.size();
+  q.resize(600);
+  EXPECT_EQ(dns::answer(snap_->dns.get(), q.data(), len, q.size(), true, 1472, true).how,
+            dns::outcome::noerror);
+  q = query("www.example.org", dns::kTypeA, 1232, 1);
+  const size_t len1 = q.size();
+  q.resize(600);
+  EXPECT_EQ(dns::answer(snap_->dns.get(), q.data(), len1, q.size(), true, 1472, true).how,
+            dns::outcome::badvers);
+}
+
 TEST(DnsWire, Names) {
   EXPECT_EQ(control::dns_wire("Web.Default."), std::string("\3web\7default\0", 13));
   EXPECT_EQ(control::dns_wire("a..b"), "");

@@ -187,8 +187,11 @@ void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
   free_drop(w, m, drop::local_unhandled);
 }
 
-// A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone.
-void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, const parsed& p, uint16_t in_port) {
+void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p);
+
+// A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone (or
+// sent on to an upstream resolver when the name is outside it).
+void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_t in_port) {
   auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
   const uint16_t udp_len = rte_be_to_cpu_16(uh->dgram_len);
   if (m->nb_segs != 1 || udp_len < sizeof(rte_udp_hdr) || udp_len > p.l4_len) {
@@ -199,9 +202,19 @@ void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, const parsed& p, u
   uint8_t* msg = p.l4 + sizeof(rte_udp_hdr);
   const size_t cap = static_cast<uint8_t*>(m->buf_addr) + m->buf_len - msg;
   const size_t max_udp = w.dp->ports[in_port].mtu - ihl - sizeof(rte_udp_hdr);
-  const dns::answer_result r = dns::answer(snap ? snap->dns.get() : nullptr, msg,
-                                           udp_len - sizeof(rte_udp_hdr), cap, true, max_udp);
+  const service_port_entry* upstream = snap ? snap->dns_upstream.get() : nullptr;
+  const dns::answer_result r =
+      dns::answer(snap ? snap->dns.get() : nullptr, msg, udp_len - sizeof(rte_udp_hdr), cap, true,
+                  max_udp, upstream != nullptr);
   w.counters.dns[static_cast<size_t>(r.how)].add();
+  if (r.how == dns::outcome::forward) {
+    // Not ours: on to an upstream resolver, tracked and translated like a Service's flow.
+    p.hash = conntrack::hash(p.key);
+    p.hint = 0;
+    p.svc = upstream;
+    p.svc_known = true;
+    return handle_transit(w, snap, m, p);
+  }
   if (!r.len) return free_drop(w, m, drop::dns_not_query);
   if (r.truncated) w.counters.dns_truncated.add();
   const auto l4_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + r.len);

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ferry/net.hpp"
@@ -50,6 +51,9 @@ struct dns_config {
   std::vector<uint32_t> addresses;  // answered on UDP and TCP port 53 (host order)
   std::string zone = "cluster.local";
   uint32_t ttl = 5;  // seconds, for every record and negative answers
+  // Where queries for names outside ferry's zones go (UDP; address, port), spread over them
+  // by Maglev like a Service's backends. Empty: such queries are REFUSED.
+  std::vector<std::pair<uint32_t, uint16_t>> upstreams;
 
   bool enabled() const { return !addresses.empty(); }
 };

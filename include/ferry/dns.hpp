@@ -115,10 +115,12 @@ enum class outcome : uint8_t {
   notimp,    // opcode other than QUERY
   badvers,   // EDNS version other than 0
   drop,      // not answerable: shorter than a header, or a response (QR set)
+  forward,   // outside every zone, and upstreams exist: the query goes there untouched
 };
-constexpr size_t kNumOutcomes = 8;
-constexpr std::string_view kOutcomeNames[kNumOutcomes] = {
-    "noerror", "nodata", "nxdomain", "refused", "formerr", "notimp", "badvers", "dropped"};
+constexpr size_t kNumOutcomes = 9;
+constexpr std::string_view kOutcomeNames[kNumOutcomes] = {"noerror", "nodata",  "nxdomain",
+                                                          "refused", "formerr", "notimp",
+                                                          "badvers", "dropped", "forwarded"};
 
 struct answer_result {
   size_t len = 0;  // bytes of the response (0: drop)
@@ -130,7 +132,10 @@ struct answer_result {
 /// and question kept as asked) and may grow up to `cap` bytes. `udp` limits the response to
 /// the client's payload size (512, or its EDNS size) capped at `max_udp`; over TCP (udp
 /// false) only `cap` limits it. Never reads outside [0, len) nor writes outside [0, cap).
+/// `forward_outside`: a name outside every zone ferry serves (class IN) gives outcome
+/// forward with the buffer untouched, for the caller to send upstream, instead of REFUSED.
 /// No allocation, no exceptions: safe on a worker.
-answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp);
+answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp,
+                     bool forward_outside = false);
 
 }  // namespace ferry::dns

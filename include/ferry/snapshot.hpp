@@ -87,6 +87,9 @@ struct snapshot {
   std::shared_ptr<const std::vector<uint32_t>> announced;
   /// The cluster DNS zone ([dns]); nullptr when DNS is off.
   std::shared_ptr<const dns::zone> dns;
+  /// [dns] upstreams as one UDP frontend: queries for names outside the zones are DNATed
+  /// to one of them (and SNATed to the node) like a Service's traffic; nullptr: none.
+  std::shared_ptr<const service_port_entry> dns_upstream;
 
   bool announces(uint32_t ip) const {
     return announced && std::binary_search(announced->begin(), announced->end(), ip);

@@ -3,23 +3,45 @@ kdig from knot-dnsutils) in the client namespace: A, SRV, PTR, headless, Externa
 NXDOMAIN with the SOA, TC and the retry over TCP (served by the kernel behind ferryd's TAP
 port), and a name that follows a Service update.
 
-Two DNS addresses: 198.19.0.53 in the ClusterIP range (routed to ferryd, as kube-dns's
+Names outside the zone go to an upstream (a stub resolver in a pod's namespace), with the
+node's address as their source. Two DNS addresses: 198.19.0.53 in the ClusterIP range (routed to ferryd, as kube-dns's
 Service address is) and 198.18.0.53 on the client's own subnet (ferryd answers ARP for it).
 """
 import shutil
+import subprocess
+import time
 
 import pytest
 
-from conftest import VIP
+from conftest import PYTHON, VIP, stop
 
 DNS = "198.19.0.53"
 DNS_ONLINK = "198.18.0.53"
 ZONE = "cluster.local"
 
+# Names outside the zone go to an upstream resolver: a stub in pod1's namespace on 5353.
+UPSTREAM = "198.18.1.11"
+
 FERRY_TOML = f"""
 [dns]
 addresses = ["{DNS}", "{DNS_ONLINK}"]
 ttl = 7
+upstreams = ["{UPSTREAM}:5353"]
+"""
+
+STUB = """
+import socket, sys
+from scapy.all import DNS, DNSRR
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 5353))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(4096)
+    q = DNS(data)
+    print("from", peer[0], flush=True)
+    a = DNS(id=q.id, qr=1, aa=0, rd=q.rd, ra=1, qd=q.qd,
+            an=DNSRR(rrname=q.qd.qname, type="A", ttl=60, rdata="198.18.9.9"))
+    s.sendto(bytes(a), peer)
 """
 
 
@@ -117,6 +139,23 @@ def _tools():
         pytest.skip("dig (dnsutils) is not installed: run scripts/install-deps.sh")
 
 
+@pytest.fixture(scope="module")
+def upstream(ferry):
+    """The stub resolver; yields the file its log goes to (one "from ADDRESS" per query)."""
+    log = ferry.tmp / "upstream.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(["ip", "netns", "exec", ferry.ns("pod1"), PYTHON, "-c", STUB],
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 10
+        while "ready" not in log.read_text():
+            assert proc.poll() is None and time.time() < deadline, log.read_text()
+            time.sleep(0.05)
+        yield log
+    finally:
+        stop(proc)
+
+
 def test_clusterip_a_record(ferry):
     out = dig(ferry, f"web.shop.svc.{ZONE}", "A")
     assert status(out) == "NOERROR"
@@ -184,9 +223,24 @@ def test_nxdomain_and_nodata_carry_the_soa(ferry):
     assert status(dig(ferry, f"web.shop.svc.{ZONE}.shop.svc.{ZONE}")) == "NXDOMAIN"
 
 
-def test_outside_the_zone_is_refused(ferry):
+def test_outside_the_zone_goes_upstream(ferry, upstream):
+    before = ferry.stats()["dns"]["forwarded"]
     out = dig(ferry, "www.example.org", "A")
-    assert status(out) == "REFUSED"
+    assert status(out) == "NOERROR", out
+    # The upstream's answer, from the DNS address the client asked, not authoritative.
+    assert section(out, "ANSWER") == [("www.example.org.", "60", "IN", "A", "198.18.9.9")]
+    assert f"SERVER: {DNS}#53" in out and "aa" not in out.split("flags:")[1].split(";")[0]
+    assert short(ferry, "example.net", server=DNS_ONLINK) == ["198.18.9.9"]
+    # The upstream saw the node's address (SNAT), so its answer came back through ferryd.
+    assert set(upstream.read_text().split("from ")[1:]) == {"198.18.1.254\n"}
+    assert ferry.stats()["dns"]["forwarded"] == before + 2
+    # Names of the zone never go there.
+    assert short(ferry, f"web.shop.svc.{ZONE}") == ["198.19.0.30"]
+    assert upstream.read_text().count("from ") == 2
+
+
+def test_other_classes_are_refused(ferry):
+    assert status(dig(ferry, "version.bind", "CH", "TXT")) == "REFUSED"
 
 
 def test_dns_version_and_edns(ferry):

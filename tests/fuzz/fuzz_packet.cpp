@@ -79,10 +79,12 @@ subsets: [{addresses: [{ip: 198.18.1.11, nodeName: other}], ports: [{port: 80}]}
       std::abort();
     }
     if (!st.apply(std::move(*objs), control::source::file)) std::abort();
-    // And the cluster DNS on 198.19.0.53 (UDP answered here, TCP to a port with no server).
+    // And the cluster DNS on 198.19.0.53 (UDP answered here or forwarded to 198.18.1.11, TCP
+    // to a port with no server).
     od->dp.dns_addresses = {0xc6130035};
     control::compiler c(65537, 64, "fuzz", {{0xc61200f0, 29}});
-    c.enable_dns(dns_config{.addresses = {0xc6130035}}, {0xc6130000, 16});
+    c.enable_dns(dns_config{.addresses = {0xc6130035}, .upstreams = {{0xc612010b, 53}}},
+                 {0xc6130000, 16});
     snap = std::move(*c.compile(st));
   }
 };
