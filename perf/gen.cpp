@@ -49,8 +49,14 @@
 // generator fell behind says so ("gen_limited") and never counts as zero-loss; nor does one
 // where the DUT stopped answering for a second ("stalled").
 //
+// DNS (--proto dns | dns-nx): clients ask ferryd's DNS address (198.19.0.53) for a Service's
+// name (dns) or for it with a pod's first search suffix (dns-nx: NXDOMAIN); ferryd answers on A
+// itself, so nothing crosses to B. Each answer is checked: from the DNS address to the asking
+// flow, the DNS ID the flow's, a response with the expected code, every checksum right.
+// "mpps" is then answers per second (Mqps); latency is query sent -> answer back.
+//
 // Options:
-//   --case throughput|zero_loss|conn   --target ferryd|testpmd   --proto tcp|udp
+//   --case throughput|zero_loss|conn   --target ferryd|testpmd   --proto tcp|udp|dns|dns-nx
 //   --frame 64|imix (64: 60 bytes + FCS; imix: 7:4:1 of 64/570/1518 bytes with FCS)
 //   --flows N (default 1000000)  --backends K (default 16)  --rate MPPS (or Mconn/s for conn)
 //   --duration S (default 5)  --runs R (default 3)  --precision F (zero_loss, default 0.02)
@@ -106,6 +112,7 @@
 #include <vector>
 
 #include "checksum.hpp"
+#include "ferry/dns.hpp"
 #include "ferry/hash.hpp"
 #include "ferry/net.hpp"
 #include "packet_builder.hpp"
@@ -128,6 +135,11 @@ constexpr uint32_t kBackendNet = 0xc6120100;  // 198.18.1.0: backends are .1 .. 
 constexpr uint32_t kTcpVip = 0xc613000a;      // 198.19.0.10:80
 constexpr uint32_t kUdpVip = 0xc6130014;      // 198.19.0.20:53
 constexpr uint16_t kTcpVport = 80, kUdpVport = 53, kBackendPort = 9376;
+// dns: ferryd's DNS address, and the name asked (the UDP Service perf/linerate.sh creates); a miss
+// asks it with the search suffix a pod's ndots:5 resolver tries first.
+constexpr uint32_t kDnsIp = 0xc6130035;  // 198.19.0.53:53
+constexpr const char* kDnsName = "dns.default.svc.cluster.local";
+constexpr const char* kDnsSearch = ".default.svc.cluster.local";
 
 constexpr uint16_t kBurst = 32;
 constexpr uint16_t kTxCap = 4 * kBurst;  // frames waiting for the link, per port
@@ -177,12 +189,13 @@ enum fail : uint8_t {
   kWrongFlow,         // the stamp names another flow than the addresses: another client's
   kBackendChanged,    // a flow reached a different backend than before
   kWrongSequence,     // conn: seq/ack belong to another connection, or an unexpected step
+  kWrongAnswer,       // dns: not a response to the query, or another response code
   kNumFails
 };
-constexpr const char* kFailNames[kNumFails] = {"bad_checksum",  "malformed",  "wrong_destination",
-                                               "wrong_source",  "wrong_flow", "backend_changed",
-                                               "wrong_sequence"};
-bool is_misdirect(int k) { return k >= kWrongDestination; }
+constexpr const char* kFailNames[kNumFails] = {"bad_checksum",   "malformed",   "wrong_destination",
+                                               "wrong_source",   "wrong_flow",  "backend_changed",
+                                               "wrong_sequence", "wrong_answer"};
+bool is_misdirect(int k) { return k >= kWrongDestination && k != kWrongAnswer; }
 
 // Log-linear histogram of TSC cycles: exact below 64, then 32 buckets per power of two (3%).
 struct histogram {
@@ -253,7 +266,7 @@ struct tally {
 
 // ---- configuration ------------------------------------------------------------------------
 
-enum class traffic { tcp, udp, conn };
+enum class traffic { tcp, udp, conn, dns };
 
 struct options {
   std::string mode = "throughput";
@@ -262,6 +275,7 @@ struct options {
   std::string dev_b = "net_memif1,role=client,socket=/run/ferry-perf/b.sock,socket-abstract=no";
   bool tcp = true;
   bool imix = false;
+  int dns = 0;  // --proto dns: 1 (names that exist), dns-nx: 2 (ndots:5 misses); 0: not DNS
   uint64_t flows = 1000000;
   unsigned backends = 16;
   double rate = 0;  // Mpps of client packets (conn: M new connections/s); 0 = as fast as taken
@@ -298,6 +312,7 @@ struct gen {
   port_io a, b;
   uint32_t vip = 0;
   uint16_t vport = 0;
+  std::vector<uint64_t> sent_at;    // dns: when each flow's last query left (TSC)
   std::vector<uint8_t> backend_of;  // stream flows: 1 + backend index first seen, 0 = none
   uint64_t cursor = 0;              // next flow (stream) or connection id (conn)
   std::vector<frame_template> frames;
@@ -382,18 +397,18 @@ int view(rte_mbuf* m, pkt& p) {
   p.l4_len = total - kIpLen;
   p.payload = p.l4 + l4_hdr<Tcp>();
   p.payload_len = p.l4_len - l4_hdr<Tcp>();
-  if (csum_fold(csum_add(p.ip, kIpLen)) != 0xffff) return kBadChecksum;
-  uint16_t cksum;
-  std::memcpy(&cksum, p.l4 + (Tcp ? 16 : 6), 2);
-  if ((Tcp || cksum != 0) &&
-      csum_fold(pseudo_sum(p.ip, p.l4_len) + l4_sum(p.l4, p.l4_len, l4_hdr<Tcp>())) != 0xffff) {
-    return kBadChecksum;
-  }
   p.src = rte_be_to_cpu_32(p.ip->src_addr);
   p.dst = rte_be_to_cpu_32(p.ip->dst_addr);
   const auto* ports = reinterpret_cast<const uint16_t*>(p.l4);
   p.sport = rte_be_to_cpu_16(ports[0]);
   p.dport = rte_be_to_cpu_16(ports[1]);
+  if (csum_fold(csum_add(p.ip, kIpLen)) != 0xffff) return kBadChecksum;
+  uint16_t cksum;
+  std::memcpy(&cksum, p.l4 + (Tcp ? 16 : 6), 2);
+  if ((Tcp || cksum != 0) &&
+      csum_fold(pseudo_sum(p.ip, p.l4_len) + l4_sum(p.l4, p.l4_len, l4_hdr<Tcp>())) != 0xffff) {
+    return kBadChecksum;  // the headers are located (the DNS check sums the whole payload)
+  }
   return -1;
 }
 
@@ -538,6 +553,28 @@ int backend_stream(gen& g, rte_mbuf* m) {
   return -1;
 }
 
+// Client side, DNS: the answer to this flow's query, from the DNS address, with the code
+// expected (NOERROR for names that exist, NXDOMAIN for misses); checksums over all of it.
+int client_dns(gen& g, rte_mbuf* m, uint64_t now, tally& t) {
+  pkt p;
+  if (int f = view<false>(m, p); f >= 0 && f != kBadChecksum) return f;
+  // view() sums kCover payload bytes; an answer is all payload. The IP header's sum too.
+  if (csum_fold(csum_add(p.ip, kIpLen)) != 0xffff ||
+      csum_fold(pseudo_sum(p.ip, p.l4_len) + csum_add(p.l4, p.l4_len)) != 0xffff) {
+    return kBadChecksum;
+  }
+  if (p.src != kDnsIp || p.sport != dns::kPort) return kWrongSource;
+  uint64_t flow = flow_of(p.dst, p.dport, g.o.flows);
+  if (flow == g.o.flows) return kWrongDestination;
+  if (p.payload_len < dns::kHeaderSize) return kMalformed;
+  const auto id = static_cast<uint16_t>(p.payload[0] << 8 | p.payload[1]);
+  if (id != static_cast<uint16_t>(flow)) return kWrongFlow;
+  const uint8_t rcode = p.payload[3] & 0xf, want = g.o.dns == 1 ? 0 : 3;
+  if (!(p.payload[2] & 0x80) || rcode != want) return kWrongAnswer;
+  t.latency.add(now - g.sent_at[flow]);
+  return -1;
+}
+
 // Client side, stream traffic: check the un-NAT, record latency.
 template <bool Tcp>
 int client_stream(gen& g, rte_mbuf* m, uint64_t now, tally& t) {
@@ -654,6 +691,8 @@ uint16_t poll_backend(gen& g, tally& t, bool paced) {
     if (eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
       if constexpr (T == traffic::conn) {
         verdict = backend_conn(g, m, t);
+      } else if constexpr (T == traffic::dns) {
+        verdict = kWrongDestination;  // ferryd answers DNS itself: nothing goes to a backend
       } else {
         verdict = backend_stream<kTcp>(g, m);
       }
@@ -702,6 +741,9 @@ uint16_t poll_client(gen& g, tally& t, uint64_t now) {
         a.pend[a.n++] = m;
         continue;
       }
+    } else if constexpr (T == traffic::dns) {
+      verdict = client_dns(g, m, now, t);
+      if (verdict == -1) ++t.done;
     } else {
       verdict = client_stream<kTcp>(g, m, now, t);
       if (verdict == -1) ++t.done;
@@ -736,7 +778,22 @@ void generate(gen& g, tally& t, uint16_t n, uint64_t now) {
     uint8_t* l4 = d + kL4At;
     auto* ports = reinterpret_cast<uint16_t*>(l4);
     uint64_t id = g.cursor;
-    if constexpr (T == traffic::conn) {
+    if constexpr (T == traffic::dns) {
+      if (++g.cursor == g.o.flows) g.cursor = 0;
+      ip->src_addr = rte_cpu_to_be_32(flow_ip(id));
+      ports[0] = rte_cpu_to_be_16(flow_port(id));
+      uint8_t* query = l4 + sizeof(rte_udp_hdr);  // the DNS ID carries the flow
+      query[0] = static_cast<uint8_t>(id >> 8);
+      query[1] = static_cast<uint8_t>(id);
+      g.sent_at[id] = now;
+      const auto l4_len = static_cast<uint16_t>(f.len - kL4At);
+      ip->hdr_checksum = 0;
+      ip->hdr_checksum = csum(ip, kIpLen);
+      auto* uh = reinterpret_cast<rte_udp_hdr*>(l4);
+      uh->dgram_cksum = 0;
+      auto c = static_cast<uint16_t>(~csum_fold(pseudo_sum(ip, l4_len) + csum_add(l4, l4_len)));
+      uh->dgram_cksum = c ? c : 0xffff;
+    } else if constexpr (T == traffic::conn) {
       ++g.cursor;
       ip->src_addr = rte_cpu_to_be_32(conn_ip(id));
       ports[0] = rte_cpu_to_be_16(conn_port(id));
@@ -862,7 +919,7 @@ json base_json(const gen& g, const char* case_name) {
   } else {
     j["flows"] = o.flows;
     j["frame"] = o.imix ? "imix" : "64";
-    j["proto"] = o.tcp ? "tcp" : "udp";
+    j["proto"] = o.dns ? (o.dns == 1 ? "dns" : "dns-nx") : o.tcp ? "tcp" : "udp";
   }
   j["backends"] = g.ferryd ? o.backends : 0;
   return j;
@@ -1054,6 +1111,25 @@ void build_frames(gen& g) {
   mac dst = to_mac(g.a.peer), src = to_mac(g.a.mac);
   std::vector<uint16_t> wire =
       g.o.imix ? std::vector<uint16_t>{64, 570, 1518} : std::vector<uint16_t>{64};
+  if (g.o.dns) {
+    // One query: ID (patched per packet), RD, one question; padded to the 60-byte minimum.
+    std::string name = std::string(kDnsName) + (g.o.dns == 2 ? kDnsSearch : "");
+    std::string q("\0\0\1\0\0\1\0\0\0\0\0\0", 12);
+    for (size_t at = 0; at < name.size();) {
+      size_t dot = std::min(name.find('.', at), name.size());
+      q.push_back(static_cast<char>(dot - at));
+      q.append(name, at, dot - at);
+      at = dot + 1;
+    }
+    q.append("\0\0\1\0\1", 5);
+    bytes b = udp(dst, src, 0, 0, kDnsIp, dns::kPort, q);
+    frame_template f;
+    f.len = static_cast<uint16_t>(std::max<size_t>(b.size(), 60));
+    std::memcpy(f.bytes.data(), b.data(), b.size());
+    g.frames = {f};
+    g.sizes = {0};
+    return;
+  }
   for (uint16_t w : wire) {
     uint16_t len = w - 4;  // no FCS on the link
     uint16_t payload = len - kL4At - (g.o.tcp ? sizeof(rte_tcp_hdr) : sizeof(rte_udp_hdr));
@@ -1152,7 +1228,7 @@ bool resolve(gen& g) {
 int usage() {
   std::cerr
       << "usage: ferry-perf gen [--case throughput|zero_loss|conn] [--target ferryd|testpmd]\n"
-         "         [--proto tcp|udp] [--frame 64|imix] [--flows N] [--backends K]\n"
+         "         [--proto tcp|udp|dns|dns-nx] [--frame 64|imix] [--flows N] [--backends K]\n"
          "         [--rate MPPS] [--duration S] [--runs R] [--precision F]\n"
          "         [--a DEVARGS] [--b DEVARGS] [--lcore N] [--file-prefix P] [--no-huge]\n"
          "         [--zero-copy] [--steps FILE|-]   (see perf/gen.cpp)\n";
@@ -1175,8 +1251,9 @@ bool parse(int argc, char** argv, options& o) {
       o.target = argv[++i];
     } else if (a == "--proto") {
       std::string v = argv[++i];
-      if (v != "tcp" && v != "udp") return false;
+      if (v != "tcp" && v != "udp" && v != "dns" && v != "dns-nx") return false;
       o.tcp = v == "tcp";
+      o.dns = v == "dns" ? 1 : v == "dns-nx" ? 2 : 0;
     } else if (a == "--frame") {
       std::string v = argv[++i];
       if (v != "64" && v != "imix") return false;
@@ -1223,6 +1300,7 @@ int run_case(gen& g) {
 int run_step(gen& g, const options& step) {
   g.o.mode = step.mode;
   g.o.tcp = step.tcp;
+  g.o.dns = step.dns;
   g.o.imix = step.imix;
   g.o.flows = step.flows;
   g.o.rate = step.rate;
@@ -1243,6 +1321,10 @@ int run_step(gen& g, const options& step) {
     return case_conn(g);
   }
   g.backend_of.assign(g.o.flows, 0);
+  if (g.o.dns) {
+    g.sent_at.assign(g.o.flows, 0);
+    return run_case<traffic::dns>(g);
+  }
   return tcp ? run_case<traffic::tcp>(g) : run_case<traffic::udp>(g);
 }
 

@@ -15,7 +15,7 @@
 #   --duration S      seconds per run and per zero-loss trial (default 5)
 #   --runs R          runs per throughput case (default 3)
 #   --check S         length of the zero-loss check at 90% of testpmd's rate (default 60)
-#   --cases LIST      comma list of: testpmd,tcp,imix,udp,conn,zero_loss,check (default all)
+#   --cases LIST      comma list of: testpmd,tcp,imix,udp,conn,dns,zero_loss,check (default all)
 #   --gen-lcore N     gen's core (default 0)
 #   --dut-lcores A,B  the DUT's main and worker cores (default 0,1)
 #   --no-huge         no hugepages (slower; memif still works): CI smoke, see linerate_smoke.sh
@@ -29,7 +29,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 flows=1000000 backends=16 duration=5 runs=3 check=60 huge=1 zero_copy=0 rsize=10
-cases=testpmd,tcp,imix,udp,conn,zero_loss,check
+cases=testpmd,tcp,imix,udp,conn,dns,zero_loss,check
 gen_lcore=0 dut_lcores=0,1
 while (($#)); do
   case $1 in
@@ -167,7 +167,7 @@ if has testpmd; then
 fi
 
 # ---- ferryd ---------------------------------------------------------------------------------
-ferryd_cases=(tcp imix udp conn zero_loss check)
+ferryd_cases=(tcp imix udp conn dns zero_loss check)
 run_ferryd=0
 for c in "${ferryd_cases[@]}"; do has "$c" && run_ferryd=1; done
 if ((run_ferryd)); then
@@ -226,6 +226,9 @@ service_cidr = "198.19.0.0/16"
 [conntrack]
 capacity = $capacity
 tcp_closing_timeout = 1
+
+[dns]
+addresses = ["198.19.0.53"]
 EOF
   start_dut ferryd
 
@@ -234,6 +237,8 @@ EOF
   has imix && steps+=("--proto tcp --frame imix")
   has udp && steps+=("--proto udp --frame 64")
   has conn && steps+=("--case conn")
+  # DNS answered by the worker: names that exist, then a pod's first search-list miss.
+  has dns && steps+=("--proto dns --flows 65536" "--proto dns-nx --flows 65536")
   has zero_loss && steps+=("--case zero_loss --proto tcp --frame 64")
   if has check; then
     # 90% of what testpmd forwards (both directions) is 45% of it as a client rate.
