@@ -248,7 +248,8 @@ def api(rows):
 def dns(rows):
     pipe = pick(rows, "dns_pipeline")
     real = pick(rows, "dns")
-    if not pipe and not real:
+    if not pipe and not real and not any(str(r.get("proto", "")).startswith("dns")
+                                         for r in pick(rows, "gen")):
         return []
     out = ["## Cluster DNS\n"]
     if pipe:
@@ -269,6 +270,20 @@ def dns(rows):
             out.append(f"| {n:,} | {h['zone_names']:,} | {med(h, 'ns_per_query'):.0f} | "
                        f"{h['mqps']:.2f} | {med(x, 'ns_per_query'):.0f} | {x['mqps']:.2f} | "
                        f"{med(x, 'ns_per_query') / med(h, 'ns_per_query'):.2f} |")
+        out.append("")
+    memif = [r for r in pick(rows, "gen") if str(r.get("proto", "")).startswith("dns")]
+    if memif:
+        out += ["### Over memif (`ferry-perf gen --proto dns|dns-nx`, `perf/linerate.sh`)\n",
+                "Real I/O: gen on one core asks over a memif link, ferryd's one worker answers on "
+                "the other; every answer is checked (source, the flow's DNS ID, response code, "
+                "checksums).\n",
+                "| query | Mqps (median) | min | max | lost | p50 us | p99 us |",
+                "|---|---:|---:|---:|---:|---:|---:|"]
+        for r in memif:
+            m, lat = r["mpps"], r.get("latency_us", {})
+            out.append(f"| {'hit' if r['proto'] == 'dns' else 'NXDOMAIN'} | {m['median']:.2f} | "
+                       f"{m['min']:.2f} | {m['max']:.2f} | {r['lost']:,} | "
+                       f"{fmt(lat.get('p50'))} | {fmt(lat.get('p99'))} |")
         out.append("")
     if real:
         n = real[0]["services"]
@@ -316,7 +331,9 @@ def gen(rows):
             "packets through the device under test, both directions summed; every DNATed "
             "packet and every reply is checked (a wrong address is a failure, not a number). "
             "Latency: client send to answer back, two passes through the device plus gen's "
-            "turnaround.\n",
+            "turnaround. Rows `dns`/`dns-nx`: DNS queries to ferryd's DNS address (a name that "
+            "exists / a pod's first search-list miss), answered by the worker itself: Mpps is "
+            "answers per second, one pass, each answer checked.\n",
             "| case | proto | frame | target | Mpps (median) | min | max | lost | misdirected "
             "| p50 us | p99 us | p99.9 us |",
             "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
