@@ -413,8 +413,8 @@ void prepare(worker& w, const snapshot* snap, parsed& p, size_t& inserts_ahead) 
   ct.prefetch_free(w.ct, inserts_ahead++);
 }
 
-// DNS over TCP: the kernel's TCP stack behind the exception port does the protocol; the
-// control thread answers on its socket (dns_tcp.hpp).
+// DNS over TCP: the kernel's TCP stack behind the TAP port does the protocol, and the DNS
+// TCP thread answers on its socket there (dns_tcp.hpp).
 void to_dns_tcp(worker& w, rte_mbuf* m) {
   const uint16_t port = w.dp->dns_tcp_port;
   if (port == dataplane::kNoPort) return free_drop(w, m, drop::dns_tcp_no_server);
