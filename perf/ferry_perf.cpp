@@ -2,7 +2,7 @@
 //   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
 //                       [--workers 1] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
-//   ferry-perf sync     [--services 1000,10000] [--runs 5]
+//   ferry-perf sync     [--services 1000,10000] [--runs 5] [--dns]
 //   ferry-perf dns      [--services 1000,10000] [--runs 5] [--no-huge]
 //   ferry-perf gen      [--case throughput|zero_loss|conn] ...  (gen.cpp; perf/linerate.sh)
 // `pipeline` drives the worker's packet path on mbufs in memory (no I/O, one core);
@@ -463,7 +463,8 @@ std::string service_doc(size_t i, unsigned endpoints, unsigned generation) {
 
 // Control-plane sync: a whole load, then single changes, each measured from the request to
 // the new snapshot published (the next worker loop uses it).
-void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int runs) {
+// dns: the node also builds the DNS zone with every snapshot ([dns] on), to show its cost.
+void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int runs, bool dns) {
   auto* qsbr = static_cast<rte_rcu_qsbr*>(std::aligned_alloc(64, 4096));
   rte_rcu_qsbr_init(qsbr, 1);
   for (uint64_t n : counts) {
@@ -475,6 +476,7 @@ void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int run
       control::publisher pub(slot, qsbr);
       node_config cfg;
       cfg.service_cidr = {0x0a600000, 12};
+      if (dns) cfg.dns.addresses = {0x0a60000a};
       control::node node(cfg,
                          [&](std::unique_ptr<const snapshot> s) { pub.publish(std::move(s)); });
       // The load from text, timed as its two halves: decoding the YAML, and applying the
@@ -507,7 +509,7 @@ void bench_sync(const std::vector<uint64_t>& counts, unsigned endpoints, int run
       return v[std::min(v.size() - 1, v.size() * 99 / 100)];
     };
     std::cout << json{{"bench", "sync"},
-                      {"case", "ferry"},
+                      {"case", dns ? "ferry + DNS zone" : "ferry"},
                       {"services", n},
                       {"endpoints_per_service", endpoints},
                       {"runs", runs},
@@ -536,7 +538,7 @@ int usage() {
   std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
                "[--workers W] [--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n"
-               "       ferry-perf sync [--services N,N,...] [--runs R]\n"
+               "       ferry-perf sync [--services N,N,...] [--runs R] [--dns]\n"
                "       ferry-perf dns [--services N,N,...] [--runs R] [--no-huge]\n"
                "       ferry-perf gen [--case throughput|zero_loss|conn] ... (see gen.cpp)\n";
   return 2;
@@ -553,6 +555,7 @@ int main(int argc, char** argv) {
   int runs = 5;
   unsigned workers = 1;
   bool huge = true;
+  bool dns = false;
   std::string only;
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
@@ -568,6 +571,8 @@ int main(int argc, char** argv) {
       workers = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
     } else if (a == "--no-huge") {
       huge = false;
+    } else if (a == "--dns") {
+      dns = true;
     } else {
       return usage();
     }
@@ -577,7 +582,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (cmd == "sync") {
-    bench_sync(services, 10, runs);
+    bench_sync(services, 10, runs, dns);
     return 0;
   }
   if (cmd != "pipeline" && cmd != "dns") return usage();

@@ -292,11 +292,12 @@ def dns(rows):
                 "NSD and Knot (one server process each, pinned to the other core), asked by one "
                 "dnsperf pinned to core 0 from a client namespace over a veth pair. Each round "
                 "starts every server in turn, in rotating order; medians over the rounds. "
-                "On these 2-core machines dnsperf itself saturates its core before any of the "
-                "servers does (NSD and Knot use about half of theirs), so these numbers are the "
-                "client's ceiling and the ratios say \"as fast as one dnsperf can ask\"; the "
-                "packet-path numbers above are ferry's own capacity. ferryd's CPU reads 100% "
-                "because its worker polls.\n",
+                "On these 2-core machines the one dnsperf core is the limit: NSD and Knot "
+                "do not fill theirs (server CPU % below), so these numbers are near the "
+                "client's ceiling and the ratios say how close each server comes to it, not "
+                "what it could do on a core of its own; the packet-path and memif numbers "
+                "above are ferry's own capacity. ferryd's CPU reads 100% because its worker "
+                "polls; ferryd's main lcore (control) shares core 0 with dnsperf.\n",
                 "| server | hit qps | NXDOMAIN qps | lost % | server CPU % | response bytes (hit / miss) |",
                 "|---|---:|---:|---:|---:|---:|"]
         for server in ("ferry", "nsd", "knot"):

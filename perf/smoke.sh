@@ -10,6 +10,7 @@ build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 >> "$out"
 build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 --workers 2 >> "$out"
 build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
+build/perf/ferry-perf sync --services 200 --runs 1 --dns >> "$out"
 /usr/bin/python3 perf/apply_latency.py --services 200 --changes 3 >> "$out"
 /usr/bin/python3 perf/api_latency.py --services 200 --changes 3 --watch-seconds 2 >> "$out"
 build/perf/ferry-perf dns --no-huge --services 100 --runs 1 >> "$out"
@@ -28,7 +29,7 @@ assert len(by.get("maglev", [])) == 4
 for r in by["maglev"]:
     assert r["build_ms"]["median"] > 0 and r["max_over_mean"] < 1.01, r
     assert r["ideal_remove"] <= r["moved_on_remove"] < 10 * r["ideal_remove"], r
-assert len(by.get("sync", [])) == 1, by.keys()
+assert sorted(r["case"] for r in by.get("sync", [])) == ["ferry", "ferry + DNS zone"], by.keys()
 s = by["sync"][0]
 assert 0 < s["endpoint_change_ms"]["median"] <= s["endpoint_change_p99_ms"], s
 assert 0 < s["yaml_decode_ms"]["median"] < s["full_load_ms"]["median"], s

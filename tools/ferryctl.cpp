@@ -388,22 +388,17 @@ void print_stats(const json& stats) {
               fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held", "icmp_echo_replies",
                       "icmp_unreachable_sent"}));
 
-  // DNS, when ferryd serves it: queries by outcome over UDP (the workers) and TCP.
+  // DNS, when ferryd serves it: answers by outcome from the workers (UDP) and the TCP side.
   if (const json& dns = member(stats, "dns"); dns.is_object()) {
     std::cout << "\nDNS:\n";
-    std::vector<row> rows = {{"", "NOERROR", "NODATA", "NXDOMAIN", "REFUSED", "FORMERR", "NOTIMP",
-                              "BADVERS", "TRUNCATED", "CONNECTIONS"}};
-    auto line = [&](const std::string& name, const json& c, const std::string& truncated,
-                    const std::string& connections) {
-      rows.push_back({name, text(member(c, "noerror")), text(member(c, "nodata")),
-                      text(member(c, "nxdomain")), text(member(c, "refused")),
-                      text(member(c, "formerr")), text(member(c, "notimp")),
-                      text(member(c, "badvers")), truncated, connections});
-    };
-    line("udp", dns, text(member(dns, "truncated")), "-");
-    if (const json& tcp = member(dns, "tcp"); tcp.is_object()) {
-      line("tcp", tcp, "-", text(member(tcp, "connections")));
+    const json& tcp = member(dns, "tcp");
+    std::vector<row> rows = {{"OUTCOME", "UDP", "TCP"}};
+    for (const char* o : {"noerror", "nodata", "nxdomain", "refused", "formerr", "notimp",
+                          "badvers", "dropped", "forwarded"}) {
+      rows.push_back({o, text(member(dns, o)), tcp.is_object() ? text(member(tcp, o)) : "-"});
     }
+    rows.push_back({"truncated", text(member(dns, "truncated")), "-"});
+    rows.push_back({"connections", "-", tcp.is_object() ? text(member(tcp, "connections")) : "-"});
     print_table(rows);
   }
 
