@@ -105,37 +105,46 @@ dns_zone_builder::dns_zone_builder(const dns_config& cfg, ipv4_prefix service_ci
   add_apex();
 }
 
+void dns_zone_builder::touch(const std::string& wire) {
+  touched_.emplace_back(dns::name_hash(wire), wire);
+}
+
 void dns_zone_builder::add(const owner& o, const std::string& wire, record r) {
-  names_[wire][o].push_back(std::move(r));
-  owned_[o].push_back(wire);
-  touched_names_.emplace(dns::name_hash(wire), wire);
+  names_[wire].records[o].push_back(std::move(r));
+  owned_[o].emplace_back(wire, false);
+  touch(wire);
   // Every name between this one and its zone's origin exists too.
   for (const auto& origin : origins_) {
     if (wire.size() <= origin.size() || !wire.ends_with(origin)) continue;
     for (std::string_view up = parent(wire); up.size() > origin.size(); up = parent(up)) {
-      exists(o, std::string(up));
+      claim(o, std::string(up));
     }
     break;
   }
 }
 
-void dns_zone_builder::exists(const owner& o, const std::string& wire) {
-  auto [it, fresh] = names_[wire].try_emplace(o);
-  if (fresh) {
-    owned_[o].push_back(wire);
-    touched_names_.emplace(dns::name_hash(wire), wire);
-  }
+void dns_zone_builder::claim(const owner& o, const std::string& wire) {
+  name_state& n = names_[wire];
+  if (n.records.empty() && !n.claims) touch(wire);  // a name comes into existence
+  ++n.claims;
+  owned_[o].emplace_back(wire, true);
 }
 
 void dns_zone_builder::remove_owner(const owner& o) {
   auto it = owned_.find(o);
   if (it == owned_.end()) return;
-  for (const auto& wire : it->second) {
+  for (const auto& [wire, is_claim] : it->second) {
     auto n = names_.find(wire);
     if (n == names_.end()) continue;
-    n->second.erase(o);
-    touched_names_.emplace(dns::name_hash(wire), wire);
-    if (n->second.empty()) names_.erase(n);
+    if (is_claim) {
+      --n->second.claims;
+    } else if (n->second.records.erase(o)) {
+      touch(wire);  // its records changed
+    }
+    if (n->second.records.empty() && !n->second.claims) {
+      touch(wire);  // it no longer exists
+      names_.erase(n);
+    }
   }
   owned_.erase(it);
 }
@@ -230,14 +239,14 @@ void dns_zone_builder::update(const model::service* svc, const std::string& ns,
 }
 
 std::shared_ptr<const dns::name_entry> dns_zone_builder::entry_of(const std::string& wire,
-                                                                  const contributions& c) const {
+                                                                  const name_state& n) const {
   auto e = std::make_shared<dns::name_entry>();
   e->name = wire;
   // Records by type, each set once whoever contributed it (two headless Services may share
   // an endpoint), in a stable order.
   std::map<uint16_t, std::set<std::string>> by_type;
   std::set<std::pair<std::string, uint32_t>> extra;
-  for (const auto& [o, records] : c) {
+  for (const auto& [o, records] : n.records) {
     for (const auto& r : records) {
       by_type[r.type].insert(r.rdata);
       if (!r.extra_owner.empty()) extra.emplace(r.extra_owner, r.extra_ip);
@@ -285,27 +294,34 @@ std::shared_ptr<const dns::zone> dns_zone_builder::build(uint32_t serial) {
   }
   // The apex entries carry the SOA: redo them when the serial moves.
   if (serial != serial_) {
-    for (const auto& origin : origins_) touched_names_.emplace(dns::name_hash(origin), origin);
+    for (const auto& origin : origins_) touch(origin);
     serial_ = serial;
   }
 
   std::vector<uint64_t> keys;
-  for (const auto& [hash, wire] : touched_names_) keys.push_back(hash);
-  patch_shards(table_, keys,
-               [&](uint64_t hash) -> std::optional<std::shared_ptr<const dns::name_entry>> {
-                 const std::string& wire = touched_names_.at(hash);
-                 auto it = names_.find(wire);
-                 if (it == names_.end()) return std::nullopt;
-                 auto e = entry_of(wire, it->second);
-                 if (std::find(origins_.begin(), origins_.end(), wire) != origins_.end()) {
-                   auto with_soa = std::make_shared<dns::name_entry>(*e);
-                   dns::rrset s{dns::kTypeSoa, 1, rr(kToQuestion, dns::kTypeSoa, cfg_.ttl, soa)};
-                   with_soa->sets.insert(with_soa->sets.begin(), std::move(s));
-                   return with_soa;
-                 }
-                 return e;
-               });
-  touched_names_.clear();
+  // A vector, sorted once here (a hash map of the 40k names of a full build would leave
+  // every later build walking its empty buckets).
+  std::sort(touched_.begin(), touched_.end());
+  touched_.erase(std::unique(touched_.begin(), touched_.end()), touched_.end());
+  for (const auto& [hash, wire] : touched_) keys.push_back(hash);
+  patch_shards(
+      table_, keys, [&](uint64_t hash) -> std::optional<std::shared_ptr<const dns::name_entry>> {
+        const std::string& wire =
+            std::lower_bound(touched_.begin(), touched_.end(), std::pair(hash, std::string()))
+                ->second;
+        auto it = names_.find(wire);
+        if (it == names_.end()) return std::nullopt;
+        auto e = entry_of(wire, it->second);
+        if (std::find(origins_.begin(), origins_.end(), wire) != origins_.end()) {
+          auto with_soa = std::make_shared<dns::name_entry>(*e);
+          dns::rrset s{dns::kTypeSoa, 1, rr(kToQuestion, dns::kTypeSoa, cfg_.ttl, soa)};
+          with_soa->sets.insert(with_soa->sets.begin(), std::move(s));
+          return with_soa;
+        }
+        return e;
+      });
+  touched_.clear();
+  touched_.shrink_to_fit();
   z->names = table_;
   return z;
 }

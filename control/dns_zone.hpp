@@ -59,23 +59,30 @@ class dns_zone_builder {
     std::string extra_owner;  // SRV: the target's A record goes in the additional section
     uint32_t extra_ip = 0;
   };
-  // Every owner's records at one name; an owner with no records keeps the name in existence
-  // (an empty non-terminal answers NODATA, not NXDOMAIN).
-  using contributions = std::map<owner, std::vector<record>>;
+  // One name: every owner's records there, and how many claims (from owners with names
+  // below it) keep it in existence without records of its own: an empty non-terminal
+  // answers NODATA, not NXDOMAIN. The claims are a count, so a change to one of the 10k
+  // Services of a namespace never walks the namespace's name.
+  struct name_state {
+    std::map<owner, std::vector<record>> records;
+    uint32_t claims = 0;
+  };
 
   void add(const owner& o, const std::string& wire, record r);
-  void exists(const owner& o, const std::string& wire);
+  void claim(const owner& o, const std::string& wire);
+  void touch(const std::string& wire);
   void remove_owner(const owner& o);
   void add_apex();
   std::shared_ptr<const dns::name_entry> entry_of(const std::string& wire,
-                                                  const contributions& c) const;
+                                                  const name_state& n) const;
 
   dns_config cfg_;
   std::string zone_wire_;
   std::vector<std::string> origins_;  // the zone, then the reverse zone of the service CIDR
-  std::unordered_map<std::string, contributions> names_;
-  std::map<owner, std::vector<std::string>> owned_;          // the names each owner contributes to
-  std::unordered_map<uint64_t, std::string> touched_names_;  // by name_hash
+  std::unordered_map<std::string, name_state> names_;
+  // What each owner put where: (name, true) a claim, (name, false) records.
+  std::map<owner, std::vector<std::pair<std::string, bool>>> owned_;
+  std::vector<std::pair<uint64_t, std::string>> touched_;  // (name_hash, name) since the last build
   sharded_map<std::shared_ptr<const dns::name_entry>> table_;
   uint32_t serial_ = 0;
 };
