@@ -369,14 +369,15 @@ bool is_dns_label(std::string_view s, size_t max_len = 63) {
   return is_lower_alnum(s.front()) && is_lower_alnum(s.back());
 }
 
+[[noreturn]] void fail_not_dns_label(const std::string& path, const std::string& got) {
+  fail(path, "must be a lower-case DNS-1123 label (a-z, 0-9, '-'; at most 63 characters), got " +
+                 quote(got));
+}
+
 // A DNS-1123 label or nothing (hostname, subdomain: names ferry's DNS serves).
 std::string dns_label_or_empty(const value& n, const std::string& path) {
   std::string s = string_or_empty(n, path);
-  if (!s.empty() && !is_dns_label(s)) {
-    fail(path,
-         "must be a lower-case DNS-1123 label (a-z, 0-9, '-'; at most 63 characters), got \"" + s +
-             "\"");
-  }
+  if (!s.empty() && !is_dns_label(s)) fail_not_dns_label(path, s);
   return s;
 }
 
@@ -415,11 +416,7 @@ object_meta decode_meta(const value& doc) {
   }
   auto ns = opt_string(child(m, "namespace"), "metadata.namespace");
   if (ns && !ns->empty()) {
-    if (!is_dns_label(*ns)) {
-      fail("metadata.namespace",
-           "must be a lower-case DNS-1123 label (a-z, 0-9, '-'; at most 63 characters), got " +
-               quote(*ns));
-    }
+    if (!is_dns_label(*ns)) fail_not_dns_label("metadata.namespace", *ns);
     meta.ns = *ns;
   }
   meta.label_map = string_map(child(m, "labels"), "metadata.labels");
@@ -472,11 +469,7 @@ service_port decode_service_port(const value& n, const std::string& path) {
   expect_entry_map(n, path);
   service_port sp;
   sp.name = string_or_empty(child(n, "name"), join(path, "name"));
-  if (!sp.name.empty() && !is_dns_label(sp.name)) {
-    fail(join(path, "name"),
-         "must be a lower-case DNS-1123 label (a-z, 0-9, '-'; at most 63 characters), got " +
-             quote(sp.name));
-  }
+  if (!sp.name.empty() && !is_dns_label(sp.name)) fail_not_dns_label(join(path, "name"), sp.name);
   sp.protocol = protocol_of(child(n, "protocol"), join(path, "protocol"));
   if (sp.protocol != kProtoTcp && sp.protocol != kProtoUdp) {
     fail(join(path, "protocol"), "SCTP is not supported by ferry (TCP and UDP only)");

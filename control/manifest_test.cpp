@@ -99,6 +99,45 @@ TEST(Manifest, SeedServiceFromJson) {
   EXPECT_TRUE(json[0] == yaml[0]);
 }
 
+// DNS names: endpoint hostnames and a Pod's hostname/subdomain (headless Services' names).
+TEST(Manifest, HostnamesForDns) {
+  auto objs = parse_ok(R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+  - {addresses: ["198.18.1.11"], hostname: db-0}
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: db}
+subsets: [{addresses: [{ip: 198.18.1.12, hostname: db-1}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: db-2}
+spec: {hostname: db-2, subdomain: db, containers: [{name: c}]}
+)");
+  ASSERT_EQ(objs.size(), 3u);
+  EXPECT_EQ(std::get<endpoint_slice>(objs[0]).group.endpoints[0].hostname, "db-0");
+  EXPECT_EQ(std::get<endpoints>(objs[1]).subsets[0].endpoints[0].hostname, "db-1");
+  EXPECT_EQ(std::get<pod>(objs[2]).hostname, "db-2");
+  EXPECT_EQ(std::get<pod>(objs[2]).subdomain, "db");
+  std::string msg = parse_err(R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+endpoints:
+  - {addresses: ["198.18.1.11"], hostname: Db_0}
+)");
+  EXPECT_TRUE(has(msg,
+                  "endpoints[0].hostname: must be a lower-case DNS-1123 label (a-z, 0-9, "
+                  "'-'; at most 63 characters), got \"Db_0\""))
+      << msg;
+  msg = parse_err("apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {subdomain: a.b}\n");
+  EXPECT_TRUE(has(msg, "spec.subdomain: must be a lower-case DNS-1123 label")) << msg;
+}
+
 TEST(Manifest, KindNamesAndMeta) {
   object o = pod{};
   EXPECT_EQ(kind_name(o), "Pod");
