@@ -184,21 +184,24 @@ void dns_zone_builder::update(const model::service* svc, const std::string& ns,
     }
     return;
   }
-  // SRV records of named ports: the target and port of each (address, port) serving it.
-  auto add_srv = [&](const model::service_port& p,
-                     const std::vector<std::pair<std::string, uint16_t>>& targets,
-                     const std::vector<uint32_t>& ips) {
+  // SRV records of named ports: the target name, port and address of each endpoint.
+  struct srv_target {
+    std::string name;
+    uint16_t port;
+    uint32_t ip;
+  };
+  auto add_srv = [&](const model::service_port& p, const std::vector<srv_target>& targets) {
     const std::string srv =
         dns_wire("_" + p.name + "._" + lower_proto(p.protocol) + "." + fqdn_text);
     if (srv.empty() || targets.empty()) return;
     const auto weight = static_cast<uint16_t>(std::max<size_t>(1, 100 / targets.size()));
-    for (size_t i = 0; i < targets.size(); ++i) {
+    for (const auto& t : targets) {
       std::string rdata;
       put16(rdata, 0);  // priority
       put16(rdata, weight);
-      put16(rdata, targets[i].second);
-      rdata.append(targets[i].first);
-      add(o, srv, {dns::kTypeSrv, std::move(rdata), targets[i].first, ips[i]});
+      put16(rdata, t.port);
+      rdata.append(t.name);
+      add(o, srv, {dns::kTypeSrv, std::move(rdata), t.name, t.ip});
     }
   };
 
@@ -207,7 +210,7 @@ void dns_zone_builder::update(const model::service* svc, const std::string& ns,
     add(o, fqdn, {dns::kTypeA, a_rdata(ip)});
     add(o, dns_reverse(ip), {dns::kTypePtr, fqdn});
     for (const auto& p : svc->ports) {
-      if (!p.name.empty()) add_srv(p, {{fqdn, p.port}}, {ip});
+      if (!p.name.empty()) add_srv(p, {{fqdn, p.port, ip}});
     }
     return;
   }
@@ -226,15 +229,12 @@ void dns_zone_builder::update(const model::service* svc, const std::string& ns,
   }
   for (const auto& p : svc->ports) {
     if (p.name.empty()) continue;
-    std::vector<std::pair<std::string, uint16_t>> targets;
-    std::vector<uint32_t> ips;
+    std::vector<srv_target> targets;
     for (const auto& e : endpoints.resolve(*svc, p)) {
       auto h = host_of.find(e.ip);
-      if (!e.ready || h == host_of.end()) continue;
-      targets.emplace_back(h->second, e.port);
-      ips.push_back(e.ip);
+      if (e.ready && h != host_of.end()) targets.push_back({h->second, e.port, e.ip});
     }
-    add_srv(p, targets, ips);
+    add_srv(p, targets);
   }
 }
 

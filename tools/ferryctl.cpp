@@ -21,6 +21,7 @@
 #include <utility>
 #include <vector>
 
+#include "ferry/dns.hpp"
 #include "socket_server.hpp"
 
 namespace {
@@ -393,8 +394,8 @@ void print_stats(const json& stats) {
     std::cout << "\nDNS:\n";
     const json& tcp = member(dns, "tcp");
     std::vector<row> rows = {{"OUTCOME", "UDP", "TCP"}};
-    for (const char* o : {"noerror", "nodata", "nxdomain", "refused", "formerr", "notimp",
-                          "badvers", "dropped", "forwarded"}) {
+    for (std::string_view name : ferry::dns::kOutcomeNames) {
+      const std::string o(name);
       rows.push_back({o, text(member(dns, o)), tcp.is_object() ? text(member(tcp, o)) : "-"});
     }
     rows.push_back({"truncated", text(member(dns, "truncated")), "-"});
