@@ -6,6 +6,7 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_pdump.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -219,6 +220,11 @@ int run(const node_config& cfg) {
     rte_eal_cleanup();
     return 1;
   }
+  // Lets dpdk-dumpcap/dpdk-pdump (secondary processes) capture our ports; costs nothing
+  // until one asks (it then installs RX/TX callbacks on the ports it captures).
+  if (rte_pdump_init() != 0) {
+    spdlog::warn("packet capture (dpdk-dumpcap) is off: {}", rte_strerror(rte_errno));
+  }
 
   dp::dataplane d;
   d.tsc_hz = rte_get_tsc_hz();
@@ -341,6 +347,7 @@ int run(const node_config& cfg) {
   d.ct.reset();
   rte_mempool_free(d.pool);
   rte_free(d.qsbr);
+  rte_pdump_uninit();
   rte_eal_cleanup();
   return rc;
 }
