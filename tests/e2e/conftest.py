@@ -8,6 +8,8 @@ tune that ferryd with module-level variables:
     FERRY_CONNTRACK = {"udp_timeout": 2}   # keys of the [conntrack] table
     FERRY_TOML = "[neighbor]\\ntimeout = 60\\n"  # extra TOML appended to the config
     FERRY_MANIFESTS = {"extra.yaml": "..."}        # extra manifest files in the sources dir
+    FERRY_EAL_MEMORY = ["-m", "128"]   # instead of --no-huge -m 512 (hugepages: the module
+                                       # reserves them; needed by secondary processes)
 
 All traffic stays inside 198.18.0.0/15 and the namespaces made here.
 """
@@ -136,7 +138,9 @@ def default_manifests():
     }
 
 
-def config_toml(prefix, tmp, manifests_dir, lcores=None, extra="", conntrack=None):
+def config_toml(prefix, tmp, manifests_dir, lcores=None, extra="", conntrack=None,
+                eal_memory=None):
+    memory = ", ".join(f'"{a}"' for a in (eal_memory or ["--no-huge", "-m", "512"]))
     if lcores:
         cores = f'"--lcores", "{lcores}"'
     else:
@@ -147,7 +151,7 @@ def config_toml(prefix, tmp, manifests_dir, lcores=None, extra="", conntrack=Non
 name = "{prefix}"
 
 [dataplane]
-eal_args = [{cores}, "--no-huge", "-m", "512", "--no-pci", "--file-prefix", "{prefix}",
+eal_args = [{cores}, {memory}, "--no-pci", "--file-prefix", "{prefix}",
             "--log-level", "*:notice"]
 mbufs = 8191
 idle_sleep_us = 20
@@ -375,7 +379,8 @@ def ferry(request):
         f.start_ferryd(config_toml(f.prefix, tmp, f.manifests,
                                    lcores=getattr(mod, "FERRY_LCORES", None),
                                    extra=getattr(mod, "FERRY_TOML", ""),
-                                   conntrack=getattr(mod, "FERRY_CONNTRACK", None)))
+                                   conntrack=getattr(mod, "FERRY_CONNTRACK", None),
+                                   eal_memory=getattr(mod, "FERRY_EAL_MEMORY", None)))
         yield f
         assert f.alive(), f"ferryd is not running after the tests\n{f.log()}"
     finally:
