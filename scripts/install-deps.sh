@@ -11,6 +11,9 @@ packages=(
   iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
   dnsutils knot-dnsutils dnsperf  # dig, kdig, dnsperf: DNS clients of the tests, demo, perf smoke
   dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
+  # dpdk-dev also ships dpdk-dumpcap, dpdk-pdump and dpdk-telemetry.py (tests/e2e/test_capture.py);
+  # python3-yaml reads deploy/kubernetes/ in tests/e2e/test_deploy_files.py.
+  python3-yaml
 )
 # NSD and Knot: the reference DNS servers perf/dns_perf.py measures ferryd beside.
 [[ ${1:-} == --perf ]] && packages+=(python3-matplotlib nsd knot)
