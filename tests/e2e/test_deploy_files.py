@@ -125,6 +125,35 @@ def test_configmap_config_passes_check(tmp_path):
     assert r.returncode == 1 and "KUBERNETES_SERVICE_HOST" in out, out
 
 
+def test_pod_start_command_renders_the_config(tmp_path):
+    """The DaemonSet's shell command, run here with its directories moved under tmp_path
+    and ferryd replaced by cat, writes the config rendered_config() checks."""
+    node, _, want = rendered_config(tmp_path)
+    (c,) = one("DaemonSet")["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["/bin/sh", "-c"]
+    script = c["args"][0]
+    for d in ("/etc/ferry/config", "/etc/ferry/nodes", "/run/ferry"):
+        assert d in script
+        (tmp_path / d.strip("/")).mkdir(parents=True)
+        script = script.replace(d, str(tmp_path / d.strip("/")))
+    exec_ferryd = "exec /usr/local/bin/ferryd --config"
+    assert exec_ferryd in script
+    script = script.replace(exec_ferryd, "exec cat")
+    (tmp_path / "etc/ferry/config/ferry.toml").write_text(
+        one("ConfigMap", "ferry-config")["data"]["ferry.toml"])
+    for name, address in one("ConfigMap", "ferry-nodes")["data"].items():
+        (tmp_path / "etc/ferry/nodes" / name).write_text(address)
+    path = "/usr/bin:/bin"
+    r = subprocess.run(["/bin/sh", "-c", script], env={"NODE_NAME": node, "PATH": path},
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == want
+    # A node missing from ferry-nodes: the pod fails to start instead of running unconfigured.
+    r = subprocess.run(["/bin/sh", "-c", script], env={"NODE_NAME": "nope", "PATH": path},
+                       capture_output=True, text=True, timeout=10)
+    assert r.returncode != 0 and "nope" in r.stderr
+
+
 def test_daemonset_mounts_what_the_config_names(tmp_path):
     _, _, text = rendered_config(tmp_path)
     cfg = tomllib.loads(text)
