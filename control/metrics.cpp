@@ -461,6 +461,12 @@ http_server::~http_server() {
 }
 
 void http_server::serve_ready(const body_fn& metrics) {
+  if (accept_paused_ && steady_clock::now() >= accept_resume_) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = listener_;
+    accept_paused_ = ::epoll_ctl(epoll_, EPOLL_CTL_ADD, listener_, &ev) != 0;
+  }
   epoll_event events[32];
   int n = ::epoll_wait(epoll_, events, 32, 0);
   for (int i = 0; i < n; ++i) {
@@ -483,7 +489,14 @@ void http_server::accept_all() {
     int fd = ::accept4(listener_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      return;  // EAGAIN: all taken; EMFILE and the like: try again on the next call
+      if (errno != EAGAIN && errno != EWOULDBLOCK) {
+        // EMFILE and the like: the listener stays readable, and would wake the control loop
+        // at once, again and again; stop watching it for a second.
+        ::epoll_ctl(epoll_, EPOLL_CTL_DEL, listener_, nullptr);
+        accept_paused_ = true;
+        accept_resume_ = steady_clock::now() + std::chrono::seconds(1);
+      }
+      return;
     }
     if (conns_.size() >= kMaxConnections) {
       ::close(fd);

@@ -128,6 +128,8 @@ class http_server {
   int listener_;
   int epoll_;
   std::chrono::milliseconds timeout_;
+  bool accept_paused_ = false;  // the listener is out of the epoll set until accept_resume_
+  std::chrono::steady_clock::time_point accept_resume_;
   std::map<int, conn> conns_;  // by socket
 };
 
