@@ -399,9 +399,7 @@ namespace {
 
 using steady_clock = std::chrono::steady_clock;
 
-// A scrape is one small request; anything bigger or slower is not a scraper worth waiting
-// for. Connections beyond the cap are closed at once rather than queued.
-constexpr size_t kMaxRequest = 8192;
+// Connections beyond the cap are closed at once rather than queued.
 constexpr size_t kMaxConnections = 64;
 
 std::string response(int status, std::string_view reason, std::string_view type,
@@ -548,46 +546,46 @@ void http_server::on_ready(int fd, uint32_t, const body_fn& metrics) {
   }
 }
 
-void http_server::answer(int fd, conn& c, const body_fn& metrics) {
-  c.answered = true;
-  if (c.in.size() > kMaxRequest) {
-    c.out = response(431, "Request Header Fields Too Large", kText, "request too large\n", false);
-  } else {
-    std::string_view line(c.in);
-    line = line.substr(0, line.find('\n'));
-    if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-    auto sp1 = line.find(' ');
-    auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
-    if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos ||
-        line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
-      c.out = response(400, "Bad Request", kText, "bad request\n", false);
-    } else {
-      const auto method = line.substr(0, sp1);
-      auto path = line.substr(sp1 + 1, sp2 - sp1 - 1);
-      path = path.substr(0, path.find('?'));
-      const bool head = method == "HEAD";
-      if (method != "GET" && !head) {
-        c.out = response(405, "Method Not Allowed", kText, "method not allowed\n", false,
-                         "Allow: GET, HEAD\r\n");
-      } else if (path == "/metrics") {
-        try {
-          c.out = response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", metrics(), head);
-        } catch (const std::exception& ex) {
-          c.out =
-              response(500, "Internal Server Error", kText, std::string(ex.what()) + "\n", head);
-        }
-      } else if (path == "/healthz") {
-        c.out = response(200, "OK", kText, "ok\n", head);
-      } else if (path == "/") {
-        c.out = response(200, "OK", "text/html; charset=utf-8",
-                         "<html><head><title>ferryd</title></head><body><h1>ferryd</h1>"
-                         "<p><a href=\"/metrics\">/metrics</a></p></body></html>\n",
-                         head);
-      } else {
-        c.out = response(404, "Not Found", kText, "not found\n", head);
-      }
+std::string http_answer(std::string_view request, const std::function<std::string()>& metrics) {
+  if (request.size() > kMaxRequest) {
+    return response(431, "Request Header Fields Too Large", kText, "request too large\n", false);
+  }
+  std::string_view line = request.substr(0, request.find('\n'));
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  const auto sp1 = line.find(' ');
+  const auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
+  if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos ||
+      line.substr(sp2 + 1).substr(0, 5) != "HTTP/") {
+    return response(400, "Bad Request", kText, "bad request\n", false);
+  }
+  const auto method = line.substr(0, sp1);
+  auto path = line.substr(sp1 + 1, sp2 - sp1 - 1);
+  path = path.substr(0, path.find('?'));
+  const bool head = method == "HEAD";
+  if (method != "GET" && !head) {
+    return response(405, "Method Not Allowed", kText, "method not allowed\n", false,
+                    "Allow: GET, HEAD\r\n");
+  }
+  if (path == "/metrics") {
+    try {
+      return response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", metrics(), head);
+    } catch (const std::exception& ex) {
+      return response(500, "Internal Server Error", kText, std::string(ex.what()) + "\n", head);
     }
   }
+  if (path == "/healthz") return response(200, "OK", kText, "ok\n", head);
+  if (path == "/") {
+    return response(200, "OK", "text/html; charset=utf-8",
+                    "<html><head><title>ferryd</title></head><body><h1>ferryd</h1>"
+                    "<p><a href=\"/metrics\">/metrics</a></p></body></html>\n",
+                    head);
+  }
+  return response(404, "Not Found", kText, "not found\n", head);
+}
+
+void http_server::answer(int fd, conn& c, const body_fn& metrics) {
+  c.answered = true;
+  c.out = http_answer(c.in, metrics);
   c.in.clear();
   c.in.shrink_to_fit();
   flush(fd, c);

@@ -86,6 +86,15 @@ struct listen_address {
 };
 result<listen_address> parse_listen_address(std::string_view text);
 
+/// A scrape is one small request; anything bigger is not a scraper worth serving.
+inline constexpr size_t kMaxRequest = 8192;
+
+/// The whole HTTP/1.1 response to a request (its head as received: request line, headers):
+/// 200 for GET or HEAD of /metrics (body from `metrics`), /healthz and /; 404 for other
+/// paths, 405 for other methods, 400 for a malformed request line, 431 when longer than
+/// kMaxRequest. Always "Connection: close". What http_server sends; pure.
+std::string http_answer(std::string_view request, const std::function<std::string()>& metrics);
+
 /// The HTTP/1.1 server: GET (or HEAD) /metrics, /healthz and /; one request per connection.
 class http_server {
  public:

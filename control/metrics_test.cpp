@@ -389,6 +389,32 @@ TEST(parse_listen_address, reads_ipv4_and_bracketed_ipv6) {
   }
 }
 
+// ---- HTTP answers ---------------------------------------------------------------------------
+
+TEST(http_answer, whole_responses) {
+  auto body = [] { return std::string("m 1\n"); };
+  EXPECT_EQ(http_answer("GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n", body),
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\n"
+            "Content-Length: 4\r\nConnection: close\r\n\r\nm 1\n");
+  EXPECT_EQ(http_answer("PUT / HTTP/1.1\n\n", body),
+            "HTTP/1.1 405 Method Not Allowed\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 19\r\nAllow: GET, HEAD\r\nConnection: close\r\n\r\n"
+            "method not allowed\n");
+  EXPECT_EQ(http_answer("HEAD /x HTTP/1.0\r\n\r\n", body),
+            "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 10\r\nConnection: close\r\n\r\n");
+  EXPECT_EQ(http_answer("GET  /metrics HTTP/1.1\r\n\r\n", body).substr(0, 24),
+            "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(http_answer("GET /metrics FTP/1.1\r\n\r\n", body).substr(0, 24),
+            "HTTP/1.1 400 Bad Request");
+  EXPECT_EQ(http_answer("", body).substr(0, 24), "HTTP/1.1 400 Bad Request");
+  // A failing render is a 500 with its reason, not a dropped connection.
+  EXPECT_EQ(http_answer("GET /metrics HTTP/1.1\r\n\r\n",
+                        []() -> std::string { throw std::runtime_error("no stats"); }),
+            "HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            "Content-Length: 9\r\nConnection: close\r\n\r\nno stats\n");
+}
+
 // ---- HTTP server --------------------------------------------------------------------------
 
 // A port nobody listens on right now (the kernel's pick for a socket closed at once).
