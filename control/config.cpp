@@ -14,6 +14,7 @@
 #include "dns_zone.hpp"
 #include "ferry/counters.hpp"
 #include "ferry/maglev.hpp"
+#include "metrics.hpp"
 
 namespace ferry::control {
 namespace {
@@ -317,6 +318,18 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         c.load_balancer_pool.push_back(*p);
       }
       t.integer("icmp_unreachable_rate", c.icmp_unreachable_rate, 0, 1000000);
+    });
+    top.table("metrics", [&](table_reader& t) {
+      // Not t.string(): "" is meaningful here (off).
+      if (auto* v = t.find("address")) {
+        if (!v->is_string()) t.fail("address", "must be a string (\"\" turns metrics off)");
+        c.metrics.address = v->as_string().str;
+        if (!c.metrics.address.empty()) {
+          if (auto a = metrics::parse_listen_address(c.metrics.address); !a) {
+            t.fail("address", a.message());
+          }
+        }
+      }
     });
     top.table("neighbor", [&](table_reader& t) {
       t.integer("timeout", c.neighbor_timeout, 1, 86400);

@@ -226,6 +226,40 @@ TEST(parse_config, reads_the_dns_table) {
       "d.toml: dns.ttl:");
 }
 
+TEST(parse_config, reads_the_metrics_table) {
+  std::string base(kOnePort);
+  // Default: loopback only, Prometheus' usual exporter port.
+  EXPECT_EQ(parse_config(base, "m.toml")->metrics.address, "127.0.0.1:9100");
+  auto r = parse_config(base + "[metrics]\naddress = \"0.0.0.0:9187\"\n", "m.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->metrics.address, "0.0.0.0:9187");
+  EXPECT_EQ(parse_config(base + "[metrics]\naddress = \"[::1]:9100\"\n", "m.toml")->metrics.address,
+            "[::1]:9100");
+  // "" turns the endpoint off.
+  r = parse_config(base + "[metrics]\naddress = \"\"\n", "m.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->metrics.address, "");
+
+  const std::string expected = " (expected ADDRESS:PORT, like 127.0.0.1:9100 or [::1]:9100)";
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = \"127.0.0.1\"\n", "m.toml"),
+            "m.toml: metrics.address: \"127.0.0.1\" has no :PORT" + expected);
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = \"127.0.0.1:0\"\n", "m.toml"),
+            "m.toml: metrics.address: \"127.0.0.1:0\" has no port between 1 and 65535" + expected);
+  EXPECT_EQ(
+      config_err(base + "[metrics]\naddress = \"127.0.0.1:70000\"\n", "m.toml"),
+      "m.toml: metrics.address: \"127.0.0.1:70000\" has no port between 1 and 65535" + expected);
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = \"localhost:9100\"\n", "m.toml"),
+            "m.toml: metrics.address: \"localhost:9100\" is not an IPv4 address" + expected);
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = \"[::1:9100\"\n", "m.toml"),
+            "m.toml: metrics.address: \"[::1:9100\" has no ]:PORT" + expected);
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = \"[1.2.3.4]:9100\"\n", "m.toml"),
+            "m.toml: metrics.address: \"[1.2.3.4]:9100\" is not an IPv6 address" + expected);
+  EXPECT_EQ(config_err(base + "[metrics]\naddress = 9100\n", "m.toml"),
+            "m.toml: metrics.address: must be a string (\"\" turns metrics off)");
+  EXPECT_EQ(config_err(base + "[metrics]\nport = 9100\n", "m.toml"),
+            "m.toml: metrics.port: unknown key");
+}
+
 TEST(parse_config, reads_dataplane_and_descriptor_keys) {
   auto r = parse_config(R"toml(
 [dataplane]

@@ -107,6 +107,8 @@ socket = "{sock}"
 service_cidr = "198.19.0.0/16"
 [conntrack]
 capacity = 65536
+[metrics]
+address = ""  # several benchmark ferryds may share the host's loopback
 {extra}""")
     log = open(tmp / "ferryd.log", "w")
     proc = subprocess.Popen([str(build / "tools" / "ferryd"), "--config", str(config)],

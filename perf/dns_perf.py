@@ -288,6 +288,9 @@ manifests = ["{manifests}"]
 addresses = ["{DNS_ADDR}"]   # in eth0's subnet: ferryd answers ARP for it
 zone = "{ZONE}"
 ttl = 5
+
+[metrics]
+address = ""   # runs beside other ferryds on the host's loopback
 """
 
 

@@ -229,6 +229,9 @@ tcp_closing_timeout = 1
 
 [dns]
 addresses = ["198.19.0.53"]
+
+[metrics]
+address = ""   # in the host namespace: leave 127.0.0.1:9100 to whatever else runs there
 EOF
   start_dut ferryd
 

@@ -82,6 +82,11 @@ for _ in $(seq 6); do
   echo
 done
 
+say "Prometheus metrics: GET http://127.0.0.1:9100/metrics in ferryd's namespace (a few of them)"
+ip netns exec "$P-node" curl -s -m 5 http://127.0.0.1:9100/metrics |
+  grep -E '^ferry_(service_new_flows_total|conntrack_flows |change_to_dataplane_seconds_count)' |
+  sed 's/^/  /'
+
 say "NodePort: my-service becomes type NodePort 31002, reached on the node's own address"
 cat <<'YAML' | ferryctl apply -f -
 apiVersion: v1

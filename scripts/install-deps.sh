@@ -9,6 +9,7 @@ packages=(
   libdpdk-dev dpdk libtoml11-dev libspdlog-dev libgtest-dev libgmock-dev libyaml-cpp-dev
   nlohmann-json3-dev libcli11-dev libbenchmark-dev libcurl4-openssl-dev openssl
   iproute2 ethtool curl python3 python3-scapy python3-pytest netcat-openbsd redis-server redis-tools procps
+  python3-prometheus-client  # the metrics test checks /metrics with the reference parser
   dnsutils knot-dnsutils dnsperf  # dig, kdig, dnsperf: DNS clients of the tests, demo, perf smoke
   dpdk-dev iptables nftables  # dpdk-testpmd and the kernel loaders the benchmarks compare with
   # dpdk-dev also ships dpdk-dumpcap, dpdk-pdump and dpdk-telemetry.py (tests/e2e/test_capture.py);

@@ -8,6 +8,8 @@
 #include <rte_mbuf.h>
 #include <rte_pdump.h>
 #include <spdlog/spdlog.h>
+#include <sys/epoll.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
@@ -20,6 +22,7 @@
 #include "config.hpp"
 #include "dns_tcp.hpp"
 #include "inspect.hpp"
+#include "metrics.hpp"
 #include "node.hpp"
 #include "ports.hpp"
 #include "publish.hpp"
@@ -39,6 +42,29 @@ void usage() {
                "  --check: validate the config and its manifests, then exit\n"
                "  --print-default-config: print the built-in default config (a starting point)\n";
 }
+
+// poll_once() watches one fd besides the control socket; an epoll set is readable while any
+// fd in it is, so the API watch and the metrics server can both wake the loop.
+class wake_set {
+ public:
+  wake_set() : ep_(epoll_create1(EPOLL_CLOEXEC)) {}
+  ~wake_set() {
+    if (ep_ >= 0) close(ep_);
+  }
+  wake_set(const wake_set&) = delete;
+  wake_set& operator=(const wake_set&) = delete;
+  void add(int fd) {
+    epoll_event ev{};
+    ev.events = EPOLLIN;
+    ev.data.fd = fd;
+    if (fd >= 0 && ep_ >= 0 && epoll_ctl(ep_, EPOLL_CTL_ADD, fd, &ev) == 0) ++n_;
+  }
+  int fd() const { return n_ ? ep_ : -1; }
+
+ private:
+  int ep_;
+  int n_ = 0;
+};
 
 std::string addr_port(uint32_t ip, uint16_t port) {
   return format_ipv4(ip) + ":" + std::to_string(port);
@@ -176,6 +202,9 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
 }
 
 int run(const node_config& cfg) {
+  const control::metrics::process_info info{
+      FERRY_VERSION,
+      std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()};
   // Refuse to start half-configured: check every manifest before touching any device.
   {
     control::node dry(cfg, [](std::unique_ptr<const snapshot>) {});
@@ -200,6 +229,17 @@ int run(const node_config& cfg) {
     spdlog::error("{}: control.socket: {} is in use by another running ferryd", cfg.source,
                   cfg.socket_path);
     return 1;
+  }
+
+  // Bound before the EAL takes any device: a port in use refuses the start at no cost.
+  std::unique_ptr<control::metrics::http_server> metrics;
+  if (!cfg.metrics.address.empty()) {
+    auto m = control::metrics::http_server::listen(cfg.metrics.address);
+    if (!m) {
+      spdlog::error("{}: metrics.address: {}", cfg.source, m.message());
+      return 1;
+    }
+    metrics = std::move(*m);
   }
 
   std::vector<std::string> args{"ferryd"};
@@ -273,13 +313,22 @@ int run(const node_config& cfg) {
     }
     control::publisher pub(d.snap, d.qsbr);
     int64_t published_ns = 0;  // wall clock of the last publish, for latency measurements
+    control::metrics::change_latency latency;
+    using control::metrics::change_source;
     control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) {
       pub.publish(std::move(s));
+      latency.published();
       published_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
                          std::chrono::system_clock::now().time_since_epoch())
                          .count();
     });
-    if (auto lr = ctl.load_sources(cfg); !lr) {
+    // Observed only when there is something to read (an empty start publishes too).
+    if (!cfg.manifests.empty() || !cfg.builtin_manifests.empty()) {
+      latency.begin(change_source::file);
+    }
+    auto lr = ctl.load_sources(cfg);
+    latency.end();
+    if (!lr) {
       spdlog::error("{}", lr.message());
     } else {
       unsigned lcore, i = 0;
@@ -299,17 +348,23 @@ int run(const node_config& cfg) {
         spdlog::info("kubernetes: following {} ({})", api_creds->server, api_creds->origin);
       }
       service_baselines baselines;
+      auto stats = [&] {
+        json out = stats_view(d, workers, baselines);
+        out["sources"] = sources_view(api.get(), ctl.api_refused());
+        if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
+        out["snapshot"] = {{"generation", pub.current()->generation},
+                           {"published_unix_ns", published_ns}};
+        return out;
+      };
       ctl.set_views([&](const json& req) { return flows_view(d, req); },
-                    [&](const json&) {
-                      json out = stats_view(d, workers, baselines);
-                      out["sources"] = sources_view(api.get(), ctl.api_refused());
-                      if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
-                      out["snapshot"] = {{"generation", pub.current()->generation},
-                                         {"published_unix_ns", published_ns}};
-                      return out;
-                    });
-      auto server = control::socket_server::listen(
-          cfg.socket_path, [&](const json& req) { return ctl.handle(req); });
+                    [&](const json&) { return stats(); });
+      auto scrape = [&] { return control::metrics::render(stats(), latency, info); };
+      auto server = control::socket_server::listen(cfg.socket_path, [&](const json& req) {
+        latency.begin(change_source::socket);
+        json out = ctl.handle(req);
+        latency.end();
+        return out;
+      });
       if (!server) {
         spdlog::error("{}: control.socket: {}", cfg.source, server.message());
       } else {
@@ -319,11 +374,20 @@ int run(const node_config& cfg) {
         }
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
                      n_workers, pub.current()->vips.size(), cfg.socket_path);
+        if (metrics) spdlog::info("metrics: http://{}/metrics", cfg.metrics.address);
+        wake_set wake;
+        if (api) wake.add(api->wake_fd());
+        if (metrics) wake.add(metrics->fd());
         while (!g_signalled.load()) {
-          if (!(*server)->poll_once(200, api ? api->wake_fd() : -1)) continue;
+          const bool woken = (*server)->poll_once(200, wake.fd());
+          // Every turn, not only when woken: this also drops connections past their deadline.
+          if (metrics) metrics->serve_ready(scrape);
+          if (!woken || !api) continue;
           auto u = api->take();
           if (u.empty()) continue;
+          latency.begin(change_source::kubernetes);
           auto r = ctl.sync_api(std::move(u));
+          latency.end();
           if (!r) {
             spdlog::error("kubernetes: update not applied: {}", r.message());
             continue;

@@ -58,6 +58,11 @@ struct dns_config {
   bool enabled() const { return !addresses.empty(); }
 };
 
+/// [metrics]: the Prometheus endpoint (GET /metrics over HTTP).
+struct metrics_config {
+  std::string address = "127.0.0.1:9100";  // ADDRESS:PORT to listen on; "" turns it off
+};
+
 struct node_config {
   std::string source = "<built-in default>";  // file name, for messages
   std::string node_name = "ferry";
@@ -72,6 +77,7 @@ struct node_config {
   conntrack_config conntrack;
   kubernetes_config kubernetes;
   dns_config dns;
+  metrics_config metrics;
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against

@@ -20,6 +20,10 @@ def test_demo_script():
     assert "hello through ferry" in out
     assert "198.19.0.10:80" in out and "198.19.0.11:6379" in out  # the flows table
     assert "endpointslice/my-service-abc12 configured" in out
+    # Metrics: the 9 + 6 connections to my-service, the one apply timed from the socket.
+    assert ('ferry_service_new_flows_total{service="default/my-service",vip="198.19.0.10",'
+            'port="80",protocol="TCP"} 15') in out, out
+    assert 'ferry_change_to_dataplane_seconds_count{source="socket"} 1' in out
     # Service discovery: kubelet's variables, a command run with them, and DNS names.
     assert "REDIS_MASTER_SERVICE_HOST=198.19.0.11" in out
     assert "REDIS_MASTER_PORT=tcp://198.19.0.11:6379" in out

@@ -402,3 +402,23 @@ contexts:
                                extra=f'[kubernetes]\nkubeconfig = "{kubeconfig}"\n'))
     cluster.wait("synced", lambda: cluster.source("EndpointSlice")["synced"])
     cluster.serves(["my-app-1", "my-app-2"])
+
+
+def test_metrics_time_api_changes(cluster):
+    """/metrics (the default address, in the node's namespace): a watch change is timed as
+    source kubernetes, and every watched resource has its counters."""
+    from test_metrics import parse, scrape, value
+    before, _ = parse(scrape(cluster.ferry))
+    gen = cluster.generation()
+    cluster.api.apply(web_slice(["my-app-2"]))
+    cluster.wait("the change published", lambda: cluster.generation() > gen)
+    cluster.serves(["my-app-2"])
+    after, _ = parse(scrape(cluster.ferry))
+    count = "ferry_change_to_dataplane_seconds_count"
+    assert value(after, count, source="kubernetes") > value(before, count, source="kubernetes")
+    assert value(after, count, source="socket") == value(before, count, source="socket")
+    assert (value(after, "ferry_kubernetes_events_total", kind="EndpointSlice")
+            > value(before, "ferry_kubernetes_events_total", kind="EndpointSlice"))
+    for r in cluster.ferry.stats()["sources"]["kubernetes"]["resources"]:
+        assert value(after, "ferry_kubernetes_synced", kind=r["kind"]) == 1
+        assert value(after, "ferry_kubernetes_errors_total", kind=r["kind"]) == r["errors"]
