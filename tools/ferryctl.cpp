@@ -370,7 +370,8 @@ int main(int argc, char** argv) {
   int limit = 100;
   flow_filters filters;
   auto* get = app.add_subcommand("get", "list services, endpoints, pods, nodes, flows, ...");
-  get->add_option("resource", resource_name, cli::resource_list())->required();
+  get->add_option("resource", resource_name, "svc|ep|po|no|flows|np|neigh|rt, or full names")
+      ->required();
   get->add_option("names", names, "only the objects with these names");
   auto* ns_opt = namespace_option(get, "only this namespace");
   bool all_namespaces = false;  // no namespace in the request already means all of them
@@ -390,8 +391,7 @@ int main(int argc, char** argv) {
   namespace_option(describe, "the Service's namespace (default: default)");
 
   std::string trace_source, trace_destination, trace_protocol = "tcp";
-  auto* trace = app.add_subcommand(
-      "trace", "what ferryd would do with a packet now: trace SRC:PORT DST:PORT [tcp|udp]");
+  auto* trace = app.add_subcommand("trace", "what a packet would get now: SRC:PORT DST:PORT");
   trace->add_option("source", trace_source, "client IP:PORT")->required();
   trace->add_option("destination", trace_destination, "destination IP:PORT")->required();
   trace->add_option("protocol", trace_protocol, "tcp (default) or udp")
@@ -400,10 +400,8 @@ int main(int argc, char** argv) {
   std::string weight_target, weight_address;
   int weight_value = -1;
   bool weight_reset = false;
-  auto* drain = app.add_subcommand(
-      "drain", "no new flows to an endpoint, established ones stay: drain NS/NAME IP");
-  auto* weight = app.add_subcommand(
-      "weight", "set an endpoint's Maglev weight: weight NS/NAME IP N, or --reset");
+  auto* drain = app.add_subcommand("drain", "stop new flows to an endpoint: drain NS/NAME IP");
+  auto* weight = app.add_subcommand("weight", "set an endpoint's weight: NS/NAME IP N|--reset");
   for (auto* sub : {drain, weight}) {
     sub->add_option("service", weight_target, "NS/NAME, or NAME with -n")->required();
     sub->add_option("address", weight_address, "the endpoint's IP")->required();
@@ -417,8 +415,7 @@ int main(int argc, char** argv) {
 
   std::string flush_what;
   bool flush_all = false;
-  auto* flush = app.add_subcommand(
-      "flush", "remove flows (the next packet picks a backend again): flush flows [filters]");
+  auto* flush = app.add_subcommand("flush", "remove flows: flush flows [filters] | --all");
   flush->add_option("what", flush_what, "flows")->required()->check(CLI::IsMember({"flows"}));
   filters.options(flush);
   flush->add_flag("--all", flush_all, "every flow (required when no filter is given)");
@@ -426,7 +423,7 @@ int main(int argc, char** argv) {
   bool watch = false;
   double interval = 1.0;
   auto* stats = app.add_subcommand("stats", "packet, flow and drop counters; --watch for rates");
-  stats->add_flag("-w,--watch", watch, "refresh rates every interval, like top (Ctrl-C quits)");
+  stats->add_flag("-w,--watch", watch, "rates every interval, like top (Ctrl-C quits)");
   auto* interval_opt = stats->add_option("--interval", interval, "seconds between refreshes")
                            ->check(CLI::Range(0.1, 3600.0))
                            ->capture_default_str();
@@ -435,19 +432,15 @@ int main(int argc, char** argv) {
   std::string pod_namespace = "default";
   bool no_service_links = false;
   std::string env_output = "env";
-  auto* env = app.add_subcommand(
-      "env", "print the Service variables kubelet would give a pod in a namespace");
-  auto* exec = app.add_subcommand(
-      "exec", "run a command with those variables in its environment: exec -- CMD ARGS...");
+  auto* env = app.add_subcommand("env", "the Service variables kubelet gives a pod (-n NS)");
+  auto* exec = app.add_subcommand("exec", "run -- CMD ARGS... with those variables set");
   for (auto* sub : {env, exec}) {
     sub->add_option("-n,--namespace", pod_namespace, "the pod's namespace")->capture_default_str();
     sub->add_flag("--no-service-links", no_service_links,
-                  "only default/kubernetes, as for a pod with enableServiceLinks: false");
+                  "only default/kubernetes (no service links)");
   }
   auto* env_output_opt =
-      env->add_option(
-             "-o,--output", env_output,
-             "env: NAME=VALUE lines, json: a pod spec's env list, docker: --env=NAME=VALUE")
+      env->add_option("-o,--output", env_output, "env: NAME=VALUE, json: a pod's env, docker")
           ->check(CLI::IsMember({"env", "json", "docker"}))
           ->capture_default_str();
   std::vector<std::string> exec_command;
