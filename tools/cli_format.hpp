@@ -65,9 +65,9 @@ std::string render_stats(const json& result, format f, const context& ctx);
 json stats_rates(const json& before, const json& after, double elapsed);
 std::string render_rates(const json& rates, format f, const std::string& node, const context& ctx);
 
-// Dispatch for the golden tests and ferryctl: renders `result` of `verb` ("status", "get
-// services", "describe service", "trace", "weight", "flush", "apply", "stats", "stats-rates")
-// in format f.
+// Dispatch for ferryctl and the golden tests: renders `result` of `verb` ("status",
+// "get services" (any resource), "describe service", "trace", "weight", "flush", "apply",
+// "delete", "stats") in format f.
 std::string render(const std::string& verb, const json& result, format f, const context& ctx = {});
 
 }  // namespace ferry::cli
