@@ -322,7 +322,9 @@ int watch_stats(const std::string& socket_path, double interval, cli::format fmt
     if (screen) {
       std::cout << "\x1b[H\x1b[2J" << text << std::flush;
     } else {
-      std::cout << (first ? "" : "\n") << text << std::flush;
+      // YAML as a stream of documents; the other formats a blank line apart.
+      const char* separator = fmt == cli::format::yaml ? "---\n" : first ? "" : "\n";
+      std::cout << separator << text << std::flush;
     }
     first = false;
     before = std::move(after);

@@ -231,3 +231,19 @@ def test_stats_watch_json_lines(tmp_path):
     docs = [json.loads(d) for d in out.strip().split("\n\n")]
     assert docs and set(docs[0]) == {"interval_seconds", "ports", "workers", "flows", "drops"}
     assert docs[0]["drops"][0]["reason"] == "no_route"
+
+
+def test_stats_watch_yaml_is_a_document_stream(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    fake = FakeFerryd(tmp_path / "ferry.sock", counting_stats({"calls": 0}))
+    try:
+        p = subprocess.Popen([str(FERRYCTL), "--socket", fake.path, "stats", "-w", "-o", "yaml",
+                              "--interval", "0.2"], stdout=subprocess.PIPE, text=True)
+        time.sleep(0.7)
+        p.send_signal(signal.SIGINT)
+        out, _ = p.communicate(timeout=5)
+    finally:
+        fake.close()
+    assert p.returncode == 0
+    docs = list(yaml.safe_load_all(out))
+    assert docs and all(d["flows"]["active"] == 1234 for d in docs), out
