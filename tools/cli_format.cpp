@@ -367,7 +367,7 @@ const std::vector<resource_view>& views() {
         {"ADDRESSES", [](const json& n) { return joined(member(n, "addresses")); }},
         {"ZONE", [](const json& n) { return joined(json::array({member(n, "zone")})); }},
         {"THIS-NODE", field("this_node")}}},
-      {{"flows", {"flows", "flow"}, true, false},
+      {{"flows", {"flows", "flow"}, false, false},
        {{"PROTO", field("protocol"), true},
         {"CLIENT", field("client")},
         {"SERVICE", flow_service},

@@ -185,6 +185,7 @@ TEST(get, resources_by_alias) {
   EXPECT_EQ(find_resource("rt")->name, "routes");
   EXPECT_FALSE(find_resource("routes")->namespaced);
   EXPECT_FALSE(find_resource("flows")->named);
+  EXPECT_FALSE(find_resource("flows")->namespaced);
   EXPECT_EQ(find_resource("bogus"), nullptr);
 }
 
