@@ -103,7 +103,8 @@ def main():
         say("the API server goes away: forwarding goes on from the last state")
         api.stop()
         time.sleep(1.5)
-        print("\n".join(l for l in ferryctl("stats").splitlines()[-5:]), flush=True)
+        table = ferryctl("stats")
+        print(table[table.find("Kubernetes API:"):], end="", flush=True)
         curls(3)
 
         say("it comes back; my-service is deleted there, and ferryd stops serving it")

@@ -1,7 +1,9 @@
 // ferryctl: the command-line client for ferryd's control socket. It only builds requests and
 // formats responses; parsing manifests and checking them is ferryd's job, so that there is one
 // source of truth for what a valid object is.
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -9,6 +11,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -21,12 +24,13 @@
 #include <utility>
 #include <vector>
 
-#include "ferry/dns.hpp"
+#include "cli_format.hpp"
 #include "socket_server.hpp"
 
 namespace {
 
 using nlohmann::json;
+namespace cli = ferry::cli;
 namespace fs = std::filesystem;
 
 constexpr int exit_ok = 0;
@@ -128,329 +132,6 @@ json request_result(const std::string& socket_path, const json& request) {
   return result != r.end() ? *result : json();
 }
 
-// ---- Formatting ------------------------------------------------------------------------------
-
-using row = std::vector<std::string>;
-
-// Columns left-aligned and separated by at least 3 spaces, like kubectl; lines carry no trailing
-// blanks (the last column is not padded, and a row may end in empty cells).
-void print_table(const std::vector<row>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& r : rows) {
-    widths.resize(std::max(widths.size(), r.size()));
-    for (size_t i = 0; i < r.size(); ++i) widths[i] = std::max(widths[i], r[i].size());
-  }
-  for (const auto& r : rows) {
-    std::string line;
-    for (size_t i = 0; i < r.size(); ++i) {
-      line += r[i];
-      if (i + 1 < r.size()) line.append(widths[i] - r[i].size() + 3, ' ');
-    }
-    line.erase(line.find_last_not_of(' ') + 1);
-    std::cout << line << '\n';
-  }
-}
-
-// Missing fields read as null rather than throwing: an older or newer ferryd may differ.
-const json& member(const json& object, const std::string& key) {
-  static const json null;
-  if (!object.is_object()) return null;
-  auto it = object.find(key);
-  return it != object.end() ? *it : null;
-}
-
-const json& items_of(const json& object, const std::string& key) {
-  static const json empty = json::array();
-  const json& items = member(object, key);
-  return items.is_array() ? items : empty;
-}
-
-std::string text(const json& value) {
-  if (value.is_null()) return "";
-  if (value.is_string()) return value.get<std::string>();
-  if (value.is_boolean()) return value.get<bool>() ? "True" : "False";
-  if (value.is_number_float()) {
-    char buf[32];
-    std::snprintf(buf, sizeof(buf), "%.1f", value.get<double>());
-    return buf;
-  }
-  return value.dump();
-}
-
-using cell_fn = std::function<std::string(const json& item)>;
-
-struct column {
-  std::string header;
-  cell_fn cell;
-};
-
-cell_fn field(std::string key) {
-  return [key = std::move(key)](const json& item) { return text(member(item, key)); };
-}
-
-// "rx_packets" -> column RX-PACKETS showing that field.
-std::vector<column> fields(const std::vector<std::string>& keys) {
-  std::vector<column> columns;
-  for (const auto& key : keys) {
-    std::string header = key;
-    for (char& c : header) c = c == '_' ? '-' : static_cast<char>(std::toupper(c));
-    columns.push_back({header, field(key)});
-  }
-  return columns;
-}
-
-// Some items are shown as several rows (an endpoints item, one row per endpoint): `expand`
-// turns an item into the values the columns read, one per row.
-using expand_fn = std::function<std::vector<json>(const json& item)>;
-
-void print_items(const json& items, const std::vector<column>& columns,
-                 const expand_fn& expand = nullptr) {
-  std::vector<row> rows(1);
-  for (const auto& c : columns) rows[0].push_back(c.header);
-  for (const auto& item : items) {
-    for (const auto& line : expand ? expand(item) : std::vector<json>{item}) {
-      row& r = rows.emplace_back();
-      for (const auto& c : columns) r.push_back(c.cell(line));
-    }
-  }
-  print_table(rows);
-}
-
-// A list of strings joined with ",", or `none` when it is empty (or absent).
-std::string joined(const json& list, const std::string& none = "<none>") {
-  std::string out;
-  if (list.is_array()) {
-    for (const auto& v : list) out += (out.empty() ? "" : ",") + text(v);
-  }
-  return out.empty() ? none : out;
-}
-
-std::string service_ports(const json& service) {
-  std::string out;
-  for (const auto& port : items_of(service, "ports")) {
-    if (!out.empty()) out += ',';
-    out += text(member(port, "port"));
-    const json& node_port = member(port, "node_port");
-    if (node_port.is_number() && node_port != 0) out += ':' + text(node_port);
-    out += '/' + text(member(port, "protocol"));
-  }
-  return out.empty() ? "<none>" : out;
-}
-
-// As kubectl shows it: load balancer addresses, then externalIPs; <pending> while a load
-// balancer waits for an address and has no externalIP to show instead; the DNS name of an
-// ExternalName Service.
-std::string service_external_ip(const json& service) {
-  if (text(member(service, "type")) == "ExternalName") {
-    return joined(json::array({member(service, "external_name")}));
-  }
-  json all = json::array();
-  for (const auto& ip : items_of(service, "load_balancer")) all.push_back(ip);
-  for (const auto& ip : items_of(service, "external_ips")) all.push_back(ip);
-  if (all.empty() && member(service, "load_balancer_pending") == true) return "<pending>";
-  return joined(all);
-}
-
-// "None", or "ClientIP(10800s)" with the sticky timeout.
-std::string service_affinity(const json& service) {
-  std::string affinity = text(member(service, "session_affinity"));
-  if (affinity.empty()) return "<unknown>";  // a ferryd from before affinity
-  const json& timeout = member(service, "affinity_timeout_seconds");
-  if (timeout.is_number()) affinity += "(" + text(timeout) + "s)";
-  return affinity;
-}
-
-// "ext=Local,int=Cluster": which endpoints external and in-cluster traffic may reach.
-std::string service_policy(const json& service) {
-  auto policy = [&](const char* key) {
-    std::string p = text(member(service, key));
-    return p.empty() ? std::string("<unknown>") : p;
-  };
-  return "ext=" + policy("external_traffic_policy") + ",int=" + policy("internal_traffic_policy");
-}
-
-// One row per endpoint of every port, with the conditions traffic decisions follow; a Service
-// without endpoints still gets a row, so it does not vanish from the list.
-std::vector<json> endpoint_rows(const json& item) {
-  std::vector<json> rows;
-  for (const auto& detail : items_of(item, "details")) {
-    json row = detail.is_object() ? detail : json::object();
-    row["namespace"] = member(item, "namespace");
-    row["name"] = member(item, "name");
-    row["endpoint"] = text(member(detail, "address")) + ":" + text(member(detail, "port"));
-    if (text(member(detail, "node")).empty()) row["node"] = "<none>";
-    rows.push_back(std::move(row));
-  }
-  if (rows.empty()) {
-    rows.push_back({{"namespace", member(item, "namespace")},
-                    {"name", member(item, "name")},
-                    {"endpoint", "<none>"}});
-  }
-  return rows;
-}
-
-struct resource {
-  std::string name;  // what the request names
-  std::vector<std::string> aliases;
-  std::vector<column> columns;
-  expand_fn expand = nullptr;  // several rows per item (see print_items)
-  bool namespaced = true;
-};
-
-const std::vector<resource>& resources() {
-  static const std::vector<resource> all = {
-      {"services",
-       {"services", "service", "svc"},
-       {{"NAMESPACE", field("namespace")},
-        {"NAME", field("name")},
-        {"TYPE", field("type")},
-        // Empty for ExternalName Services (kubectl's <none>).
-        {"CLUSTER-IP",
-         [](const json& s) { return joined(json::array({member(s, "cluster_ip")})); }},
-        {"EXTERNAL-IP", service_external_ip},
-        {"PORT(S)", service_ports},
-        {"AFFINITY", service_affinity},
-        {"POLICY", service_policy},
-        {"ENDPOINTS", field("ready_endpoints")}}},
-      {"endpoints",
-       {"endpoints", "ep"},
-       {{"NAMESPACE", field("namespace")},
-        {"NAME", field("name")},
-        {"ENDPOINT", field("endpoint")},
-        {"READY", field("ready")},
-        {"SERVING", field("serving")},
-        {"TERMINATING", field("terminating")},
-        {"NODE", field("node")}},
-       endpoint_rows},
-      {"pods",
-       {"pods", "pod", "po"},
-       {{"NAMESPACE", field("namespace")},
-        {"NAME", field("name")},
-        {"READY", field("ready")},
-        {"IP", field("ip")},
-        {"NODE", field("node")}}},
-      {"nodes",
-       {"nodes", "node", "no"},
-       {{"NAME", field("name")},
-        {"ADDRESSES", [](const json& n) { return joined(member(n, "addresses")); }},
-        {"ZONE", [](const json& n) { return joined(json::array({member(n, "zone")})); }},
-        {"THIS-NODE", field("this_node")}},
-       nullptr,
-       false},
-      {"flows",
-       {"flows", "flow"},
-       {{"PROTO", field("protocol")},
-        {"CLIENT", field("client")},
-        {"SERVICE", field("service")},
-        {"BACKEND", field("backend")},
-        {"STATE", field("state")},
-        {"IDLE(s)", field("idle_seconds")},
-        {"LCORE", field("lcore")}}},
-  };
-  return all;
-}
-
-const resource& find_resource(const std::string& name) {
-  std::string lower = name;
-  for (char& c : lower) c = static_cast<char>(std::tolower(c));
-  for (const auto& r : resources()) {
-    if (std::find(r.aliases.begin(), r.aliases.end(), lower) != r.aliases.end()) return r;
-  }
-  throw failure("unknown resource type \"" + name +
-                    "\" (want services/svc, endpoints/ep, pods/po, nodes/no or flows)",
-                exit_usage);
-}
-
-void print_changes(const json& result) {
-  for (const auto& change : items_of(result, "changes")) {
-    std::string kind = text(member(change, "kind"));
-    for (char& c : kind) c = static_cast<char>(std::tolower(c));
-    std::cout << kind << '/' << text(member(change, "name")) << ' '
-              << text(member(change, "action")) << '\n';
-  }
-}
-
-void print_stats(const json& stats) {
-  std::cout << "Ports:\n";
-  print_items(items_of(stats, "ports"), fields({"name", "rx_packets", "tx_packets", "rx_bytes",
-                                                "tx_bytes", "rx_missed", "tx_dropped"}));
-
-  std::cout << "\nWorkers:\n";
-  print_items(items_of(stats, "workers"),
-              fields({"worker", "lcore", "rx_packets", "foreign_flow_hits"}));
-
-  std::cout << "\nFlows:\n";
-  print_items(json::array({member(stats, "flows")}),
-              fields({"active", "capacity", "created", "picked_up", "expired", "table_full",
-                      "stateless", "stateless_replies"}));
-
-  std::cout << "\nL2/ICMP:\n";
-  print_items(json::array({member(stats, "l2")}),
-              fields({"arp_requests_sent", "arp_replies_sent", "neighbor_held", "icmp_echo_replies",
-                      "icmp_unreachable_sent"}));
-
-  // DNS, when ferryd serves it: answers by outcome from the workers (UDP) and the TCP side.
-  if (const json& dns = member(stats, "dns"); dns.is_object()) {
-    std::cout << "\nDNS:\n";
-    const json& tcp = member(dns, "tcp");
-    std::vector<row> rows = {{"OUTCOME", "UDP", "TCP"}};
-    for (std::string_view name : ferry::dns::kOutcomeNames) {
-      const std::string o(name);
-      rows.push_back({o, text(member(dns, o)), tcp.is_object() ? text(member(tcp, o)) : "-"});
-    }
-    rows.push_back({"truncated", text(member(dns, "truncated")), "-"});
-    rows.push_back({"connections", "-", tcp.is_object() ? text(member(tcp, "connections")) : "-"});
-    print_table(rows);
-  }
-
-  // Only the reasons that happened, biggest first: that is what an operator is looking for.
-  std::vector<std::pair<std::string, json>> drops;
-  if (const json& all = member(stats, "drops"); all.is_object()) {
-    for (const auto& [reason, count] : all.items()) {
-      if (count.is_number() && count != 0) drops.emplace_back(reason, count);
-    }
-  }
-  std::stable_sort(drops.begin(), drops.end(),
-                   [](const auto& a, const auto& b) { return a.second > b.second; });
-  std::cout << "\nDrops:\n";
-  if (drops.empty()) {
-    std::cout << "no drops\n";
-  } else {
-    std::vector<row> rows = {{"REASON", "PACKETS"}};
-    for (const auto& [reason, count] : drops) rows.push_back({reason, text(count)});
-    print_table(rows);
-  }
-
-  std::cout << "\nServices:\n";
-  print_items(items_of(stats, "services"),
-              fields({"name", "vip", "port", "protocol", "packets", "bytes", "new_flows"}));
-
-  // The Kubernetes API source, when ferryd follows one: is it in step, and since when not.
-  const json& api = member(member(stats, "sources"), "kubernetes");
-  if (!api.is_object()) return;
-  std::cout << "\nKubernetes API: " << text(member(api, "server")) << " ("
-            << text(member(api, "credentials")) << "), refused objects "
-            << text(member(api, "refused")) << "\n";
-  const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch())
-                          .count();
-  std::vector<row> rows = {{"KIND", "SYNCED", "WATCHING", "RESOURCE-VERSION", "LAST-EVENT",
-                            "EVENTS", "BOOKMARKS", "RELISTS", "ERRORS", "SKIPPED", "LAST-ERROR"}};
-  for (const auto& r : items_of(api, "resources")) {
-    const json& last = member(r, "last_event_unix_ms");
-    std::string age = "never";
-    if (last.is_number() && last.get<int64_t>() > 0) {
-      age = std::to_string((now_ms - last.get<int64_t>()) / 1000) + "s ago";
-    }
-    rows.push_back({text(member(r, "kind")), text(member(r, "synced")),
-                    text(member(r, "connected")), text(member(r, "resource_version")), age,
-                    text(member(r, "events")), text(member(r, "bookmarks")),
-                    text(member(r, "relists")), text(member(r, "errors")),
-                    text(member(r, "skipped")), text(member(r, "last_error"))});
-  }
-  print_table(rows);
-}
-
 // ---- Service environment variables -----------------------------------------------------------
 
 // The variables kubelet would give a pod in `ns`, as ferryd computes them, in its order.
@@ -460,9 +141,10 @@ std::vector<std::pair<std::string, std::string>> service_variables(const std::st
   json result = request_result(
       socket_path, {{"op", "env"}, {"namespace", ns}, {"service_links", service_links}});
   std::vector<std::pair<std::string, std::string>> vars;
-  for (const auto& v : items_of(result, "variables")) {
-    const json& name = member(v, "name");
-    const json& value = member(v, "value");
+  const json& list = result.is_object() ? result.value("variables", json::array()) : json();
+  for (const auto& v : list.is_array() ? list : json::array()) {
+    json name = v.is_object() ? v.value("name", json()) : json();
+    json value = v.is_object() ? v.value("value", json()) : json();
     if (!name.is_string() || !value.is_string()) {
       throw failure("bad response from ferryd: " + v.dump());
     }
@@ -505,6 +187,152 @@ int exec_with(const std::vector<std::pair<std::string, std::string>>& vars,
   return err == ENOENT ? exit_not_found : exit_cannot_run;
 }
 
+// ---- Arguments --------------------------------------------------------------------------------
+
+// "NS/NAME", or NAME in namespace `ns` (kubectl's default namespace when -n is not given).
+std::pair<std::string, std::string> service_target(const std::string& target,
+                                                   const std::string& ns) {
+  auto slash = target.find('/');
+  if (slash == std::string::npos) {
+    if (target.empty()) throw failure("missing Service name (NS/NAME)", exit_usage);
+    return {ns, target};
+  }
+  std::string n = target.substr(0, slash), name = target.substr(slash + 1);
+  if (n.empty() || name.empty() || name.find('/') != std::string::npos) {
+    throw failure("bad Service \"" + target + "\" (want NS/NAME)", exit_usage);
+  }
+  return {n, name};
+}
+
+bool is_ipv4(const std::string& s) {
+  in_addr a{};
+  return ::inet_pton(AF_INET, s.c_str(), &a) == 1;
+}
+
+// "IP:PORT" with a port in 1..65535; what trace wants.
+void check_ip_port(const std::string& what, const std::string& s) {
+  auto colon = s.rfind(':');
+  bool ok = colon != std::string::npos && is_ipv4(s.substr(0, colon));
+  if (ok) {
+    const std::string port = s.substr(colon + 1);
+    ok = !port.empty() && port.size() <= 5 &&
+         std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+         std::stoi(port) >= 1 && std::stoi(port) <= 65535;
+  }
+  if (!ok) throw failure("bad " + what + " \"" + s + "\" (want IP:PORT)", exit_usage);
+}
+
+// Flow filters, shared by get flows and flush flows (only one subcommand is parsed).
+struct flow_filters {
+  std::string service, backend, client, state, protocol;
+
+  // Adds the given filters to the request; state and protocol are checked here so that a typo
+  // is a usage error, the addresses by ferryd (which knows the Services).
+  bool add_to(json& request) const {
+    bool any = false;
+    for (const auto& [key, value] : {std::pair<const char*, std::string>{"service", service},
+                                     {"backend", backend},
+                                     {"client", client},
+                                     {"state", state},
+                                     {"protocol", protocol}}) {
+      if (value.empty()) continue;
+      std::string v = value;
+      if (key == std::string("state") || key == std::string("protocol")) {
+        for (char& c : v) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+      request[key] = v;
+      any = true;
+    }
+    return any;
+  }
+
+  void options(CLI::App* sub) {
+    sub->add_option("--service", service, "flows to NS/NAME, VIP or VIP:PORT");
+    sub->add_option("--backend", backend, "flows to backend IP or IP:PORT");
+    sub->add_option("--client", client, "flows from client IP or IP:PORT");
+    sub->add_option("--state", state, "syn_sent, established, closing or udp")
+        ->check(CLI::IsMember({"syn_sent", "established", "closing", "udp"}, CLI::ignore_case));
+    sub->add_option("--protocol", protocol, "tcp or udp")
+        ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));
+  }
+
+  bool empty() const {
+    return service.empty() && backend.empty() && client.empty() && state.empty() &&
+           protocol.empty();
+  }
+};
+
+// ---- stats --watch ---------------------------------------------------------------------------
+
+volatile std::sig_atomic_t interrupted = 0;
+
+extern "C" void on_interrupt(int) { interrupted = 1; }
+
+double unix_now() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// Like top: a screen redrawn every interval on a terminal, one block per interval (a blank line
+// between) when stdout is a file or a pipe. Ctrl-C ends it with status 0.
+int watch_stats(const std::string& socket_path, double interval, cli::format fmt) {
+  struct sigaction sa {};
+  sa.sa_handler = on_interrupt;  // no SA_RESTART: the sleep ends at once
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  const bool screen =
+      ::isatty(STDOUT_FILENO) && (fmt == cli::format::table || fmt == cli::format::wide);
+  struct cursor_guard {
+    bool on;
+    explicit cursor_guard(bool screen) : on(screen) {
+      if (on) std::cout << "\x1b[?25l" << std::flush;  // hide the cursor while redrawing
+    }
+    ~cursor_guard() {
+      if (on) std::cout << "\x1b[?25h" << std::flush;
+    }
+  } guard(screen);
+
+  std::string node;  // for the header; an older ferryd has no status op
+  try {
+    json status = request_result(socket_path, {{"op", "status"}});
+    if (status.is_object() && status.value("node", json()).is_string()) node = status["node"];
+  } catch (const failure&) {
+  }
+  using clock = std::chrono::steady_clock;
+  json before = request_result(socket_path, {{"op", "stats"}});
+  auto taken = clock::now();
+  bool first = true;
+  while (!interrupted) {
+    const auto until = taken + std::chrono::duration<double>(interval);
+    while (!interrupted && clock::now() < until) {
+      auto left = std::chrono::duration<double>(until - clock::now()).count();
+      ::usleep(static_cast<useconds_t>(std::clamp(left, 0.0, 0.05) * 1e6));
+    }
+    if (interrupted) break;
+    json after;
+    try {
+      after = request_result(socket_path, {{"op", "stats"}});
+    } catch (const failure&) {
+      if (interrupted) break;
+      throw;
+    }
+    const auto now = clock::now();
+    const double elapsed = std::chrono::duration<double>(now - taken).count();
+    std::string text =
+        cli::render_rates(cli::stats_rates(before, after, elapsed), fmt, node, {unix_now()});
+    if (screen) {
+      std::cout << "\x1b[H\x1b[2J" << text << std::flush;
+    } else {
+      // YAML as a stream of documents; the other formats a blank line apart.
+      const char* separator = fmt == cli::format::yaml ? "---\n" : first ? "" : "\n";
+      std::cout << separator << text << std::flush;
+    }
+    first = false;
+    before = std::move(after);
+    taken = now;
+  }
+  return exit_ok;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -519,9 +347,17 @@ int main(int argc, char** argv) {
   std::string output = "table";
   app.add_option("--socket", socket_path, "ferryd control socket (env FERRY_SOCKET)")
       ->capture_default_str();
-  app.add_option("-o,--output", output, "output format")
-      ->check(CLI::IsMember({"table", "json"}))
+  app.add_option("-o,--output", output, "output format: table, wide, json or yaml")
+      ->check(CLI::IsMember({"table", "wide", "json", "yaml"}))
       ->capture_default_str();
+
+  // Only one subcommand is parsed, so those that take a namespace share the variable.
+  std::string namespace_name = "default";
+  auto namespace_option = [&](CLI::App* sub, const char* help) {
+    return sub->add_option("-n,--namespace", namespace_name, help);
+  };
+
+  auto* status = app.add_subcommand("status", "version, uptime, lcores, ports and sources");
 
   std::vector<std::string> apply_files;
   auto* apply = app.add_subcommand("apply", "create or update objects from manifests");
@@ -532,38 +368,81 @@ int main(int argc, char** argv) {
   remove->add_option("-f,--filename", delete_files, "file, directory or - for stdin")->required();
 
   std::string resource_name;
-  std::string namespace_name;
+  std::vector<std::string> names;
   int limit = 100;
-  auto* get = app.add_subcommand("get", "list services, endpoints, pods, nodes or flows");
-  get->add_option("resource", resource_name, "services|svc|endpoints|ep|pods|po|nodes|no|flows")
+  flow_filters filters;
+  auto* get = app.add_subcommand("get", "list services, endpoints, pods, nodes, flows, ...");
+  get->add_option("resource", resource_name, "svc|ep|po|no|flows|np|neigh|rt, or full names")
       ->required();
-  auto* ns_opt = get->add_option("-n,--namespace", namespace_name, "only this namespace");
+  get->add_option("names", names, "only the objects with these names");
+  auto* ns_opt = namespace_option(get, "only this namespace");
   bool all_namespaces = false;  // no namespace in the request already means all of them
   get->add_flag("-A,--all-namespaces", all_namespaces, "all namespaces (the default)")
       ->excludes(ns_opt);
   auto* limit_opt = get->add_option("--limit", limit, "flows: show at most N (default 100)")
                         ->check(CLI::Range(1, 10000000));
+  filters.options(get);
 
-  auto* stats = app.add_subcommand("stats", "show packet, flow and drop counters");
+  std::string describe_kind, describe_target;
+  auto* describe =
+      app.add_subcommand("describe", "show one Service in detail: describe svc NS/NAME");
+  describe->add_option("kind", describe_kind, "service|svc")
+      ->required()
+      ->check(CLI::IsMember({"service", "services", "svc"}, CLI::ignore_case));
+  describe->add_option("name", describe_target, "NS/NAME, or NAME with -n")->required();
+  namespace_option(describe, "the Service's namespace (default: default)");
 
-  // env and exec: the Service variables kubelet would give a pod in the namespace. Only one
-  // subcommand is parsed, so they share their option variables.
+  std::string trace_source, trace_destination, trace_protocol = "tcp";
+  auto* trace = app.add_subcommand("trace", "what a packet would get now: SRC:PORT DST:PORT");
+  trace->add_option("source", trace_source, "client IP:PORT")->required();
+  trace->add_option("destination", trace_destination, "destination IP:PORT")->required();
+  trace->add_option("protocol", trace_protocol, "tcp (default) or udp")
+      ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));
+
+  std::string weight_target, weight_address;
+  int weight_value = -1;
+  bool weight_reset = false;
+  auto* drain = app.add_subcommand("drain", "stop new flows to an endpoint: drain NS/NAME IP");
+  auto* weight = app.add_subcommand("weight", "set an endpoint's weight: NS/NAME IP N|--reset");
+  for (auto* sub : {drain, weight}) {
+    sub->add_option("service", weight_target, "NS/NAME, or NAME with -n")->required();
+    sub->add_option("address", weight_address, "the endpoint's IP")->required();
+    namespace_option(sub, "the Service's namespace (default: default)");
+  }
+  auto* weight_opt =
+      weight->add_option("weight", weight_value, "0..1000 (0 = drain)")->check(CLI::Range(0, 1000));
+  auto* reset_opt =
+      weight->add_flag("--reset", weight_reset, "back to the weight the endpoints give");
+  weight_opt->excludes(reset_opt);
+
+  std::string flush_what;
+  bool flush_all = false;
+  auto* flush = app.add_subcommand("flush", "remove flows: flush flows [filters] | --all");
+  flush->add_option("what", flush_what, "flows")->required()->check(CLI::IsMember({"flows"}));
+  filters.options(flush);
+  flush->add_flag("--all", flush_all, "every flow (required when no filter is given)");
+
+  bool watch = false;
+  double interval = 1.0;
+  auto* stats = app.add_subcommand("stats", "packet, flow and drop counters; --watch for rates");
+  stats->add_flag("-w,--watch", watch, "rates every interval, like top (Ctrl-C quits)");
+  auto* interval_opt = stats->add_option("--interval", interval, "seconds between refreshes")
+                           ->check(CLI::Range(0.1, 3600.0))
+                           ->capture_default_str();
+
+  // env and exec: the Service variables kubelet would give a pod in the namespace.
   std::string pod_namespace = "default";
   bool no_service_links = false;
   std::string env_output = "env";
-  auto* env = app.add_subcommand(
-      "env", "print the Service variables kubelet would give a pod in a namespace");
-  auto* exec = app.add_subcommand(
-      "exec", "run a command with those variables in its environment: exec -- CMD ARGS...");
+  auto* env = app.add_subcommand("env", "the Service variables kubelet gives a pod (-n NS)");
+  auto* exec = app.add_subcommand("exec", "run -- CMD ARGS... with those variables set");
   for (auto* sub : {env, exec}) {
     sub->add_option("-n,--namespace", pod_namespace, "the pod's namespace")->capture_default_str();
     sub->add_flag("--no-service-links", no_service_links,
-                  "only default/kubernetes, as for a pod with enableServiceLinks: false");
+                  "only default/kubernetes (no service links)");
   }
   auto* env_output_opt =
-      env->add_option(
-             "-o,--output", env_output,
-             "env: NAME=VALUE lines, json: a pod spec's env list, docker: --env=NAME=VALUE")
+      env->add_option("-o,--output", env_output, "env: NAME=VALUE, json: a pod's env, docker")
           ->check(CLI::IsMember({"env", "json", "docker"}))
           ->capture_default_str();
   std::vector<std::string> exec_command;
@@ -578,14 +457,16 @@ int main(int argc, char** argv) {
   }
 
   if (app.get_subcommands().empty()) {
-    std::cerr << "error: missing command (apply, delete, get, stats, env or exec)\n"
+    std::cerr << "error: missing command (status, get, describe, trace, drain, weight, flush, "
+                 "stats, apply, delete, env or exec)\n"
               << "Run with --help for more information.\n";
     return exit_usage;
   }
 
   try {
+    const cli::format fmt = *cli::parse_format(output);
     if (env->parsed()) {
-      // `ferryctl -o json env` asks for JSON too; the global -o knows only table and json.
+      // `ferryctl -o json env` asks for JSON too; the global -o knows other formats.
       if (env_output_opt->count() == 0 && output == "json") env_output = "json";
       print_variables(service_variables(socket_path, pod_namespace, !no_service_links), env_output);
       return exit_ok;
@@ -594,51 +475,122 @@ int main(int argc, char** argv) {
       return exec_with(service_variables(socket_path, pod_namespace, !no_service_links),
                        exec_command);
     }
+    if (stats->parsed() && watch) return watch_stats(socket_path, interval, fmt);
+    if (interval_opt->count() > 0) throw failure("--interval only applies to --watch", exit_usage);
 
     json request;
-    std::function<void(const json&)> print_result;
-    if (apply->parsed() || remove->parsed()) {
+    // What to print; the name the renderer knows the result by (cli::render).
+    std::string view;
+    std::function<json(const json&)> filter;  // client-side: get's names
+    std::vector<std::string> missing;         // names no item has
+    std::string empty_message;                // when a get finds nothing
+    if (status->parsed()) {
+      request = {{"op", "status"}};
+      view = "status";
+    } else if (apply->parsed() || remove->parsed()) {
       request = {{"op", apply->parsed() ? "apply" : "delete"},
                  {"documents", collect_documents(apply->parsed() ? apply_files : delete_files)}};
-      print_result = print_changes;
+      view = apply->parsed() ? "apply" : "delete";
     } else if (get->parsed()) {
-      const resource& r = find_resource(resource_name);
-      request = {{"op", "get"}, {"resource", r.name}};
+      const cli::resource_info* r = cli::find_resource(resource_name);
+      if (r == nullptr) {
+        throw failure(
+            "unknown resource type \"" + resource_name + "\" (want " + cli::resource_list() + ")",
+            exit_usage);
+      }
+      request = {{"op", "get"}, {"resource", r->name}};
+      view = "get " + r->name;
       std::string where;  // for "No resources found in NS namespace.", as kubectl says it
-      // Nodes belong to no namespace: -n does not apply to them (kubectl ignores it too).
-      if (ns_opt->count() > 0 && r.namespaced) {
+      // Nodes, neighbors and routes belong to no namespace: -n does not apply to them.
+      if (ns_opt->count() > 0 && r->namespaced) {
         request["namespace"] = namespace_name;
         where = " in " + namespace_name + " namespace";
       }
-      if (r.name == "flows") {
+      if (r->name == "flows") {
         request["limit"] = limit;
+        filters.add_to(request);
       } else if (limit_opt->count() > 0) {
         throw failure("--limit only applies to flows", exit_usage);
+      } else if (!filters.empty()) {
+        throw failure(
+            "--service, --backend, --client, --state and --protocol only apply to "
+            "flows",
+            exit_usage);
       }
-      print_result = [&r, where](const json& result) {
-        const json& items = items_of(result, "items");
-        if (items.empty() && r.name != "flows") {
-          std::cerr << "No resources found" << where << ".\n";
-        } else {
-          print_items(items, r.columns, r.expand);
+      if (!names.empty()) {
+        if (!r->named) {
+          throw failure(
+              r->name + " have no names to filter on" +
+                  (r->name == "flows" ? " (use --service, --backend, --client, ...)" : ""),
+              exit_usage);
         }
-        if (r.name == "flows") {
-          std::cout << "(showing " << items.size() << " of " << text(member(result, "total"))
-                    << " flows)\n";
-        }
-      };
+        filter = [&names, &missing](const json& result) {
+          return cli::filter_by_name(result, names, missing);
+        };
+      }
+      if (r->name != "flows") empty_message = "No resources found" + where + ".";
+    } else if (describe->parsed()) {
+      auto [ns, name] = service_target(describe_target, namespace_name);
+      request = {{"op", "describe"}, {"kind", "service"}, {"namespace", ns}, {"name", name}};
+      view = "describe service";
+    } else if (trace->parsed()) {
+      check_ip_port("source", trace_source);
+      check_ip_port("destination", trace_destination);
+      std::string proto = trace_protocol;
+      for (char& c : proto) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      request = {{"op", "trace"},
+                 {"protocol", proto},
+                 {"source", trace_source},
+                 {"destination", trace_destination}};
+      view = "trace";
+    } else if (drain->parsed() || weight->parsed()) {
+      auto [ns, name] = service_target(weight_target, namespace_name);
+      if (!is_ipv4(weight_address)) {
+        throw failure("bad endpoint address \"" + weight_address + "\" (want an IPv4 address)",
+                      exit_usage);
+      }
+      request = {{"op", "weight"}, {"namespace", ns}, {"name", name}, {"address", weight_address}};
+      if (drain->parsed()) {
+        request["weight"] = 0;
+      } else if (weight_reset) {
+        request["weight"] = nullptr;
+      } else if (weight_opt->count() > 0) {
+        request["weight"] = weight_value;
+      } else {
+        throw failure("weight needs a value (0..1000) or --reset", exit_usage);
+      }
+      view = "weight";
+    } else if (flush->parsed()) {
+      request = {{"op", "flush"}};
+      // Flushing everything moves every connection's next packet to a fresh Maglev pick: only
+      // when asked for in so many words.
+      if (!filters.add_to(request) && !flush_all) {
+        throw failure(
+            "flush flows needs a filter (--service, --backend, --client, --state, "
+            "--protocol) or --all",
+            exit_usage);
+      }
+      view = "flush";
     } else if (stats->parsed()) {
       request = {{"op", "stats"}};
-      print_result = print_stats;
+      view = "stats";
     }
 
     json result = request_result(socket_path, request);
-    if (output == "json") {
-      std::cout << result.dump(2, ' ', false, json::error_handler_t::replace) << '\n';
-    } else {
-      print_result(result);
+    if (filter) result = filter(result);
+    const bool nothing = result.is_object() && result.contains("items") &&
+                         result["items"].is_array() && result["items"].empty();
+    if (nothing && !empty_message.empty() && missing.empty() &&
+        (fmt == cli::format::table || fmt == cli::format::wide)) {
+      std::cerr << empty_message << '\n';
+    } else if (!(nothing && !missing.empty())) {
+      std::cout << cli::render(view, result, fmt, {unix_now()});
     }
-    return exit_ok;
+    for (const auto& name : missing) {
+      std::cerr << "error: " << request["resource"].get<std::string>() << " \"" << name
+                << "\" not found\n";
+    }
+    return missing.empty() ? exit_ok : exit_failed;
   } catch (const failure& e) {
     std::cerr << "error: " << e.what() << '\n';
     return e.exit_status;

@@ -55,8 +55,18 @@ def test_broken_yaml_from_stdin(ferry):
     assert get_json(ferry, "svc") == before
 
 
-@pytest.mark.parametrize("args", [["get", "bogus"], ["frobnicate"], [], ["get"],
-                                  ["get", "flows", "-o", "yaml"], ["get", "svc", "--limit", "3"]])
+@pytest.mark.parametrize("args", [
+    ["get", "bogus"], ["frobnicate"], [], ["get"], ["get", "flows", "-o", "xml"],
+    ["get", "svc", "--limit", "3"], ["get", "svc", "--state", "udp"],
+    ["get", "flows", "--state", "open"], ["get", "flows", "some-name"],
+    # Flushing every flow needs --all, in so many words.
+    ["flush", "flows"], ["flush", "services", "--all"],
+    ["trace", "198.18.0.2", "198.19.0.10:80"], ["trace", "198.18.0.2:1", "198.19.0.10:80", "icmp"],
+    ["weight", "default/my-service", "198.18.1.11"],
+    ["weight", "default/my-service", "198.18.1.11", "1001"],
+    ["weight", "default/my-service", "198.18.1.11", "3", "--reset"],
+    ["drain", "default/my-service", "not-an-ip"], ["drain", "a/b/c", "198.18.1.11"],
+    ["describe", "pod", "default/x"], ["stats", "--interval", "2"]])
 def test_usage_errors_exit_2(ferry, args):
     r = ferry.ferryctl(*args)
     assert r.returncode == 2, (args, r.returncode, r.stdout, r.stderr)
@@ -99,6 +109,13 @@ def test_get_tables(ferry):
     r = ferry.ferryctl("get", "svc")
     assert r.returncode == 0
     lines = r.stdout.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORT(S)",
+                                "ENDPOINTS"]
+    row = next(l.split() for l in lines if " my-service " in l)
+    assert row == ["default", "my-service", "ClusterIP", VIP, "80/TCP", "3"], row
+    assert max(len(l) for l in lines) <= 80, r.stdout
+    r = ferry.ferryctl("get", "svc", "-o", "wide")
+    lines = r.stdout.splitlines()
     assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP",
                                 "PORT(S)", "AFFINITY", "POLICY", "ENDPOINTS"]
     row = next(l.split() for l in lines if " my-service " in l)
@@ -106,9 +123,36 @@ def test_get_tables(ferry):
                    "ext=Cluster,int=Cluster", "3"], row
     r = ferry.ferryctl("get", "ep")
     lines = r.stdout.splitlines()
-    assert lines[0].split() == ["NAMESPACE", "NAME", "ENDPOINT", "READY", "SERVING",
-                                "TERMINATING", "NODE"], r.stdout
-    assert ["default", "my-service", "198.18.1.11:9376", "True", "True", "False", "<none>"] in \
-        [l.split() for l in lines], r.stdout
+    assert lines[0].split() == ["NAMESPACE", "NAME", "ENDPOINT", "CONDITIONS", "WEIGHT",
+                                "NODE"], r.stdout
+    assert ["default", "my-service", "198.18.1.11:9376", "ready,serving"] in \
+        [l.split()[:4] for l in lines], r.stdout
+    r = ferry.ferryctl("get", "ep", "-o", "wide")
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:7] == ["NAMESPACE", "NAME", "PORT-NAME", "ENDPOINT", "READY",
+                                    "SERVING", "TERMINATING"], r.stdout
+    assert ["default", "my-service", "<none>", "198.18.1.11:9376", "True", "True", "False"] in \
+        [l.split()[:7] for l in lines], r.stdout
     r = ferry.ferryctl("stats")
     assert r.returncode == 0 and "Drops:" in r.stdout and "default/my-service" in r.stdout
+
+
+def test_get_by_name(ferry):
+    r = ferry.ferryctl("get", "svc", "my-service")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and lines[1].split()[1] == "my-service", r.stdout
+    # A name that is not there: kubectl's message, status 1; the names found are still shown.
+    r = ferry.ferryctl("get", "svc", "my-service", "nope")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert 'services "nope" not found' in r.stderr and "my-service" in r.stdout, r.stderr
+    r = ferry.ferryctl("get", "svc", "nope", "-o", "json")
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+
+
+def test_yaml_is_the_json_result(ferry):
+    yaml = pytest.importorskip("yaml")
+    as_json = get_json(ferry, "svc")
+    r = ferry.ferryctl("get", "svc", "-o", "yaml")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout) == as_json

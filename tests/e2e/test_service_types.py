@@ -135,7 +135,7 @@ def test_load_balancer_address_from_the_pool_reached_from_outside(ferry):
     assert whoami(ferry, f"http://{lb}") == ("my-app-3", "198.18.0.1")
     r = ferry.client(["ip", "neigh", "show", lb])
     assert "lladdr" in r.stdout, r.stdout
-    r = ferry.ferryctl("get", "svc")
+    r = ferry.ferryctl("get", "svc", "-o", "wide")
     assert lb in r.stdout, r.stdout
 
 
