@@ -18,6 +18,7 @@
 #include "builtin.hpp"
 #include "config.hpp"
 #include "dns_tcp.hpp"
+#include "ferryd_views.hpp"
 #include "inspect.hpp"
 #include "node.hpp"
 #include "ports.hpp"
@@ -39,33 +40,9 @@ void usage() {
                "  --print-default-config: print the built-in default config (a starting point)\n";
 }
 
-std::string addr_port(uint32_t ip, uint16_t port) {
-  return format_ipv4(ip) + ":" + std::to_string(port);
-}
+json flows_view(const dp::dataplane& d, const json& req) { return views::flows(d, req); }
 
-json flows_view(const dp::dataplane& d, const json& req) {
-  uint64_t active = 0;
-  size_t limit = req.value("limit", 100);
-  json items = json::array();
-  for (const auto& f : dp::list_flows(d, limit, active)) {
-    items.push_back({{"protocol", proto_name(f.proto)},
-                     {"client", addr_port(f.client_ip, f.client_port)},
-                     {"service", addr_port(f.vip, f.vport)},
-                     {"backend", addr_port(f.backend_ip, f.backend_port)},
-                     {"state", f.state},
-                     {"idle_seconds", f.idle_seconds},
-                     {"age_seconds", f.age_seconds},
-                     {"lcore", f.worker},
-                     {"masquerade", f.snat_ip ? addr_port(f.snat_ip, f.snat_port) : ""}});
-  }
-  return {{"items", items}, {"total", active}};
-}
-
-// Counter slots are reused when a service port goes away; remember what a slot showed when
-// its current owner got it, so a new service port starts from zero.
-struct service_baselines {
-  std::map<uint32_t, std::pair<std::string, dp::service_totals>> by_id;
-};
+using views::service_baselines;
 
 json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::worker>>& workers,
                 service_baselines& base) {
@@ -90,28 +67,27 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
   json services = json::array();
   if (const snapshot* s = d.snap.load(std::memory_order_acquire)) {
     for (const auto* e : s->ports()) {
-      dp::service_totals now = dp::collect_service(workers, e->id);
-      std::string owner = e->name + "@" + addr_port(e->vip, e->port) + "/" + proto_name(e->proto);
-      auto [it, fresh] = base.by_id.try_emplace(e->id, owner, dp::service_totals{});
-      if (!fresh && it->second.first != owner) it->second = {owner, now};
-      const auto& b = it->second.second;
+      const dp::service_totals c = views::service_counts(workers, base, *e);
       services.push_back({{"name", e->name},
                           {"vip", format_ipv4(e->vip)},
                           {"port", e->port},
                           {"protocol", proto_name(e->proto)},
-                          {"packets", now.packets - b.packets},
-                          {"bytes", now.bytes - b.bytes},
-                          {"new_flows", now.new_flows - b.new_flows}});
+                          {"packets", c.packets},
+                          {"bytes", c.bytes},
+                          {"new_flows", c.new_flows}});
     }
   }
   json dns = {{"truncated", t.dns_truncated}, {"tcp_packets", t.dns_tcp}};
   for (size_t o = 0; o < dns::kNumOutcomes; ++o) dns[std::string(dns::kOutcomeNames[o])] = t.dns[o];
   json per_worker = json::array();
+  auto seconds = [&](uint64_t cycles) { return static_cast<double>(cycles) / d.tsc_hz; };
   for (size_t i = 0; i < workers.size(); ++i) {
     per_worker.push_back({{"worker", i},
                           {"lcore", workers[i]->lcore},
                           {"rx_packets", t.per_worker_rx[i]},
-                          {"foreign_flow_hits", t.per_worker_foreign[i]}});
+                          {"foreign_flow_hits", t.per_worker_foreign[i]},
+                          {"busy_seconds", seconds(workers[i]->counters.busy_cycles.get())},
+                          {"poll_seconds", seconds(workers[i]->counters.poll_cycles.get())}});
   }
   json out = {{"ports", ports},
               {"drops", drops},
@@ -175,6 +151,10 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
 }
 
 int run(const node_config& cfg) {
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t started_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
   // Refuse to start half-configured: check every manifest before touching any device.
   {
     control::node dry(cfg, [](std::unique_ptr<const snapshot>) {});
@@ -302,6 +282,19 @@ int run(const node_config& cfg) {
                                          {"published_unix_ns", published_ns}};
                       return out;
                     });
+      views::busy_sampler busy;
+      ctl.set_view("status", [&](const json&) {
+        return views::status(d, workers, busy,
+                             {cfg, ctl, api.get(), pub.current()->generation, published_ns,
+                              started_unix, started, dns_tcp != nullptr});
+      });
+      ctl.set_view("neighbors", [&](const json&) { return views::neighbors(d); });
+      ctl.set_view("routes", [&](const json&) { return views::routes(d, cfg); });
+      ctl.set_view("trace", [&](const json& req) { return views::trace(d, req); });
+      ctl.set_view("flush", [&](const json& req) { return views::flush(d, req); });
+      ctl.set_view("describe", [&](const json& req) {
+        return views::describe(d, workers, baselines, req);
+      });
       auto server = control::socket_server::listen(
           cfg.socket_path, [&](const json& req) { return ctl.handle(req); });
       if (!server) {
@@ -314,6 +307,7 @@ int run(const node_config& cfg) {
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
                      n_workers, pub.current()->vips.size(), cfg.socket_path);
         while (!g_signalled.load()) {
+          busy.tick(workers);
           if (!(*server)->poll_once(200, api ? api->wake_fd() : -1)) continue;
           auto u = api->take();
           if (u.empty()) continue;
