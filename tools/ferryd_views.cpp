@@ -88,9 +88,8 @@ std::optional<std::string> parse_filter(const snapshot* snap, const json& req,
   std::string v;
   if (auto e = text("protocol", v)) return e;
   if (!v.empty()) {
-    auto p = parse_proto(lower(v) == "tcp" ? "TCP" : lower(v) == "udp" ? "UDP" : v);
-    if (!p) return bad("protocol", v, "tcp or udp");
-    f.proto = *p;
+    if (lower(v) != "tcp" && lower(v) != "udp") return bad("protocol", v, "tcp or udp");
+    f.proto = lower(v) == "tcp" ? kProtoTcp : kProtoUdp;
   }
   v.clear();
   if (auto e = text("state", v)) return e;
@@ -192,6 +191,8 @@ json flows(const dp::dataplane& d, const json& req) {
 }
 
 json flush(dp::dataplane& d, const json& req) {
+  // A limit would flush an arbitrary subset: refused rather than ignored.
+  if (req.contains("limit")) return {{"error", "bad filter \"limit\": flush takes no limit"}};
   dp::flow_filter f;
   if (auto e = parse_filter(d.snap.load(std::memory_order_acquire), req, f)) {
     return {{"error", *e}};
