@@ -384,16 +384,15 @@ json node::get(const std::string& resource, const std::string& ns) const {
             if (e->vip != 0 || e->port != p.node_port || e->proto != p.protocol) continue;
             for (const auto& b : e->backends) active += b.weight > 0;
           }
-          items.push_back(
-              {{"protocol", proto_name(p.protocol)},
-               {"node_port", p.node_port},
-               {"namespace", meta.ns},
-               {"name", meta.name},
-               {"port_name", p.name},
-               {"port", p.port},
-               {"cluster_ip", svc->cluster_ip ? format_ipv4(*svc->cluster_ip) : ""},
-               {"external_traffic_policy", policy_name(svc->external_policy)},
-               {"backends", active}});
+          items.push_back({{"protocol", proto_name(p.protocol)},
+                           {"node_port", p.node_port},
+                           {"namespace", meta.ns},
+                           {"name", meta.name},
+                           {"port_name", p.name},
+                           {"port", p.port},
+                           {"cluster_ip", svc->cluster_ip ? format_ipv4(*svc->cluster_ip) : ""},
+                           {"external_traffic_policy", policy_name(svc->external_policy)},
+                           {"backends", active}});
         }
       }
     } else if (const auto* pod = std::get_if<model::pod>(&so.obj); pod && resource == "pods") {
@@ -506,10 +505,11 @@ result<json> node::describe(const std::string& ns, const std::string& name) cons
       for (uint16_t i : e->maglev) {
         if (i < slots.size()) ++slots[i];
       }
-      const json counters = live.contains(std::to_string(e->id))
-                                ? live[std::to_string(e->id)]
-                                : json{{"counters", {{"packets", 0}, {"bytes", 0}, {"new_flows", 0}}},
-                                       {"active_flows", json::object()}};
+      const json counters =
+          live.contains(std::to_string(e->id))
+              ? live[std::to_string(e->id)]
+              : json{{"counters", {{"packets", 0}, {"bytes", 0}, {"new_flows", 0}}},
+                     {"active_flows", json::object()}};
       json backends = json::array();
       for (size_t i = 0; i < e->backends.size(); ++i) {
         const backend& b = e->backends[i];

@@ -300,9 +300,9 @@ std::map<uint32_t, std::pair<uint16_t, size_t>> weights(const snapshot& s, uint3
 TEST(NodeWeight, DrainSurvivesEndpointUpdatesAndRemovingItRestores) {
   api_node a;
   const std::string other = service("other", "198.19.0.2") + slice("o1", "other", {"10.0.0.1"});
-  auto r = a.n.apply({{"t", service("web", "198.19.0.1") +
-                                slice("w1", "web", {"10.0.0.1", "10.0.0.2"}) + other}},
-                     source::socket);
+  auto r = a.n.apply(
+      {{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"}) + other}},
+      source::socket);
   ASSERT_TRUE(r) << r.message();
   const uint32_t ip1 = 0x0a000001, ip2 = 0x0a000002, vip = 0xc6130001;
   const std::string other_before = describe(*a.last);
@@ -319,8 +319,7 @@ TEST(NodeWeight, DrainSurvivesEndpointUpdatesAndRemovingItRestores) {
   EXPECT_EQ(weights(*a.last, 0xc6130002)[ip1].first, 1);
 
   // An endpoint update (a third pod) keeps the override.
-  r = a.n.apply({{"t", slice("w1", "web", {"10.0.0.1", "10.0.0.2", "10.0.0.3"})}},
-                source::socket);
+  r = a.n.apply({{"t", slice("w1", "web", {"10.0.0.1", "10.0.0.2", "10.0.0.3"})}}, source::socket);
   ASSERT_TRUE(r) << r.message();
   bw = weights(*a.last, vip);
   EXPECT_EQ(bw.size(), 3u);
@@ -378,8 +377,8 @@ TEST(NodeWeight, DescribeShowsSlotsAndOverride) {
   EXPECT_EQ(b[1]["share"], 1.0);
   EXPECT_EQ(a.n.describe("default", "nope").message(), "service \"default/nope\" not found");
   // Through the socket op.
-  auto ans = a.n.handle({{"op", "weight"}, {"name", "web"}, {"address", "10.0.0.2"},
-                         {"weight", 1001}});
+  auto ans =
+      a.n.handle({{"op", "weight"}, {"name", "web"}, {"address", "10.0.0.2"}, {"weight", 1001}});
   EXPECT_EQ(ans["ok"], false);
   EXPECT_NE(ans["error"].get<std::string>().find("0 to 1000"), std::string::npos);
 }

@@ -18,7 +18,8 @@ bool flow_filter::matches(const flow_entry& e, flow_state s) const {
       std::find(service_ids->begin(), service_ids->end(), e.service_id) == service_ids->end()) {
     return false;
   }
-  if (backend_ip && (e.backend_ip != *backend_ip || (backend_port && e.backend_port != backend_port)))
+  if (backend_ip &&
+      (e.backend_ip != *backend_ip || (backend_port && e.backend_port != backend_port)))
     return false;
   if (client_ip && (e.client_ip != *client_ip || (client_port && e.client_port != client_port)))
     return false;

@@ -292,9 +292,8 @@ int run(const node_config& cfg) {
       ctl.set_view("routes", [&](const json&) { return views::routes(d, cfg); });
       ctl.set_view("trace", [&](const json& req) { return views::trace(d, req); });
       ctl.set_view("flush", [&](const json& req) { return views::flush(d, req); });
-      ctl.set_view("describe", [&](const json& req) {
-        return views::describe(d, workers, baselines, req);
-      });
+      ctl.set_view("describe",
+                   [&](const json& req) { return views::describe(d, workers, baselines, req); });
       auto server = control::socket_server::listen(
           cfg.socket_path, [&](const json& req) { return ctl.handle(req); });
       if (!server) {

@@ -41,8 +41,8 @@ void busy_sampler::tick(const worker_list& workers) {
     const uint64_t busy = workers[i]->counters.busy_cycles.get();
     const uint64_t poll = workers[i]->counters.poll_cycles.get();
     if (!first && poll > prev_[i].second) {
-      ratio_[i] = static_cast<double>(busy - prev_[i].first) /
-                  static_cast<double>(poll - prev_[i].second);
+      ratio_[i] =
+          static_cast<double>(busy - prev_[i].first) / static_cast<double>(poll - prev_[i].second);
     }
     prev_[i] = {busy, poll};
   }
@@ -72,8 +72,7 @@ std::string lower(std::string s) {
 }
 
 // The filters of `get flows` and `flush`; an error names the filter that is wrong.
-std::optional<std::string> parse_filter(const snapshot* snap, const json& req,
-                                        dp::flow_filter& f) {
+std::optional<std::string> parse_filter(const snapshot* snap, const json& req, dp::flow_filter& f) {
   auto text = [&](const char* name, std::string& out) -> std::optional<std::string> {
     if (!req.contains(name) || req[name].is_null()) return std::nullopt;
     if (!req[name].is_string()) {
@@ -272,14 +271,14 @@ json trace(const dp::dataplane& d, const json& req) {
   if (t.service) {
     const std::string& n = t.service->name;
     const auto slash = n.find('/'), colon = n.find(':', slash == std::string::npos ? 0 : slash);
-    service = {{"namespace", slash == std::string::npos ? "" : n.substr(0, slash)},
-               {"name", n.substr(slash == std::string::npos ? 0 : slash + 1,
-                                 colon == std::string::npos ? std::string::npos
-                                                            : colon - slash - 1)},
-               {"port_name", colon == std::string::npos ? "" : n.substr(colon + 1)},
-               {"vip", format_ipv4(t.service->vip)},
-               {"port", t.service->port},
-               {"protocol", proto_name(t.service->proto)}};
+    service = {
+        {"namespace", slash == std::string::npos ? "" : n.substr(0, slash)},
+        {"name", n.substr(slash == std::string::npos ? 0 : slash + 1,
+                          colon == std::string::npos ? std::string::npos : colon - slash - 1)},
+        {"port_name", colon == std::string::npos ? "" : n.substr(colon + 1)},
+        {"vip", format_ipv4(t.service->vip)},
+        {"port", t.service->port},
+        {"protocol", proto_name(t.service->proto)}};
   }
   const auto names = service_names(d.snap.load(std::memory_order_acquire));
   std::string backend;
@@ -300,8 +299,8 @@ json trace(const dp::dataplane& d, const json& req) {
           {"decision", t.decision},
           {"backend", backend},
           {"nat", {{"destination", addr_port(t.nat_dst_ip, t.nat_dst_port)}, {"source", nat_src}}},
-          {"maglev", t.maglev ? json{{"table_size", t.maglev_size}, {"slot", t.maglev_slot}}
-                              : json(nullptr)},
+          {"maglev",
+           t.maglev ? json{{"table_size", t.maglev_size}, {"slot", t.maglev_slot}} : json(nullptr)},
           {"verdict", t.verdict},
           {"reason", t.reason}};
 }
@@ -365,15 +364,16 @@ json status(const dp::dataplane& d, const worker_list& workers, const busy_sampl
     const auto link = dp::port_link(p);
     const bool configured = i < in.cfg.ports.size();
     const auto& a = configured ? in.cfg.ports[i].address : ipv4_prefix{};
-    ports.push_back({{"name", p.name},
-                     {"device", configured ? in.cfg.ports[i].device : "tap (DNS over TCP)"},
-                     {"port_id", p.port_id},
-                     {"mac", mac_text(p.mac)},
-                     {"address", configured ? format_ipv4(a.addr) + "/" + std::to_string(a.len) : ""},
-                     {"link_up", link.up},
-                     {"speed_mbps", link.speed_mbps},
-                     {"rx_queues", p.rx_queues},
-                     {"tx_queues", p.tx_queues}});
+    ports.push_back(
+        {{"name", p.name},
+         {"device", configured ? in.cfg.ports[i].device : "tap (DNS over TCP)"},
+         {"port_id", p.port_id},
+         {"mac", mac_text(p.mac)},
+         {"address", configured ? format_ipv4(a.addr) + "/" + std::to_string(a.len) : ""},
+         {"link_up", link.up},
+         {"speed_mbps", link.speed_mbps},
+         {"rx_queues", p.rx_queues},
+         {"tx_queues", p.tx_queues}});
   }
   json sources = json::array();
   std::string manifests;
