@@ -89,14 +89,14 @@ struct alignas(64) worker_counters {
   counter affinity_reused;    // new flow sent to the backend its client had (ClientIP)
   counter snat_flows;         // new flows whose source was translated to a node address
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
-  counter neighbor_held;           // packets parked while their next hop was resolved
-  counter dns[dns::kNumOutcomes];  // DNS queries answered, by outcome
-  counter dns_truncated;           // answers sent with TC (too big for UDP)
-  counter dns_tcp;                 // DNS over TCP packets handed to the TCP server
+  counter neighbor_held;                 // packets parked while their next hop was resolved
+  counter dns[dns::kNumOutcomes];        // DNS queries answered, by outcome
+  counter dns_truncated;                 // answers sent with TC (too big for UDP)
+  counter dns_tcp;                       // DNS over TCP packets handed to the TCP server
+  service_counters* services = nullptr;  // max_service_ports entries, indexed by id
   // TSC cycles of the poll loop, and those of its iterations that received packets (the
   // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.
   counter busy_cycles, poll_cycles;
-  service_counters* services = nullptr;  // max_service_ports entries, indexed by id
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };
