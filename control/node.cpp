@@ -409,6 +409,12 @@ json node::get(const std::string& resource, const std::string& ns) const {
                        {"this_node", meta.name == cfg_.node_name}});
     }
   }
+  if (resource == "nodeports") {
+    std::sort(items.begin(), items.end(), [](const json& a, const json& b) {
+      return std::pair(a["node_port"].get<int>(), a["protocol"].get<std::string>()) <
+             std::pair(b["node_port"].get<int>(), b["protocol"].get<std::string>());
+    });
+  }
   return {{"items", items}};
 }
 

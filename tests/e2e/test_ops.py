@@ -236,10 +236,15 @@ def test_flush_udp_flow_makes_a_new_flow(ferry):
     udp_conversation(ferry, 1, sport)
     assert flow_count(ferry) == created + 1  # the next datagram made a new flow
     assert op(ferry, {"op": "get", "resource": "flows", **flt})["matched"] == 1
-    # Flushed entries are recycled by their worker: the table does not fill up.
-    time.sleep(2.5)
+    # No filter but the protocol: every UDP flow goes, TCP ones stay.
+    tcp_before = op(ferry, {"op": "get", "resource": "flows", "protocol": "tcp"})["matched"]
     assert op(ferry, {"op": "flush", "protocol": "udp"})["flushed"] >= 1
     assert op(ferry, {"op": "get", "resource": "flows", "protocol": "udp"})["matched"] == 0
+    assert op(ferry, {"op": "get", "resource": "flows", "protocol": "tcp"})["matched"] == tcp_before
+    # The flushed entries go back to their workers on the next sweep pass (2 s); new flows
+    # keep being made.
+    time.sleep(2.5)
+    assert len(udp_conversation(ferry, 2, sport + 1)) == 2
 
 
 def endpoint_detail(ferry, ip):
