@@ -691,6 +691,19 @@ subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
     EXPECT_EQ(flush_flows(*dp_, f), 1u);
     EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, sport, kManyVip, 80).decision, "maglev");
   }
+  // The snapshot of SetUp: no endpoints (reject), a backend without a route (drop), a pod
+  // on the client's own subnet (hairpin: masqueraded to the node, port chosen later).
+  use(kManifests);
+  dp_->snap.store(snap_.get());
+  auto empty = trace(*dp_, kProtoTcp, kClient, 1000, kEmptyVip, 80);
+  EXPECT_STREQ(empty.decision, "no_endpoints");
+  EXPECT_STREQ(empty.verdict, "reject");
+  EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, 1000, kOffnetVip, 80).verdict, "drop");
+  auto hairpin = trace(*dp_, kProtoTcp, kPod, 1000, kVip, 80);
+  EXPECT_STREQ(hairpin.verdict, "forward");
+  EXPECT_EQ(hairpin.nat_src_ip, kNode1);
+  EXPECT_TRUE(hairpin.src_port_chosen_later);
+  EXPECT_EQ(w_->counters.drops[static_cast<size_t>(drop::no_endpoints)].get(), 0u);
   EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).verdict, "drop");
   EXPECT_EQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).match,
             trace_result::match_kind::node_address);
