@@ -103,8 +103,10 @@ std::vector<neighbor_view> list_neighbors(const dataplane& dp) {
     const uint64_t at = e.confirmed.load(std::memory_order_relaxed);
     std::memcpy(v.mac.addr_bytes, &mac, RTE_ETHER_ADDR_LEN);
     if (!mac) {
+      // Never answered: the age of the last request we sent.
+      const uint64_t asked = e.requested.load(std::memory_order_relaxed);
       v.state = "incomplete";
-      v.age_seconds = -1;
+      v.age_seconds = asked && now > asked ? static_cast<double>(now - asked) / hz : 0.0;
     } else {
       const uint64_t age = now > at ? now - at : 0;
       v.state = age > timeout ? "stale" : "reachable";

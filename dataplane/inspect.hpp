@@ -63,7 +63,7 @@ struct neighbor_view {
   uint32_t ip;
   rte_ether_addr mac;
   const char* state;   // reachable, stale (answer older than the timeout), incomplete
-  double age_seconds;  // since the last answer; negative when never answered
+  double age_seconds;  // since the last answer (incomplete: since the last request)
 };
 std::vector<neighbor_view> list_neighbors(const dataplane& dp);
 

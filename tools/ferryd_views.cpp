@@ -204,11 +204,12 @@ json flush(dp::dataplane& d, const json& req) {
 json neighbors(const dp::dataplane& d) {
   json items = json::array();
   for (const auto& n : dp::list_neighbors(d)) {
+    const bool known = std::string_view(n.state) != "incomplete";
     items.push_back({{"address", format_ipv4(n.ip)},
-                     {"mac", n.age_seconds < 0 ? "" : mac_text(n.mac)},
+                     {"mac", known ? mac_text(n.mac) : ""},
                      {"port", n.port < d.ports.size() ? d.ports[n.port].name : ""},
                      {"state", n.state},
-                     {"age_seconds", n.age_seconds < 0 ? json(nullptr) : json(n.age_seconds)}});
+                     {"age_seconds", n.age_seconds}});
   }
   return {{"items", items}};
 }
