@@ -215,8 +215,13 @@ compiler::service_ports compiler::ports_of(const model::service& svc,
     base.name = svc.meta.ns + "/" + svc.meta.name + (p.name.empty() ? "" : ":" + p.name);
     base.affinity_timeout = svc.affinity_client_ip ? svc.affinity_timeout : 0;
     base.affinity_key = service_key(*svc.cluster_ip, p.protocol, p.port);
+    const service_name owner{svc.meta.ns, svc.meta.name};
     auto with_backends = [&](wanted w, bool local_only) {
       w.backends = select_backends(refs, {node_name_, zone_}, local_only);
+      for (auto& b : w.backends) {
+        b.configured_weight = b.weight;
+        b.weight = effective_weight(owner, b);
+      }
       w.drop_empty = usable && w.backends.empty();
       return w;
     };
@@ -322,6 +327,42 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   link(key, *e, true);
   slot.entry = std::move(e);
   touched_vips_.push_back(key);
+}
+
+void compiler::set_weight(const service_name& svc, uint32_t ip, std::optional<uint16_t> weight) {
+  if (weight) {
+    weights_[svc][ip] = *weight;
+    return;
+  }
+  auto it = weights_.find(svc);
+  if (it == weights_.end()) return;
+  it->second.erase(ip);
+  if (it->second.empty()) weights_.erase(it);
+}
+
+std::optional<uint16_t> compiler::weight_override(const service_name& svc, uint32_t ip) const {
+  auto it = weights_.find(svc);
+  if (it == weights_.end()) return std::nullopt;
+  auto w = it->second.find(ip);
+  if (w == it->second.end()) return std::nullopt;
+  return w->second;
+}
+
+uint16_t compiler::effective_weight(const service_name& svc, const backend& b) const {
+  if (!b.weight) return 0;
+  auto w = weight_override(svc, b.ip);
+  return w ? *w : b.weight;
+}
+
+std::vector<std::shared_ptr<const service_port_entry>> compiler::entries_of(
+    const service_name& svc) const {
+  std::vector<std::shared_ptr<const service_port_entry>> out;
+  auto it = by_service_.find(svc);
+  if (it == by_service_.end()) return out;
+  for (uint64_t key : it->second) {
+    if (auto e = entries_.find(key); e != entries_.end()) out.push_back(e->second.entry);
+  }
+  return out;
 }
 
 void compiler::enable_dns(const dns_config& cfg, ipv4_prefix service_cidr) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -111,6 +112,20 @@ class compiler {
   void enable_dns(const dns_config& cfg, ipv4_prefix service_cidr);
   size_t dns_names() const { return dns_ ? dns_->names() : 0; }
 
+  /// Operator weight overrides (`ferryctl weight|drain`), keyed by Service and backend
+  /// address: every backend of the Service's ports at that address gets this weight instead
+  /// of its configured one (0: drained, no new flows). They outlive endpoint changes; the
+  /// caller recompiles the Service after changing one.
+  using service_name = std::pair<std::string, std::string>;
+  void set_weight(const service_name& svc, uint32_t ip, std::optional<uint16_t> weight);
+  std::optional<uint16_t> weight_override(const service_name& svc, uint32_t ip) const;
+  /// A backend's weight with the Service's override applied. A backend configured at 0 (a
+  /// terminating endpoint while ready ones exist) stays at 0.
+  uint16_t effective_weight(const service_name& svc, const backend& b) const;
+
+  /// The frontends a Service has as of the last compile (what the snapshot holds).
+  std::vector<std::shared_ptr<const service_port_entry>> entries_of(const service_name& svc) const;
+
   /// Builds the next snapshot, redoing the endpoints of the dirty Services only (all of
   /// them on the first compile). Fails (and changes nothing) when more service ports exist
   /// than the workers have counter slots for. The cost of a change is that of the Services
@@ -125,7 +140,6 @@ class compiler {
   // What one frontend should look like: the entry minus id and Maglev table.
   using wanted = service_port_entry;
   using service_ports = std::vector<std::pair<uint64_t, wanted>>;  // by service_key
-  using service_name = std::pair<std::string, std::string>;
   using entry_ptr = std::shared_ptr<const service_port_entry>;
 
   service_ports ports_of(const model::service& svc, const endpoint_index& endpoints) const;
@@ -142,6 +156,7 @@ class compiler {
   std::string node_name_;
   std::string zone_;  // of this node's Node object, as of the last compile
   std::vector<ipv4_prefix> pool_;
+  std::map<service_name, std::map<uint32_t, uint16_t>> weights_;
   uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
   std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
   uint32_t next_id_ = 0;

@@ -319,18 +319,26 @@ json service_json(const model::service& svc, const endpoint_index& endpoints) {
   return out;
 }
 
-// Every endpoint of every port, with the conditions and node kube-proxy decides on.
+// Every endpoint of every port, with the conditions and node kube-proxy decides on, and
+// the weight it gets (the operator's override applied).
 json endpoints_json(const model::service& svc, const endpoint_index& endpoints,
-                    const std::string& node_name) {
+                    const std::string& node_name, const compiler& comp) {
   json eps = json::array();
   json draining = json::array();
   json details = json::array();
+  const compiler::service_name owner{svc.meta.ns, svc.meta.name};
   for (const auto& p : svc.ports) {
     const auto refs = endpoints.resolve(svc, p);
-    for (const auto& b : select_backends(refs, {}, false)) {
-      (b.weight ? eps : draining).push_back(endpoint_text(b));
+    const auto backends = select_backends(refs, {}, false);
+    for (const auto& b : backends) {
+      (comp.effective_weight(owner, b) ? eps : draining).push_back(endpoint_text(b));
     }
     for (const auto& e : refs) {
+      uint16_t weight = 0;
+      for (const auto& b : backends) {
+        if (b.ip == e.ip && b.port == e.port) weight = comp.effective_weight(owner, b);
+      }
+      const auto over = comp.weight_override(owner, e.ip);
       details.push_back({{"address", format_ipv4(e.ip)},
                          {"port", e.port},
                          {"port_name", p.name},
@@ -339,7 +347,9 @@ json endpoints_json(const model::service& svc, const endpoint_index& endpoints,
                          {"serving", e.serving},
                          {"terminating", e.terminating},
                          {"node", std::string(e.node)},
-                         {"local", !e.node.empty() && e.node == node_name}});
+                         {"local", !e.node.empty() && e.node == node_name},
+                         {"weight", weight},
+                         {"drained", over && *over == 0}});
     }
   }
   return {{"namespace", svc.meta.ns},
@@ -362,7 +372,28 @@ json node::get(const std::string& resource, const std::string& ns) const {
         items.push_back(service_json(*svc, endpoints));
         items.back()["source"] = source_name(so.from);
       } else if (resource == "endpoints") {
-        items.push_back(endpoints_json(*svc, endpoints, cfg_.node_name));
+        items.push_back(endpoints_json(*svc, endpoints, cfg_.node_name, compiler_));
+      } else if (resource == "nodeports") {
+        for (const auto& p : svc->ports) {
+          if (!p.node_port || (svc->type != model::service_type::node_port &&
+                               svc->type != model::service_type::load_balancer)) {
+            continue;
+          }
+          size_t active = 0;
+          for (const auto& e : compiler_.entries_of({meta.ns, meta.name})) {
+            if (e->vip != 0 || e->port != p.node_port || e->proto != p.protocol) continue;
+            for (const auto& b : e->backends) active += b.weight > 0;
+          }
+          items.push_back({{"protocol", proto_name(p.protocol)},
+                           {"node_port", p.node_port},
+                           {"namespace", meta.ns},
+                           {"name", meta.name},
+                           {"port_name", p.name},
+                           {"port", p.port},
+                           {"cluster_ip", svc->cluster_ip ? format_ipv4(*svc->cluster_ip) : ""},
+                           {"external_traffic_policy", policy_name(svc->external_policy)},
+                           {"backends", active}});
+        }
       }
     } else if (const auto* pod = std::get_if<model::pod>(&so.obj); pod && resource == "pods") {
       items.push_back({{"namespace", meta.ns},
@@ -378,11 +409,159 @@ json node::get(const std::string& resource, const std::string& ns) const {
                        {"this_node", meta.name == cfg_.node_name}});
     }
   }
+  if (resource == "nodeports") {
+    std::sort(items.begin(), items.end(), [](const json& a, const json& b) {
+      return std::pair(a["node_port"].get<int>(), a["protocol"].get<std::string>()) <
+             std::pair(b["node_port"].get<int>(), b["protocol"].get<std::string>());
+    });
+  }
   return {{"items", items}};
 }
 
 std::vector<env_var> node::env(const std::string& ns, bool service_links) const {
   return service_environment(store_, ns, service_links);
+}
+
+uint64_t node::objects_from(source s) const {
+  uint64_t n = 0;
+  for (const auto& [key, so] : store_.objects()) n += so.from == s;
+  return n;
+}
+
+namespace {
+
+const model::service* find_service(const store& st, const std::string& ns,
+                                   const std::string& name) {
+  auto it = st.objects().find({"Service", ns, name});
+  return it == st.objects().end() ? nullptr : std::get_if<model::service>(&it->second.obj);
+}
+
+json optional_weight(std::optional<uint16_t> w) { return w ? json(*w) : json(nullptr); }
+
+}  // namespace
+
+result<json> node::weight(const std::string& ns, const std::string& name, uint32_t ip,
+                          std::optional<uint16_t> w) {
+  const std::string what = "service \"" + ns + "/" + name + "\"";
+  const auto* svc = find_service(store_, ns, name);
+  if (!svc) return make_error(what + " not found");
+  const compiler::service_name owner{ns, name};
+  const auto previous = compiler_.weight_override(owner, ip);
+  // The ports whose endpoints have this address.
+  size_t ports = 0;
+  const endpoint_index endpoints(store_, ns, name);
+  for (const auto& p : svc->ports) {
+    const auto refs = endpoints.resolve(*svc, p);
+    ports += std::any_of(refs.begin(), refs.end(), [&](const auto& e) { return e.ip == ip; });
+  }
+  if (!ports && !(previous && !w)) {
+    return make_error("address " + format_ipv4(ip) + " is not an endpoint of " + what);
+  }
+  compiler_.set_weight(owner, ip, w);
+  dirty_set dirty;
+  dirty.services.insert(owner);
+  if (auto r = recompile(dirty); !r) {
+    compiler_.set_weight(owner, ip, previous);
+    return r.err();
+  }
+  return json{{"namespace", ns},
+              {"name", name},
+              {"address", format_ipv4(ip)},
+              {"weight", optional_weight(w)},
+              {"previous", optional_weight(previous)},
+              {"ports", ports}};
+}
+
+result<json> node::describe(const std::string& ns, const std::string& name) const {
+  auto it = store_.objects().find({"Service", ns, name});
+  const auto* svc =
+      it == store_.objects().end() ? nullptr : std::get_if<model::service>(&it->second.obj);
+  if (!svc) return make_error("service \"" + ns + "/" + name + "\" not found");
+  const endpoint_index endpoints(store_, ns, name);
+  json out = service_json(*svc, endpoints);
+  out["source"] = source_name(it->second.from);
+  const compiler::service_name owner{ns, name};
+  const auto entries = compiler_.entries_of(owner);
+  // Counters and active flows per frontend come from the dataplane, by counter slot id.
+  json live = json::object();
+  if (auto v = views_.find("describe"); v != views_.end() && !entries.empty()) {
+    json ids = json::array();
+    for (const auto& e : entries) ids.push_back(e->id);
+    live = v->second({{"ids", ids}});
+  }
+  auto zone_of = [&](std::string_view node_name) -> std::string {
+    if (node_name.empty()) return "";
+    auto n = store_.objects().find({"Node", "", std::string(node_name)});
+    if (n == store_.objects().end()) return "";
+    return std::get<model::node>(n->second.obj).zone;
+  };
+  json ports = json::array();
+  for (const auto& p : svc->ports) {
+    const std::string entry_name = ns + "/" + name + (p.name.empty() ? "" : ":" + p.name);
+    const auto refs = endpoints.resolve(*svc, p);
+    json target;
+    if (const auto* n = std::get_if<uint16_t>(&p.target_port)) {
+      target = std::to_string(*n ? *n : p.port);
+    } else {
+      target = std::get<std::string>(p.target_port);
+    }
+    for (const auto& e : entries) {
+      if (e->name != entry_name || e->proto != p.protocol) continue;
+      std::vector<uint32_t> slots(e->backends.size(), 0);
+      for (uint16_t i : e->maglev) {
+        if (i < slots.size()) ++slots[i];
+      }
+      const json counters =
+          live.contains(std::to_string(e->id))
+              ? live[std::to_string(e->id)]
+              : json{{"counters", {{"packets", 0}, {"bytes", 0}, {"new_flows", 0}}},
+                     {"active_flows", json::object()}};
+      json backends = json::array();
+      for (size_t i = 0; i < e->backends.size(); ++i) {
+        const backend& b = e->backends[i];
+        const std::string addr = format_ipv4(b.ip) + ":" + std::to_string(b.port);
+        const auto over = compiler_.weight_override(owner, b.ip);
+        bool ready = false, serving = false, terminating = false;
+        std::string node_name;
+        for (const auto& r : refs) {
+          if (r.ip != b.ip || r.port != b.port) continue;
+          ready = r.ready;
+          serving = r.serving;
+          terminating = r.terminating;
+          node_name = r.node;
+        }
+        const json& af = counters["active_flows"];
+        backends.push_back(
+            {{"address", format_ipv4(b.ip)},
+             {"port", b.port},
+             {"weight", b.weight},
+             {"configured_weight", b.configured_weight},
+             {"override", optional_weight(over)},
+             {"ready", ready},
+             {"serving", serving},
+             {"terminating", terminating},
+             {"node", node_name},
+             {"zone", zone_of(node_name)},
+             {"local", b.local},
+             {"slots", slots[i]},
+             {"share", e->maglev.empty() ? 0.0 : double(slots[i]) / double(e->maglev.size())},
+             {"active_flows", af.contains(addr) ? af[addr] : json(0)}});
+      }
+      ports.push_back({{"name", p.name},
+                       {"protocol", proto_name(p.protocol)},
+                       {"port", p.port},
+                       {"target_port", target},
+                       {"node_port", p.node_port},
+                       {"vip", format_ipv4(e->vip)},
+                       {"frontend_port", e->port},
+                       {"external", e->external},
+                       {"maglev_size", e->maglev.size()},
+                       {"counters", counters["counters"]},
+                       {"backends", backends}});
+    }
+  }
+  out["ports"] = ports;
+  return out;
 }
 
 namespace {
@@ -418,6 +597,14 @@ json variables_json(const std::vector<env_var>& vars) {
 json ok(json result) { return {{"ok", true}, {"result", std::move(result)}}; }
 json refused(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
+// A view refuses a request (a malformed filter, say) by answering {"error": "..."}.
+json view_answer(json v) {
+  if (v.is_object() && v.contains("error") && v["error"].is_string()) {
+    return refused(v["error"].get<std::string>());
+  }
+  return ok(std::move(v));
+}
+
 }  // namespace
 
 json node::handle(const json& req) {
@@ -439,10 +626,15 @@ json node::handle(const json& req) {
     std::string ns = req.value("namespace", "");
     if (resource == "flows") {
       if (!flows_) return refused("flows are not available");
-      return ok(flows_(req));
+      return view_answer(flows_(req));
+    }
+    if (resource == "neighbors" || resource == "routes") {
+      auto v = views_.find(resource);
+      if (v == views_.end()) return refused(resource + " are not available");
+      return view_answer(v->second(req));
     }
     if (resource != "services" && resource != "endpoints" && resource != "pods" &&
-        resource != "nodes") {
+        resource != "nodes" && resource != "nodeports") {
       return refused("unknown resource \"" + resource + "\"");
     }
     return ok(get(resource, ns));
@@ -459,6 +651,66 @@ json node::handle(const json& req) {
   if (op == "stats") {
     if (!stats_) return refused("stats are not available");
     return ok(stats_(req));
+  }
+  if (op == "status" || op == "trace" || op == "flush") {
+    auto v = views_.find(op);
+    if (v == views_.end()) return refused(op + " is not available");
+    json out = v->second(req);
+    // The dataplane knows a frontend is external; the store knows whether its address is
+    // the Service's load balancer address or an externalIP.
+    if (op == "trace" && out.value("match", "") == "external_ip" && out["service"].is_object()) {
+      const auto& sv = out["service"];
+      const auto* svc = find_service(store_, sv.value("namespace", ""), sv.value("name", ""));
+      const auto vip = parse_ipv4(sv.value("vip", ""));
+      if (svc && vip && svc->type == model::service_type::load_balancer) {
+        const auto lb = svc->lb_addresses();
+        if (std::find(lb.begin(), lb.end(), *vip) != lb.end()) out["match"] = "load_balancer";
+      }
+    }
+    return view_answer(std::move(out));
+  }
+  if (op == "describe") {
+    const std::string kind = req.value("kind", "service");
+    if (kind != "service" && kind != "services" && kind != "svc") {
+      return refused("describe: unknown kind \"" + kind + "\" (only service)");
+    }
+    const json name = req.value("name", json());
+    if (!name.is_string() || name.get<std::string>().empty()) {
+      return refused("bad request: describe needs a \"name\"");
+    }
+    auto r = describe(req.value("namespace", "default"), name.get<std::string>());
+    if (!r) return refused(r.message());
+    return ok(std::move(*r));
+  }
+  if (op == "weight") {
+    const json name = req.value("name", json());
+    const json address = req.value("address", json());
+    if (!name.is_string() || name.get<std::string>().empty()) {
+      return refused("bad request: weight needs a \"name\" (the Service)");
+    }
+    if (!address.is_string()) return refused("bad request: weight needs an \"address\"");
+    auto ip = parse_ipv4(address.get<std::string>());
+    if (!ip) {
+      return refused("bad request: \"address\" " + address.dump() + " is not an IPv4 address");
+    }
+    if (!req.contains("weight")) {
+      return refused("bad request: weight needs a \"weight\" (0-1000, or null to remove)");
+    }
+    const json& w = req["weight"];
+    std::optional<uint16_t> value;
+    if (!w.is_null()) {
+      if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > 1000) {
+        return refused("bad request: \"weight\" " + w.dump() +
+                       " must be an integer from 0 to 1000, or null");
+      }
+      value = static_cast<uint16_t>(w.get<int64_t>());
+    }
+    const std::string ns = req.value("namespace", "default");
+    auto r = weight(ns, name.get<std::string>(), *ip, value);
+    if (!r) return refused(r.message());
+    spdlog::info("weight {}/{} {} -> {}", ns, name.get<std::string>(), address.get<std::string>(),
+                 (*r)["weight"].dump());
+    return ok(std::move(*r));
   }
   return refused("unknown op \"" + op + "\"");
 }

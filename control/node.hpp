@@ -4,8 +4,10 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -66,12 +68,29 @@ class node {
   /// Decodes a control-socket request and calls the operation.
   nlohmann::json handle(const nlohmann::json& request);
 
+  /// Sets (weight) or removes (nullopt) the operator's weight for a backend address of a
+  /// Service: every port of the Service whose backend has that address. Recompiles that
+  /// Service only. Refused when the Service is unknown, or the address is none of its
+  /// endpoints (removing an existing override is always allowed).
+  result<nlohmann::json> weight(const std::string& ns, const std::string& name, uint32_t ip,
+                                std::optional<uint16_t> w);
+
+  /// `describe service`: the `get services` item, its source, and per frontend the Maglev
+  /// table's share of each backend (from the last published snapshot) plus what the
+  /// "describe" view adds (counters, active flows).
+  result<nlohmann::json> describe(const std::string& ns, const std::string& name) const;
+
   /// Views the dataplane provides (flows, stats), installed by ferryd.
   void set_views(view_fn flows, view_fn stats) {
     flows_ = std::move(flows);
     stats_ = std::move(stats);
   }
+  /// Further dataplane views by name: "status", "neighbors", "routes", "trace", "flush",
+  /// "describe" (counters and active flows of service port ids). Unset: the op is refused.
+  void set_view(const std::string& name, view_fn fn) { views_[name] = std::move(fn); }
 
+  /// How many objects in the store came from a source.
+  uint64_t objects_from(source s) const;
   const store& objects() const { return store_; }
 
  private:
@@ -85,6 +104,7 @@ class node {
   store store_;
   compiler compiler_;
   view_fn flows_, stats_;
+  std::map<std::string, view_fn> views_;
   uint64_t api_refused_ = 0;
   bool compiled_ = false;  // a snapshot was published
 };

@@ -280,3 +280,108 @@ TEST(NodeSocket, EnvAnswersTheVariablesInOrderAndNeedsANamespace) {
 
 }  // namespace
 }  // namespace ferry::control
+
+namespace ferry::control {
+namespace {
+
+// The weight of each backend of the one service port of a snapshot, and its Maglev slots.
+std::map<uint32_t, std::pair<uint16_t, size_t>> weights(const snapshot& s, uint32_t vip) {
+  std::map<uint32_t, std::pair<uint16_t, size_t>> out;
+  for (const auto* e : s.ports()) {
+    if (e->vip != vip) continue;
+    for (size_t i = 0; i < e->backends.size(); ++i) {
+      size_t slots = std::count(e->maglev.begin(), e->maglev.end(), i);
+      out[e->backends[i].ip] = {e->backends[i].weight, slots};
+    }
+  }
+  return out;
+}
+
+TEST(NodeWeight, DrainSurvivesEndpointUpdatesAndRemovingItRestores) {
+  api_node a;
+  const std::string other = service("other", "198.19.0.2") + slice("o1", "other", {"10.0.0.1"});
+  auto r = a.n.apply(
+      {{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"}) + other}},
+      source::socket);
+  ASSERT_TRUE(r) << r.message();
+  const uint32_t ip1 = 0x0a000001, ip2 = 0x0a000002, vip = 0xc6130001;
+  const std::string other_before = describe(*a.last);
+
+  auto w = a.n.weight("default", "web", ip1, 0);
+  ASSERT_TRUE(w) << w.message();
+  EXPECT_EQ((*w)["previous"], nullptr);
+  EXPECT_EQ((*w)["ports"], 1);
+  auto bw = weights(*a.last, vip);
+  EXPECT_EQ(bw[ip1], std::make_pair(uint16_t{0}, size_t{0}));
+  EXPECT_EQ(bw[ip2].first, 1);
+  EXPECT_EQ(bw[ip2].second, a.last->ports().front()->maglev.size());
+  // Only web was recompiled: the other Service (same backend address) keeps its weight.
+  EXPECT_EQ(weights(*a.last, 0xc6130002)[ip1].first, 1);
+
+  // An endpoint update (a third pod) keeps the override.
+  r = a.n.apply({{"t", slice("w1", "web", {"10.0.0.1", "10.0.0.2", "10.0.0.3"})}}, source::socket);
+  ASSERT_TRUE(r) << r.message();
+  bw = weights(*a.last, vip);
+  EXPECT_EQ(bw.size(), 3u);
+  EXPECT_EQ(bw[ip1].first, 0);
+  auto eps = a.n.get("endpoints", "default")["items"];
+  for (const auto& item : eps) {
+    if (item["name"] != "web") continue;
+    EXPECT_EQ(item["draining"], nlohmann::json::array({"10.0.0.1:8080"}));
+    for (const auto& d : item["details"]) {
+      EXPECT_EQ(d["drained"], d["address"] == "10.0.0.1");
+      EXPECT_EQ(d["weight"], d["address"] == "10.0.0.1" ? 0 : 1);
+    }
+  }
+
+  // A weight of 3 gets about three times the slots of a weight of 1.
+  w = a.n.weight("default", "web", ip2, 3);
+  ASSERT_TRUE(w) << w.message();
+  bw = weights(*a.last, vip);
+  EXPECT_EQ(bw[ip2].first, 3);
+  EXPECT_NEAR(double(bw[ip2].second) / double(bw[0x0a000003].second), 3.0, 0.2);
+
+  // Removing the override restores the configured weight.
+  w = a.n.weight("default", "web", ip1, std::nullopt);
+  ASSERT_TRUE(w) << w.message();
+  EXPECT_EQ((*w)["previous"], 0);
+  EXPECT_EQ(weights(*a.last, vip)[ip1].first, 1);
+  auto other_line = [](const std::string& d) { return d.substr(d.find("default/other")); };
+  EXPECT_EQ(other_line(describe(*a.last)), other_line(other_before));
+
+  // Refusals name what is wrong.
+  EXPECT_EQ(a.n.weight("default", "nope", ip1, 1).message(), "service \"default/nope\" not found");
+  EXPECT_EQ(a.n.weight("default", "web", 0x0a000009, 1).message(),
+            "address 10.0.0.9 is not an endpoint of service \"default/web\"");
+}
+
+TEST(NodeWeight, DescribeShowsSlotsAndOverride) {
+  api_node a;
+  auto r = a.n.apply(
+      {{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"})}},
+      source::socket);
+  ASSERT_TRUE(r) << r.message();
+  ASSERT_TRUE(a.n.weight("default", "web", 0x0a000001, 0));
+  auto d = a.n.describe("default", "web");
+  ASSERT_TRUE(d) << d.message();
+  ASSERT_EQ((*d)["ports"].size(), 1u);
+  const auto& p = (*d)["ports"][0];
+  EXPECT_EQ(p["vip"], "198.19.0.1");
+  EXPECT_EQ((*d)["source"], "socket");
+  const auto& b = p["backends"];
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0]["override"], 0);
+  EXPECT_EQ(b[0]["configured_weight"], 1);
+  EXPECT_EQ(b[0]["slots"], 0);
+  EXPECT_EQ(b[1]["slots"], p["maglev_size"]);
+  EXPECT_EQ(b[1]["share"], 1.0);
+  EXPECT_EQ(a.n.describe("default", "nope").message(), "service \"default/nope\" not found");
+  // Through the socket op.
+  auto ans =
+      a.n.handle({{"op", "weight"}, {"name", "web"}, {"address", "10.0.0.2"}, {"weight", 1001}});
+  EXPECT_EQ(ans["ok"], false);
+  EXPECT_NE(ans["error"].get<std::string>().find("0 to 1000"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace ferry::control

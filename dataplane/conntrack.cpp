@@ -97,7 +97,8 @@ flow_match conntrack::lookup(const flow_key& k, uint64_t hash, uint64_t hint) co
     uint32_t code = static_cast<uint32_t>(hint) - 1;
     flow_entry& e = entries_[code >> 1];
     auto dir = static_cast<flow_dir>(code & 1);
-    if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k)) {
+    if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k) &&
+        !e.flushed.load(std::memory_order_relaxed)) {
       return {&e, dir};
     }
   }
@@ -116,7 +117,8 @@ flow_match conntrack::lookup(const flow_key& k, uint64_t hash, uint64_t hint) co
       uint32_t code = static_cast<uint32_t>(v) - 1;
       flow_entry& e = entries_[code >> 1];
       auto dir = static_cast<flow_dir>(code & 1);
-      if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k)) {
+      if (e.state.load(std::memory_order_relaxed) != flow_state::free && key_matches(e, dir, k) &&
+          !e.flushed.load(std::memory_order_relaxed)) {
         return {&e, dir};
       }
     }
@@ -173,6 +175,7 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const fl
   e.created = now;
   e.slots[0] = e.slots[1] = UINT32_MAX;
   e.last_seen.store(now, std::memory_order_relaxed);
+  e.flushed.store(false, std::memory_order_relaxed);
   e.state.store(state, std::memory_order_relaxed);
 
   flow_key rev{e.backend_ip, e.peer_ip(), e.backend_port, e.peer_port(), fwd.proto};
@@ -201,6 +204,7 @@ uint32_t conntrack::sweep(conntrack_worker& w, uint64_t now, uint32_t budget) {
 
   uint32_t expired = 0;
   uint64_t token = 0;
+  bool started = false;  // one grace period for the whole pass
   for (uint32_t n = 0; n < budget; ++n) {
     flow_entry& e = entries_[w.sweep_cursor];
     if (++w.sweep_cursor == w.sweep_end) w.sweep_cursor = w.sweep_begin;
@@ -208,9 +212,14 @@ uint32_t conntrack::sweep(conntrack_worker& w, uint64_t now, uint32_t budget) {
     if (s == flow_state::free) continue;
     // Another worker may have stamped a slightly later TSC than our burst's `now`.
     uint64_t seen = e.last_seen.load(std::memory_order_relaxed);
-    if (now <= seen || now - seen <= timeouts_[static_cast<size_t>(s)]) continue;
+    const bool flushed = e.flushed.load(std::memory_order_relaxed);
+    if (!flushed && (now <= seen || now - seen <= timeouts_[static_cast<size_t>(s)])) continue;
     unlink(e);
-    if (!expired++) token = rte_rcu_qsbr_start(qsbr_);
+    if (!started) {
+      token = rte_rcu_qsbr_start(qsbr_);
+      started = true;
+    }
+    expired += !flushed;
     w.reclaim[(w.reclaim_head + w.reclaim_count++) % w.reclaim.size()] = {
         static_cast<uint32_t>(&e - entries_), token};
   }

@@ -13,7 +13,10 @@
 // - An expired entry is unlinked (slots -> tombstone, state -> free) and put back on the free
 //   list only after a QSBR grace period of the same rte_rcu_qsbr the snapshot uses, so a
 //   worker still holding it from a lookup never sees it reused.
-// - The control thread may read entries (`ferryctl get flows`) for display only.
+// - The control thread may read entries (`ferryctl get flows`) for display, and flush them
+//   (`ferryctl flush`): it only sets an entry's `flushed` flag. Every lookup treats a flushed
+//   entry as absent from then on, so the next packet of the flow makes a new entry; the owner
+//   unlinks and recycles the old one on its next sweep pass, like an expired one.
 #pragma once
 
 #include <rte_prefetch.h>
@@ -52,6 +55,7 @@ struct alignas(64) flow_entry {
   uint32_t slots[2];    // index slots of the forward and reply keys, for unlinking
   uint64_t created;     // TSC
   std::atomic<flow_state> state{flow_state::free};
+  std::atomic<bool> flushed{false};    // set by the control thread: gone for lookups
   uint16_t snat_port;                  // with snat_ip: the source port the backend sees
   uint32_t snat_ip;                    // 0, or the node address the client is masqueraded to
   std::atomic<uint64_t> last_seen{0};  // TSC; updated coarsely (see touch())
@@ -167,6 +171,30 @@ class conntrack {
     if (due) w.sweep_last = now;
     return sweep(w, now,
                  static_cast<uint32_t>(std::min<uint64_t>(due, w.sweep_end - w.sweep_begin)));
+  }
+
+  /// Control thread: marks every live entry that `match(entry)` accepts as flushed; returns
+  /// how many. An entry the owner recycles while this runs could be marked in its new life:
+  /// the creation time is checked again after marking and the mark undone if it moved.
+  template <typename Match>
+  uint32_t flush(Match&& match) {
+    uint32_t n = 0;
+    for (uint32_t i = 0; i < capacity_; ++i) {
+      flow_entry& e = entries_[i];
+      if (e.state.load(std::memory_order_acquire) == flow_state::free ||
+          e.flushed.load(std::memory_order_relaxed) || !match(e)) {
+        continue;
+      }
+      const uint64_t created = e.created;
+      // seq_cst: visible to the workers' next lookups before the operator hears "done".
+      e.flushed.store(true);
+      if (e.created != created || e.state.load() == flow_state::free) {
+        e.flushed.store(false);
+        continue;
+      }
+      ++n;
+    }
+    return n;
   }
 
   uint32_t capacity() const { return capacity_; }

@@ -86,6 +86,35 @@ TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
   EXPECT_EQ(ws[0].free.size(), free_before + 1);
 }
 
+TEST_F(fixture, FlushHidesAtOnceAndTheOwnerRecyclesWithoutCountingExpiry) {
+  flow_key a = client(1), b = client(2);
+  flow_entry* ea = ct->insert(ws[0], a, {0xc612010b, 9376}, 3, flow_state::udp, 0);
+  ASSERT_NE(ea, nullptr);
+  ASSERT_NE(ct->insert(ws[0], b, {0xc612010c, 9376}, 4, flow_state::udp, 0), nullptr);
+  size_t free_before = ws[0].free.size();
+  // Only the matching flow; both of its keys are gone for lookups at once.
+  EXPECT_EQ(ct->flush([](const flow_entry& e) { return e.service_id == 3; }), 1u);
+  EXPECT_EQ(ct->lookup(a, conntrack::hash(a)).entry, nullptr);
+  flow_key rev{0xc612010b, a.src_ip, 9376, a.src_port, 6};
+  EXPECT_EQ(ct->lookup(rev, conntrack::hash(rev)).entry, nullptr);
+  EXPECT_NE(ct->lookup(b, conntrack::hash(b)).entry, nullptr);
+  // Flushing again finds nothing left to flush.
+  EXPECT_EQ(ct->flush([](const flow_entry& e) { return e.service_id == 3; }), 0u);
+  // The next packet makes a new entry for the same key, which lookups find.
+  flow_entry* again = ct->insert(ws[0], a, {0xc612010d, 9376}, 3, flow_state::udp, 1);
+  ASSERT_NE(again, nullptr);
+  EXPECT_NE(again, ea);
+  EXPECT_EQ(ct->lookup(a, conntrack::hash(a)).entry, again);
+  // The owner's sweep unlinks the flushed entry long before its timeout, without counting
+  // it as expired, and recycles it after a grace period.
+  EXPECT_EQ(ct->sweep(ws[0], 2, 2048), 0u);
+  EXPECT_EQ(ea->state.load(), flow_state::free);
+  quiesce();
+  ct->sweep(ws[0], 2, 0);
+  EXPECT_EQ(ws[0].free.size(), free_before);  // one recycled, one taken by `again`
+  EXPECT_EQ(ct->lookup(a, conntrack::hash(a)).entry, again);
+}
+
 TEST_F(fixture, TouchKeepsAFlowAlive) {
   flow_key a = client(1);
   flow_entry* e = ct->insert(ws[0], a, {1, 1}, 0, flow_state::udp, 0);  // 10 s

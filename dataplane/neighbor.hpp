@@ -69,6 +69,8 @@ class neighbor_table {
     return e.requested.compare_exchange_strong(last, now, std::memory_order_relaxed);
   }
 
+  uint64_t timeout() const { return timeout_; }
+
   /// Walks all used entries (control thread, for display).
   template <typename Fn>
   void for_each(Fn&& fn) const {

@@ -15,6 +15,7 @@
 
 #include "checksum.hpp"
 #include "dataplane.hpp"
+#include "decide.hpp"
 
 namespace ferry::dp {
 namespace {
@@ -324,21 +325,6 @@ void tcp_track(flow_entry& e, flow_dir dir, uint8_t flags) {
   if (next != s) e.state.store(next, std::memory_order_relaxed);
 }
 
-// A client and a backend on the same on-link subnet would talk directly on the way back,
-// around the VIP translation (and a pod reaching itself through its Service would see its
-// own address as the source). Like kube-proxy's masquerade for hairpin traffic, such flows
-// get the node's address on that port as their source; the entry remembers the client.
-bool needs_masquerade(const dataplane& dp, uint32_t client, uint32_t backend, uint32_t& snat_ip) {
-  const route_entry* to_backend = dp.route(backend);
-  const route_entry* to_client = dp.route(client);
-  if (!to_backend || !to_client || to_backend->via || to_client->via ||
-      to_backend->port != to_client->port) {
-    return false;
-  }
-  snat_ip = dp.ports[to_backend->port].addr;
-  return true;
-}
-
 // A source port whose reply key (backend -> node:port) is not in use, from this worker's slice
 // of the ephemeral range (so two workers never race for one port), starting at a hash of the
 // flow; 0 when the candidates tried are all taken (the slice is close to exhausted).
@@ -354,24 +340,14 @@ uint16_t pick_snat_port(const worker& w, const parsed& p, const flow_nat& nat) {
   return 0;
 }
 
-// The node address traffic to a backend leaves from (externalTrafficPolicy: Cluster SNATs
-// external clients to it when the backend is on another node); false without a route.
-bool egress_address(const dataplane& dp, uint32_t backend, uint32_t& snat_ip) {
-  const route_entry* r = dp.route(backend);
-  if (!r) return false;
-  snat_ip = dp.ports[r->port].addr;
-  return true;
-}
-
 // sessionAffinity: ClientIP. The backend this client last got from the service port, while it
 // is still active; else Maglev on the client address alone, so every worker makes the same
 // first pick for a client even before the table has heard of it.
 const backend& sticky_backend(worker& w, const service_port_entry& s, const parsed& p) {
   affinity_table& t = *w.dp->affinity;
-  const uint64_t k = affinity_table::key(p.key.src_ip, s.affinity_key);
+  const uint64_t k = affinity_key(s, p.key.src_ip);
   const uint16_t now = w.dp->affinity_now(w.now);
-  const auto timeout = static_cast<uint16_t>(
-      (s.affinity_timeout + affinity_table::kTickSeconds - 1) / affinity_table::kTickSeconds);
+  const uint16_t timeout = affinity_ticks(s);
   uint32_t ip = 0;
   uint16_t port = 0;
   const backend* b = nullptr;
@@ -392,11 +368,7 @@ void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
 }
 
 const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
-  if (!snap) return nullptr;
-  auto* s = snap->vips.find(service_key(p.key.dst_ip, p.key.proto, p.key.dst_port));
-  // A NodePort answers on every node address.
-  if (!s && p.local) s = snap->vips.find(service_key(0, p.key.proto, p.key.dst_port));
-  return s ? s->get() : nullptr;
+  return dp::find_service(snap, p.key.dst_ip, p.key.proto, p.key.dst_port, p.local);
 }
 
 // Stage 2 for one packet, once its bucket is (likely) in cache: prefetch the flow entries it
@@ -471,9 +443,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     // External traffic under policy Cluster leaves with a node address when its backend is
     // on another node (so the answer comes back through this node); any flow whose client
     // and backend share an on-link subnet is masqueraded too (hairpin).
-    const bool masquerade = s.snat_remote && !b.local
-                                ? egress_address(*w.dp, b.ip, nat.snat_ip)
-                                : needs_masquerade(*w.dp, p.key.src_ip, b.ip, nat.snat_ip);
+    const bool masquerade = masquerade_for(*w.dp, s, b, p.key.src_ip, nat.snat_ip);
     if (masquerade && !(nat.snat_port = pick_snat_port(w, p, nat))) {
       return free_drop(w, m, drop::snat_exhausted);
     }

@@ -10,6 +10,7 @@
 #include <string>
 
 #include "compile.hpp"
+#include "inspect.hpp"
 #include "offline.hpp"
 #include "packet_builder.hpp"
 #include "test_eal.hpp"
@@ -645,6 +646,68 @@ TEST(affinity_table, RemembersWithinTheTimeoutAndEvictsTheOldest) {
   EXPECT_FALSE(small.find(affinity_table::key(1, 1), 5, 100, ip, port));
   for (uint32_t c = 2; c <= 5; ++c)
     EXPECT_TRUE(small.find(affinity_table::key(c, 1), 5, 100, ip, port));
+}
+
+// `ferryctl trace` decides with the packet path's own functions: for many new flows the
+// backend it names is the one the flow then gets; it creates nothing; and it reports an
+// existing flow (until that flow is flushed).
+TEST_F(pipeline, TraceNamesTheBackendTheFlowGetsAndCreatesNothing) {
+  use(R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: many}
+spec:
+  clusterIP: 198.19.10.60
+  ports: [{name: http, port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: many}
+subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
+           ports: [{name: http, port: 9376}]}]
+)yaml");
+  dp_->snap.store(snap_.get());
+  constexpr uint32_t kManyVip = 0xc6130a00 + 60;
+  for (uint16_t sport = 20000; sport < 20060; ++sport) {
+    SCOPED_TRACE(sport);
+    const uint64_t created = w_->counters.flows_created.get();
+    auto t = trace(*dp_, kProtoTcp, kClient, sport, kManyVip, 80);
+    ASSERT_STREQ(t.decision, "maglev");
+    ASSERT_STREQ(t.verdict, "forward");
+    ASSERT_NE(t.chosen, nullptr);
+    ASSERT_EQ(t.nat_src_ip, kClient);  // not masqueraded: client and pod on different ports
+    EXPECT_EQ(w_->counters.flows_created.get(), created);  // nothing made
+    run(tcp(kPort0, kClientMac, kClient, sport, kManyVip, 80, 0x02), 0);
+    flow_filter f;
+    f.client_ip = kClient;
+    f.client_port = sport;
+    uint64_t active = 0, matched = 0;
+    auto flows = list_flows(*dp_, f, 10, active, matched);
+    ASSERT_EQ(flows.size(), 1u);
+    EXPECT_EQ(flows[0].backend_ip, t.chosen->ip);
+    auto again = trace(*dp_, kProtoTcp, kClient, sport, kManyVip, 80);
+    EXPECT_STREQ(again.decision, "existing_flow");
+    EXPECT_EQ(again.nat_dst_ip, t.chosen->ip);
+    EXPECT_EQ(flush_flows(*dp_, f), 1u);
+    EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, sport, kManyVip, 80).decision, "maglev");
+  }
+  // The snapshot of SetUp: no endpoints (reject), a backend without a route (drop), a pod
+  // on the client's own subnet (hairpin: masqueraded to the node, port chosen later).
+  use(kManifests);
+  dp_->snap.store(snap_.get());
+  auto empty = trace(*dp_, kProtoTcp, kClient, 1000, kEmptyVip, 80);
+  EXPECT_STREQ(empty.decision, "no_endpoints");
+  EXPECT_STREQ(empty.verdict, "reject");
+  EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, 1000, kOffnetVip, 80).verdict, "drop");
+  auto hairpin = trace(*dp_, kProtoTcp, kPod, 1000, kVip, 80);
+  EXPECT_STREQ(hairpin.verdict, "forward");
+  EXPECT_EQ(hairpin.nat_src_ip, kNode1);
+  EXPECT_TRUE(hairpin.src_port_chosen_later);
+  EXPECT_EQ(w_->counters.drops[static_cast<size_t>(drop::no_endpoints)].get(), 0u);
+  EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).verdict, "drop");
+  EXPECT_EQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).match,
+            trace_result::match_kind::node_address);
+  dp_->snap.store(nullptr);
 }
 
 }  // namespace

@@ -54,11 +54,18 @@ int worker_main(void* arg) {
   rte_rcu_qsbr_thread_register(dp.qsbr, w.index);
   rte_rcu_qsbr_thread_online(dp.qsbr, w.index);
   rte_mbuf* pkts[kBurst];
+  uint64_t last = rte_rdtsc();
+  bool was_busy = false;
 
   while (!dp.stop.load(std::memory_order_relaxed)) {
     // acquire: pairs with the control thread's release store of a fully built snapshot.
     const snapshot* snap = dp.snap.load(std::memory_order_acquire);
     w.now = rte_rdtsc();
+    // The previous iteration's cycles (its sleep included), busy when it received packets.
+    const uint64_t spent = w.now - last;
+    last = w.now;
+    w.counters.poll_cycles.add(spent);
+    if (was_busy) w.counters.busy_cycles.add(spent);
     uint32_t received = 0;
     for (uint16_t port = 0; port < dp.ports.size(); ++port) {
       if (w.queue >= dp.ports[port].rx_queues) continue;
@@ -71,6 +78,7 @@ int worker_main(void* arg) {
     w.counters.flows_expired.add(dp.ct->sweep_paced(w.ct, w.now));
     // Nothing from this iteration (snapshot, flow entries) is held past this point.
     rte_rcu_qsbr_quiescent(dp.qsbr, w.index);
+    was_busy = received != 0;
     if (!received && dp.idle_sleep_us) {
       // Offline while asleep so the control thread never waits on a sleeping worker.
       rte_rcu_qsbr_thread_offline(dp.qsbr, w.index);

@@ -21,6 +21,7 @@
 #include "builtin.hpp"
 #include "config.hpp"
 #include "dns_tcp.hpp"
+#include "ferryd_views.hpp"
 #include "inspect.hpp"
 #include "metrics.hpp"
 #include "node.hpp"
@@ -66,33 +67,10 @@ class wake_set {
   int n_ = 0;
 };
 
-std::string addr_port(uint32_t ip, uint16_t port) {
-  return format_ipv4(ip) + ":" + std::to_string(port);
-}
 
-json flows_view(const dp::dataplane& d, const json& req) {
-  uint64_t active = 0;
-  size_t limit = req.value("limit", 100);
-  json items = json::array();
-  for (const auto& f : dp::list_flows(d, limit, active)) {
-    items.push_back({{"protocol", proto_name(f.proto)},
-                     {"client", addr_port(f.client_ip, f.client_port)},
-                     {"service", addr_port(f.vip, f.vport)},
-                     {"backend", addr_port(f.backend_ip, f.backend_port)},
-                     {"state", f.state},
-                     {"idle_seconds", f.idle_seconds},
-                     {"age_seconds", f.age_seconds},
-                     {"lcore", f.worker},
-                     {"masquerade", f.snat_ip ? addr_port(f.snat_ip, f.snat_port) : ""}});
-  }
-  return {{"items", items}, {"total", active}};
-}
+json flows_view(const dp::dataplane& d, const json& req) { return views::flows(d, req); }
 
-// Counter slots are reused when a service port goes away; remember what a slot showed when
-// its current owner got it, so a new service port starts from zero.
-struct service_baselines {
-  std::map<uint32_t, std::pair<std::string, dp::service_totals>> by_id;
-};
+using views::service_baselines;
 
 json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::worker>>& workers,
                 service_baselines& base) {
@@ -117,28 +95,27 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
   json services = json::array();
   if (const snapshot* s = d.snap.load(std::memory_order_acquire)) {
     for (const auto* e : s->ports()) {
-      dp::service_totals now = dp::collect_service(workers, e->id);
-      std::string owner = e->name + "@" + addr_port(e->vip, e->port) + "/" + proto_name(e->proto);
-      auto [it, fresh] = base.by_id.try_emplace(e->id, owner, dp::service_totals{});
-      if (!fresh && it->second.first != owner) it->second = {owner, now};
-      const auto& b = it->second.second;
+      const dp::service_totals c = views::service_counts(workers, base, *e);
       services.push_back({{"name", e->name},
                           {"vip", format_ipv4(e->vip)},
                           {"port", e->port},
                           {"protocol", proto_name(e->proto)},
-                          {"packets", now.packets - b.packets},
-                          {"bytes", now.bytes - b.bytes},
-                          {"new_flows", now.new_flows - b.new_flows}});
+                          {"packets", c.packets},
+                          {"bytes", c.bytes},
+                          {"new_flows", c.new_flows}});
     }
   }
   json dns = {{"truncated", t.dns_truncated}, {"tcp_packets", t.dns_tcp}};
   for (size_t o = 0; o < dns::kNumOutcomes; ++o) dns[std::string(dns::kOutcomeNames[o])] = t.dns[o];
   json per_worker = json::array();
+  auto seconds = [&](uint64_t cycles) { return static_cast<double>(cycles) / d.tsc_hz; };
   for (size_t i = 0; i < workers.size(); ++i) {
     per_worker.push_back({{"worker", i},
                           {"lcore", workers[i]->lcore},
                           {"rx_packets", t.per_worker_rx[i]},
-                          {"foreign_flow_hits", t.per_worker_foreign[i]}});
+                          {"foreign_flow_hits", t.per_worker_foreign[i]},
+                          {"busy_seconds", seconds(workers[i]->counters.busy_cycles.get())},
+                          {"poll_seconds", seconds(workers[i]->counters.poll_cycles.get())}});
   }
   json out = {{"ports", ports},
               {"drops", drops},
@@ -205,6 +182,10 @@ int run(const node_config& cfg) {
   const control::metrics::process_info info{
       FERRY_VERSION,
       std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count()};
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t started_unix = std::chrono::duration_cast<std::chrono::seconds>(
+                                   std::chrono::system_clock::now().time_since_epoch())
+                                   .count();
   // Refuse to start half-configured: check every manifest before touching any device.
   {
     control::node dry(cfg, [](std::unique_ptr<const snapshot>) {});
@@ -359,6 +340,20 @@ int run(const node_config& cfg) {
       ctl.set_views([&](const json& req) { return flows_view(d, req); },
                     [&](const json&) { return stats(); });
       auto scrape = [&] { return control::metrics::render(stats(), latency, info); };
+      views::busy_sampler busy;
+      ctl.set_view("status", [&](const json&) {
+        json out = views::status(d, workers, busy,
+                                 {cfg, ctl, api.get(), pub.current()->generation, published_ns,
+                                  started_unix, started, dns_tcp != nullptr});
+        out["metrics"] = cfg.metrics.address;
+        return out;
+      });
+      ctl.set_view("neighbors", [&](const json&) { return views::neighbors(d); });
+      ctl.set_view("routes", [&](const json&) { return views::routes(d, cfg); });
+      ctl.set_view("trace", [&](const json& req) { return views::trace(d, req); });
+      ctl.set_view("flush", [&](const json& req) { return views::flush(d, req); });
+      ctl.set_view("describe",
+                   [&](const json& req) { return views::describe(d, workers, baselines, req); });
       auto server = control::socket_server::listen(cfg.socket_path, [&](const json& req) {
         latency.begin(change_source::socket);
         json out = ctl.handle(req);
@@ -379,6 +374,7 @@ int run(const node_config& cfg) {
         if (api) wake.add(api->wake_fd());
         if (metrics) wake.add(metrics->fd());
         while (!g_signalled.load()) {
+          busy.tick(workers);
           const bool woken = (*server)->poll_once(200, wake.fd());
           // Every turn, not only when woken: this also drops connections past their deadline.
           if (metrics) metrics->serve_ready(scrape);

@@ -94,6 +94,9 @@ struct alignas(64) worker_counters {
   counter dns_truncated;                 // answers sent with TC (too big for UDP)
   counter dns_tcp;                       // DNS over TCP packets handed to the TCP server
   service_counters* services = nullptr;  // max_service_ports entries, indexed by id
+  // TSC cycles of the poll loop, and those of its iterations that received packets (the
+  // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.
+  counter busy_cycles, poll_cycles;
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };

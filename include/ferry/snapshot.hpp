@@ -25,6 +25,8 @@ struct backend {
   uint16_t port = 0;
   uint16_t weight = 1;  // 0: draining, gets no new flows
   bool local = false;   // on this node (its endpoint's nodeName is the node's name)
+  // The weight before an operator's override (`ferryctl weight`), for display.
+  uint16_t configured_weight = 1;
 
   bool operator==(const backend&) const = default;
 };

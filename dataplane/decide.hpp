@@ -1,0 +1,65 @@
+// Decisions the packet path makes about a new flow, as pure functions of the dataplane and
+// the snapshot: which service port a packet is for and whether its source is masqueraded.
+// The pipeline calls them per packet (inline: no cost over writing them in place) and
+// `ferryctl trace` calls the same ones, so a trace cannot disagree with the packet path.
+#pragma once
+
+#include <cstdint>
+
+#include "dataplane.hpp"
+
+namespace ferry::dp {
+
+/// The service port for (dst, proto, dport); a NodePort answers on every node address
+/// (`local`: dst is one).
+inline const service_port_entry* find_service(const snapshot* snap, uint32_t dst, uint8_t proto,
+                                              uint16_t dport, bool local) {
+  if (!snap) return nullptr;
+  auto* s = snap->vips.find(service_key(dst, proto, dport));
+  if (!s && local) s = snap->vips.find(service_key(0, proto, dport));
+  return s ? s->get() : nullptr;
+}
+
+// A client and a backend on the same on-link subnet would talk directly on the way back,
+// around the VIP translation (and a pod reaching itself through its Service would see its
+// own address as the source). Like kube-proxy's masquerade for hairpin traffic, such flows
+// get the node's address on that port as their source; the entry remembers the client.
+inline bool needs_masquerade(const dataplane& dp, uint32_t client, uint32_t backend,
+                             uint32_t& snat_ip) {
+  const route_entry* to_backend = dp.route(backend);
+  const route_entry* to_client = dp.route(client);
+  if (!to_backend || !to_client || to_backend->via || to_client->via ||
+      to_backend->port != to_client->port) {
+    return false;
+  }
+  snat_ip = dp.ports[to_backend->port].addr;
+  return true;
+}
+
+// The node address traffic to a backend leaves from (externalTrafficPolicy: Cluster SNATs
+// external clients to it when the backend is on another node); false without a route.
+inline bool egress_address(const dataplane& dp, uint32_t backend, uint32_t& snat_ip) {
+  const route_entry* r = dp.route(backend);
+  if (!r) return false;
+  snat_ip = dp.ports[r->port].addr;
+  return true;
+}
+
+/// Whether a new flow of service port s to backend b is masqueraded, and to which address:
+/// external traffic under policy Cluster to a backend on another node, or hairpin traffic.
+inline bool masquerade_for(const dataplane& dp, const service_port_entry& s, const backend& b,
+                           uint32_t client, uint32_t& snat_ip) {
+  return s.snat_remote && !b.local ? egress_address(dp, b.ip, snat_ip)
+                                   : needs_masquerade(dp, client, b.ip, snat_ip);
+}
+
+/// The affinity table key and timeout (in affinity ticks) of a ClientIP service port.
+inline uint64_t affinity_key(const service_port_entry& s, uint32_t client) {
+  return affinity_table::key(client, s.affinity_key);
+}
+inline uint16_t affinity_ticks(const service_port_entry& s) {
+  return static_cast<uint16_t>((s.affinity_timeout + affinity_table::kTickSeconds - 1) /
+                               affinity_table::kTickSeconds);
+}
+
+}  // namespace ferry::dp
