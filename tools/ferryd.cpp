@@ -67,7 +67,6 @@ class wake_set {
   int n_ = 0;
 };
 
-
 json flows_view(const dp::dataplane& d, const json& req) { return views::flows(d, req); }
 
 using views::service_baselines;
