@@ -411,7 +411,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
 }
 
 result<node_config> default_config() {
-  auto c = parse_config(kDefaultConfig, "<built-in default>");
+  auto c = parse_config(kDefaultConfig, default_config_source());
   if (c) c->builtin_manifests = kDefaultManifests;
   return c;
 }

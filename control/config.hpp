@@ -25,6 +25,12 @@ std::vector<std::string> restart_needed(const node_config& running, const node_c
 inline constexpr const char* kLogLevels[] = {"trace", "debug",    "info", "warn",
                                              "error", "critical", "off"};
 
+/// The source name of default_config() (node_config::source).
+inline const std::string& default_config_source() {
+  static const std::string name = "<built-in default>";
+  return name;
+}
+
 /// The built-in demo default: two af_packet ports (fe0, fe1) and the seed's services.
 result<node_config> default_config();
 

@@ -370,6 +370,33 @@ void print_changes(const json& result) {
   }
 }
 
+// `ferryctl reload`: what changed in the file objects, then the config keys that wait for a
+// restart.
+void print_reload(const json& result) {
+  const json& changes = items_of(result, "changes");
+  size_t changed = 0;
+  for (const auto& c : changes) changed += text(member(c, "action")) != "unchanged";
+  std::cout << "reloaded " << text(member(result, "config")) << ": " << changed << " of "
+            << changes.size() << " file objects changed\n";
+  json shown = json::object({{"changes", json::array()}});
+  for (const auto& c : changes) {
+    if (text(member(c, "action")) != "unchanged") shown["changes"].push_back(c);
+  }
+  print_changes(shown);
+  for (const auto& key : items_of(result, "restart_needed")) {
+    std::cout << "restart needed: " << text(key) << " changed\n";
+  }
+}
+
+// `ferryctl log-level [LEVEL]`: "log level: debug (was info)", or the level alone when asked.
+void print_log_level(const json& result) {
+  std::string level = text(member(result, "level"));
+  std::string was = text(member(result, "previous"));
+  std::cout << "log level: " << level;
+  if (was != level) std::cout << " (was " << was << ")";
+  std::cout << '\n';
+}
+
 void print_stats(const json& stats) {
   std::cout << "Ports:\n";
   print_items(items_of(stats, "ports"), fields({"name", "rx_packets", "tx_packets", "rx_bytes",
@@ -546,6 +573,14 @@ int main(int argc, char** argv) {
 
   auto* stats = app.add_subcommand("stats", "show packet, flow and drop counters");
 
+  std::string log_level_name;
+  auto* log_level = app.add_subcommand("log-level", "show or set ferryd's log level");
+  log_level
+      ->add_option("level", log_level_name, "trace|debug|info|warn|error|critical|off (omit: show)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  auto* reload = app.add_subcommand(
+      "reload", "re-read ferryd's config file and [sources] manifests (as SIGHUP does)");
+
   // env and exec: the Service variables kubelet would give a pod in the namespace. Only one
   // subcommand is parsed, so they share their option variables.
   std::string pod_namespace = "default";
@@ -630,6 +665,13 @@ int main(int argc, char** argv) {
     } else if (stats->parsed()) {
       request = {{"op", "stats"}};
       print_result = print_stats;
+    } else if (log_level->parsed()) {
+      request = {{"op", "log_level"}};
+      if (!log_level_name.empty()) request["level"] = log_level_name;
+      print_result = print_log_level;
+    } else if (reload->parsed()) {
+      request = {{"op", "reload"}};
+      print_result = print_reload;
     }
 
     json result = request_result(socket_path, request);
