@@ -241,6 +241,10 @@ void log_changes(const std::vector<change>& changes, std::string_view source) {
   if (more) spdlog::info("change: {} more changes not logged (source: {})", more, source);
 }
 
+void log_change(std::string_view what, std::string_view source) {
+  spdlog::info("change: {} (source: {})", what, source);
+}
+
 // kLogLevels lists the names in spdlog's level order (trace = 0 ... off = 6).
 bool set_log_level(std::string_view name) {
   for (size_t i = 0; i < std::size(kLogLevels); ++i) {
@@ -557,7 +561,7 @@ json node::handle(const json& req) {
           "bad request: \"level\" must be one of trace, debug, info, warn, error, "
           "critical, off");
     }
-    spdlog::info("change: log level {} (was {}) (source: socket)", log_level(), was);
+    log_change("log level " + log_level() + " (was " + was + ")", "socket");
     return ok({{"level", log_level()}, {"previous", was}});
   }
   if (op == "reload") {

@@ -33,6 +33,9 @@ result<std::vector<document>> read_documents(const std::string& path);
 /// "change: service default/web configured (source: socket)". A large batch (a re-list, a
 /// start with thousands of objects) logs its first lines and a count of the rest.
 void log_changes(const std::vector<change>& changes, std::string_view source);
+/// One change that is not an object's (a weight, a drain, a flush), in the same form:
+/// log_change("weight default/web 198.18.1.11 0 (was 1)", "socket").
+void log_change(std::string_view what, std::string_view source);
 
 /// The process-wide log level by name (config.hpp kLogLevels); false for an unknown name.
 bool set_log_level(std::string_view name);

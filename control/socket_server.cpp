@@ -361,7 +361,6 @@ bool socket_server::on_writable(connection& c) {
 
 bool socket_server::poll_once(int timeout_ms, int wake_fd) {
   // The nearest deadline bounds the wait, so a stalled client is dropped on time.
-  auto now = steady_clock::now();
   for (const auto& c : conns_) {
     int left = remaining_ms(c.deadline);
     if (timeout_ms < 0 || left < timeout_ms) timeout_ms = left;
@@ -378,7 +377,6 @@ bool socket_server::poll_once(int timeout_ms, int wake_fd) {
   if (n < 0) return false;  // EINTR: the caller's loop comes back soon enough
   const bool woken = wake_fd >= 0 && (p[1].revents & POLLIN);
 
-  now = steady_clock::now();
   std::vector<connection> keep;
   keep.reserve(conns_.size());
   for (size_t i = 0; i < conns_.size(); ++i) {
