@@ -316,7 +316,7 @@ TEST_F(SocketServerTest, AnswerRequestNeverThrows) {
 // them sit there, 30 more each get their answer at once, and the stalled ones are dropped
 // after the IO timeout.
 TEST_F(SocketServerTest, StalledClientsDoNotBlockOthers) {
-  auto server = listen(echo, {.io_timeout = std::chrono::milliseconds(1500)});
+  auto server = listen(echo, {.io_timeout = std::chrono::milliseconds(3000)});
   ASSERT_TRUE(server);
   std::vector<int> stalled;
   for (int i = 0; i < 20; ++i) {
@@ -340,16 +340,17 @@ TEST_F(SocketServerTest, StalledClientsDoNotBlockOthers) {
   while (!done) server->poll_once(20);
   joiner.join();
   EXPECT_EQ(answered, 30);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(1000));
+  // Well before the stalled ones time out, even on a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
   EXPECT_EQ(server->connections(), 20u);  // the stalled ones are still waiting
 
-  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(2500)) {
+  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(4000)) {
     server->poll_once(50);
   }
   EXPECT_EQ(server->connections(), 0u);
   for (int fd : stalled) {
     json response = json::parse(read_raw(fd));
-    EXPECT_NE(response["error"].get<std::string>().find("not received within 1 s"),
+    EXPECT_NE(response["error"].get<std::string>().find("not received within 3 s"),
               std::string::npos)
         << response;
     ::close(fd);
