@@ -1,5 +1,7 @@
 #include "config.hpp"
 
+#include <grp.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
@@ -159,6 +161,27 @@ class table_reader {
   std::set<std::string> seen_;
 };
 
+// A group name or number, as the socket's group.
+result<int64_t> group_id(const std::string& text) {
+  int64_t n = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), n);
+  if (ec == std::errc{} && end == text.data() + text.size()) {
+    if (n < 0 || n >= int64_t{1} << 32) return make_error("\"" + text + "\" is not a group id");
+    return n;
+  }
+  group g{};
+  group* found = nullptr;
+  std::vector<char> buf(16384);
+  int rc;
+  while ((rc = ::getgrnam_r(text.c_str(), &g, buf.data(), buf.size(), &found)) == ERANGE) {
+    buf.resize(buf.size() * 2);
+  }
+  if (rc != 0 || !found) {
+    return make_error("no group named \"" + text + "\" (a group name or numeric gid)");
+  }
+  return int64_t{found->gr_gid};
+}
+
 void check(const node_config& c) {
   auto fail = [&](const std::string& what) { throw config_error{c.source + ": " + what}; };
   if (c.ports.empty()) fail("port: at least one [[port]] is required");
@@ -221,7 +244,25 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.string("port", r.port);
       c.routes.push_back(std::move(r));
     });
-    top.table("control", [&](table_reader& t) { t.string("socket", c.socket_path); });
+    top.table("control", [&](table_reader& t) {
+      t.string("socket", c.socket_path);
+      t.string("socket_group", c.socket_group);
+      if (!c.socket_group.empty()) {
+        auto gid = group_id(c.socket_group);
+        if (!gid) t.fail("socket_group", gid.message());
+        c.socket_gid = *gid;
+      }
+      t.integer("max_request_bytes", c.max_request_bytes, 1024, int64_t{1} << 32);
+    });
+    top.table("log", [&](table_reader& t) {
+      t.string("level", c.log_level);
+      if (std::find_if(std::begin(kLogLevels), std::end(kLogLevels),
+                       [&](const char* l) { return c.log_level == l; }) == std::end(kLogLevels)) {
+        t.fail("level",
+               "\"" + c.log_level +
+                   "\" is not a log level (trace, debug, info, warn, error, critical, off)");
+      }
+    });
     top.table("sources", [&](table_reader& t) { t.strings("manifests", c.manifests); });
     top.table("kubernetes", [&](table_reader& t) {
       auto& k = c.kubernetes;
@@ -354,8 +395,36 @@ result<node_config> load_config(const std::string& path) {
   return parse_config(buf.str(), path);
 }
 
+std::vector<std::string> restart_needed(const node_config& a, const node_config& b) {
+  std::vector<std::string> out;
+  auto differ = [&](bool changed, const char* key) {
+    if (changed) out.emplace_back(key);
+  };
+  differ(a.node_name != b.node_name, "node.name");
+  differ(a.eal_args != b.eal_args, "dataplane.eal_args");
+  differ(a.mbufs != b.mbufs, "dataplane.mbufs");
+  differ(a.idle_sleep_us != b.idle_sleep_us, "dataplane.idle_sleep_us");
+  differ(a.ports != b.ports, "port");
+  differ(a.routes != b.routes, "route");
+  differ(a.socket_path != b.socket_path, "control.socket");
+  differ(a.socket_gid != b.socket_gid, "control.socket_group");
+  differ(a.conntrack != b.conntrack, "conntrack");
+  differ(a.kubernetes != b.kubernetes, "kubernetes");
+  differ(a.dns != b.dns, "dns");
+  differ(a.maglev_max_size != b.maglev_max_size, "maglev.max_table_size");
+  differ(a.max_service_ports != b.max_service_ports, "services.max_service_ports");
+  differ(a.service_cidr != b.service_cidr, "services.service_cidr");
+  differ(a.node_port_min != b.node_port_min || a.node_port_max != b.node_port_max,
+         "services.node_port_range");
+  differ(a.load_balancer_pool != b.load_balancer_pool, "services.load_balancer_pool");
+  differ(a.icmp_unreachable_rate != b.icmp_unreachable_rate, "services.icmp_unreachable_rate");
+  differ(a.neighbor_timeout != b.neighbor_timeout, "neighbor.timeout");
+  differ(a.neighbor_hold_ms != b.neighbor_hold_ms, "neighbor.hold_ms");
+  return out;
+}
+
 result<node_config> default_config() {
-  auto c = parse_config(kDefaultConfig, "<built-in default>");
+  auto c = parse_config(kDefaultConfig, default_config_source());
   if (c) c->builtin_manifests = kDefaultManifests;
   return c;
 }

@@ -545,6 +545,65 @@ TEST(load_config, missing_file_names_the_path) {
   EXPECT_TRUE(has(r.message(), "cannot read")) << r.message();
 }
 
+TEST(parse_config, log_level_and_control_keys) {
+  auto base = std::string(kOnePort);
+  auto r = parse_config(base +
+                            "[log]\nlevel = \"debug\"\n[control]\nsocket_group = \"0\"\n"
+                            "max_request_bytes = 4096\n",
+                        "t.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->log_level, "debug");
+  EXPECT_EQ(r->socket_gid, 0);
+  EXPECT_EQ(r->max_request_bytes, 4096u);
+  auto d = parse_config(base, "t.toml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->log_level, "info");
+  EXPECT_EQ(d->socket_gid, -1);
+  EXPECT_EQ(d->max_request_bytes, 64u << 20);
+  // A group by name (root exists everywhere).
+  auto n = parse_config(base + "[control]\nsocket_group = \"root\"\n", "t.toml");
+  ASSERT_TRUE(n.ok()) << n.message();
+  EXPECT_EQ(n->socket_gid, 0);
+}
+
+TEST(parse_config, bad_log_and_control_keys_are_named) {
+  auto base = std::string(kOnePort);
+  auto m = config_err(base + "[log]\nlevel = \"loud\"\n");
+  EXPECT_EQ(m,
+            "test.toml: log.level: \"loud\" is not a log level (trace, debug, info, warn, "
+            "error, critical, off)");
+  m = config_err(base + "[log]\nlevel = 3\n");
+  EXPECT_EQ(m, "test.toml: log.level: must be a string");
+  m = config_err(base + "[log]\nlevels = \"info\"\n");
+  EXPECT_EQ(m, "test.toml: log.levels: unknown key");
+  m = config_err(base + "[control]\nsocket_group = \"no-such-group-ferry\"\n");
+  EXPECT_EQ(m,
+            "test.toml: control.socket_group: no group named \"no-such-group-ferry\" (a group "
+            "name or numeric gid)");
+  m = config_err(base + "[control]\nmax_request_bytes = 10\n");
+  EXPECT_TRUE(has(m, "control.max_request_bytes: must be between 1024")) << m;
+}
+
+TEST(restart_needed, lists_only_what_a_reload_cannot_apply) {
+  auto a = parse_config(kFullConfig, "a.toml");
+  ASSERT_TRUE(a.ok()) << a.message();
+  auto b = *a;
+  EXPECT_TRUE(restart_needed(*a, b).empty());
+  // Live: log level, request limit, manifests.
+  b.log_level = "debug";
+  b.max_request_bytes = 4096;
+  b.manifests = {"other/"};
+  EXPECT_TRUE(restart_needed(*a, b).empty());
+  b.eal_args.push_back("--no-telemetry");
+  b.ports[0].address = *parse_ipv4_prefix("198.18.0.253/24");
+  b.conntrack.capacity = 4096;
+  b.socket_path = "/tmp/x.sock";
+  b.dns.ttl = 7;
+  EXPECT_EQ(restart_needed(*a, b),
+            (std::vector<std::string>{"dataplane.eal_args", "port", "control.socket", "conntrack",
+                                      "dns"}));
+}
+
 TEST(load_config, reads_a_file_and_names_it_as_source) {
   std::string path =
       ::testing::TempDir() + "ferry-config-test-" + std::to_string(getpid()) + ".toml";

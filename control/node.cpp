@@ -8,6 +8,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "config.hpp"
 #include "ferry/net.hpp"
 
 namespace ferry::control {
@@ -221,6 +222,45 @@ result<std::vector<change>> node::sync_api(kube::update u) {
   return changes;
 }
 
+void log_changes(const std::vector<change>& changes, std::string_view source) {
+  constexpr size_t kMaxLines = 100;
+  size_t logged = 0, more = 0;
+  for (const auto& c : changes) {
+    if (c.action == "unchanged") continue;
+    if (logged == kMaxLines) {
+      ++more;
+      continue;
+    }
+    std::string kind = c.kind;
+    std::transform(kind.begin(), kind.end(), kind.begin(),
+                   [](unsigned char ch) { return static_cast<char>(std::tolower(ch)); });
+    spdlog::info("change: {} {}{} {} (source: {})", kind, c.ns.empty() ? "" : c.ns + "/", c.name,
+                 c.action, source);
+    ++logged;
+  }
+  if (more) spdlog::info("change: {} more changes not logged (source: {})", more, source);
+}
+
+void log_change(std::string_view what, std::string_view source) {
+  spdlog::info("change: {} (source: {})", what, source);
+}
+
+// kLogLevels lists the names in spdlog's level order (trace = 0 ... off = 6).
+bool set_log_level(std::string_view name) {
+  for (size_t i = 0; i < std::size(kLogLevels); ++i) {
+    if (name == kLogLevels[i]) {
+      spdlog::set_level(static_cast<spdlog::level::level_enum>(i));
+      return true;
+    }
+  }
+  return false;
+}
+
+std::string log_level() {
+  auto i = static_cast<size_t>(spdlog::get_level());
+  return i < std::size(kLogLevels) ? kLogLevels[i] : "?";
+}
+
 result<void> node::load_sources(const node_config& cfg) {
   std::vector<document> docs;
   for (const auto& path : cfg.manifests) {
@@ -229,15 +269,71 @@ result<void> node::load_sources(const node_config& cfg) {
     for (auto& doc : *d) docs.push_back(std::move(doc));
   }
   if (!docs.empty()) {
-    if (auto r = apply(docs, source::file); !r) return r.err();
+    auto r = apply(docs, source::file);
+    if (!r) return r.err();
+    log_changes(*r, "file");
   }
   if (!cfg.builtin_manifests.empty()) {
-    if (auto r = apply({{"<built-in manifests>", cfg.builtin_manifests}}, source::builtin); !r) {
-      return r.err();
-    }
+    auto r = apply({{"<built-in manifests>", cfg.builtin_manifests}}, source::builtin);
+    if (!r) return r.err();
+    log_changes(*r, "builtin");
   }
   if (docs.empty() && cfg.builtin_manifests.empty()) return recompile(dirty_set{.all = true});
   return {};
+}
+
+result<reload_result> node::reload(const node_config& fresh) {
+  // Read and decode everything before touching the store: a bad file changes nothing.
+  std::vector<document> docs;
+  for (const auto& path : fresh.manifests) {
+    auto d = read_documents(path);
+    if (!d) return d.err();
+    for (auto& doc : *d) docs.push_back(std::move(doc));
+  }
+  auto objs = parse_all(docs);
+  if (!objs) return objs.err();
+  std::set<store::key> keys;
+  for (const auto& o : *objs) keys.insert(key_of(o));
+  if (auto r = check_not_api({keys.begin(), keys.end()}); !r) return r.err();
+  std::vector<store::key> gone;
+  for (const auto& [k, so] : store_.objects()) {
+    if (so.from == source::file && !keys.count(k)) gone.push_back(k);
+  }
+  store::undo_log undo;
+  reload_result out;
+  out.changes = store_.remove(gone, &undo);
+  auto applied = store_.apply(std::move(*objs), source::file, &undo);
+  if (!applied) {
+    store_.revert(std::move(undo));
+    return applied.err();
+  }
+  out.changes.insert(out.changes.end(), applied->begin(), applied->end());
+  if (auto r = recompile(dirty_from(undo)); !r) {
+    store_.revert(std::move(undo));
+    return r.err();
+  }
+  log_changes(out.changes, "file");
+  out.restart_needed = restart_needed(cfg_, fresh);
+  // Only a level the file changes: a level set at run time (ferryctl log-level, --verbose)
+  // survives a reload that is about something else.
+  if (fresh.log_level != cfg_.log_level) {
+    auto was = log_level();
+    set_log_level(fresh.log_level);
+    spdlog::info("change: log level {} (was {}) (source: {})", fresh.log_level, was, fresh.source);
+  }
+  cfg_.log_level = fresh.log_level;
+  cfg_.max_request_bytes = fresh.max_request_bytes;
+  cfg_.manifests = fresh.manifests;
+  for (const auto& key : out.restart_needed) {
+    spdlog::warn("reload: {}: {} changed; restart ferryd to apply it", fresh.source, key);
+  }
+  return out;
+}
+
+result<reload_result> node::reload() {
+  auto fresh = cfg_.source == default_config_source() ? default_config() : load_config(cfg_.source);
+  if (!fresh) return fresh.err();
+  return reload(*fresh);
 }
 
 namespace {
@@ -614,11 +710,7 @@ json node::handle(const json& req) {
     if (!docs) return refused(docs.message());
     auto r = op == "apply" ? apply(*docs, source::socket) : remove(*docs);
     if (!r) return refused(r.message());
-    for (const auto& c : *r) {
-      if (c.action != "unchanged") {
-        spdlog::info("{} {} {}/{} {}", op, c.kind, c.ns, c.name, c.action);
-      }
-    }
+    log_changes(*r, "socket");
     return ok(changes_json(*r));
   }
   if (op == "get") {
@@ -711,6 +803,29 @@ json node::handle(const json& req) {
     spdlog::info("weight {}/{} {} -> {}", ns, name.get<std::string>(), address.get<std::string>(),
                  (*r)["weight"].dump());
     return ok(std::move(*r));
+  }
+  if (op == "log_level") {
+    const json level = req.value("level", json());
+    const std::string was = log_level();
+    if (level.is_null()) return ok({{"level", was}, {"previous", was}});
+    if (!level.is_string() || !set_log_level(level.get<std::string>())) {
+      return refused(
+          "bad request: \"level\" must be one of trace, debug, info, warn, error, "
+          "critical, off");
+    }
+    log_change("log level " + log_level() + " (was " + was + ")", "socket");
+    return ok({{"level", log_level()}, {"previous", was}});
+  }
+  if (op == "reload") {
+    auto r = reload();
+    if (!r) {
+      spdlog::error("reload refused, nothing changed: {}", r.message());
+      return refused(r.message());
+    }
+    json result = changes_json(r->changes);
+    result["restart_needed"] = r->restart_needed;
+    result["config"] = cfg_.source;
+    return ok(std::move(result));
   }
   return refused("unknown op \"" + op + "\"");
 }

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "compile.hpp"
@@ -29,6 +30,25 @@ struct document {
 /// Reads a manifest file, or every *.yaml, *.yml and *.json file of a directory (sorted,
 /// not recursive, like kubectl apply -f DIR).
 result<std::vector<document>> read_documents(const std::string& path);
+
+/// Logs each change (not "unchanged") once at info, naming where it came from:
+/// "change: service default/web configured (source: socket)". A large batch (a re-list, a
+/// start with thousands of objects) logs its first lines and a count of the rest.
+void log_changes(const std::vector<change>& changes, std::string_view source);
+/// One change that is not an object's (a weight, a drain, a flush), in the same form:
+/// log_change("weight default/web 198.18.1.11 0 (was 1)", "socket").
+void log_change(std::string_view what, std::string_view source);
+
+/// The process-wide log level by name (config.hpp kLogLevels); false for an unknown name.
+bool set_log_level(std::string_view name);
+std::string log_level();
+
+/// What a reload did: the file objects' changes, and the changed config keys it could not
+/// apply.
+struct reload_result {
+  std::vector<change> changes;
+  std::vector<std::string> restart_needed;
+};
 
 class node {
  public:
@@ -57,6 +77,18 @@ class node {
 
   /// Loads [sources] manifests and the built-in manifests (at start).
   result<void> load_sources(const node_config& cfg);
+
+  /// Re-reads [sources] manifests of fresh: file objects are upserted, file objects no
+  /// longer in any file deleted, in one publish; socket and API objects stay. Applies the
+  /// live config keys (log.level when it changed, control.max_request_bytes,
+  /// sources.manifests) and lists the rest that changed. Refused whole (nothing changes)
+  /// when a manifest is unreadable or wrong.
+  result<reload_result> reload(const node_config& fresh);
+  /// The same with the config file this node started from (the built-in default when none).
+  result<reload_result> reload();
+
+  /// The running config (with what reloads applied).
+  const node_config& config() const { return cfg_; }
 
   /// Listing for `get services|endpoints|pods`; ns empty means all namespaces.
   nlohmann::json get(const std::string& resource, const std::string& ns) const;

@@ -5,6 +5,8 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <tuple>
@@ -276,6 +278,86 @@ TEST(NodeSocket, EnvAnswersTheVariablesInOrderAndNeedsANamespace) {
     EXPECT_EQ(refused["ok"], false) << bad.dump();
     EXPECT_NE(refused.value("error", "").find("bad request"), std::string::npos) << refused.dump();
   }
+}
+
+// Reload: file objects follow the files (upserts, and deletes of what no file names any more),
+// socket objects stay, and a broken file changes nothing at all.
+TEST(NodeReload, FollowsTheFilesKeepsSocketObjectsAndRefusesABrokenFileWhole) {
+  char tmpl[] = "/tmp/ferry-reload-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+  };
+  write("a.yaml", service("a", "198.19.0.10") + slice("a-1", "a", {"198.18.1.1"}));
+  write("b.yaml", service("b", "198.19.0.11"));
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.manifests = {dir};
+  cfg.log_level = "info";
+  int publishes = 0;
+  node n(cfg, [&](std::unique_ptr<const snapshot>) { ++publishes; });
+  ASSERT_TRUE(n.load_sources(cfg));
+  ASSERT_TRUE(n.apply({{"sock", service("s", "198.19.0.12")}}, source::socket));
+  auto has = [&](const std::string& kind, const std::string& name) {
+    return n.objects().objects().count({kind, "default", name}) > 0;
+  };
+
+  // b leaves, a's slice changes, c arrives: one publish.
+  std::filesystem::remove(dir + "/b.yaml");
+  write("a.yaml", service("a", "198.19.0.10") + slice("a-1", "a", {"198.18.1.2"}));
+  write("c.yaml", service("c", "198.19.0.13"));
+  node_config fresh = cfg;
+  fresh.log_level = "info";
+  fresh.dns.ttl = 9;
+  const int before = publishes;
+  auto r = n.reload(fresh);
+  ASSERT_TRUE(r) << r.message();
+  EXPECT_EQ(publishes, before + 1);
+  EXPECT_TRUE(has("Service", "a"));
+  EXPECT_FALSE(has("Service", "b"));
+  EXPECT_TRUE(has("Service", "c"));
+  EXPECT_TRUE(has("Service", "s"));  // the socket's own
+  std::map<std::string, std::string> actions;
+  for (const auto& c : r->changes) actions[c.kind + "/" + c.name] = c.action;
+  EXPECT_EQ(actions["Service/b"], "deleted");
+  EXPECT_EQ(actions["Service/c"], "created");
+  EXPECT_EQ(actions["EndpointSlice/a-1"], "configured");
+  EXPECT_EQ(actions["Service/a"], "unchanged");
+  EXPECT_EQ(r->restart_needed, std::vector<std::string>{"dns"});
+
+  // A broken file: refused, nothing changes, nothing is published.
+  write("d.yaml", "apiVersion: v1\nkind: Service\nmetadata: {name: d}\nspec: {ports: 7}\n");
+  std::filesystem::remove(dir + "/c.yaml");
+  const int after = publishes;
+  auto bad = n.reload(fresh);
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.message().find("d.yaml"), std::string::npos) << bad.message();
+  EXPECT_EQ(publishes, after);
+  EXPECT_TRUE(has("Service", "c"));
+  EXPECT_FALSE(has("Service", "d"));
+  std::filesystem::remove_all(dir);
+}
+
+TEST(NodeSocket, LogLevelSetsAndReportsThePrevious) {
+  node_config cfg;
+  node n(cfg, [](std::unique_ptr<const snapshot>) {});
+  ASSERT_TRUE(set_log_level("info"));
+  auto r = n.handle({{"op", "log_level"}, {"level", "debug"}});
+  EXPECT_EQ(r,
+            (nlohmann::json{{"ok", true}, {"result", {{"level", "debug"}, {"previous", "info"}}}}));
+  EXPECT_EQ(log_level(), "debug");
+  r = n.handle({{"op", "log_level"}});
+  EXPECT_EQ(r["result"], (nlohmann::json{{"level", "debug"}, {"previous", "debug"}}));
+  for (const auto& bad : {nlohmann::json("loud"), nlohmann::json(3), nlohmann::json("warning")}) {
+    r = n.handle({{"op", "log_level"}, {"level", bad}});
+    EXPECT_EQ(r["ok"], false) << r.dump();
+    EXPECT_EQ(
+        r["error"],
+        "bad request: \"level\" must be one of trace, debug, info, warn, error, critical, off");
+  }
+  EXPECT_EQ(log_level(), "debug");
+  ASSERT_TRUE(set_log_level("info"));
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,6 +13,8 @@
 #include <climits>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string_view>
 #include <system_error>
 #include <utility>
@@ -21,11 +24,6 @@ namespace {
 
 using steady_clock = std::chrono::steady_clock;
 using json = nlohmann::json;
-
-// The control thread serves one connection at a time, so a client that stalls must not be able
-// to hold it for long; and a request bigger than any sane manifest set is an error, not a job.
-constexpr auto server_io_timeout = std::chrono::seconds(5);
-constexpr size_t max_request_size = size_t{64} << 20;
 
 std::string errno_text(int err) { return std::strerror(err); }
 
@@ -136,7 +134,35 @@ class fd_guard {
 
 }  // namespace
 
-result<std::unique_ptr<socket_server>> socket_server::listen(const std::string& path, handler h) {
+json answer_request(std::string_view text, const std::function<json(const json&)>& h) {
+  try {
+    if (text.empty()) return refusal("bad request: empty request (expected one JSON object)");
+    if (text.find('\0') != std::string_view::npos) {
+      return refusal("bad request: NUL byte in request");
+    }
+    json request = json::parse(text);
+    if (!request.is_object()) {
+      return refusal(std::string("bad request: expected a JSON object, got ") +
+                     request.type_name());
+    }
+    auto op = request.find("op");
+    if (op == request.end()) return refusal("bad request: missing \"op\"");
+    if (!op->is_string()) return refusal("bad request: \"op\" must be a string");
+    return h(request);
+  } catch (const json::parse_error& e) {
+    return refusal(std::string("bad request: ") + e.what());
+  } catch (const json::type_error& e) {
+    // A field of the wrong type that an operation read without checking.
+    return refusal(std::string("bad request: a field has the wrong type: ") + e.what());
+  } catch (const std::exception& e) {
+    return refusal(e.what());
+  } catch (...) {
+    return refusal("internal error: unknown exception in request handler");
+  }
+}
+
+result<std::unique_ptr<socket_server>> socket_server::listen(const std::string& path, handler h,
+                                                             socket_options options) {
   sockaddr_un addr;
   if (!fill_address(path, addr)) {
     return make_error("control socket path \"" + path + "\" is empty or longer than " +
@@ -180,79 +206,220 @@ result<std::unique_ptr<socket_server>> socket_server::listen(const std::string& 
   if (::bind(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
     return make_error("cannot bind control socket " + path + ": " + errno_text(errno));
   }
-  if (::chmod(path.c_str(), 0660) != 0) {
+  auto undo = [&](const std::string& what) {
     int err = errno;
     ::unlink(path.c_str());
-    return make_error("cannot chmod control socket " + path + ": " + errno_text(err));
+    return make_error("cannot " + what + " control socket " + path + ": " + errno_text(err));
+  };
+  if (::chmod(path.c_str(), 0660) != 0) return undo("chmod");
+  // The owner stays ferryd's user (root in production); the group opens it to operators.
+  if (options.group && ::chown(path.c_str(), static_cast<uid_t>(-1), *options.group) != 0) {
+    return undo("set the group (control.socket_group) of");
   }
-  if (::listen(fd.get(), SOMAXCONN) != 0) {
-    int err = errno;
-    ::unlink(path.c_str());
-    return make_error("cannot listen on control socket " + path + ": " + errno_text(err));
-  }
-  return std::unique_ptr<socket_server>(new socket_server(path, fd.release(), std::move(h)));
+  if (::listen(fd.get(), SOMAXCONN) != 0) return undo("listen on");
+  return std::unique_ptr<socket_server>(
+      new socket_server(path, fd.release(), std::move(h), std::move(options)));
 }
 
-socket_server::socket_server(std::string path, int fd, handler h)
-    : path_(std::move(path)), fd_(fd), handler_(std::move(h)) {}
+socket_server::socket_server(std::string path, int fd, handler h, socket_options options)
+    : path_(std::move(path)),
+      fd_(fd),
+      handler_(std::move(h)),
+      options_(options),
+      group_(options.group ? *options.group : ::getegid()) {
+  if (options_.max_connections == 0) options_.max_connections = 1;
+}
 
 socket_server::~socket_server() {
+  for (auto& c : conns_) ::close(c.fd);
   ::close(fd_);
   ::unlink(path_.c_str());
 }
 
-bool socket_server::poll_once(int timeout_ms, int wake_fd) {
-  pollfd p[2] = {{fd_, POLLIN, 0}, {wake_fd, POLLIN, 0}};
-  int n = ::poll(p, wake_fd >= 0 ? 2 : 1, timeout_ms);
-  if (n <= 0) return false;  // timeout, or EINTR: the caller's loop comes back soon enough
-  const bool woken = wake_fd >= 0 && (p[1].revents & POLLIN);
-  if (!(p[0].revents & POLLIN)) return woken;
-  for (;;) {
-    int conn = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
-    if (conn < 0) {
+namespace {
+
+// The supplementary groups of a process, from /proc/PID/status ("Groups:\t4 24 27").
+std::vector<gid_t> groups_of(pid_t pid) {
+  std::vector<gid_t> out;
+  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("Groups:", 0) != 0) continue;
+    std::istringstream words(line.substr(7));
+    unsigned long g;
+    while (words >> g) out.push_back(static_cast<gid_t>(g));
+    break;
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string socket_server::refusal_for(int fd) const {
+  ucred cred{};
+  socklen_t len = sizeof(cred);
+  if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) {
+    return std::string("permission denied: cannot read the peer's credentials: ") +
+           errno_text(errno);
+  }
+  if (cred.uid == 0 || cred.uid == ::geteuid() || cred.gid == group_) return "";
+  // The peer may have exited already; then it has no groups and nobody to answer anyway.
+  for (gid_t g : groups_of(cred.pid)) {
+    if (g == group_) return "";
+  }
+  return "permission denied: uid " + std::to_string(cred.uid) + " is not root, not ferryd's uid " +
+         std::to_string(::geteuid()) + ", and not in the control socket's group (gid " +
+         std::to_string(group_) + ", control.socket_group)";
+}
+
+void socket_server::accept_all() {
+  while (conns_.size() < options_.max_connections) {
+    int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      // EAGAIN: all pending connections served. Anything else (EMFILE, ENOBUFS) would fail
+      // EAGAIN: all pending connections taken. Anything else (EMFILE, ENOBUFS) would fail
       // again at once; leave the connection queued for the next call instead of spinning.
-      return woken;
+      return;
     }
-    serve(conn);
-    ::close(conn);
+    connection c;
+    c.fd = fd;
+    c.deadline = steady_clock::now() + options_.io_timeout;
+    if (auto why = refusal_for(fd); !why.empty()) {
+      // A burst of refused clients must not flood the log: at most one line a second.
+      auto now = steady_clock::now();
+      if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+        spdlog::warn("control socket: refused a client: {}{}", why,
+                     refusals_unlogged_ ? " (and " + std::to_string(refusals_unlogged_) +
+                                              " more refusals not logged)"
+                                        : "");
+        last_refusal_log_ = now;
+        refusals_unlogged_ = 0;
+      } else {
+        ++refusals_unlogged_;
+      }
+      answer(c, refusal(why));
+    }
+    conns_.push_back(std::move(c));
   }
 }
 
-void socket_server::serve(int conn) {
-  std::string request_text;
-  int err = read_message(conn, steady_clock::now() + server_io_timeout, max_request_size, true,
-                         request_text);
+void socket_server::answer(connection& c, const json& response) {
+  c.out = encode(response);
+  c.written = 0;
+  c.answering = true;
+  c.in.clear();
+  c.in.shrink_to_fit();
+  // A fresh deadline: time the handler spent is not the client's fault.
+  c.deadline = steady_clock::now() + options_.io_timeout;
+}
 
-  json response;
-  if (err == ETIMEDOUT) {
-    response =
-        refusal("request not received within " + std::to_string(server_io_timeout.count()) + " s");
-  } else if (err == EMSGSIZE) {
-    response = refusal("request larger than " + std::to_string(max_request_size >> 20) + " MiB");
-  } else if (err != 0) {
-    return;  // the client is gone; nobody to answer
-  } else if (request_text.empty()) {
-    return;  // a connect-and-close probe, e.g. listen() checking for a live socket
-  } else {
-    try {
-      json request = json::parse(request_text);
-      if (!request.is_object()) {
-        response = refusal("bad request: expected a JSON object");
-      } else {
-        response = handler_(request);
+bool socket_server::on_readable(connection& c) {
+  // Bounded per call, so one client streaming a large request cannot starve the others.
+  char buf[64 * 1024];
+  for (int round = 0; round < 16; ++round) {
+    ssize_t n = ::recv(c.fd, buf, sizeof(buf), 0);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK;  // anything else: the client is gone
+    }
+    if (n == 0) {
+      // EOF ends a request that has no newline; nothing at all is a connect-and-close probe
+      // (listen() checking for a live socket), with nobody to answer.
+      if (c.in.empty()) return false;
+      answer(c, answer_request(c.in, handler_));
+      return true;
+    }
+    c.in.append(buf, static_cast<size_t>(n));
+    auto nl = c.in.find('\n', c.scanned);
+    if (nl != std::string::npos) c.in.resize(nl);
+    if (c.in.size() > options_.max_request_bytes) {
+      answer(c, refusal("request larger than " + std::to_string(options_.max_request_bytes) +
+                        " bytes"));
+      return true;
+    }
+    if (nl != std::string::npos) {
+      answer(c, answer_request(c.in, handler_));
+      return true;
+    }
+    c.scanned = c.in.size();
+  }
+  return true;
+}
+
+bool socket_server::on_writable(connection& c) {
+  while (c.written < c.out.size()) {
+    // MSG_NOSIGNAL because a client that hangs up early must cost us an EPIPE, not the daemon.
+    ssize_t n = ::send(c.fd, c.out.data() + c.written, c.out.size() - c.written, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return errno == EAGAIN || errno == EWOULDBLOCK;
+    }
+    c.written += static_cast<size_t>(n);
+  }
+  return false;  // all written: one request per connection
+}
+
+bool socket_server::poll_once(int timeout_ms, int wake_fd) {
+  // The nearest deadline bounds the wait, so a stalled client is dropped on time.
+  for (const auto& c : conns_) {
+    int left = remaining_ms(c.deadline);
+    if (timeout_ms < 0 || left < timeout_ms) timeout_ms = left;
+  }
+  std::vector<pollfd> p;
+  p.reserve(conns_.size() + 2);
+  const bool accepting = conns_.size() < options_.max_connections;
+  p.push_back({accepting ? fd_ : -1, POLLIN, 0});
+  p.push_back({wake_fd, POLLIN, 0});
+  for (const auto& c : conns_) {
+    p.push_back({c.fd, static_cast<short>(c.answering ? POLLOUT : POLLIN), 0});
+  }
+  int n = ::poll(p.data(), p.size(), timeout_ms);
+  if (n < 0) return false;  // EINTR: the caller's loop comes back soon enough
+  const bool woken = wake_fd >= 0 && (p[1].revents & POLLIN);
+
+  std::vector<connection> keep;
+  keep.reserve(conns_.size());
+  for (size_t i = 0; i < conns_.size(); ++i) {
+    auto& c = conns_[i];
+    const short ev = p[i + 2].revents;
+    bool alive = true;
+    if (!c.answering && (ev & (POLLIN | POLLHUP | POLLERR))) alive = on_readable(c);
+    if (alive && c.answering && (ev & (POLLOUT | POLLERR | POLLHUP) || c.written == 0)) {
+      alive = on_writable(c);  // try at once: most answers fit the socket buffer
+    }
+    if (alive && steady_clock::now() >= c.deadline) {
+      if (!c.answering) {
+        // Best effort: one non-blocking try to say why, then close either way.
+        answer(c, refusal("request not received within " +
+                          std::to_string(options_.io_timeout.count() / 1000) + " s"));
+        on_writable(c);
       }
-    } catch (const json::parse_error& e) {
-      response = refusal(std::string("bad request: ") + e.what());
-    } catch (const std::exception& e) {
-      response = refusal(e.what());
-    } catch (...) {
-      response = refusal("internal error: unknown exception in request handler");
+      alive = false;
+    }
+    if (alive) {
+      keep.push_back(std::move(c));
+    } else {
+      ::close(c.fd);
     }
   }
-  // A fresh deadline: time the handler spent is not the client's fault.
-  (void)write_all(conn, encode(response), steady_clock::now() + server_io_timeout);
+  conns_ = std::move(keep);
+  if (accepting && (p[0].revents & POLLIN)) {
+    const size_t first_new = conns_.size();
+    accept_all();
+    // New connections usually carry their request already; serve them without another wait.
+    for (size_t i = first_new; i < conns_.size();) {
+      auto& c = conns_[i];
+      bool alive = c.answering || on_readable(c);
+      if (alive && c.answering) alive = on_writable(c);
+      if (alive) {
+        ++i;
+      } else {
+        ::close(c.fd);
+        conns_.erase(conns_.begin() + static_cast<ptrdiff_t>(i));
+      }
+    }
+  }
+  return woken;
 }
 
 result<nlohmann::json> call(const std::string& path, const nlohmann::json& request,

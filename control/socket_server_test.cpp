@@ -1,9 +1,12 @@
 #include "socket_server.hpp"
 
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -14,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace ferry::control {
 namespace {
@@ -66,8 +70,8 @@ class SocketServerTest : public ::testing::Test {
   }
   void TearDown() override { fs::remove_all(dir_); }
 
-  std::unique_ptr<socket_server> listen(socket_server::handler h) {
-    auto server = socket_server::listen(path_, std::move(h));
+  std::unique_ptr<socket_server> listen(socket_server::handler h, socket_options options = {}) {
+    auto server = socket_server::listen(path_, std::move(h), std::move(options));
     EXPECT_TRUE(server.ok()) << server.message();
     return server.ok() ? std::move(server).value() : nullptr;
   }
@@ -171,7 +175,8 @@ TEST_F(SocketServerTest, NonObjectRequestIsRefused) {
   auto server = listen(echo);
   ASSERT_TRUE(server);
   json response = echo_call(*server, json::array({1, 2}));
-  EXPECT_EQ(response, json({{"ok", false}, {"error", "bad request: expected a JSON object"}}));
+  EXPECT_EQ(response,
+            json({{"ok", false}, {"error", "bad request: expected a JSON object, got array"}}));
 }
 
 TEST_F(SocketServerTest, RequestWithoutNewlineEndsAtEof) {
@@ -209,7 +214,8 @@ TEST_F(SocketServerTest, OversizedRequestIsRefusedWithoutCallingHandler) {
     response = *r;
   });
   EXPECT_EQ(response["ok"], false);
-  EXPECT_NE(response["error"].get<std::string>().find("larger than 64 MiB"), std::string::npos);
+  EXPECT_NE(response["error"].get<std::string>().find("request larger than 67108864 bytes"),
+            std::string::npos);
   EXPECT_FALSE(called);
 }
 
@@ -234,6 +240,202 @@ TEST_F(SocketServerTest, SlowClientTimesOut) {
   EXPECT_EQ(response["ok"], false);
   EXPECT_NE(response["error"].get<std::string>().find("within 5 s"), std::string::npos);
   EXPECT_FALSE(called);
+}
+
+// One row per way a request can be wrong: each gets an error naming the problem, the handler
+// never sees it, and the server keeps serving.
+TEST_F(SocketServerTest, MalformedRequestsAreRefused) {
+  struct row {
+    std::string name, bytes, error;
+  };
+  const std::vector<row> rows = {
+      {"empty line", "\n", "bad request: empty request"},
+      {"not json", "hello\n", "bad request: [json.exception.parse_error"},
+      {"truncated json", "{\"op\": \"get\"\n", "bad request: [json.exception.parse_error"},
+      {"array", "[1,2]\n", "bad request: expected a JSON object, got array"},
+      {"string", "\"get\"\n", "bad request: expected a JSON object, got string"},
+      {"number", "42\n", "bad request: expected a JSON object, got number"},
+      {"null", "null\n", "bad request: expected a JSON object, got null"},
+      {"no op", "{\"resource\":\"services\"}\n", "bad request: missing \"op\""},
+      {"op number", "{\"op\":7}\n", "bad request: \"op\" must be a string"},
+      {"op null", "{\"op\":null}\n", "bad request: \"op\" must be a string"},
+      {"invalid utf-8", "{\"op\":\"get\",\"x\":\"\xff\xfe\"}\n",
+       "bad request: [json.exception.parse_error"},
+      {"nul byte", std::string("{\"op\":\"get\"\0}\n", 14), "bad request: NUL byte in request"},
+      {"two objects", "{\"op\":\"a\"}{\"op\":\"b\"}\n", "bad request: [json.exception.parse_error"},
+      {"oversized", std::string(5000, ' ') + "\n", "request larger than 4096 bytes"},
+  };
+  bool called = false;
+  auto server = listen(
+      [&](const json& r) {
+        called = true;
+        return echo(r);
+      },
+      {.max_request_bytes = 4096});
+  ASSERT_TRUE(server);
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    std::string reply;
+    serve_while(*server, [&] {
+      int fd = connect_raw(path_);
+      send_raw(fd, r.bytes);
+      reply = read_raw(fd);
+      ::close(fd);
+    });
+    ASSERT_FALSE(reply.empty());
+    EXPECT_EQ(reply.back(), '\n');
+    json response = json::parse(reply);
+    EXPECT_EQ(response["ok"], false);
+    EXPECT_EQ(response["error"].get<std::string>().rfind(r.error, 0), 0u) << response;
+  }
+  EXPECT_FALSE(called);
+  EXPECT_EQ(echo_call(*server, {{"op", "stats"}}), echo({{"op", "stats"}}));
+}
+
+TEST_F(SocketServerTest, WrongFieldTypeInHandlerIsABadRequest) {
+  auto server = listen([](const json& r) {
+    (void)r.value("resource", std::string());  // throws type_error on a number
+    return echo(r);
+  });
+  ASSERT_TRUE(server);
+  json response = echo_call(*server, {{"op", "get"}, {"resource", 5}});
+  EXPECT_EQ(response["ok"], false);
+  EXPECT_EQ(
+      response["error"].get<std::string>().rfind("bad request: a field has the wrong type", 0), 0u)
+      << response;
+}
+
+TEST_F(SocketServerTest, AnswerRequestNeverThrows) {
+  auto throws = [](const json&) -> json { throw 42; };
+  EXPECT_EQ(answer_request("{\"op\":\"x\"}", throws)["error"],
+            "internal error: unknown exception in request handler");
+  EXPECT_EQ(answer_request("{\"op\":\"x\"}", echo), echo({{"op", "x"}}));
+}
+
+// Stalled clients (half a request, never finished) must not hold up the others: while 20 of
+// them sit there, 30 more each get their answer at once, and the stalled ones are dropped
+// after the IO timeout.
+TEST_F(SocketServerTest, StalledClientsDoNotBlockOthers) {
+  auto server = listen(echo, {.io_timeout = std::chrono::milliseconds(3000)});
+  ASSERT_TRUE(server);
+  std::vector<int> stalled;
+  for (int i = 0; i < 20; ++i) {
+    stalled.push_back(connect_raw(path_));
+    send_raw(stalled.back(), R"({"op":"half)");
+  }
+  std::atomic<bool> done{false};
+  std::atomic<int> answered{0};
+  auto start = std::chrono::steady_clock::now();
+  std::vector<std::thread> clients;
+  for (int i = 0; i < 30; ++i) {
+    clients.emplace_back([&, i] {
+      auto r = call(path_, {{"op", "n"}, {"i", i}}, 10000);
+      if (r.ok() && *r == echo({{"op", "n"}, {"i", i}})) ++answered;
+    });
+  }
+  std::thread joiner([&] {
+    for (auto& t : clients) t.join();
+    done = true;
+  });
+  while (!done) server->poll_once(20);
+  joiner.join();
+  EXPECT_EQ(answered, 30);
+  // Well before the stalled ones time out, even on a loaded machine.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2500));
+  EXPECT_EQ(server->connections(), 20u);  // the stalled ones are still waiting
+
+  while (std::chrono::steady_clock::now() - start < std::chrono::milliseconds(4000)) {
+    server->poll_once(50);
+  }
+  EXPECT_EQ(server->connections(), 0u);
+  for (int fd : stalled) {
+    json response = json::parse(read_raw(fd));
+    EXPECT_NE(response["error"].get<std::string>().find("not received within 3 s"),
+              std::string::npos)
+        << response;
+    ::close(fd);
+  }
+}
+
+// Beyond max_connections, clients wait in the backlog instead of being dropped.
+TEST_F(SocketServerTest, ConnectionCapQueuesTheRest) {
+  auto server = listen(echo, {.max_connections = 4});
+  ASSERT_TRUE(server);
+  std::vector<int> fds;
+  for (int i = 0; i < 10; ++i) fds.push_back(connect_raw(path_));
+  server->poll_once(50);
+  EXPECT_EQ(server->connections(), 4u);
+  for (int i = 0; i < 10; ++i) send_raw(fds[i], json{{"op", "n"}, {"i", i}}.dump() + "\n");
+  for (int i = 0; i < 20; ++i) server->poll_once(20);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(json::parse(read_raw(fds[i])), echo({{"op", "n"}, {"i", i}}));
+    ::close(fds[i]);
+  }
+}
+
+TEST_F(SocketServerTest, GroupIsSetOnTheSocketFile) {
+  auto server = listen(echo, {.group = 12345});
+  ASSERT_TRUE(server);
+  struct stat st;
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_gid, 12345u);
+  EXPECT_EQ(st.st_uid, ::geteuid());
+  EXPECT_EQ(st.st_mode & 0777, 0660u);
+}
+
+// A client that is not root, not ferryd's user and not in the socket's group is refused by
+// its credentials, even when the file mode would let it connect. Needs root to change user.
+TEST_F(SocketServerTest, PeerOutsideTheGroupIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to run a client as another user";
+  for (gid_t allowed : {gid_t{4242}, gid_t{65534}}) {
+    SCOPED_TRACE(allowed);
+    auto server = listen(echo, {.group = allowed});
+    ASSERT_TRUE(server);
+    // Let the kernel's file permission check pass, so the peer check is what decides.
+    ::chmod(path_.c_str(), 0666);
+    for (auto p = fs::path(path_).parent_path(); p.string().size() >= dir_.size();
+         p = p.parent_path()) {
+      ::chmod(p.c_str(), 0755);
+    }
+    int out[2];
+    ASSERT_EQ(::pipe(out), 0);
+    pid_t pid = ::fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      ::close(out[0]);
+      gid_t none[] = {};
+      if (::setgroups(0, none) != 0 || ::setresgid(65534, 65534, 65534) != 0 ||
+          ::setresuid(65534, 65534, 65534) != 0) {
+        ::_exit(3);
+      }
+      auto r = call(path_, {{"op", "stats"}}, 5000);
+      std::string text = r.ok() ? r->dump() : "call failed: " + r.message();
+      (void)!::write(out[1], text.data(), text.size());
+      ::_exit(0);
+    }
+    ::close(out[1]);
+    std::string reply;
+    serve_while(*server, [&] {
+      char buf[4096];
+      ssize_t n;
+      while ((n = ::read(out[0], buf, sizeof(buf))) > 0) reply.append(buf, static_cast<size_t>(n));
+    });
+    ::close(out[0]);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    ASSERT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+    if (allowed == 65534) {
+      EXPECT_EQ(json::parse(reply), echo({{"op", "stats"}})) << reply;  // in the group
+    } else {
+      json response = json::parse(reply);
+      EXPECT_EQ(response["ok"], false);
+      EXPECT_EQ(
+          response["error"].get<std::string>().rfind("permission denied: uid 65534 is not root", 0),
+          0u)
+          << response;
+    }
+    server.reset();
+  }
 }
 
 TEST_F(SocketServerTest, StaleSocketFileIsReplaced) {

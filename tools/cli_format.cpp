@@ -892,6 +892,31 @@ std::string render_changes(const json& result) {
   return out.str();
 }
 
+// `ferryctl reload`: how many file objects changed and which, then the config keys that wait
+// for a restart.
+std::string render_reload(const json& result) {
+  const json& changes = items_of(result, "changes");
+  json shown = json::object({{"changes", json::array()}});
+  for (const auto& c : changes) {
+    if (text(member(c, "action")) != "unchanged") shown["changes"].push_back(c);
+  }
+  std::ostringstream out;
+  out << "reloaded " << text(member(result, "config")) << ": " << shown["changes"].size() << " of "
+      << changes.size() << " file objects changed\n"
+      << render_changes(shown);
+  for (const auto& key : items_of(result, "restart_needed")) {
+    out << "restart needed: " << text(key) << " changed\n";
+  }
+  return out.str();
+}
+
+// `ferryctl log-level [LEVEL]`: "log level: debug (was info)", or the level alone when asked.
+std::string render_log_level(const json& result) {
+  const std::string level = text(member(result, "level"));
+  const std::string was = text(member(result, "previous"));
+  return "log level: " + level + (was != level ? " (was " + was + ")" : "") + "\n";
+}
+
 std::string render_stats(const json& stats, format f, const context& ctx) {
   if (f == format::json) return to_json(stats);
   if (f == format::yaml) return to_yaml(stats);
@@ -1122,6 +1147,8 @@ std::string render(const std::string& verb, const json& result, format f, const 
   if (verb == "weight") return render_weight(result);
   if (verb == "flush") return render_flush(result);
   if (verb == "apply" || verb == "delete") return render_changes(result);
+  if (verb == "reload") return render_reload(result);
+  if (verb == "log-level") return render_log_level(result);
   return to_json(result);
 }
 

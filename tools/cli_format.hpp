@@ -58,6 +58,8 @@ std::string render_trace(const json& result, format f);
 std::string render_weight(const json& result);
 std::string render_flush(const json& result);
 std::string render_changes(const json& result);
+std::string render_reload(const json& result);
+std::string render_log_level(const json& result);
 std::string render_stats(const json& result, format f, const context& ctx);
 
 // stats --watch: rates from two consecutive stats results taken `elapsed` seconds apart (counter
@@ -67,7 +69,7 @@ std::string render_rates(const json& rates, format f, const std::string& node, c
 
 // Dispatch for ferryctl and the golden tests: renders `result` of `verb` ("status",
 // "get services" (any resource), "describe service", "trace", "weight", "flush", "apply",
-// "delete", "stats") in format f.
+// "delete", "stats", "reload", "log-level") in format f.
 std::string render(const std::string& verb, const json& result, format f, const context& ctx = {});
 
 }  // namespace ferry::cli

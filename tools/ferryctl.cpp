@@ -430,6 +430,14 @@ int main(int argc, char** argv) {
                            ->check(CLI::Range(0.1, 3600.0))
                            ->capture_default_str();
 
+  std::string log_level_name;
+  auto* log_level = app.add_subcommand("log-level", "show or set ferryd's log level");
+  log_level
+      ->add_option("level", log_level_name, "trace|debug|info|warn|error|critical|off (omit: show)")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}));
+  auto* reload = app.add_subcommand(
+      "reload", "re-read ferryd's config file and [sources] manifests (as SIGHUP does)");
+
   // env and exec: the Service variables kubelet would give a pod in the namespace.
   std::string pod_namespace = "default";
   bool no_service_links = false;
@@ -458,7 +466,7 @@ int main(int argc, char** argv) {
 
   if (app.get_subcommands().empty()) {
     std::cerr << "error: missing command (status, get, describe, trace, drain, weight, flush, "
-                 "stats, apply, delete, env or exec)\n"
+                 "stats, apply, delete, reload, log-level, env or exec)\n"
               << "Run with --help for more information.\n";
     return exit_usage;
   }
@@ -574,6 +582,13 @@ int main(int argc, char** argv) {
     } else if (stats->parsed()) {
       request = {{"op", "stats"}};
       view = "stats";
+    } else if (log_level->parsed()) {
+      request = {{"op", "log_level"}};
+      if (!log_level_name.empty()) request["level"] = log_level_name;
+      view = "log-level";
+    } else if (reload->parsed()) {
+      request = {{"op", "reload"}};
+      view = "reload";
     }
 
     json result = request_result(socket_path, request);

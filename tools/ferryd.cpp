@@ -1,5 +1,6 @@
 // ferryd: the daemon. The EAL main lcore runs the control thread (config, store, compile,
 // publish, control socket); every other lcore runs a dataplane worker.
+#include <fcntl.h>
 #include <rte_cycles.h>
 #include <rte_eal.h>
 #include <rte_errno.h>
@@ -13,6 +14,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <map>
@@ -35,7 +37,45 @@ using nlohmann::json;
 using namespace ferry;
 
 std::atomic<bool> g_signalled{false};
+std::atomic<bool> g_reload{false};
 void on_signal(int) { g_signalled.store(true); }
+void on_sighup(int) { g_reload.store(true); }
+
+// DPDK's runtime directory for a file prefix, as EAL picks it (eal_get_runtime_dir): root's
+// under /var/run, other users' under $XDG_RUNTIME_DIR or /tmp.
+std::string eal_runtime_dir(const std::string& prefix) {
+  std::string base = "/var/run";
+  if (::geteuid() != 0) {
+    const char* xdg = std::getenv("XDG_RUNTIME_DIR");
+    base = xdg ? xdg : "/tmp";
+  }
+  return base + "/dpdk/" + prefix;
+}
+
+// A second primary process on one file prefix would share (and wreck) the first one's
+// hugepage files; EAL's own refusal does not say why. EAL holds a write lock on part of
+// <runtime dir>/config for its whole life, so F_GETLK names the holder. An --in-memory or
+// --no-shconf process keeps no such file and cannot clash.
+std::string eal_prefix_in_use(const std::vector<std::string>& eal_args) {
+  std::string prefix = "rte";
+  for (size_t i = 0; i < eal_args.size(); ++i) {
+    const auto& a = eal_args[i];
+    if (a == "--in-memory" || a == "--no-shconf") return "";
+    if (a == "--file-prefix" && i + 1 < eal_args.size()) prefix = eal_args[i + 1];
+    if (a.rfind("--file-prefix=", 0) == 0) prefix = a.substr(14);
+  }
+  std::string file = eal_runtime_dir(prefix) + "/config";
+  int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return "";  // no such process ever ran, or it left nothing behind
+  struct flock lk {};
+  lk.l_type = F_WRLCK;
+  lk.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
+  int rc = ::fcntl(fd, F_GETLK, &lk);
+  ::close(fd);
+  if (rc != 0 || lk.l_type == F_UNLCK) return "";
+  return "EAL file prefix \"" + prefix + "\" is in use by another DPDK process (pid " +
+         std::to_string(lk.l_pid) + "); give each ferryd its own --file-prefix";
+}
 
 void usage() {
   std::cerr << "usage: ferryd [--config FILE.toml] [--check] [--verbose] [--print-default-config]\n"
@@ -211,6 +251,11 @@ int run(const node_config& cfg) {
     return 1;
   }
 
+  if (auto busy = eal_prefix_in_use(cfg.eal_args); !busy.empty()) {
+    spdlog::error("{}: dataplane.eal_args: {}", cfg.source, busy);
+    return 1;
+  }
+
   // Bound before the EAL takes any device: a port in use refuses the start at no cost.
   std::unique_ptr<control::metrics::http_server> metrics;
   if (!cfg.metrics.address.empty()) {
@@ -353,12 +398,17 @@ int run(const node_config& cfg) {
       ctl.set_view("flush", [&](const json& req) { return views::flush(d, req); });
       ctl.set_view("describe",
                    [&](const json& req) { return views::describe(d, workers, baselines, req); });
-      auto server = control::socket_server::listen(cfg.socket_path, [&](const json& req) {
-        latency.begin(change_source::socket);
-        json out = ctl.handle(req);
-        latency.end();
-        return out;
-      });
+      control::socket_options socket_opts{.max_request_bytes = cfg.max_request_bytes};
+      if (cfg.socket_gid >= 0) socket_opts.group = static_cast<gid_t>(cfg.socket_gid);
+      auto server = control::socket_server::listen(
+          cfg.socket_path,
+          [&](const json& req) {
+            latency.begin(change_source::socket);
+            json out = ctl.handle(req);
+            latency.end();
+            return out;
+          },
+          socket_opts);
       if (!server) {
         spdlog::error("{}: control.socket: {}", cfg.source, server.message());
       } else {
@@ -377,6 +427,14 @@ int run(const node_config& cfg) {
           const bool woken = (*server)->poll_once(200, wake.fd());
           // Every turn, not only when woken: this also drops connections past their deadline.
           if (metrics) metrics->serve_ready(scrape);
+          if (g_reload.exchange(false)) {
+            spdlog::info("SIGHUP: reloading {}", cfg.source);
+            latency.begin(change_source::file);
+            (void)ctl.handle({{"op", "reload"}});  // logs what it did or why it refused
+            latency.end();
+          }
+          // A reload (signal or socket) may have changed it.
+          (*server)->set_max_request_bytes(ctl.config().max_request_bytes);
           if (!woken || !api) continue;
           auto u = api->take();
           if (u.empty()) continue;
@@ -387,11 +445,7 @@ int run(const node_config& cfg) {
             spdlog::error("kubernetes: update not applied: {}", r.message());
             continue;
           }
-          for (const auto& c : *r) {
-            if (c.action != "unchanged") {
-              spdlog::debug("kubernetes: {} {}/{} {}", c.kind, c.ns, c.name, c.action);
-            }
-          }
+          control::log_changes(*r, "kubernetes");
         }
         spdlog::info("ferryd stopping");
         rc = 0;
@@ -416,6 +470,7 @@ int run(const node_config& cfg) {
 int main(int argc, char** argv) {
   std::string config_path;
   bool check = false;
+  bool verbose = false;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if ((a == "--config" || a == "-c") && i + 1 < argc) {
@@ -423,7 +478,7 @@ int main(int argc, char** argv) {
     } else if (a == "--check") {
       check = true;
     } else if (a == "--verbose" || a == "-v") {
-      spdlog::set_level(spdlog::level::debug);
+      verbose = true;
     } else if (a == "--print-default-config") {
       std::cout << ferry::control::kDefaultConfig;
       return 0;
@@ -441,6 +496,8 @@ int main(int argc, char** argv) {
     spdlog::error("{}", cfg.message());
     return 1;
   }
+  // --verbose wins over [log] level (it is how one debugs a config).
+  ferry::control::set_log_level(verbose ? "debug" : cfg->log_level);
   if (check) {
     ferry::control::node dry(*cfg, [](std::unique_ptr<const ferry::snapshot>) {});
     if (auto r = dry.load_sources(*cfg); !r) {
@@ -458,5 +515,6 @@ int main(int argc, char** argv) {
   }
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);
+  std::signal(SIGHUP, on_sighup);
   return run(*cfg);
 }

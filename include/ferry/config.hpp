@@ -1,6 +1,7 @@
 // Node configuration (ferryd --config FILE.toml), decoded by control/config.cpp and read by
-// both the control thread and, at start only, the dataplane setup. Plain values; immutable
-// once ferryd runs.
+// both the control thread and, at start only, the dataplane setup. Plain values; a reload
+// (SIGHUP, `ferryctl reload`) applies only log.level, control.max_request_bytes and
+// sources.manifests live; control::restart_needed lists what else changed.
 #pragma once
 
 #include <cstdint>
@@ -18,12 +19,14 @@ struct port_config {
   ipv4_prefix address;  // the node's address and on-link subnet on this port
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
+  bool operator==(const port_config&) const = default;
 };
 
 struct route_config {
   ipv4_prefix to;
   uint32_t via = 0;  // 0: destination is on-link
   std::string port;  // name of a [[port]]
+  bool operator==(const route_config&) const = default;
 };
 
 struct conntrack_config {
@@ -33,6 +36,7 @@ struct conntrack_config {
   uint32_t tcp_closing_timeout = 30;
   uint32_t udp_timeout = 30;
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
+  bool operator==(const conntrack_config&) const = default;
 };
 
 /// [kubernetes]: follow an API server (list + watch Services, EndpointSlices, this Node).
@@ -44,6 +48,7 @@ struct kubernetes_config {
   std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
   uint32_t page_size = 500;      // list pages (limit=), as client-go's reflector
   uint32_t watch_timeout = 300;  // seconds; each watch asks for a random timeoutSeconds in [t, 2t)
+  bool operator==(const kubernetes_config&) const = default;
 };
 
 /// [dns]: the cluster DNS the workers answer (off unless addresses are given).
@@ -56,6 +61,7 @@ struct dns_config {
   std::vector<std::pair<uint32_t, uint16_t>> upstreams;
 
   bool enabled() const { return !addresses.empty(); }
+  bool operator==(const dns_config&) const = default;
 };
 
 /// [metrics]: the Prometheus endpoint (GET /metrics over HTTP).
@@ -72,8 +78,12 @@ struct node_config {
   std::vector<port_config> ports;
   std::vector<route_config> routes;
   std::string socket_path = "/run/ferry/ferry.sock";
-  std::vector<std::string> manifests;  // files or directories
-  std::string builtin_manifests;       // YAML applied at start (the built-in demo)
+  std::string socket_group;                // [control] socket_group as written ("" = process's)
+  int64_t socket_gid = -1;                 // ... resolved; -1: the process's effective group
+  uint64_t max_request_bytes = 64u << 20;  // [control] max_request_bytes
+  std::string log_level = "info";          // [log] level: trace|debug|info|warn|error|critical|off
+  std::vector<std::string> manifests;      // files or directories
+  std::string builtin_manifests;           // YAML applied at start (the built-in demo)
   conntrack_config conntrack;
   kubernetes_config kubernetes;
   dns_config dns;

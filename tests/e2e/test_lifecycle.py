@@ -1,9 +1,42 @@
-"""ferryd's life: a second ferryd cannot take over a running one's control socket, SIGTERM
-stops it cleanly, and a restarted ferryd picks up connections that were open before."""
+"""ferryd's life: a second ferryd cannot take over a running one's control socket or EAL
+file prefix, SIGTERM stops it cleanly, a restarted ferryd picks up connections that were open
+before, and a reload (ferryctl reload, SIGHUP) follows the manifest files without dropping
+established connections."""
+import json
+import os
+import re
+import signal
+import stat
 import subprocess
 import time
 
-from conftest import FERRYD, PODS, VIP, curl_names
+from conftest import (FERRYCTL, FERRYD, PODS, POD_IPS, SEED_SERVICE, VIP, curl_names,
+                      my_service_slice, run)
+
+RELOAD_VIP = "198.19.0.30"
+RELOAD_SERVICE = f"""\
+apiVersion: v1
+kind: Service
+metadata:
+  name: reloaded
+spec:
+  clusterIP: {RELOAD_VIP}
+  ports:
+    - protocol: TCP
+      port: 80
+      targetPort: 9376
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: reloaded
+subsets:
+  - addresses:
+      - ip: 198.18.1.11
+    ports:
+      - port: 9376
+        protocol: TCP
+"""
 
 
 def test_second_ferryd_refused_first_keeps_serving(ferry):
@@ -62,3 +95,196 @@ def test_restart_keeps_established_connection(ferry):
     s = ferry.stats()["flows"]
     assert s["picked_up"] >= 1, s
     assert s["stateless_replies"] >= 1, s
+
+
+def services(ferry):
+    r = ferry.ferryctl("get", "svc", "-o", "json")
+    assert r.returncode == 0, r.stderr
+    return {i["name"]: i for i in json.loads(r.stdout)["items"]}
+
+
+def slow_stream(ferry, seconds=6):
+    """A curl that streams one line a second from one pod; returns (process, first pod)."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
+         f"http://{VIP}/slow/{seconds}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = proc.stdout.readline().strip()
+    assert first in PODS, first
+    return proc, first
+
+
+def finish_stream(proc, first):
+    try:
+        out, err = proc.communicate(timeout=25)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    body = [first] + out.split()
+    assert proc.returncode == 0, f"curl exit {proc.returncode}: {err}"
+    assert set(body) == {first}, body
+    assert len(body) >= 6, body
+
+
+def test_reload_follows_files_and_keeps_established_connection(ferry):
+    """While a stream runs, the manifests change (a pod other than the stream's leaves
+    my-service, a new Service arrives) and the config asks for a restart-only change:
+    `ferryctl reload` applies the files in one go, lists the config key, and the stream ends
+    on the pod it started on."""
+    proc, first = slow_stream(ferry)
+    config_before = ferry.config.read_text()
+    try:
+        gone = sorted(p for p in PODS if p != first)[0]
+        kept = [ip for name, ip in POD_IPS.items() if name != gone]
+        ferry.write_manifests({"10-my-service.yaml": SEED_SERVICE + "---\n" +
+                               my_service_slice(kept),
+                               "40-reloaded.yaml": RELOAD_SERVICE})
+        ferry.config.write_text(config_before.replace("capacity = 65536", "capacity = 131072"))
+        r = ferry.ferryctl("-o", "json", "reload")
+        assert r.returncode == 0, r.stderr + ferry.log()
+        result = json.loads(r.stdout)
+        assert result["config"] == str(ferry.config)
+        assert result["restart_needed"] == ["conntrack"], result
+        actions = {(c["kind"], c["name"]): c["action"] for c in result["changes"]}
+        assert actions[("Service", "reloaded")] == "created", actions
+        assert actions[("EndpointSlice", "my-service-abc12")] == "configured", actions
+        assert actions[("Service", "my-service")] == "unchanged", actions
+        # The human form says the same.
+        r = ferry.ferryctl("reload")
+        assert r.returncode == 0, r.stderr
+        assert "restart needed: conntrack changed" in r.stdout, r.stdout
+        finish_stream(proc, first)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        ferry.config.write_text(config_before)
+    assert "reloaded" in services(ferry)
+    r = ferry.curl(f"http://{RELOAD_VIP}/")
+    assert r.returncode == 0 and r.stdout.strip() == "my-app-1", r.stdout + r.stderr
+    assert gone not in set(curl_names(ferry, 12))
+    log = ferry.log()
+    assert "change: service default/reloaded created (source: file)" in log, log
+    assert "conntrack changed; restart ferryd to apply it" in log, log
+    # Back to the start: all three pods, no extra Service (the file is gone: deleted).
+    (ferry.manifests / "40-reloaded.yaml").unlink()
+    ferry.write_manifests({"10-my-service.yaml": SEED_SERVICE + "---\n" + my_service_slice()})
+    r = ferry.ferryctl("-o", "json", "reload")
+    assert r.returncode == 0, r.stderr
+    actions = {(c["kind"], c["name"]): c["action"] for c in json.loads(r.stdout)["changes"]}
+    assert actions[("Service", "reloaded")] == "deleted", actions
+    assert json.loads(r.stdout)["restart_needed"] == []
+    assert "reloaded" not in services(ferry)
+    assert set(curl_names(ferry, 30)) == PODS
+
+
+def test_reload_with_a_broken_manifest_changes_nothing(ferry):
+    before = services(ferry)
+    ferry.write_manifests({"40-reloaded.yaml": RELOAD_SERVICE,
+                           "50-broken.yaml": "apiVersion: v1\nkind: Service\nmetadata: "
+                                             "{name: broken}\nspec: {ports: 7}\n"})
+    try:
+        r = ferry.ferryctl("reload")
+        assert r.returncode == 1, r.stdout
+        assert "50-broken.yaml" in r.stderr, r.stderr
+        assert services(ferry) == before  # not even the good new file was applied
+        assert "reload refused, nothing changed" in ferry.log()
+        # A config file that does not parse is refused the same way.
+        good = ferry.config.read_text()
+        ferry.config.write_text(good + "\n[log]\nlevel = \"loud\"\n")
+        try:
+            r = ferry.ferryctl("reload")
+        finally:
+            ferry.config.write_text(good)
+        assert r.returncode == 1
+        assert "log.level" in r.stderr, r.stderr
+        assert services(ferry) == before
+    finally:
+        for name in ("40-reloaded.yaml", "50-broken.yaml"):
+            (ferry.manifests / name).unlink()
+    assert ferry.alive()
+    assert set(curl_names(ferry, 30)) == PODS
+
+
+def test_sighup_reloads(ferry):
+    ferry.write_manifests({"40-reloaded.yaml": RELOAD_SERVICE})
+    try:
+        ferry.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 5
+        while "reloaded" not in services(ferry):
+            assert time.time() < deadline, ferry.log()
+            time.sleep(0.1)
+        assert ferry.curl(f"http://{RELOAD_VIP}/").stdout.strip() == "my-app-1"
+        assert "SIGHUP: reloading" in ferry.log()
+    finally:
+        (ferry.manifests / "40-reloaded.yaml").unlink()
+    ferry.proc.send_signal(signal.SIGHUP)
+    deadline = time.time() + 5
+    while "reloaded" in services(ferry):
+        assert time.time() < deadline, ferry.log()
+        time.sleep(0.1)
+    assert ferry.alive()
+
+
+def test_second_ferryd_on_the_same_file_prefix_refused(ferry):
+    text = ferry.config.read_text().replace("ferry.sock", "second.sock")
+    second = ferry.tmp / "second-prefix.toml"
+    second.write_text(text)
+    r = subprocess.run(["ip", "netns", "exec", ferry.node_ns, str(FERRYD), "--config",
+                        str(second)], capture_output=True, text=True, timeout=20)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out
+    assert (f'dataplane.eal_args: EAL file prefix "{ferry.prefix}" is in use by another DPDK '
+            f"process (pid {ferry.proc.pid})") in out, out
+    assert not (ferry.tmp / "second.sock").exists()
+    assert ferry.alive()
+    assert set(curl_names(ferry, 9)) == PODS
+
+
+def test_log_level_round_trip(ferry):
+    r = ferry.ferryctl("log-level")
+    assert r.returncode == 0 and r.stdout == "log level: info\n", r.stdout + r.stderr
+    r = ferry.ferryctl("log-level", "debug")
+    assert r.returncode == 0 and r.stdout == "log level: debug (was info)\n", r.stdout
+    r = ferry.ferryctl("-o", "json", "log-level")
+    assert json.loads(r.stdout) == {"level": "debug", "previous": "debug"}
+    r = ferry.ferryctl("log-level", "loud")
+    assert r.returncode == 2, r.stdout + r.stderr
+    r = ferry.ferryctl("log-level", "info")
+    assert r.stdout == "log level: info (was debug)\n", r.stdout
+    assert "change: log level debug (was info) (source: socket)" in ferry.log()
+
+
+def as_user(ferry, uid, gid, *args):
+    """ferryctl run as another user (no supplementary groups)."""
+    env = dict(os.environ, FERRY_SOCKET=str(ferry.socket))
+    return run(["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups", str(FERRYCTL),
+                *args], env=env)
+
+
+def test_socket_mode_group_and_peer_credentials(ferry):
+    st = os.stat(ferry.socket)
+    assert stat.S_ISSOCK(st.st_mode)
+    assert stat.S_IMODE(st.st_mode) == 0o660
+    assert (st.st_uid, st.st_gid) == (0, 0)
+    # A group for operators: the file's group, and members may use the socket.
+    config = ferry.config.read_text()
+    ferry.stop_ferryd()
+    ferry.start_ferryd(re.sub(r'(socket = "[^"]*")', r'\1\nsocket_group = "65534"', config))
+    os.chmod(ferry.tmp, 0o755)  # let other users reach the socket file
+    st = os.stat(ferry.socket)
+    assert stat.S_IMODE(st.st_mode) == 0o660 and (st.st_uid, st.st_gid) == (0, 65534)
+    r = as_user(ferry, 65534, 65534, "get", "svc")
+    assert r.returncode == 0 and "my-service" in r.stdout, r.stderr
+    # Not in the group: the file mode already says no ...
+    r = as_user(ferry, 65533, 65533, "get", "svc")
+    assert r.returncode == 1 and "Permission denied" in r.stderr, r.stderr
+    # ... and with the file opened up, ferryd's own check still does.
+    os.chmod(ferry.socket, 0o666)
+    r = as_user(ferry, 65533, 65533, "get", "svc")
+    assert r.returncode == 1, r.stdout
+    assert "permission denied: uid 65533 is not root" in r.stderr, r.stderr
+    assert "control socket: refused a client: permission denied: uid 65533" in ferry.log()
+    r = ferry.ferryctl("-o", "json", "reload")
+    assert json.loads(r.stdout)["restart_needed"] == [], r.stdout  # the file still says 65534
+    assert ferry.alive()
