@@ -261,7 +261,7 @@ std::string log_level() {
   return i < std::size(kLogLevels) ? kLogLevels[i] : "?";
 }
 
-result<void> node::load_sources(const node_config& cfg) {
+result<void> node::load_sources(const node_config& cfg, bool log) {
   std::vector<document> docs;
   for (const auto& path : cfg.manifests) {
     auto d = read_documents(path);
@@ -271,12 +271,12 @@ result<void> node::load_sources(const node_config& cfg) {
   if (!docs.empty()) {
     auto r = apply(docs, source::file);
     if (!r) return r.err();
-    log_changes(*r, "file");
+    if (log) log_changes(*r, "file");
   }
   if (!cfg.builtin_manifests.empty()) {
     auto r = apply({{"<built-in manifests>", cfg.builtin_manifests}}, source::builtin);
     if (!r) return r.err();
-    log_changes(*r, "builtin");
+    if (log) log_changes(*r, "builtin");
   }
   if (docs.empty() && cfg.builtin_manifests.empty()) return recompile(dirty_set{.all = true});
   return {};
@@ -759,6 +759,11 @@ json node::handle(const json& req) {
         if (std::find(lb.begin(), lb.end(), *vip) != lb.end()) out["match"] = "load_balancer";
       }
     }
+    if (op == "flush" && out.contains("flushed")) {
+      json filters = req;
+      filters.erase("op");
+      log_change("flush " + out["flushed"].dump() + " flows matching " + filters.dump(), "socket");
+    }
     return view_answer(std::move(out));
   }
   if (op == "describe") {
@@ -800,8 +805,10 @@ json node::handle(const json& req) {
     const std::string ns = req.value("namespace", "default");
     auto r = weight(ns, name.get<std::string>(), *ip, value);
     if (!r) return refused(r.message());
-    spdlog::info("weight {}/{} {} -> {}", ns, name.get<std::string>(), address.get<std::string>(),
-                 (*r)["weight"].dump());
+    auto shown = [](const json& w) { return w.is_null() ? std::string("configured") : w.dump(); };
+    log_change("weight " + ns + "/" + name.get<std::string>() + " " + address.get<std::string>() +
+                   " " + shown((*r)["weight"]) + " (was " + shown((*r)["previous"]) + ")",
+               "socket");
     return ok(std::move(*r));
   }
   if (op == "log_level") {

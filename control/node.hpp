@@ -76,7 +76,8 @@ class node {
   uint64_t api_refused() const { return api_refused_; }
 
   /// Loads [sources] manifests and the built-in manifests (at start).
-  result<void> load_sources(const node_config& cfg);
+  /// log: log each change (false for the dry runs that only check the files).
+  result<void> load_sources(const node_config& cfg, bool log = true);
 
   /// Re-reads [sources] manifests of fresh: file objects are upserted, file objects no
   /// longer in any file deleted, in one publish; socket and API objects stay. Applies the

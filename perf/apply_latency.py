@@ -80,9 +80,10 @@ def summary(values):
             "max": round(v[-1], 3), "p99": round(v[min(len(v) - 1, len(v) * 99 // 100)], 3)}
 
 
-def start_ferryd(build, tmp, prefix, extra=""):
+def start_ferryd(build, tmp, prefix, extra="", metrics=""):
     """ferryd on two DPDK null ports with its socket in tmp; returns (process, socket path)
-    once it answers. `extra`: TOML appended to the config."""
+    once it answers. `extra`: TOML appended to the config; `metrics`: the metrics address
+    (off by default: several benchmark ferryds may share the host's loopback)."""
     sock = str(tmp / "ferry.sock")
     config = tmp / "ferry.toml"
     config.write_text(f"""\
@@ -108,7 +109,7 @@ service_cidr = "198.19.0.0/16"
 [conntrack]
 capacity = 65536
 [metrics]
-address = ""  # several benchmark ferryds may share the host's loopback
+address = "{metrics}"
 {extra}""")
     log = open(tmp / "ferryd.log", "w")
     proc = subprocess.Popen([str(build / "tools" / "ferryd"), "--config", str(config)],

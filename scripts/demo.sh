@@ -33,6 +33,8 @@ say "ferryd with the built-in default config (two af_packet ports, the seed's se
 ip netns exec "$P-node" build/tools/ferryd &
 ferryd_pid=$!
 for _ in $(seq 50); do ferryctl get svc >/dev/null 2>&1 && break; sleep 0.2; done
+ferryctl status
+echo
 ferryctl get services
 ferryctl get endpoints
 
@@ -86,6 +88,18 @@ say "Prometheus metrics: GET http://127.0.0.1:9100/metrics in ferryd's namespace
 ip netns exec "$P-node" curl -s -m 5 http://127.0.0.1:9100/metrics |
   grep -E '^ferry_(service_new_flows_total|conntrack_flows |change_to_dataplane_seconds_count)' |
   sed 's/^/  /'
+
+say "operating it: Maglev's share per pod, what a packet would get, and draining a pod"
+ferryctl describe service default/my-service
+echo
+ferryctl trace 198.18.0.1:40000 198.19.0.10:80 tcp
+echo
+ferryctl drain default/my-service 198.18.1.12
+for _ in $(seq 4); do
+  printf '  while drained: %s' "$(client curl -s -m 5 http://198.19.0.10/)"
+  echo
+done
+ferryctl weight default/my-service 198.18.1.12 --reset
 
 say "NodePort: my-service becomes type NodePort 31002, reached on the node's own address"
 cat <<'YAML' | ferryctl apply -f -

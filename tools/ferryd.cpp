@@ -228,7 +228,7 @@ int run(const node_config& cfg) {
   // Refuse to start half-configured: check every manifest before touching any device.
   {
     control::node dry(cfg, [](std::unique_ptr<const snapshot>) {});
-    if (auto r = dry.load_sources(cfg); !r) {
+    if (auto r = dry.load_sources(cfg, false); !r) {
       spdlog::error("{}", r.message());
       return 1;
     }
@@ -500,7 +500,7 @@ int main(int argc, char** argv) {
   ferry::control::set_log_level(verbose ? "debug" : cfg->log_level);
   if (check) {
     ferry::control::node dry(*cfg, [](std::unique_ptr<const ferry::snapshot>) {});
-    if (auto r = dry.load_sources(*cfg); !r) {
+    if (auto r = dry.load_sources(*cfg, false); !r) {
       spdlog::error("{}", r.message());
       return 1;
     }

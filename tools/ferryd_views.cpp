@@ -299,7 +299,11 @@ json trace(const dp::dataplane& d, const json& req) {
           {"reply", t.reply},
           {"decision", t.decision},
           {"backend", backend},
-          {"nat", {{"destination", addr_port(t.nat_dst_ip, t.nat_dst_port)}, {"source", nat_src}}},
+          // Only a forwarded packet is translated.
+          {"nat",
+           std::string_view(t.verdict) == "forward"
+               ? json{{"destination", addr_port(t.nat_dst_ip, t.nat_dst_port)}, {"source", nat_src}}
+               : json(nullptr)},
           {"maglev",
            t.maglev ? json{{"table_size", t.maglev_size}, {"slot", t.maglev_slot}} : json(nullptr)},
           {"verdict", t.verdict},

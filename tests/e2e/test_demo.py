@@ -8,7 +8,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 def test_demo_script():
     r = subprocess.run([os.path.join(ROOT, "scripts", "demo.sh")], capture_output=True,
-                       text=True, timeout=300, cwd=ROOT)
+                       text=True, timeout=480, cwd=ROOT)
     out = r.stdout
     assert r.returncode == 0, out[-3000:] + r.stderr[-3000:]
     answered = re.findall(r"answered by: (\S+)", out)
@@ -24,6 +24,12 @@ def test_demo_script():
     assert ('ferry_service_new_flows_total{service="default/my-service",vip="198.19.0.10",'
             'port="80",protocol="TCP"} 15') in out, out
     assert 'ferry_change_to_dataplane_seconds_count{source="socket"} 1' in out
+    # Operating it: status, Maglev's shares, a trace, and a drained pod that gets no new flow.
+    assert re.search(r"Lcores:\n +LCORE +ROLE", out), out
+    assert re.search(r"198\.18\.1\.12:9376 +1 +ready,serving +\S+ +\d+ +\d+\.\d%", out), out
+    assert re.search(r"Verdict: +forward", out), out
+    drained = re.findall(r"while drained: (\S+)", out)
+    assert drained == ["my-app-1"] * 4, drained
     # Service discovery: kubelet's variables, a command run with them, and DNS names.
     assert "REDIS_MASTER_SERVICE_HOST=198.19.0.11" in out
     assert "REDIS_MASTER_PORT=tcp://198.19.0.11:6379" in out
