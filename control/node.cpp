@@ -459,16 +459,18 @@ json endpoints_json(const model::service& svc, const endpoint_index& endpoints,
 
 json node::get(const std::string& resource, const std::string& ns) const {
   json items = json::array();
-  const endpoint_index endpoints(store_);
+  // Only Services and their endpoints need it; building it walks every object.
+  std::optional<endpoint_index> index;
+  if (resource == "services" || resource == "endpoints") index.emplace(store_);
   for (const auto& [key, so] : store_.objects()) {
     const auto& meta = model::meta_of(so.obj);
     if (!ns.empty() && meta.ns != ns && resource != "nodes") continue;
     if (const auto* svc = std::get_if<model::service>(&so.obj)) {
       if (resource == "services") {
-        items.push_back(service_json(*svc, endpoints));
+        items.push_back(service_json(*svc, *index));
         items.back()["source"] = source_name(so.from);
       } else if (resource == "endpoints") {
-        items.push_back(endpoints_json(*svc, endpoints, cfg_.node_name, compiler_));
+        items.push_back(endpoints_json(*svc, *index, cfg_.node_name, compiler_));
       } else if (resource == "nodeports") {
         for (const auto& p : svc->ports) {
           if (!p.node_port || (svc->type != model::service_type::node_port &&

@@ -217,6 +217,35 @@ def applied(rows):
     return out + [""]
 
 
+def ops(rows):
+    o = sorted(pick(rows, "ops"), key=lambda r: r["services"])
+    if not o:
+        return []
+    out = ["### Operator verbs and the metrics scrape (`perf/ops_latency.py`)\n",
+           "The same ferryd (null ports, N Services x 10 endpoints); each request timed from "
+           "send to answer over the control socket, and `GET /metrics` over HTTP. Everything "
+           "runs on the control thread, so this is also how long each one holds it. The last two rows: "
+           "`get pods` (a small answer) while 40 clients hold half-sent requests and 4 others "
+           "send `status` back to back, beside the same request alone.\n",
+           "| request | " + " | ".join(f"{r['services']:,} services ms (median) | p99"
+                                       for r in o) + " |",
+           "|---|" + "---:|---:|" * len(o)]
+    names = [("status", "status"), ("stats", "stats"), ("get_services", "get services"),
+             ("describe", "describe service"), ("trace", "trace"),
+             ("get_flows", "get flows (100)"), ("metrics_scrape", "GET /metrics"),
+             ("get_pods_idle", "get pods, alone"), ("get_pods_loaded", "get pods, loaded")]
+    for key, label in names:
+        cells = " | ".join(f"{r[key + '_ms']['median']:.2f} | {r[key + '_ms']['p99']:.2f}"
+                           for r in o)
+        out.append(f"| {label} | {cells} |")
+    out.append("")
+    out.append("Scrape size: " + ", ".join(
+        f"{r['metrics_scrape_bytes'] / 1e6:.1f} MB at {r['services']:,} services" for r in o) +
+        ". Requests per second the 4 busy clients got answered while loaded: " +
+        ", ".join(f"{r['load']['busy_status_per_s']:,}" for r in o) + ".")
+    return out + [""]
+
+
 def api(rows):
     a = sorted(pick(rows, "api"), key=lambda r: r["services"])
     if not a:
@@ -441,7 +470,7 @@ def main():
            "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
            "shared machines drift, so compare numbers from one run only.\n"]
     out += (targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + applied(rows) +
-            api(rows) + dns(rows) + gen(rows))
+            ops(rows) + api(rows) + dns(rows) + gen(rows))
     if notes:
         out.append(notes)
     plots(rows)

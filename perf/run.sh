@@ -20,6 +20,7 @@ taskset -c 0 $perf maglev --runs "$runs" | tee -a "$out"
 taskset -c 0 $perf sync --services 1000,10000,30000 --runs "$runs" | tee -a "$out"
 taskset -c 0 $perf sync --services 10000 --runs "$runs" --dns | tee -a "$out"  # + the DNS zone
 /usr/bin/python3 perf/apply_latency.py --services 1000,10000,30000 --changes 20 | tee -a "$out"
+/usr/bin/python3 perf/ops_latency.py --services 1000,10000 --runs 30 | tee -a "$out"
 /usr/bin/python3 perf/api_latency.py --services 1000,10000 --changes 50 --watch-seconds 60 \
   | tee -a "$out"
 # The kernel loading the same services. Debian's iptables-restore (iptables-nft) needs

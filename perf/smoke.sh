@@ -13,6 +13,7 @@ build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 --dns >> "$out"
 /usr/bin/python3 perf/apply_latency.py --services 200 --changes 3 >> "$out"
 /usr/bin/python3 perf/api_latency.py --services 200 --changes 3 --watch-seconds 2 >> "$out"
+/usr/bin/python3 perf/ops_latency.py --services 200 --runs 3 --stalled 5 --busy 1 >> "$out"
 build/perf/ferry-perf dns --no-huge --services 100 --runs 1 >> "$out"
 /usr/bin/python3 perf/dns_perf.py --services 50 --runs 1 --duration 1 --only ferry >> "$out"
 /usr/bin/python3 - "$out" <<'PY'
@@ -40,6 +41,9 @@ k = by["api"][0]
 assert k["services"] == 200 and k["initial_sync_s"] > 0 and k["rss_synced_mib"] > 0, k
 assert 0 < k["event_to_publish_ms"]["median"] <= k["event_to_publish_ms"]["p99"] < 1000, k
 assert k["events_seen"] >= 5, k
+o = by["ops"][0]
+assert o["services"] == 200 and o["metrics_scrape_bytes"] > 0, o
+assert all(0 < o[k]["median"] <= o[k]["max"] for k in o if k.endswith("_ms")), o
 d = by["dns_pipeline"]
 assert sorted(r["case"] for r in d) == ["hit", "nxdomain"], d
 assert all(r["answered_as_expected"] and r["ns_per_query"]["median"] > 0 for r in d), d
