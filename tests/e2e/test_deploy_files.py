@@ -199,7 +199,7 @@ def test_daemonset_mounts_what_the_config_names(tmp_path):
     assert set(sc["capabilities"]["add"]) == {"NET_RAW", "NET_ADMIN", "IPC_LOCK"}
 
     probe = c["livenessProbe"]["exec"]["command"]
-    assert probe[0].endswith("/ferryctl") and probe[1:] == ["stats", "-o", "json"]
+    assert probe[0].endswith("/ferryctl") and probe[1:] == ["status", "-o", "json"]
 
 
 def test_systemd_unit_verifies(tmp_path):
