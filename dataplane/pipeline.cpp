@@ -43,6 +43,66 @@ struct parsed {
   const service_port_entry* svc;
 };
 
+// What the RX offload flags say against a packet (0 when nothing): a VLAN tag the NIC
+// stripped (the port is untagged: such a frame is not for it), or a checksum the NIC found
+// wrong. IP_CKSUM_NONE and L4_CKSUM_NONE (BAD | GOOD) mean the data is intact.
+bool flagged_bad(uint64_t ol, drop& reason) {
+  if (ol & RTE_MBUF_F_RX_VLAN_STRIPPED) {
+    reason = drop::vlan_unsupported;
+  } else if ((ol & RTE_MBUF_F_RX_IP_CKSUM_MASK) == RTE_MBUF_F_RX_IP_CKSUM_BAD) {
+    reason = drop::ip_bad_checksum;
+  } else if ((ol & RTE_MBUF_F_RX_L4_CKSUM_MASK) == RTE_MBUF_F_RX_L4_CKSUM_BAD) {
+    reason = drop::l4_bad_checksum;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+// The IPv4 header checksum holds (a one's-complement sum of the whole header, options too,
+// is all ones). 20 bytes: five 32-bit loads of a line parse has just read.
+bool ip_header_sum_ok(const rte_ipv4_hdr* ip, uint16_t ihl) {
+  const auto* b = reinterpret_cast<const uint8_t*>(ip);
+  uint64_t sum = 0;
+  for (uint16_t i = 0; i < sizeof(rte_ipv4_hdr); i += 4) {
+    uint32_t v;
+    std::memcpy(&v, b + i, 4);
+    sum += v;
+  }
+  for (uint16_t i = sizeof(rte_ipv4_hdr); i < ihl; i += 4) {
+    uint32_t v;
+    std::memcpy(&v, b + i, 4);
+    sum += v;
+  }
+  return csum_fold(sum) == 0xffff;
+}
+
+// Linux's martian sources (ip_route_input_slow): 0.0.0.0/8, 127.0.0.0/8, multicast, the
+// limited broadcast, and the directed broadcast of a connected subnet. None can be a client.
+bool martian_source(const dataplane& dp, uint32_t src) {
+  const uint32_t top = src >> 24;
+  if (top == 0 || top == 127 || (src >> 28) == 0xe || src == 0xffffffff) return true;
+  for (const route_entry& r : dp.routes) {
+    if (!r.via && r.mask < 0xfffffffe && src == (r.net | ~r.mask)) return true;
+  }
+  return false;
+}
+
+// Checks for a packet that may start something (no flow matched it, or it is for the node
+// itself). An established flow never needs them: its first packet passed them.
+bool refuse_new(const dataplane& dp, const parsed& p, bool ports, drop& reason) {
+  if (martian_source(dp, p.key.src_ip)) {
+    reason = drop::src_martian;
+  } else if (p.key.src_ip == p.key.dst_ip) {
+    reason = drop::land;  // also for TCP whatever the ports: no client sends to itself here
+  } else if (ports && (!p.key.src_port || !p.key.dst_port)) {
+    reason = drop::port_zero;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 void free_drop(worker& w, rte_mbuf* m, drop reason) {
   w.counters.count(reason);
   rte_pktmbuf_free(m);
@@ -431,6 +491,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     return send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
   }
 
+  if (drop why; refuse_new(*w.dp, p, true, why)) return free_drop(w, m, why);
   if (!p.svc_known) p.svc = find_service(snap, p);
   if (p.svc) {
     const service_port_entry& s = *p.svc;
@@ -499,12 +560,21 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
     p.reason = drop::own_source_mac;
     return;
   }
+  // One test of the RX offload flags; their meaning is looked at only when one is set.
+  const uint64_t ol = m->ol_flags;
+  constexpr uint64_t kRxSuspect =
+      RTE_MBUF_F_RX_VLAN_STRIPPED | RTE_MBUF_F_RX_IP_CKSUM_BAD | RTE_MBUF_F_RX_L4_CKSUM_BAD;
+  if ((ol & kRxSuspect) && flagged_bad(ol, p.reason)) [[unlikely]] {
+    return;
+  }
   if (eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_ARP)) {
     p.k = kind::arp;
     return;
   }
   if (eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
-    p.reason = drop::eth_unsupported;
+    const bool tagged = eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_VLAN) ||
+                        eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_QINQ);
+    p.reason = tagged ? drop::vlan_unsupported : drop::eth_unsupported;
     return;
   }
   if (m->data_len < kEthHdr + sizeof(rte_ipv4_hdr)) {
@@ -519,6 +589,12 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   uint16_t ihl = rte_ipv4_hdr_len(ip);
   if (ihl < sizeof(rte_ipv4_hdr) || kEthHdr + ihl > m->data_len) {
     p.reason = drop::ip_bad_ihl;
+    return;
+  }
+  // A corrupt header is not forwarded. The NIC's verdict when it gave one (BAD was handled
+  // above); otherwise the sum here, over a header already in cache.
+  if (!(ol & RTE_MBUF_F_RX_IP_CKSUM_GOOD) && !ip_header_sum_ok(ip, ihl)) {
+    p.reason = drop::ip_bad_checksum;
     return;
   }
   uint16_t total = rte_be_to_cpu_16(ip->total_length);
@@ -546,20 +622,31 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.tcp_flags = 0;
   p.local = w.dp->is_local(p.key.dst_ip);
   if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp) {
-    p.k = kind::local;
+    p.k = refuse_new(*w.dp, p, false, p.reason) ? kind::dropped : kind::local;
     return;
   }
   if (p.key.proto == kProtoTcp) {
     auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
-    if (p.l4_len < sizeof(rte_tcp_hdr) || in_first_seg < sizeof(rte_tcp_hdr) ||
-        (th->data_off >> 4) * 4u < sizeof(rte_tcp_hdr) || (th->data_off >> 4) * 4u > p.l4_len) {
+    if (p.l4_len < sizeof(rte_tcp_hdr) || in_first_seg < sizeof(rte_tcp_hdr)) {
       p.reason = drop::l4_truncated;
+      return;
+    }
+    const uint32_t doff = (th->data_off >> 4) * 4u;
+    if (doff < sizeof(rte_tcp_hdr) || doff > p.l4_len) {
+      p.reason = doff < sizeof(rte_tcp_hdr) ? drop::l4_bad_length : drop::l4_truncated;
       return;
     }
     p.tcp_flags = th->tcp_flags;
   } else if (p.key.proto == kProtoUdp) {
     if (p.l4_len < sizeof(rte_udp_hdr) || in_first_seg < sizeof(rte_udp_hdr)) {
       p.reason = drop::l4_truncated;
+      return;
+    }
+    // A UDP length below its header or past the IP payload (shorter is allowed: the rest
+    // is padding the receiver ignores, as Linux does).
+    const uint16_t ulen = rte_be_to_cpu_16(reinterpret_cast<rte_udp_hdr*>(p.l4)->dgram_len);
+    if (ulen < sizeof(rte_udp_hdr) || ulen > p.l4_len) {
+      p.reason = drop::l4_bad_length;
       return;
     }
   } else {
@@ -571,6 +658,7 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.dst_port = rte_be_to_cpu_16(ports[1]);
   // The DNS addresses take port 53 before any Service does.
   if (p.key.dst_port == dns::kPort && w.dp->is_dns(p.key.dst_ip)) {
+    if (refuse_new(*w.dp, p, true, p.reason)) return;
     p.k = p.key.proto == kProtoUdp ? kind::dns : kind::dns_tcp;
     return;
   }

@@ -126,9 +126,11 @@ class pipeline : public ::testing::Test {
 
   // Runs one frame through the pipeline; returns what came out (and takes it off the
   // TX batches).
-  std::vector<output> run(const bytes& in, uint16_t port) {
+  // ol_flags: what the NIC would have said about it (RX offload flags).
+  std::vector<output> run(const bytes& in, uint16_t port, uint64_t ol_flags = 0) {
     rte_mbuf* m = rte_pktmbuf_alloc(dp_->pool);
     std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(in.size())), in.data(), in.size());
+    m->ol_flags = ol_flags;
     w_->now = rte_rdtsc();
     process_burst(*w_, snap_.get(), &m, 1, port);
     return take();
@@ -252,7 +254,30 @@ struct drop_row {
   bytes in;
   uint16_t in_port;
   drop reason;
+  uint64_t ol_flags = 0;  // RX offload flags the NIC set
 };
+
+// The frame with byte `at` (from the start of the frame) set to v.
+bytes with(bytes b, size_t at, uint8_t v) {
+  b.at(at) = v;
+  return b;
+}
+
+// The frame with its 16-bit field at `at` set to v (host order in, network order out).
+bytes with16(bytes b, size_t at, uint16_t v) {
+  b.at(at) = static_cast<uint8_t>(v >> 8);
+  b.at(at + 1) = static_cast<uint8_t>(v);
+  return b;
+}
+
+// The frame with an 802.1Q/802.1ad tag (TPID `tpid`, VLAN 5) after the MAC addresses.
+bytes tagged(bytes b, uint16_t tpid) {
+  const uint8_t tag[4] = {static_cast<uint8_t>(tpid >> 8), static_cast<uint8_t>(tpid), 0, 5};
+  b.insert(b.begin() + 12, tag, tag + 4);
+  return b;
+}
+
+constexpr size_t kIp = 14, kL4 = 14 + 20;  // header offsets in an option-less frame
 
 TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
   bytes short_frame(10, 0xaa);
@@ -300,14 +325,97 @@ TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
        drop::arp_not_ours},
       {"backend off every route", tcp(kPort0, kClientMac, kClient, 1, kOffnetVip, 80, 0x02), 0,
        drop::no_route},
+      {"TCP data offset 4",
+       with(tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), kL4 + 12, 0x40), 0,
+       drop::l4_bad_length},
+      {"TCP data offset 0", with(tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), kL4 + 12, 0),
+       0, drop::l4_bad_length},
+      {"IPv4 header checksum wrong",
+       with16(tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), kIp + 10, 0x1234), 0,
+       drop::ip_bad_checksum},
+      {"NIC says the IPv4 checksum is bad", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), 0,
+       drop::ip_bad_checksum, RTE_MBUF_F_RX_IP_CKSUM_BAD},
+      {"NIC says the TCP checksum is bad", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), 0,
+       drop::l4_bad_checksum, RTE_MBUF_F_RX_IP_CKSUM_GOOD | RTE_MBUF_F_RX_L4_CKSUM_BAD},
+      {"UDP length 0", with16(udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "q"), kL4 + 4, 0), 0,
+       drop::l4_bad_length},
+      {"UDP length 7", with16(udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "q"), kL4 + 4, 7), 0,
+       drop::l4_bad_length},
+      {"UDP length past the IP payload",
+       with16(udp(kPort0, kClientMac, kClient, 1, kUdpVip, 53, "q"), kL4 + 4, 10), 0,
+       drop::l4_bad_length},
+      {"TCP source port 0", tcp(kPort0, kClientMac, kClient, 0, kVip, 80, 0x02), 0,
+       drop::port_zero},
+      {"TCP destination port 0", tcp(kPort0, kClientMac, kClient, 40000, kVip, 0, 0x02), 0,
+       drop::port_zero},
+      {"UDP source port 0", udp(kPort0, kClientMac, kClient, 0, kUdpVip, 53, "q"), 0,
+       drop::port_zero},
+      {"UDP destination port 0", udp(kPort0, kClientMac, kClient, 40000, kUdpVip, 0, "q"), 0,
+       drop::port_zero},
+      {"source 0.0.0.0", tcp(kPort0, kClientMac, 0, 40000, kVip, 80, 0x02), 0, drop::src_martian},
+      {"source 127.0.0.1", tcp(kPort0, kClientMac, 0x7f000001, 40000, kVip, 80, 0x02), 0,
+       drop::src_martian},
+      {"source multicast", udp(kPort0, kClientMac, 0xe0000001, 40000, kUdpVip, 53, "q"), 0,
+       drop::src_martian},
+      {"source 255.255.255.255", udp(kPort0, kClientMac, 0xffffffff, 40000, kUdpVip, 53, "q"), 0,
+       drop::src_martian},
+      {"source the subnet's broadcast", tcp(kPort0, kClientMac, 0xc61200ff, 40000, kVip, 80, 0x02),
+       0, drop::src_martian},
+      {"ping from 127.0.0.1 to the node",
+       ipv4(kPort0, kClientMac, 0x7f000001, kNode0, 1, bytes{8, 0, 0xf7, 0xff, 0, 0, 0, 0}, -1), 0,
+       drop::src_martian},
+      {"TTL 0", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 0}), 0,
+       drop::ip_ttl_exceeded},
+      {"land: TCP VIP:80 to itself", tcp(kPort0, kClientMac, kVip, 80, kVip, 80, 0x02), 0,
+       drop::land},
+      {"land: UDP from the VIP to itself", udp(kPort0, kClientMac, kUdpVip, 4000, kUdpVip, 53, "q"),
+       0, drop::land},
+      {"802.1Q tagged", tagged(tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), 0x8100), 0,
+       drop::vlan_unsupported},
+      {"802.1ad tagged", tagged(tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), 0x88a8), 0,
+       drop::vlan_unsupported},
+      {"tag stripped by the NIC", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02), 0,
+       drop::vlan_unsupported, RTE_MBUF_F_RX_VLAN | RTE_MBUF_F_RX_VLAN_STRIPPED},
   };
   for (const auto& r : rows) {
     SCOPED_TRACE(r.name);
     uint64_t before = drops(r.reason);
-    auto out = run(r.in, r.in_port);
+    uint64_t flows = w_->counters.flows_created.get();
+    auto out = run(r.in, r.in_port, r.ol_flags);
     EXPECT_TRUE(out.empty());
     EXPECT_EQ(drops(r.reason), before + 1);
+    // No flow for a bad packet (no_route comes after the flow is made, at the way out).
+    if (r.reason != drop::no_route) {
+      EXPECT_EQ(w_->counters.flows_created.get(), flows);
+    }
   }
+}
+
+// Only the IPv4 header checksum is checked in software, and only when the NIC gave no
+// verdict. A TCP/UDP checksum is left to the backend's stack (as IPVS and kube-proxy do):
+// translated incrementally, a wrong one stays wrong, and the backend drops the segment.
+TEST_F(pipeline, ChecksumsFollowTheNicAndOnlyTheIpHeaderIsChecked) {
+  bytes syn = tcp(kPort0, kClientMac, kClient, 40100, kVip, 80, 0x02);
+  bytes bad_l4 = with16(syn, kL4 + 16, 0x1234);
+  auto out = run(bad_l4, 0);
+  ASSERT_EQ(out.size(), 1u);
+  const bytes& f = out[0].frame;
+  // The IP header is right after translation; the TCP checksum is still wrong.
+  EXPECT_EQ(csum(&f[kIp], 20), 0);
+  std::vector<uint8_t> pseudo = {f[kIp + 12], f[kIp + 13], f[kIp + 14], f[kIp + 15],
+                                 f[kIp + 16], f[kIp + 17], f[kIp + 18], f[kIp + 19],
+                                 0,           6,           0,           20};
+  EXPECT_NE(csum(&f[kL4], f.size() - kL4, csum_add(pseudo.data(), pseudo.size())), 0);
+  // A NIC that verified the header (GOOD, or NONE: header intact, sum not) is believed.
+  bytes bad_ip = with16(tcp(kPort0, kClientMac, kClient, 40101, kVip, 80, 0x02), kIp + 10, 1);
+  EXPECT_EQ(run(bad_ip, 0, RTE_MBUF_F_RX_IP_CKSUM_GOOD).size(), 1u);
+  bytes bad_ip2 = with16(tcp(kPort0, kClientMac, kClient, 40102, kVip, 80, 0x02), kIp + 10, 1);
+  EXPECT_EQ(run(bad_ip2, 0, RTE_MBUF_F_RX_IP_CKSUM_NONE).size(), 1u);
+  // An L4 verdict of NONE (data intact, sum not) is no reason to drop either.
+  bytes fine = tcp(kPort0, kClientMac, kClient, 40103, kVip, 80, 0x02);
+  EXPECT_EQ(run(fine, 0, RTE_MBUF_F_RX_L4_CKSUM_NONE).size(), 1u);
+  EXPECT_EQ(drops(drop::ip_bad_checksum), 0u);
+  EXPECT_EQ(drops(drop::l4_bad_checksum), 0u);
 }
 
 TEST_F(pipeline, NoEndpointsAnswersPortUnreachableRateLimited) {

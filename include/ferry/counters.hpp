@@ -26,7 +26,8 @@ class counter {
 // Every reason a worker drops a packet. The name is what `ferryctl stats` shows.
 #define FERRY_DROP_REASONS(X)                                                          \
   X(eth_truncated)      /* frame shorter than an Ethernet header */                    \
-  X(eth_unsupported)    /* neither IPv4 nor ARP (IPv6, VLAN, ...) */                   \
+  X(eth_unsupported)    /* neither IPv4 nor ARP (IPv6, LLDP, ...) */                   \
+  X(vlan_unsupported)   /* 802.1Q/802.1ad tagged, or the NIC stripped a tag */         \
   X(own_source_mac)     /* our own frame seen again */                                 \
   X(arp_malformed)      /* short or not Ethernet/IPv4 ARP */                           \
   X(arp_not_ours)       /* ARP for an address we do not own */                         \
@@ -34,9 +35,15 @@ class counter {
   X(ip_bad_version)     /* version field is not 4 */                                   \
   X(ip_bad_ihl)         /* IHL < 5 or header beyond the frame */                       \
   X(ip_bad_length)      /* total length beyond the frame or below the header */        \
+  X(ip_bad_checksum)    /* IPv4 header checksum wrong (NIC's verdict or ours) */       \
+  X(src_martian)        /* source 0/8, 127/8, multicast or broadcast */                \
+  X(land)               /* source address equals the destination */                    \
   X(ip_fragment)        /* fragments are not reassembled (yet) */                      \
   X(ip_ttl_exceeded)    /* TTL would reach zero */                                     \
   X(l4_truncated)       /* TCP/UDP header beyond the IP payload */                     \
+  X(l4_bad_length)      /* TCP data offset < 5, UDP length < 8 or past payload */      \
+  X(l4_bad_checksum)    /* NIC flagged the TCP/UDP checksum (never checked here) */    \
+  X(port_zero)          /* TCP/UDP source or destination port 0 */                     \
   X(l4_unsupported)     /* protocol other than TCP/UDP to a service */                 \
   X(not_service)        /* no service, no flow, no reply: not ours to forward */       \
   X(local_unhandled)    /* to a node address, nothing listens there */                 \
