@@ -145,6 +145,9 @@ struct pipeline_bench {
       th->dst_port = RTE_BE16(80);
       th->tcp_flags = k == kind::new_flow ? RTE_TCP_SYN_FLAG : RTE_TCP_ACK_FLAG;
     }
+    // The header checksum right, as on the wire (the pipeline checks it); the template's
+    // field is 0, so the sum is over the patched header as it stands.
+    ip->hdr_checksum = rte_ipv4_cksum(ip);
   }
 
   // Cycles for `packets` packets on one worker: fill + process_burst + the worker loop's
@@ -329,6 +332,7 @@ void bench_dns(const std::vector<uint64_t>& service_counts, int runs) {
         uh->dst_port = RTE_BE16(53);
         uh->dgram_len = rte_cpu_to_be_16(static_cast<uint16_t>(8 + dnsq.size()));
         std::memcpy(uh + 1, dnsq.data(), dnsq.size());
+        ip->hdr_checksum = rte_ipv4_cksum(ip);
         frames.push_back(std::move(f));
       }
       dp::worker& w = *od.workers[0];
