@@ -58,7 +58,7 @@ class counter {
   X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */      \
   X(neighbor_hold_full) /* too many packets already waiting for ARP */                 \
   X(dns_not_query)      /* to the DNS address: shorter than a header, or a response */ \
-  X(dns_malformed)      /* to the DNS address: UDP length wrong, or split mbufs */     \
+  X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
   X(tx_full)            /* device TX queue full */                                     \
   X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
