@@ -25,7 +25,11 @@ class publisher {
     const snapshot* old = slot_.load(std::memory_order_relaxed);
     slot_.store(next.release(), std::memory_order_release);
     if (old) {
-      rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID);
+      // What rte_rcu_qsbr_synchronize(qsbr_, RTE_QSBR_THRID_INVALID) does, spelled with the
+      // header's inline functions so that the acquire loads of the workers' counters are
+      // compiled into ferry: under ThreadSanitizer they are then seen, and order the reads
+      // of old before its delete (inside librte_rcu, which is not instrumented, they are not).
+      rte_rcu_qsbr_check(qsbr_, rte_rcu_qsbr_start(qsbr_), true);
       delete old;
     }
   }

@@ -207,6 +207,17 @@ TEST_F(fixture, ConcurrentInsertLookupAcrossWorkers) {
         auto hit = ct->lookup(rev, conntrack::hash(rev));
         if (!hit.entry || hit.dir != flow_dir::reply || hit.entry->vip != o.dst_ip) failed = true;
       }
+      // The flows the other side may be inserting right now, not announced yet: only the
+      // index's release/acquire orders their fields before this lookup (what the
+      // ThreadSanitizer run checks). Any flow found must be whole.
+      for (uint32_t j = seen; j < seen + 2; ++j) {
+        flow_key o = client(other * 100000 + j);
+        auto hit = ct->lookup(o, conntrack::hash(o));
+        if (hit.entry && (hit.dir != flow_dir::forward ||
+                          hit.entry->backend_ip != 0x0a000000 + other * 100000 + j)) {
+          failed = true;
+        }
+      }
       ct->sweep(ws[me], 2, 16);
       rte_rcu_qsbr_quiescent(qsbr, me);
     }

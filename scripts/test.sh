@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Builds ferry and runs every test: formatting, unit tests (release and ASan/UBSan builds),
-# and the end-to-end tests that send real traffic through ferryd in network namespaces.
+# Builds ferry and runs every test: formatting, unit tests (release and ASan/UBSan builds,
+# ThreadSanitizer on the concurrent ones), and the end-to-end tests that send real traffic
+# through ferryd in network namespaces.
 # Installs what it needs. Run as root on Debian 12:  sudo ./scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,16 @@ if [ ! -f build-asan/build.ninja ]; then
 fi
 ninja -C build-asan
 meson test -C build-asan --suite unit --print-errorlogs
+# ThreadSanitizer on the tests where threads share memory: RCU publication of snapshots
+# (publish_test) and workers inserting into and looking up the shared flow table
+# (conntrack_test). tests/tsan.supp says what may be suppressed (DPDK only) and why.
+if [ ! -f build-tsan/build.ninja ]; then
+  meson setup build-tsan -Db_sanitize=thread -Db_lundef=false \
+    -Dbuildtype=debugoptimized >/dev/null
+fi
+ninja -C build-tsan control/publish_test dataplane/conntrack_test
+export TSAN_OPTIONS="suppressions=$PWD/tests/tsan.supp halt_on_error=1 second_deadlock_stack=1"
+build-tsan/control/publish_test
+build-tsan/dataplane/conntrack_test
+unset TSAN_OPTIONS
 FUZZ_SEED=1 ./scripts/fuzz.sh 10
