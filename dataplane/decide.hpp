@@ -10,6 +10,34 @@
 
 namespace ferry::dp {
 
+// Linux's martian sources (ip_route_input_slow): 0.0.0.0/8, 127.0.0.0/8, multicast, the
+// limited broadcast, and the directed broadcast of a connected subnet. None can be a client.
+inline bool martian_source(const dataplane& dp, uint32_t src) {
+  const uint32_t top = src >> 24;
+  if (top == 0 || top == 127 || (src >> 28) == 0xe || src == 0xffffffff) return true;
+  for (const route_entry& r : dp.routes) {
+    if (!r.via && r.mask < 0xfffffffe && src == (r.net | ~r.mask)) return true;
+  }
+  return false;
+}
+
+// Checks for a packet that may start something (no flow matched it, or it is for the node
+// itself); an established flow never needs them: its first packet passed them. Ports are
+// checked only for TCP and UDP (pass 1 for the others). True and the reason when refused.
+inline bool refuse_new(const dataplane& dp, uint32_t src, uint32_t dst, uint16_t sport,
+                       uint16_t dport, drop& reason) {
+  if (martian_source(dp, src)) {
+    reason = drop::src_martian;
+  } else if (src == dst) {
+    reason = drop::land;  // also for TCP whatever the ports: no client sends to itself here
+  } else if (!sport || !dport) {
+    reason = drop::port_zero;
+  } else {
+    return false;
+  }
+  return true;
+}
+
 /// The service port for (dst, proto, dport); a NodePort answers on every node address
 /// (`local`: dst is one).
 inline const service_port_entry* find_service(const snapshot* snap, uint32_t dst, uint8_t proto,

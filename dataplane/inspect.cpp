@@ -151,8 +151,21 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
   t.nat_src_ip = src_ip;
   t.nat_src_port = src_port;
   // The order of the packet path: DNS addresses first, then the connection table, then the
-  // service tables (parse(), handle_transit()).
+  // service tables (parse(), handle_transit()). What would start something passes the
+  // new-flow checks first (a DNS address never has flows).
+  drop refused_as;
+  const bool refused = refuse_new(dp, src_ip, dst_ip, src_port, dst_port, refused_as);
+  auto refuse = [&] {
+    t.verdict = "drop";
+    t.decision = "refused";
+    t.reason = std::string(
+                   "refused before any lookup (a martian source, source = destination, "
+                   "or port 0): dropped as ") +
+               std::string(kDropNames[static_cast<size_t>(refused_as)]);
+    return t;
+  };
   if (dst_port == dns::kPort && dp.is_dns(dst_ip)) {
+    if (refused) return refuse();
     t.match = trace_result::match_kind::dns;
     if (proto == kProtoUdp) {
       const bool upstream = snap && snap->dns_upstream;
@@ -199,6 +212,7 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
     }
     return t;
   }
+  if (refused) return refuse();
   const service_port_entry* s = find_service(snap, dst_ip, proto, dst_port, local);
   if (s) {
     t.service = s;

@@ -90,30 +90,10 @@ bool ip_header_sum_ok(const rte_ipv4_hdr* ip, uint16_t ihl) {
   return t == 0xffff;
 }
 
-// Linux's martian sources (ip_route_input_slow): 0.0.0.0/8, 127.0.0.0/8, multicast, the
-// limited broadcast, and the directed broadcast of a connected subnet. None can be a client.
-bool martian_source(const dataplane& dp, uint32_t src) {
-  const uint32_t top = src >> 24;
-  if (top == 0 || top == 127 || (src >> 28) == 0xe || src == 0xffffffff) return true;
-  for (const route_entry& r : dp.routes) {
-    if (!r.via && r.mask < 0xfffffffe && src == (r.net | ~r.mask)) return true;
-  }
-  return false;
-}
-
-// Checks for a packet that may start something (no flow matched it, or it is for the node
-// itself). An established flow never needs them: its first packet passed them.
+// The new-flow checks (decide.hpp) on a parsed packet.
 bool refuse_new(const dataplane& dp, const parsed& p, bool ports, drop& reason) {
-  if (martian_source(dp, p.key.src_ip)) {
-    reason = drop::src_martian;
-  } else if (p.key.src_ip == p.key.dst_ip) {
-    reason = drop::land;  // also for TCP whatever the ports: no client sends to itself here
-  } else if (ports && (!p.key.src_port || !p.key.dst_port)) {
-    reason = drop::port_zero;
-  } else {
-    return false;
-  }
-  return true;
+  return refuse_new(dp, p.key.src_ip, p.key.dst_ip, ports ? p.key.src_port : 1,
+                    ports ? p.key.dst_port : 1, reason);
 }
 
 void free_drop(worker& w, rte_mbuf* m, drop reason) {

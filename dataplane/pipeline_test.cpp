@@ -843,6 +843,15 @@ subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
   EXPECT_STREQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).verdict, "drop");
   EXPECT_EQ(trace(*dp_, kProtoTcp, kClient, 1, kNode0, 22).match,
             trace_result::match_kind::node_address);
+  // The new-flow checks come before the service lookup, as in the packet path.
+  for (auto [src, sport, dst, why] : {std::tuple{0xe0000001u, uint16_t{1000}, kVip, "src_martian"},
+                                      std::tuple{kVip, uint16_t{1000}, kVip, "land"},
+                                      std::tuple{kClient, uint16_t{0}, kVip, "port_zero"}}) {
+    auto r = trace(*dp_, kProtoTcp, src, sport, dst, 80);
+    EXPECT_STREQ(r.decision, "refused") << why;
+    EXPECT_STREQ(r.verdict, "drop") << why;
+    EXPECT_NE(r.reason.find(why), std::string::npos) << r.reason;
+  }
   dp_->snap.store(nullptr);
 }
 
