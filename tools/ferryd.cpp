@@ -107,8 +107,6 @@ class wake_set {
   int n_ = 0;
 };
 
-json flows_view(const dp::dataplane& d, const json& req) { return views::flows(d, req); }
-
 using views::service_baselines;
 
 json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::worker>>& workers,
@@ -381,16 +379,14 @@ int run(const node_config& cfg) {
                            {"published_unix_ns", published_ns}};
         return out;
       };
-      ctl.set_views([&](const json& req) { return flows_view(d, req); },
+      ctl.set_views([&](const json& req) { return views::flows(d, req); },
                     [&](const json&) { return stats(); });
       auto scrape = [&] { return control::metrics::render(stats(), latency, info); };
       views::busy_sampler busy;
       ctl.set_view("status", [&](const json&) {
-        json out = views::status(d, workers, busy,
-                                 {cfg, ctl, api.get(), pub.current()->generation, published_ns,
-                                  started_unix, started, dns_tcp != nullptr});
-        out["metrics"] = cfg.metrics.address;
-        return out;
+        return views::status(d, workers, busy,
+                             {cfg, ctl, api.get(), pub.current()->generation, published_ns,
+                              started_unix, started, dns_tcp != nullptr});
       });
       ctl.set_view("neighbors", [&](const json&) { return views::neighbors(d); });
       ctl.set_view("routes", [&](const json&) { return views::routes(d, cfg); });

@@ -1,7 +1,6 @@
 #include "ferryd_views.hpp"
 
 #include <rte_lcore.h>
-#include <spdlog/spdlog.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -196,9 +195,7 @@ json flush(dp::dataplane& d, const json& req) {
   if (auto e = parse_filter(d.snap.load(std::memory_order_acquire), req, f)) {
     return {{"error", *e}};
   }
-  const uint32_t n = dp::flush_flows(d, f);
-  spdlog::info("flush: {} flows", n);
-  return {{"flushed", n}};
+  return {{"flushed", dp::flush_flows(d, f)}};  // node logs it as a change
 }
 
 json neighbors(const dp::dataplane& d) {
@@ -435,13 +432,13 @@ json status(const dp::dataplane& d, const worker_list& workers, const busy_sampl
           {"config", in.cfg.source},
           {"started_unix", in.started_unix},
           {"uptime_seconds", uptime},
-          {"log_level", std::string(spdlog::level::to_string_view(spdlog::get_level()).data())},
+          {"log_level", control::log_level()},  // the names `ferryctl log-level` takes
           {"snapshot", snapshot_json},
           {"lcores", lcores},
           {"ports", ports},
           {"sources", sources},
           {"dns", dns},
-          {"metrics", ""}};
+          {"metrics", in.cfg.metrics.address}};
 }
 
 }  // namespace ferry::views

@@ -13,6 +13,7 @@ tune that ferryd with module-level variables:
 
 All traffic stays inside 198.18.0.0/15 and the namespaces made here.
 """
+import contextlib
 import itertools
 import json
 import os
@@ -334,6 +335,27 @@ class Ferry:
                 raise AssertionError(f"ferryd did not answer within 20 s\n{self.log()}")
             time.sleep(0.1)
 
+    def run_second(self, prefix_suffix="", socket=None):
+        """Another ferryd, run to its exit in the node namespace, with this one's config but
+        its own EAL file prefix (this prefix + prefix_suffix) and/or control socket path; for
+        tests of what a second instance is refused. Returns (its config path, the result)."""
+        text = self.config.read_text()
+        if prefix_suffix:
+            text = text.replace(f'"--file-prefix", "{self.prefix}"',
+                                f'"--file-prefix", "{self.prefix}{prefix_suffix}"')
+        if socket:
+            text = text.replace(str(self.socket), str(socket))
+        second = self.tmp / "second.toml"
+        second.write_text(text)
+        try:
+            return second, subprocess.run(
+                ["ip", "netns", "exec", self.node_ns, str(FERRYD), "--config", str(second)],
+                capture_output=True, text=True, timeout=20)
+        finally:
+            if prefix_suffix:
+                subprocess.run(["rm", "-rf", f"/var/run/dpdk/{self.prefix}{prefix_suffix}"],
+                               timeout=10)
+
     def stop_ferryd(self):
         """SIGTERM; returns ferryd's exit status (SIGKILL after 5 s gives a negative one)."""
         rc = stop(self.proc)
@@ -410,3 +432,26 @@ def curl_names(ferry, n, url=f"http://{VIP}/"):
     assert not failed, f"{len(failed)} of {n} requests failed: {r.stderr}\n{ferry.log()}"
     assert len(lines) == n, r.stdout
     return lines
+
+
+@contextlib.contextmanager
+def slow_stream(ferry, seconds=6):
+    """A curl from the client reading my-service's /slow/<seconds> (the pod's name every
+    0.2 s for that long); yields the pod that answers. On leaving, the stream must have run
+    to its end, every line from that same pod; curl is killed if the with's body failed."""
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
+         f"http://{VIP}/slow/{seconds}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stdout.readline().strip()
+        assert first in PODS, first
+        yield first
+        out, err = proc.communicate(timeout=25)
+        body = [first] + out.split()
+        assert proc.returncode == 0, f"curl exit {proc.returncode}: {err}\n{ferry.log()}"
+        assert set(body) == {first} and len(body) >= seconds, body
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

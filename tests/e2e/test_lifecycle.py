@@ -7,11 +7,10 @@ import os
 import re
 import signal
 import stat
-import subprocess
 import time
 
-from conftest import (FERRYCTL, FERRYD, PODS, POD_IPS, SEED_SERVICE, VIP, curl_names,
-                      my_service_slice, run)
+from conftest import (FERRYCTL, PODS, POD_IPS, SEED_SERVICE, VIP, curl_names,
+                      my_service_slice, run, slow_stream)
 
 RELOAD_VIP = "198.19.0.30"
 RELOAD_SERVICE = f"""\
@@ -41,15 +40,7 @@ subsets:
 
 def test_second_ferryd_refused_first_keeps_serving(ferry):
     # Same config (socket, ports), its own EAL file prefix so EAL itself does not object.
-    text = ferry.config.read_text().replace(f'"--file-prefix", "{ferry.prefix}"',
-                                            f'"--file-prefix", "{ferry.prefix}b"')
-    second = ferry.tmp / "second.toml"
-    second.write_text(text)
-    try:
-        r = subprocess.run(["ip", "netns", "exec", ferry.node_ns, str(FERRYD), "--config",
-                            str(second)], capture_output=True, text=True, timeout=20)
-    finally:
-        subprocess.run(["rm", "-rf", f"/var/run/dpdk/{ferry.prefix}b"], timeout=10)
+    _, r = ferry.run_second(prefix_suffix="b")
     out = r.stdout + r.stderr
     assert r.returncode != 0, out
     assert "control.socket" in out and "in use" in out, out
@@ -74,24 +65,10 @@ def test_restart_keeps_established_connection(ferry):
     """A stream open across a ferryd restart: the new ferryd has no flow entry, un-NATs the
     backend's data statelessly and re-creates the entry from the client's next ACK (the
     same Maglev pick, since the endpoints are the same)."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
-         f"http://{VIP}/slow/6"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = proc.stdout.readline().strip()
-        assert first in PODS, first
+    with slow_stream(ferry):
         time.sleep(0.5)
         assert ferry.stop_ferryd() == 0
         ferry.start_ferryd()
-        out, err = proc.communicate(timeout=25)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    body = [first] + out.split()
-    assert proc.returncode == 0, f"curl exit {proc.returncode}: {err}\n{ferry.log()}"
-    assert set(body) == {first}, body
     s = ferry.stats()["flows"]
     assert s["picked_up"] >= 1, s
     assert s["stateless_replies"] >= 1, s
@@ -103,61 +80,35 @@ def services(ferry):
     return {i["name"]: i for i in json.loads(r.stdout)["items"]}
 
 
-def slow_stream(ferry, seconds=6):
-    """A curl that streams one line a second from one pod; returns (process, first pod)."""
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
-         f"http://{VIP}/slow/{seconds}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    first = proc.stdout.readline().strip()
-    assert first in PODS, first
-    return proc, first
-
-
-def finish_stream(proc, first):
-    try:
-        out, err = proc.communicate(timeout=25)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    body = [first] + out.split()
-    assert proc.returncode == 0, f"curl exit {proc.returncode}: {err}"
-    assert set(body) == {first}, body
-    assert len(body) >= 6, body
-
-
 def test_reload_follows_files_and_keeps_established_connection(ferry):
     """While a stream runs, the manifests change (a pod other than the stream's leaves
     my-service, a new Service arrives) and the config asks for a restart-only change:
     `ferryctl reload` applies the files in one go, lists the config key, and the stream ends
     on the pod it started on."""
-    proc, first = slow_stream(ferry)
     config_before = ferry.config.read_text()
     try:
-        gone = sorted(p for p in PODS if p != first)[0]
-        kept = [ip for name, ip in POD_IPS.items() if name != gone]
-        ferry.write_manifests({"10-my-service.yaml": SEED_SERVICE + "---\n" +
-                               my_service_slice(kept),
-                               "40-reloaded.yaml": RELOAD_SERVICE})
-        ferry.config.write_text(config_before.replace("capacity = 65536", "capacity = 131072"))
-        r = ferry.ferryctl("-o", "json", "reload")
-        assert r.returncode == 0, r.stderr + ferry.log()
-        result = json.loads(r.stdout)
-        assert result["config"] == str(ferry.config)
-        assert result["restart_needed"] == ["conntrack"], result
-        actions = {(c["kind"], c["name"]): c["action"] for c in result["changes"]}
-        assert actions[("Service", "reloaded")] == "created", actions
-        assert actions[("EndpointSlice", "my-service-abc12")] == "configured", actions
-        assert actions[("Service", "my-service")] == "unchanged", actions
-        # The human form says the same.
-        r = ferry.ferryctl("reload")
-        assert r.returncode == 0, r.stderr
-        assert "restart needed: conntrack changed" in r.stdout, r.stdout
-        finish_stream(proc, first)
+        with slow_stream(ferry) as first:
+            gone = sorted(p for p in PODS if p != first)[0]
+            kept = [ip for name, ip in POD_IPS.items() if name != gone]
+            ferry.write_manifests({"10-my-service.yaml": SEED_SERVICE + "---\n" +
+                                   my_service_slice(kept),
+                                   "40-reloaded.yaml": RELOAD_SERVICE})
+            ferry.config.write_text(
+                config_before.replace("capacity = 65536", "capacity = 131072"))
+            r = ferry.ferryctl("-o", "json", "reload")
+            assert r.returncode == 0, r.stderr + ferry.log()
+            result = json.loads(r.stdout)
+            assert result["config"] == str(ferry.config)
+            assert result["restart_needed"] == ["conntrack"], result
+            actions = {(c["kind"], c["name"]): c["action"] for c in result["changes"]}
+            assert actions[("Service", "reloaded")] == "created", actions
+            assert actions[("EndpointSlice", "my-service-abc12")] == "configured", actions
+            assert actions[("Service", "my-service")] == "unchanged", actions
+            # The human form says the same.
+            r = ferry.ferryctl("reload")
+            assert r.returncode == 0, r.stderr
+            assert "restart needed: conntrack changed" in r.stdout, r.stdout
     finally:
-        if proc.poll() is None:
-            proc.kill()
         ferry.config.write_text(config_before)
     assert "reloaded" in services(ferry)
     r = ferry.curl(f"http://{RELOAD_VIP}/")
@@ -227,11 +178,7 @@ def test_sighup_reloads(ferry):
 
 
 def test_second_ferryd_on_the_same_file_prefix_refused(ferry):
-    text = ferry.config.read_text().replace("ferry.sock", "second.sock")
-    second = ferry.tmp / "second-prefix.toml"
-    second.write_text(text)
-    r = subprocess.run(["ip", "netns", "exec", ferry.node_ns, str(FERRYD), "--config",
-                        str(second)], capture_output=True, text=True, timeout=20)
+    _, r = ferry.run_second(socket=ferry.tmp / "second.sock")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert (f'dataplane.eal_args: EAL file prefix "{ferry.prefix}" is in use by another DPDK '
@@ -248,6 +195,11 @@ def test_log_level_round_trip(ferry):
     assert r.returncode == 0 and r.stdout == "log level: debug (was info)\n", r.stdout
     r = ferry.ferryctl("-o", "json", "log-level")
     assert json.loads(r.stdout) == {"level": "debug", "previous": "debug"}
+    # status names the level as log-level does (spdlog's own name for warn is "warning").
+    assert ferry.ferryctl("log-level", "warn").returncode == 0
+    st = json.loads(ferry.ferryctl("-o", "json", "status").stdout)
+    assert st["log_level"] == "warn", st
+    ferry.ferryctl("log-level", "debug")
     r = ferry.ferryctl("log-level", "loud")
     assert r.returncode == 2, r.stdout + r.stderr
     r = ferry.ferryctl("log-level", "info")

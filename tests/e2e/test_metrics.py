@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import FERRYD, SEED_SERVICE, curl_names, endpoint_slice
+from conftest import SEED_SERVICE, curl_names, endpoint_slice
 
 ADDRESS = "127.0.0.1:9100"
 URL = f"http://{ADDRESS}/metrics"
@@ -226,16 +226,7 @@ def test_loopback_only_by_default(ferry):
 
 def test_taken_metrics_address_refuses_start(ferry):
     # Its own socket and EAL prefix, the same (default) metrics address as the running one.
-    text = ferry.config.read_text().replace(f'"--file-prefix", "{ferry.prefix}"',
-                                            f'"--file-prefix", "{ferry.prefix}m"')
-    text = text.replace(str(ferry.socket), str(ferry.tmp / "second.sock"))
-    second = ferry.tmp / "second.toml"
-    second.write_text(text)
-    try:
-        r = subprocess.run(["ip", "netns", "exec", ferry.node_ns, str(FERRYD), "--config",
-                            str(second)], capture_output=True, text=True, timeout=20)
-    finally:
-        subprocess.run(["rm", "-rf", f"/var/run/dpdk/{ferry.prefix}m"], timeout=10)
+    second, r = ferry.run_second(prefix_suffix="m", socket=ferry.tmp / "second.sock")
     out = r.stdout + r.stderr
     assert r.returncode == 1, out
     assert (f"{second}: metrics.address: cannot listen on {ADDRESS}: Address already in use"

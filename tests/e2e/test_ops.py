@@ -7,7 +7,7 @@ import socket
 import subprocess
 import time
 
-from conftest import PODS, POD_IPS, UDP_VIP, VIP, curl_names, endpoint_slice
+from conftest import POD_IPS, UDP_VIP, VIP, curl_names, endpoint_slice, slow_stream
 
 NODE0 = "198.18.0.254"  # ferryd's address on the client's subnet
 
@@ -62,6 +62,7 @@ def test_status(ferry):
     assert st["node"] and st["pid"] > 0 and st["uptime_seconds"] > 0
     assert st["config"].endswith(".toml")
     assert st["log_level"] in ("info", "debug")
+    assert st["metrics"] == "127.0.0.1:9100", st
     roles = [l["role"] for l in st["lcores"]]
     assert roles[0] == "control" and roles.count("worker") >= 1
     for w in st["lcores"][1:]:
@@ -104,12 +105,7 @@ def test_get_nodeports_neighbors_routes(ferry):
 
 
 def test_flow_filters(ferry):
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
-         f"http://{VIP}/slow/3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        pod = proc.stdout.readline().strip()
-        assert pod in PODS
+    with slow_stream(ferry, 3) as pod:
         everything = op(ferry, {"op": "get", "resource": "flows", "limit": 10000})
         assert everything["matched"] == everything["total"] >= 1
         mine = op(ferry, {"op": "get", "resource": "flows", "service": "default/my-service",
@@ -126,12 +122,6 @@ def test_flow_filters(ferry):
         assert none["matched"] == 0 and none["items"] == []
         limited = op(ferry, {"op": "get", "resource": "flows", "limit": 0})
         assert limited["items"] == [] and limited["matched"] == limited["total"]
-        out, err = proc.communicate(timeout=25)
-        assert proc.returncode == 0, err
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     for bad, word in [({"state": "open"}, "state"), ({"backend": "1.2.3"}, "backend"),
                       ({"client": "1.2.3.4:99999"}, "client"), ({"protocol": "sctp"}, "protocol"),
                       ({"service": "default/nope"}, "service"), ({"limit": -1}, "limit")]:
@@ -254,12 +244,7 @@ def endpoint_detail(ferry, ip):
 
 
 def test_drain_keeps_established_stream_and_gets_no_new_flows(ferry):
-    proc = subprocess.Popen(
-        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "20",
-         f"http://{VIP}/slow/4"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        pod = proc.stdout.readline().strip()
-        assert pod in PODS
+    with slow_stream(ferry, 4) as pod:
         ip = POD_IPS[pod]
         r = op(ferry, {"op": "weight", "namespace": "default", "name": "my-service",
                        "address": ip, "weight": 0})
@@ -269,13 +254,6 @@ def test_drain_keeps_established_stream_and_gets_no_new_flows(ferry):
         assert d["weight"] == 0 and d["drained"] is True
         names = curl_names(ferry, 20)
         assert pod not in names, names
-        out, err = proc.communicate(timeout=25)
-        assert proc.returncode == 0, err
-        assert set([pod] + out.split()) == {pod}
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     # The override survives an endpoint update (a re-applied slice).
     ferry.apply(endpoint_slice("my-service-abc12", "my-service", list(POD_IPS.values())))
     assert pod not in curl_names(ferry, 15)
