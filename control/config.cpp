@@ -16,6 +16,7 @@
 #include "dns_zone.hpp"
 #include "ferry/counters.hpp"
 #include "ferry/maglev.hpp"
+#include "filter.hpp"
 #include "metrics.hpp"
 
 namespace ferry::control {
@@ -376,8 +377,79 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("timeout", c.neighbor_timeout, 1, 86400);
       t.integer("hold_ms", c.neighbor_hold_ms, 0, 60000);
     });
+    // Payload signature filter (issue 8 part 4).
+    top.table("limits", [&](table_reader& t) {
+      t.integer("filter_max_rules", c.filter_max_rules, 1, 65536);
+    });
+    top.array_of_tables("filter", [&](table_reader& t) {
+      filter_rule_config r;
+      t.string("name", r.name);
+      const std::string at = "filter[" + std::to_string(c.filters.size()) + "]";
+      // Names the rule in every message: "filter[2] (evil): depth: ...".
+      auto fail = [&](const std::string& what) {
+        throw config_error{source + ": " + at + " (" + r.name + "): " + what};
+      };
+      t.string("pattern", r.pattern);
+      t.strings("flags", r.flags);
+      std::string action = "drop", vip, proto;
+      t.string("action", action);
+      if (action != "drop" && action != "count") {
+        fail("action: \"" + action + "\" must be drop or count");
+      }
+      r.drop = action == "drop";
+      int64_t depth = r.depth, port = 0;
+      t.integer("depth", depth, std::numeric_limits<int64_t>::min());
+      if (depth < 1 || depth > kFilterMaxDepth) {
+        fail("depth: must be between 1 and " + std::to_string(kFilterMaxDepth) + ", got " +
+             std::to_string(depth));
+      }
+      r.depth = static_cast<uint32_t>(depth);
+      t.string("service", r.service);
+      t.string("vip", vip);
+      if (!vip.empty()) {
+        auto a = parse_ipv4(vip);
+        if (!a) fail("vip: \"" + vip + "\" is not an IPv4 address");
+        r.vip = *a;
+      }
+      t.string("protocol", proto);
+      if (!proto.empty()) {
+        if (proto != "TCP" && proto != "UDP" && proto != "tcp" && proto != "udp") {
+          fail("protocol: \"" + proto + "\" must be TCP or UDP");
+        }
+        r.proto = proto == "TCP" || proto == "tcp" ? 6 : 17;
+      }
+      t.integer("port", port, std::numeric_limits<int64_t>::min());
+      if (port < 0 || port > 65535)
+        fail("port: must be between 1 and 65535, got " + std::to_string(port));
+      r.port = static_cast<uint16_t>(port);
+      if (auto ok = check_filter_rule(r); !ok) fail(ok.message());
+      for (const auto& other : c.filters) {
+        if (other.name == r.name) fail("name: duplicate filter name \"" + r.name + "\"");
+      }
+      c.filters.push_back(std::move(r));
+    });
     top.finish();
     check(c);
+    if (c.filters.size() > c.filter_max_rules) {
+      throw config_error{source + ": filter: " + std::to_string(c.filters.size()) +
+                         " rules, more than limits.filter_max_rules (" +
+                         std::to_string(c.filter_max_rules) + ")"};
+    }
+    // The patterns compile (Hyperscan's own message, naming the rule that failed).
+    if (int bad = -1; !c.filters.empty()) {
+      if (auto db = compile_filters(c.filters, 0, &bad); !db) {
+        std::string at = "filter";
+        if (bad >= 0) {
+          at = "filter[" + std::to_string(bad) + "] (" + c.filters[static_cast<size_t>(bad)].name +
+               "): pattern";
+        }
+        const std::string& m = db.message();
+        // compile_filters' message: 'filter "NAME": pattern "RE": MESSAGE'.
+        const auto colon = m.find("\": ", m.find("pattern \""));
+        throw config_error{source + ": " + at + ": " +
+                           (bad >= 0 && colon != std::string::npos ? m.substr(colon + 3) : m)};
+      }
+    }
   } catch (const config_error& e) {
     return make_error(e.message);
   } catch (const std::exception& e) {
@@ -420,6 +492,9 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.icmp_unreachable_rate != b.icmp_unreachable_rate, "services.icmp_unreachable_rate");
   differ(a.neighbor_timeout != b.neighbor_timeout, "neighbor.timeout");
   differ(a.neighbor_hold_ms != b.neighbor_hold_ms, "neighbor.hold_ms");
+  // Payload signature filter: config rules are read at start (ferryctl filter changes live).
+  differ(a.filters != b.filters, "filter");
+  differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
   return out;
 }
 

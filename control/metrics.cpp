@@ -300,6 +300,12 @@ std::string render(const json& stats, const change_latency& latency, const proce
           {"port", text_of(field(s, "port"))},
           {"protocol", text_of(field(s, "protocol"))}});
   }
+  // Payload signature filter (issue 8 part 4).
+  for (const auto& f : field(stats, "filters")) {
+    e.from(field(f, "hits"), "ferry_filter_hits_total", "counter",
+           "Packets a payload filter rule matched (action drop: dropped).",
+           {{"rule", text_of(field(f, "name"))}, {"action", text_of(field(f, "action"))}});
+  }
 
   if (const json& dns = field(stats, "dns"); dns.is_object()) {
     dns_outcomes(e, dns, "udp", {"tcp", "truncated", "tcp_packets"});

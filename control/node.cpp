@@ -42,13 +42,14 @@ result<std::vector<document>> read_documents(const std::string& path) {
   return docs;
 }
 
-node::node(const node_config& cfg, publish_fn publish)
+node::node(const node_config& cfg, publish_fn publish, unsigned workers)
     : cfg_(cfg),
       publish_(std::move(publish)),
       store_(service_ranges{cfg.service_cidr, cfg.node_port_min, cfg.node_port_max,
                             cfg.load_balancer_pool}),
       compiler_(cfg.maglev_max_size, cfg.max_service_ports, cfg.node_name, cfg.load_balancer_pool) {
   if (cfg.dns.enabled()) compiler_.enable_dns(cfg.dns, cfg.service_cidr);
+  workers_ = workers;
 }
 
 namespace {
@@ -91,6 +92,17 @@ result<void> node::recompile(const dirty_set& dirty) {
   compiled_ = true;
   auto snap = compiler_.compile(store_, dirty);
   if (!snap) return snap.err();
+  // A Service a rule is scoped to changed: its frontends (ids) may have too.
+  if (filter_scope_dirty(dirty)) {
+    std::vector<filter_rule_config> rules;
+    std::vector<uint32_t> slots;
+    for (const auto& f : filters_) {
+      rules.push_back(f.rule);
+      slots.push_back(f.slot);
+    }
+    filter_set_ = build_filter_set(filter_db_, rules, slots, compiler_);
+  }
+  (*snap)->filters = filter_set_;
   size_t ports = (*snap)->vips.size();
   publish_(std::move(*snap));
   spdlog::debug("published snapshot: {} service ports", ports);
@@ -262,6 +274,14 @@ std::string log_level() {
 }
 
 result<void> node::load_sources(const node_config& cfg, bool log) {
+  if (!filters_loaded_) {
+    filters_loaded_ = true;
+    std::vector<filter_rule> rules;
+    for (const auto& r : cfg.filters) rules.push_back({r, source::file});
+    if (!rules.empty()) {
+      if (auto r = set_filters(std::move(rules)); !r) return r.err();
+    }
+  }
   std::vector<document> docs;
   for (const auto& path : cfg.manifests) {
     auto d = read_documents(path);
@@ -813,6 +833,86 @@ json node::handle(const json& req) {
                "socket");
     return ok(std::move(*r));
   }
+  // Payload signature filter (issue 8 part 4).
+  if (op == "filter_list") return ok(filter_list());
+  if (op == "filter_del") {
+    const json name = req.value("name", json());
+    if (!name.is_string() || name.get<std::string>().empty()) {
+      return refused("bad request: filter_del needs a \"name\"");
+    }
+    auto r = filter_del(name.get<std::string>());
+    if (!r) return refused(r.message());
+    log_change("filter del " + name.get<std::string>(), "socket");
+    return ok(std::move(*r));
+  }
+  if (op == "filter_add") {
+    filter_rule_config r;
+    auto str = [&](const char* key, std::string& out) -> bool {
+      if (!req.contains(key) || req[key].is_null()) return true;
+      if (!req[key].is_string()) return false;
+      out = req[key].get<std::string>();
+      return true;
+    };
+    auto num = [&](const char* key, int64_t& out) -> bool {
+      if (!req.contains(key) || req[key].is_null()) return true;
+      if (!req[key].is_number_integer()) return false;
+      out = req[key].get<int64_t>();
+      return true;
+    };
+    std::string action = "drop", vip, proto;
+    int64_t depth = r.depth, port = 0;
+    for (const char* key : {"name", "pattern", "action", "service", "vip", "protocol"}) {
+      std::string& out = std::string_view(key) == "name"      ? r.name
+                         : std::string_view(key) == "pattern" ? r.pattern
+                         : std::string_view(key) == "action"  ? action
+                         : std::string_view(key) == "service" ? r.service
+                         : std::string_view(key) == "vip"     ? vip
+                                                              : proto;
+      if (!str(key, out))
+        return refused(std::string("bad request: \"") + key + "\" must be a string");
+    }
+    if (!num("depth", depth) || !num("port", port)) {
+      return refused("bad request: \"depth\" and \"port\" must be integers");
+    }
+    if (req.contains("flags") && !req["flags"].is_null()) {
+      if (!req["flags"].is_array()) return refused("bad request: \"flags\" must be a list");
+      for (const auto& f : req["flags"]) {
+        if (!f.is_string()) return refused("bad request: \"flags\" must be a list of strings");
+        r.flags.push_back(f.get<std::string>());
+      }
+    }
+    const std::string who = "filter \"" + r.name + "\": ";
+    if (action != "drop" && action != "count") {
+      return refused(who + "action: \"" + action + "\" must be drop or count");
+    }
+    r.drop = action == "drop";
+    if (depth < 1 || depth > kFilterMaxDepth) {
+      return refused(who + "depth: must be between 1 and " + std::to_string(kFilterMaxDepth) +
+                     ", got " + std::to_string(depth));
+    }
+    r.depth = static_cast<uint32_t>(depth);
+    if (port < 0 || port > 65535) {
+      return refused(who + "port: must be between 1 and 65535, got " + std::to_string(port));
+    }
+    r.port = static_cast<uint16_t>(port);
+    if (!vip.empty()) {
+      auto a = parse_ipv4(vip);
+      if (!a) return refused(who + "vip: \"" + vip + "\" is not an IPv4 address");
+      r.vip = *a;
+    }
+    if (!proto.empty()) {
+      std::string up = proto;
+      for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+      if (up != "TCP" && up != "UDP")
+        return refused(who + "protocol: \"" + proto + "\" must be TCP or UDP");
+      r.proto = up == "TCP" ? 6 : 17;
+    }
+    auto out = filter_add(r);
+    if (!out) return refused(out.message());
+    log_change("filter add " + r.name + " " + (r.drop ? "drop" : "count") + " /" + r.pattern + "/",
+               "socket");
+    return ok(std::move(*out));
+  }
   if (op == "log_level") {
     const json level = req.value("level", json());
     const std::string was = log_level();
@@ -837,6 +937,123 @@ json node::handle(const json& req) {
     return ok(std::move(result));
   }
   return refused("unknown op \"" + op + "\"");
+}
+
+// Payload signature filter (issue 8 part 4).
+
+bool node::filter_scope_dirty(const dirty_set& dirty) const {
+  for (const auto& f : filters_) {
+    if (f.rule.service.empty()) continue;
+    if (dirty.all) return true;
+    const auto slash = f.rule.service.find('/');
+    const std::string ns = f.rule.service.substr(0, slash);
+    if (dirty.namespaces.count(ns) ||
+        dirty.services.count({ns, f.rule.service.substr(slash + 1)})) {
+      return true;
+    }
+  }
+  return false;
+}
+
+result<void> node::set_filters(std::vector<filter_rule> rules) {
+  if (rules.size() > cfg_.filter_max_rules) {
+    return make_error("filters: at most " + std::to_string(cfg_.filter_max_rules) +
+                      " rules (limits.filter_max_rules)");
+  }
+  std::vector<filter_rule_config> configs;
+  for (const auto& f : rules) configs.push_back(f.rule);
+  // Compiled before anything changes: a refused pattern leaves the running set as it was.
+  auto db = compile_filters(configs, workers_);
+  if (!db) return db.err();
+  // Slots: kept by rules that stay; new rules take a free one and remember its total so far.
+  std::vector<uint32_t> slots;
+  for (auto& f : rules) {
+    auto old = std::find_if(filters_.begin(), filters_.end(),
+                            [&](const filter_rule& o) { return o.rule.name == f.rule.name; });
+    if (old != filters_.end()) {
+      f.slot = old->slot;
+      f.base = old->base;
+    } else if (!free_filter_slots_.empty()) {
+      f.slot = free_filter_slots_.back();
+      free_filter_slots_.pop_back();
+      f.base = filter_hits_ ? filter_hits_(f.slot) : 0;
+    } else {
+      f.slot = next_filter_slot_++;
+      f.base = filter_hits_ ? filter_hits_(f.slot) : 0;
+    }
+    slots.push_back(f.slot);
+  }
+  for (const auto& o : filters_) {
+    if (std::none_of(rules.begin(), rules.end(),
+                     [&](const filter_rule& f) { return f.rule.name == o.rule.name; })) {
+      free_filter_slots_.push_back(o.slot);
+    }
+  }
+  filters_ = std::move(rules);
+  filter_db_ = std::move(*db);
+  filter_set_ = build_filter_set(filter_db_, configs, slots, compiler_);
+  if (!compiled_) return {};  // the first compile (load_sources) publishes it
+  // Only the filter set changed: the compile shares every service part of the last snapshot.
+  auto snap = compiler_.compile(store_, dirty_set{});
+  if (!snap) return snap.err();
+  (*snap)->filters = filter_set_;
+  publish_(std::move(*snap));
+  return {};
+}
+
+namespace {
+
+json filter_json(const node::filter_rule& f, uint64_t hits) {
+  json flags = f.rule.flags;
+  json out = {
+      {"name", f.rule.name},   {"pattern", f.rule.pattern},
+      {"flags", flags},        {"action", f.rule.drop ? "drop" : "count"},
+      {"depth", f.rule.depth}, {"scope", filter_scope_text(f.rule)},
+      {"hits", hits},          {"source", f.from == source::file ? "config" : source_name(f.from)}};
+  if (!f.rule.service.empty()) out["service"] = f.rule.service;
+  if (f.rule.vip) out["vip"] = format_ipv4(f.rule.vip);
+  if (f.rule.proto) out["protocol"] = f.rule.proto == 6 ? "TCP" : "UDP";
+  if (f.rule.port) out["port"] = f.rule.port;
+  return out;
+}
+
+}  // namespace
+
+result<json> node::filter_add(const filter_rule_config& r, source from) {
+  if (auto ok = check_filter_rule(r); !ok) {
+    return make_error("filter \"" + r.name + "\": " + ok.message());
+  }
+  for (const auto& f : filters_) {
+    if (f.rule.name == r.name) {
+      return make_error("filter \"" + r.name + "\" already exists (source " +
+                        (f.from == source::file ? "config" : source_name(f.from)) +
+                        "); delete it first");
+    }
+  }
+  auto rules = filters_;
+  rules.push_back({r, from});
+  if (auto ok = set_filters(std::move(rules)); !ok) return ok.err();
+  return filter_json(filters_.back(), 0);
+}
+
+result<json> node::filter_del(const std::string& name) {
+  auto rules = filters_;
+  auto it = std::find_if(rules.begin(), rules.end(),
+                         [&](const filter_rule& f) { return f.rule.name == name; });
+  if (it == rules.end()) return make_error("filter \"" + name + "\" not found");
+  const auto hits = filter_hits_ ? filter_hits_(it->slot) - it->base : 0;
+  json out = filter_json(*it, hits);
+  rules.erase(it);
+  if (auto ok = set_filters(std::move(rules)); !ok) return ok.err();
+  return out;
+}
+
+json node::filter_list() const {
+  json rules = json::array();
+  for (const auto& f : filters_) {
+    rules.push_back(filter_json(f, filter_hits_ ? filter_hits_(f.slot) - f.base : 0));
+  }
+  return {{"rules", rules}, {"max_rules", cfg_.filter_max_rules}};
 }
 
 }  // namespace ferry::control

@@ -17,6 +17,7 @@
 #include "ferry/config.hpp"
 #include "ferry/result.hpp"
 #include "ferry/snapshot.hpp"
+#include "filter.hpp"
 #include "kube.hpp"
 #include "store.hpp"
 
@@ -55,7 +56,8 @@ class node {
   using publish_fn = std::function<void(std::unique_ptr<const snapshot>)>;
   using view_fn = std::function<nlohmann::json(const nlohmann::json& request)>;
 
-  node(const node_config& cfg, publish_fn publish);
+  /// workers: how many workers scan payloads (one Hyperscan scratch each).
+  node(const node_config& cfg, publish_fn publish, unsigned workers = 1);
 
   /// Parses every document, applies all objects at once, recompiles and publishes. Nothing
   /// changes when any document or object is refused.
@@ -122,6 +124,27 @@ class node {
   /// "describe" (counters and active flows of service port ids). Unset: the op is refused.
   void set_view(const std::string& name, view_fn fn) { views_[name] = std::move(fn); }
 
+  // Payload signature filter (issue 8 part 4). Rules from the config ([[filter]], source
+  // file) and the socket; the database is compiled from all of them in this order.
+  struct filter_rule {
+    filter_rule_config rule;
+    source from = source::socket;
+    uint32_t slot = 0;  // its hit counter in every worker
+    uint64_t base = 0;  // the slot's total when the rule got it (a reused slot's old hits)
+  };
+  /// Adds a rule: checked and compiled with every other rule before anything changes (a bad
+  /// pattern is refused with Hyperscan's message naming the rule); a name in use is refused.
+  /// Publishes a snapshot carrying the new filter set.
+  result<nlohmann::json> filter_add(const filter_rule_config& r, source from = source::socket);
+  /// Removes a rule by name (and recompiles the rest).
+  result<nlohmann::json> filter_del(const std::string& name);
+  /// Every rule with its hits ({"rules": [...]}).
+  nlohmann::json filter_list() const;
+  const std::vector<filter_rule>& filter_rules() const { return filters_; }
+  /// How the node reads a counter slot's total over all workers (ferryd: the workers'
+  /// filter_hits); unset: hits read 0.
+  void set_filter_hits(std::function<uint64_t(uint32_t slot)> fn) { filter_hits_ = std::move(fn); }
+
   /// How many objects in the store came from a source.
   uint64_t objects_from(source s) const;
   const store& objects() const { return store_; }
@@ -140,6 +163,20 @@ class node {
   std::map<std::string, view_fn> views_;
   uint64_t api_refused_ = 0;
   bool compiled_ = false;  // a snapshot was published
+
+  // Payload signature filter.
+  // Compiles rules (all or nothing) and, on success, installs them and publishes.
+  result<void> set_filters(std::vector<filter_rule> rules);
+  // Re-resolves Service scopes when the compile touched a Service a rule names.
+  bool filter_scope_dirty(const dirty_set& dirty) const;
+  unsigned workers_ = 1;
+  bool filters_loaded_ = false;  // the config's rules were installed
+  std::vector<filter_rule> filters_;
+  std::shared_ptr<const filter_db> filter_db_;
+  std::shared_ptr<const filter_set> filter_set_;
+  std::vector<uint32_t> free_filter_slots_;
+  uint32_t next_filter_slot_ = 0;
+  std::function<uint64_t(uint32_t)> filter_hits_;
 };
 
 }  // namespace ferry::control

@@ -62,6 +62,7 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
+  uint32_t filter_max_rules = 4096;     // [limits]: per-worker filter hit counter slots
   std::vector<uint32_t> dns_addresses;  // [dns] addresses: answered on port 53
   // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
   static constexpr uint16_t kNoPort = 0xffff;
@@ -122,6 +123,7 @@ struct alignas(64) worker {
   tx_batch tx[kMaxPorts];
   held_packet held[kHoldSize];
   std::unique_ptr<service_counters[]> services;
+  std::unique_ptr<counter[]> filter_hits;  // dp->filter_max_rules entries
 };
 
 /// Sets up worker i (counters, conntrack share, QSBR thread id = i).

@@ -420,6 +420,53 @@ void count_service(worker& w, uint32_t id, const rte_mbuf* m, bool new_flow) {
   if (new_flow) c.new_flows.add();
 }
 
+// Payload signature filter: what the match callback needs about the packet.
+struct filter_scan {
+  const filter_set* fs;
+  counter* hits;
+  uint32_t dst;
+  uint16_t dport;
+  uint8_t proto;
+  uint32_t service;
+  bool drop;
+};
+
+int on_filter_match(unsigned id, unsigned long long /*from*/, unsigned long long to,
+                    unsigned /*flags*/, void* ctx) {
+  auto& c = *static_cast<filter_scan*>(ctx);
+  const filter_rule_entry& r = c.fs->rules[id];
+  // The database scans max_depth bytes; this rule looks at its own depth only. Matches come
+  // in order of their end, and SINGLEMATCH reports a rule once: its first end decides.
+  if (to > r.depth || !r.applies(c.dst, c.proto, c.dport, c.service)) return 0;
+  c.hits[r.slot].add();
+  if (!r.drop) return 0;
+  c.drop = true;
+  return 1;  // stop scanning: the packet is dropped whatever else matches
+}
+
+// True when a drop rule matches the packet's payload (forward direction only: the client's
+// bytes; replies are not scanned). The L4 payload of the first segment is scanned, up to the
+// largest depth of any rule; the packet's key is still the client's (before any rewrite).
+[[gnu::noinline]] bool filter_drops(worker& w, const filter_set& fs, const rte_mbuf* m,
+                                    const parsed& p, uint32_t service) {
+  if (!fs.may_match(p.key.dst_ip, p.key.proto, p.key.dst_port, service)) return false;
+  const uint32_t hdr = p.key.proto == kProtoTcp
+                           ? (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->data_off >> 4) * 4u
+                           : uint32_t{sizeof(rte_udp_hdr)};
+  const uint8_t* payload = p.l4 + hdr;
+  const auto* seg_end = rte_pktmbuf_mtod(m, const uint8_t*) + m->data_len;
+  const uint8_t* l4_end = p.l4 + p.l4_len;
+  const uint8_t* end = std::min(seg_end, l4_end);
+  if (payload >= end) return false;
+  const auto len = std::min<uint32_t>(static_cast<uint32_t>(end - payload), fs.max_depth);
+  if (w.index >= fs.db->scratch.size()) return false;
+  filter_scan ctx{&fs,  w.counters.filter_hits, p.key.dst_ip, p.key.dst_port, p.key.proto, service,
+                  false};
+  hs_scan(fs.db->db, reinterpret_cast<const char*>(payload), len, 0, fs.db->scratch[w.index],
+          on_filter_match, &ctx);
+  return ctx.drop;
+}
+
 const service_port_entry* find_service(const snapshot* snap, const parsed& p) {
   return dp::find_service(snap, p.key.dst_ip, p.key.proto, p.key.dst_port, p.local);
 }
@@ -471,6 +518,9 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     flow_entry& e = *hit.entry;
     if (e.owner != w.index) w.counters.flows_foreign.add();
     if (hit.dir == flow_dir::forward) {
+      if (snap && snap->filters && filter_drops(w, *snap->filters, m, p, e.service_id)) {
+        return free_drop(w, m, drop::filter_drop);
+      }
       rewrite(p, true, e.backend_ip, e.backend_port);
       if (e.snat_ip) rewrite(p, false, e.snat_ip, e.snat_port);
     } else {
@@ -489,6 +539,9 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   if (p.svc) {
     const service_port_entry& s = *p.svc;
     if (!s.allows(p.key.src_ip)) return free_drop(w, m, drop::source_denied);
+    if (snap->filters && filter_drops(w, *snap->filters, m, p, s.id)) {
+      return free_drop(w, m, drop::filter_drop);
+    }
     if (!s.has_active) {
       return s.drop_empty ? free_drop(w, m, drop::no_local_endpoints) : reject(w, m, p);
     }

@@ -44,6 +44,8 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   dp.ct->init_worker(w.ct, index, index);
   w.services.reset(new service_counters[dp.max_service_ports]);
   w.counters.services = w.services.get();
+  w.filter_hits.reset(new counter[dp.filter_max_rules]);
+  w.counters.filter_hits = w.filter_hits.get();
   w.icmp_tokens = dp.icmp_rate;
   w.icmp_refill = rte_rdtsc();
 }

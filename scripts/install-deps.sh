@@ -15,6 +15,7 @@ packages=(
   # dpdk-dev also ships dpdk-dumpcap, dpdk-pdump and dpdk-telemetry.py (tests/e2e/test_capture.py);
   # python3-yaml reads deploy/kubernetes/ in tests/e2e/test_deploy_files.py.
   python3-yaml
+  libhyperscan-dev  # the payload signature filter ([[filter]])
 )
 # NSD and Knot: the reference DNS servers perf/dns_perf.py measures ferryd beside.
 [[ ${1:-} == --perf ]] && packages+=(python3-matplotlib nsd knot)

@@ -296,6 +296,7 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
+  d.filter_max_rules = cfg.filter_max_rules;
   d.dns_addresses = cfg.dns.addresses;
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
@@ -338,12 +339,21 @@ int run(const node_config& cfg) {
     int64_t published_ns = 0;  // wall clock of the last publish, for latency measurements
     control::metrics::change_latency latency;
     using control::metrics::change_source;
-    control::node ctl(cfg, [&](std::unique_ptr<const snapshot> s) {
-      pub.publish(std::move(s));
-      latency.published();
-      published_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
-                         std::chrono::system_clock::now().time_since_epoch())
-                         .count();
+    control::node ctl(
+        cfg,
+        [&](std::unique_ptr<const snapshot> s) {
+          pub.publish(std::move(s));
+          latency.published();
+          published_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count();
+        },
+        n_workers);
+    // Payload signature filter: a rule's hits are its slot summed over the workers.
+    ctl.set_filter_hits([&](uint32_t slot) {
+      uint64_t n = 0;
+      for (const auto& w : workers) n += w->filter_hits[slot].get();
+      return n;
     });
     // Observed only when there is something to read (an empty start publishes too).
     if (!cfg.manifests.empty() || !cfg.builtin_manifests.empty()) {
@@ -375,6 +385,7 @@ int run(const node_config& cfg) {
         json out = stats_view(d, workers, baselines);
         out["sources"] = sources_view(api.get(), ctl.api_refused());
         if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
+        out["filters"] = ctl.filter_list()["rules"];
         out["snapshot"] = {{"generation", pub.current()->generation},
                            {"published_unix_ns", published_ns}};
         return out;

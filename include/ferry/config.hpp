@@ -69,6 +69,23 @@ struct metrics_config {
   std::string address = "127.0.0.1:9100";  // ADDRESS:PORT to listen on; "" turns it off
 };
 
+/// [[filter]] (also `ferryctl filter add`): a payload signature rule. Packets from clients to
+/// a service whose scope matches have the first `depth` bytes of their L4 payload scanned
+/// for `pattern` (a Hyperscan regex); a hit is counted and, for action drop, the packet dropped.
+struct filter_rule_config {
+  std::string name;
+  std::string pattern;
+  std::vector<std::string> flags;  // caseless, dotall, multiline, utf8
+  bool drop = true;                // action: drop (true) or count
+  uint32_t depth = 512;            // bytes of L4 payload scanned, 1-65535
+  // Scope; every one given must match (none: every service).
+  std::string service;  // "namespace/name": any frontend of that Service
+  uint32_t vip = 0;     // the address the client sent to (host order); 0: any
+  uint8_t proto = 0;    // 6 TCP, 17 UDP; 0: both
+  uint16_t port = 0;    // the port the client sent to (service port or nodePort); 0: any
+  bool operator==(const filter_rule_config&) const = default;
+};
+
 struct node_config {
   std::string source = "<built-in default>";  // file name, for messages
   std::string node_name = "ferry";
@@ -97,6 +114,9 @@ struct node_config {
   uint32_t icmp_unreachable_rate = 100;         // per second per worker, for no-endpoint answers
   uint32_t neighbor_timeout = 300;              // seconds an ARP answer stays valid
   uint32_t neighbor_hold_ms = 1000;             // how long a packet waits for ARP before a drop
+  // Payload signature filter (issue 8 part 4).
+  std::vector<filter_rule_config> filters;  // [[filter]]
+  uint32_t filter_max_rules = 4096;         // [limits] filter_max_rules: hit counter slots
 };
 
 }  // namespace ferry

@@ -61,7 +61,9 @@ class counter {
   X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
   X(tx_full)            /* device TX queue full */                                     \
-  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
+  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
+  /* payload signature filter (issue 8 part 4) */                                      \
+  X(filter_drop) /* a [[filter]] rule with action drop matched the payload */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -104,6 +106,8 @@ struct alignas(64) worker_counters {
   // TSC cycles of the poll loop, and those of its iterations that received packets (the
   // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.
   counter busy_cycles, poll_cycles;
+  // Payload signature filter: hits per rule slot (filter_max_rules entries).
+  counter* filter_hits = nullptr;
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "ferry/dns.hpp"
+#include "ferry/filter.hpp"
 #include "ferry/flat_map.hpp"
 #include "ferry/maglev.hpp"
 #include "ferry/net.hpp"
@@ -92,6 +93,9 @@ struct snapshot {
   /// [dns] upstreams as one UDP frontend: queries for names outside the zones are DNATed
   /// to one of them (and SNATed to the node) like a Service's traffic; nullptr: none.
   std::shared_ptr<const service_port_entry> dns_upstream;
+  /// Payload signature rules ([[filter]], `ferryctl filter`); nullptr: none (the workers'
+  /// only cost is this pointer's test).
+  std::shared_ptr<const filter_set> filters;
 
   bool announces(uint32_t ip) const {
     return announced && std::binary_search(announced->begin(), announced->end(), ip);
