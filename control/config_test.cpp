@@ -632,5 +632,65 @@ TEST(load_config, errors_in_a_file_name_the_path) {
   EXPECT_EQ(r.message().rfind(path + ": conntrack.capacity: ", 0), 0u) << r.message();
 }
 
+// Payload signature filter (issue 8 part 4).
+TEST(parse_config, reads_filter_rules) {
+  std::string base(kFullConfig);
+  auto r = parse_config(base +
+                            "[limits]\nfilter_max_rules = 16\n"
+                            "[[filter]]\nname = \"evil\"\npattern = \"/evil\"\n"
+                            "[[filter]]\nname = \"php\"\npattern = \"\\\\.php\"\n"
+                            "flags = [\"caseless\"]\naction = \"count\"\ndepth = 64\n"
+                            "service = \"default/web\"\nvip = \"198.19.0.10\"\n"
+                            "protocol = \"TCP\"\nport = 80\n",
+                        "f.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->filter_max_rules, 16u);
+  ASSERT_EQ(r->filters.size(), 2u);
+  EXPECT_EQ(r->filters[0].name, "evil");
+  EXPECT_TRUE(r->filters[0].drop);
+  EXPECT_EQ(r->filters[0].depth, 512u);
+  const auto& php = r->filters[1];
+  EXPECT_FALSE(php.drop);
+  EXPECT_EQ(php.pattern, "\\.php");
+  EXPECT_EQ(php.flags, std::vector<std::string>{"caseless"});
+  EXPECT_EQ(php.depth, 64u);
+  EXPECT_EQ(php.service, "default/web");
+  EXPECT_EQ(php.vip, ip("198.19.0.10"));
+  EXPECT_EQ(php.proto, 6);
+  EXPECT_EQ(php.port, 80);
+  EXPECT_TRUE(parse_config(kFullConfig, "f")->filters.empty());
+  EXPECT_EQ(parse_config(kFullConfig, "f")->filter_max_rules, 4096u);
+}
+
+TEST(parse_config, refuses_bad_filter_rules_naming_the_rule) {
+  std::string base(kFullConfig);
+  auto rule = [&](const std::string& body) {
+    return base + "[[filter]]\nname = \"ok\"\npattern = \"ok\"\n[[filter]]\nname = \"bad\"\n" +
+           body;
+  };
+  std::string msg = config_err(rule("pattern = \"(evil\"\n"));
+  expect_names_source(msg);
+  EXPECT_TRUE(has(msg, "filter[1] (bad): pattern: Missing close parenthesis")) << msg;
+  msg = config_err(rule("pattern = \"x\"\ndepth = 0\n"));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): depth: must be between 1 and 65535, got 0")) << msg;
+  msg = config_err(rule("pattern = \"x\"\naction = \"block\"\n"));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): action: \"block\" must be drop or count")) << msg;
+  msg = config_err(rule("pattern = \"x\"\nprotocol = \"SCTP\"\n"));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): protocol")) << msg;
+  msg = config_err(rule("pattern = \"x\"\nvip = \"1.2.3\"\n"));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): vip")) << msg;
+  msg = config_err(rule("pattern = \"x\"\nflags = [\"nocase\"]\n"));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): flags: unknown flag \"nocase\"")) << msg;
+  msg = config_err(rule(""));
+  EXPECT_TRUE(has(msg, "filter[1] (bad): pattern: required")) << msg;
+  msg = config_err(base +
+                   "[[filter]]\nname = \"a\"\npattern = \"x\"\n[[filter]]\nname = \"a\"\n"
+                   "pattern = \"y\"\n");
+  EXPECT_TRUE(has(msg, "filter[1] (a): name: duplicate filter name \"a\"")) << msg;
+  msg = config_err(base + "[limits]\nfilter_max_rules = 1\n" +
+                   rule("pattern = \"x\"\n").substr(base.size()));
+  EXPECT_TRUE(has(msg, "more than limits.filter_max_rules (1)")) << msg;
+}
+
 }  // namespace
 }  // namespace ferry::control

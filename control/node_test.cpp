@@ -465,5 +465,130 @@ TEST(NodeWeight, DescribeShowsSlotsAndOverride) {
   EXPECT_NE(ans["error"].get<std::string>().find("0 to 1000"), std::string::npos);
 }
 
+// Payload signature filter (issue 8 part 4).
+filter_rule_config filter_rule(const std::string& name, const std::string& pattern) {
+  filter_rule_config r;
+  r.name = name;
+  r.pattern = pattern;
+  return r;
+}
+
+TEST(NodeFilter, AddDeleteListAndNothingHalfApplied) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.filters = {filter_rule("from-config", "/evil")};
+  std::unique_ptr<const snapshot> last;
+  int published = 0;
+  node n(
+      cfg,
+      [&](std::unique_ptr<const snapshot> s) {
+        last = std::move(s);
+        ++published;
+      },
+      2);
+  std::map<uint32_t, uint64_t> counts;  // what the workers' slots hold
+  n.set_filter_hits([&](uint32_t slot) { return counts[slot]; });
+  ASSERT_TRUE(n.load_sources(cfg, false));
+  ASSERT_TRUE(last && last->filters);
+  EXPECT_EQ(last->filters->db->scratch.size(), 2u);
+  ASSERT_EQ(last->filters->rules.size(), 1u);
+
+  // A count rule over the socket op: a new snapshot with both rules.
+  auto r = n.handle({{"op", "filter_add"},
+                     {"name", "php"},
+                     {"pattern", "\\.php"},
+                     {"action", "count"},
+                     {"depth", 64},
+                     {"protocol", "tcp"},
+                     {"port", 80}});
+  ASSERT_TRUE(r["ok"]) << r.dump();
+  ASSERT_EQ(last->filters->rules.size(), 2u);
+  EXPECT_FALSE(last->filters->rules[1].drop);
+  EXPECT_EQ(last->filters->rules[1].depth, 64u);
+  const uint32_t php_slot = last->filters->rules[1].slot;
+  counts[php_slot] = 5;
+  auto list = n.handle({{"op", "filter_list"}});
+  ASSERT_TRUE(list["ok"]);
+  const auto& rules = list["result"]["rules"];
+  ASSERT_EQ(rules.size(), 2u);
+  EXPECT_EQ(rules[0]["source"], "config");
+  EXPECT_EQ(rules[1]["source"], "socket");
+  EXPECT_EQ(rules[1]["hits"], 5);
+  EXPECT_EQ(rules[1]["scope"], "tcp :80");
+  EXPECT_EQ(rules[1]["action"], "count");
+
+  // Refused, and nothing changes: a bad pattern (Hyperscan's message, naming the rule), a
+  // name in use, a bad field.
+  const int before = published;
+  const auto* set = last->filters.get();
+  r = n.handle({{"op", "filter_add"}, {"name", "broken"}, {"pattern", "a(b"}});
+  EXPECT_FALSE(r["ok"]);
+  EXPECT_EQ(
+      r["error"].get<std::string>().rfind("filter \"broken\": pattern \"a(b\": Missing close", 0),
+      0u)
+      << r.dump();
+  r = n.handle({{"op", "filter_add"}, {"name", "php"}, {"pattern", "x"}});
+  EXPECT_FALSE(r["ok"]);
+  EXPECT_NE(r["error"].get<std::string>().find("already exists"), std::string::npos);
+  r = n.handle({{"op", "filter_add"}, {"name", "deep"}, {"pattern", "x"}, {"depth", 70000}});
+  EXPECT_FALSE(r["ok"]);
+  EXPECT_EQ(published, before);
+  EXPECT_EQ(last->filters.get(), set);
+  EXPECT_EQ(n.filter_rules().size(), 2u);
+
+  // Delete: the slot is freed; a rule that takes it later starts from 0, not the old 5.
+  r = n.handle({{"op", "filter_del"}, {"name", "php"}});
+  ASSERT_TRUE(r["ok"]) << r.dump();
+  EXPECT_EQ(r["result"]["hits"], 5);
+  EXPECT_EQ(last->filters->rules.size(), 1u);
+  EXPECT_FALSE(n.handle({{"op", "filter_del"}, {"name", "php"}})["ok"]);
+  ASSERT_TRUE(n.filter_add(filter_rule("again", "x")));
+  EXPECT_EQ(n.filter_rules().back().slot, php_slot);
+  EXPECT_EQ(n.filter_list()["rules"][1]["hits"], 0);
+  counts[php_slot] = 7;
+  EXPECT_EQ(n.filter_list()["rules"][1]["hits"], 2);
+
+  // The last rule gone: no filter set at all (the workers' one pointer test).
+  ASSERT_TRUE(n.filter_del("again"));
+  ASSERT_TRUE(n.filter_del("from-config"));
+  EXPECT_FALSE(last->filters);
+}
+
+TEST(NodeFilter, ServiceScopeFollowsTheServicesFrontends) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  std::unique_ptr<const snapshot> last;
+  node n(cfg, [&](std::unique_ptr<const snapshot> s) { last = std::move(s); });
+  ASSERT_TRUE(n.load_sources(cfg, false));
+  auto scoped = filter_rule("web-only", "x");
+  scoped.service = "default/web";
+  ASSERT_TRUE(n.filter_add(scoped));
+  EXPECT_TRUE(last->filters->rules[0].service_ids.empty());  // no such Service yet
+  auto frontend_ids = [&] {
+    std::vector<uint32_t> ids;
+    for (const auto* e : last->ports()) {
+      if (e->name == "default/web" || e->name.rfind("default/web:", 0) == 0) ids.push_back(e->id);
+    }
+    std::sort(ids.begin(), ids.end());
+    return ids;
+  };
+  ASSERT_TRUE(n.apply({{"t", service("other", "198.19.0.1") + service("web", "198.19.0.2")}},
+                      source::socket));
+  ASSERT_EQ(frontend_ids().size(), 1u);
+  EXPECT_EQ(last->filters->rules[0].service_ids, frontend_ids());
+  EXPECT_EQ(last->filters->service_ids, frontend_ids());
+  // The Service recreated (new frontend id): the scope follows; the database is the same.
+  const auto* db = last->filters->db.get();
+  ASSERT_TRUE(n.remove({{"t", service("web", "198.19.0.2")}}));
+  EXPECT_TRUE(last->filters->rules[0].service_ids.empty());
+  ASSERT_TRUE(n.apply({{"t", service("web", "198.19.0.3")}}, source::socket));
+  EXPECT_EQ(last->filters->rules[0].service_ids, frontend_ids());
+  EXPECT_EQ(last->filters->db.get(), db);
+  // An unrelated change keeps the filter set itself.
+  const auto* set = last->filters.get();
+  ASSERT_TRUE(n.apply({{"t", service("third", "198.19.0.4")}}, source::socket));
+  EXPECT_EQ(last->filters.get(), set);
+}
+
 }  // namespace
 }  // namespace ferry::control

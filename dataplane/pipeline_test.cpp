@@ -10,6 +10,7 @@
 #include <string>
 
 #include "compile.hpp"
+#include "filter.hpp"
 #include "inspect.hpp"
 #include "offline.hpp"
 #include "packet_builder.hpp"
@@ -163,6 +164,23 @@ class pipeline : public ::testing::Test {
     ASSERT_TRUE(snap) << snap.message();
     snap_ = std::move(*snap);
   }
+
+  // Payload signature filter: the setup's snapshot with these rules (slot = index).
+  void with_filters(const std::vector<filter_rule_config>& rules) {
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(kManifests, "test");
+    ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
+    control::compiler comp(65537, 64);
+    auto snap = comp.compile(st);
+    ASSERT_TRUE(snap) << snap.message();
+    auto db = control::compile_filters(rules, 1);
+    ASSERT_TRUE(db) << db.message();
+    std::vector<uint32_t> slots;
+    for (uint32_t i = 0; i < rules.size(); ++i) slots.push_back(i);
+    (*snap)->filters = control::build_filter_set(*db, rules, slots, comp);
+    snap_ = std::move(*snap);
+  }
+  uint64_t hits(uint32_t slot) const { return w_->counters.filter_hits[slot].get(); }
 
   std::unique_ptr<offline_dataplane> od_;
   dataplane* dp_ = nullptr;
@@ -853,6 +871,110 @@ subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
     EXPECT_NE(r.reason.find(why), std::string::npos) << r.reason;
   }
   dp_->snap.store(nullptr);
+}
+
+// Payload signature filter (issue 8 part 4).
+filter_rule_config filter_rule(std::string name, std::string pattern, bool drop = true) {
+  filter_rule_config r;
+  r.name = std::move(name);
+  r.pattern = std::move(pattern);
+  r.drop = drop;
+  return r;
+}
+
+TEST_F(pipeline, FilterDropRuleDropsAndCountRuleForwardsAndCounts) {
+  with_filters({filter_rule("evil", "GET /evil", true), filter_rule("php", "\\.php", false)});
+  const ip_opts out_ttl{.ttl = 63};
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0).size(), 1u);
+  // Established flow, payload with the drop pattern: dropped with its reason, rule counted.
+  auto out =
+      run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET /evil HTTP/1.1\r\n"), 0);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(drops(drop::filter_drop), 1u);
+  EXPECT_EQ(hits(0), 1u);
+  // The count rule: forwarded unchanged (translated as usual) and counted.
+  const std::string php = "GET /a.php?id=1 HTTP/1.1\r\n";
+  out = run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, php), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x18, php, out_ttl));
+  EXPECT_EQ(hits(1), 1u);
+  EXPECT_EQ(hits(0), 1u);
+  // A new UDP flow is scanned too (before any entry is made: a dropped one makes none).
+  const uint64_t created = w_->counters.flows_created.get();
+  EXPECT_TRUE(run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "xGET /evil"), 0).empty());
+  EXPECT_EQ(drops(drop::filter_drop), 2u);
+  EXPECT_EQ(w_->counters.flows_created.get(), created);
+  // Replies are not scanned.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x18, "GET /evil"), 1);
+  EXPECT_EQ(out.size(), 1u);
+  EXPECT_EQ(drops(drop::filter_drop), 2u);
+  // Clean payload: forwarded, nothing counted.
+  EXPECT_EQ(
+      run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET / HTTP/1.1"), 0).size(), 1u);
+  EXPECT_EQ(hits(0) + hits(1), 3u);  // evil twice (TCP, UDP), php once
+}
+
+TEST_F(pipeline, FilterDepthIsEachRulesOwn) {
+  auto shallow = filter_rule("shallow", "EVIL");
+  shallow.depth = 8;
+  auto deep = filter_rule("deep", "MARK", false);
+  deep.depth = 100;
+  with_filters({shallow, deep});
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0).size(), 1u);
+  // EVIL ends at byte 10, past the shallow rule's 8: forwarded; MARK at 20 is within 100.
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "123456EVILxxxxxxMARK"), 0)
+                .size(),
+            1u);
+  EXPECT_EQ(hits(0), 0u);
+  EXPECT_EQ(hits(1), 1u);
+  // Within the depth (ends at byte 8 exactly): dropped.
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "1234EVIL"), 0).empty());
+  EXPECT_EQ(hits(0), 1u);
+  // Nothing is scanned past the largest depth: MARK ending at 104 is not seen.
+  EXPECT_EQ(
+      run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, std::string(100, 'x') + "MARK"),
+          0)
+          .size(),
+      1u);
+  EXPECT_EQ(hits(1), 1u);
+}
+
+TEST_F(pipeline, FilterScopeLimitsWhatIsScanned) {
+  auto by_port = filter_rule("port81", "EVIL");
+  by_port.port = 81;
+  auto by_udp = filter_rule("udp", "EVIL");
+  by_udp.proto = kProtoUdp;
+  auto by_vip = filter_rule("vip", "VIPONLY");
+  by_vip.vip = kVip;
+  auto by_service = filter_rule("svc", "SVCONLY");
+  by_service.service = "default/dns";
+  with_filters({by_port, by_udp, by_vip, by_service});
+  ASSERT_EQ(snap_->filters->rules[3].service_ids.size(), 1u);  // dns has one frontend
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0).size(), 1u);
+  // TCP to port 80: neither the port 81 rule nor the UDP rule applies.
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "EVIL SVCONLY"), 0).size(),
+            1u);
+  // The VIP rule does.
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "VIPONLY"), 0).empty());
+  // UDP to the dns Service: the UDP rule and the Service rule apply, the VIP rule does not.
+  EXPECT_EQ(run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "VIPONLY"), 0).size(), 1u);
+  EXPECT_TRUE(run(udp(kPort0, kClientMac, kClient, 5001, kUdpVip, 53, "SVCONLY"), 0).empty());
+  EXPECT_TRUE(run(udp(kPort0, kClientMac, kClient, 5002, kUdpVip, 53, "EVIL"), 0).empty());
+  EXPECT_EQ(hits(0), 0u);
+  EXPECT_EQ(hits(1), 1u);
+  EXPECT_EQ(hits(2), 1u);
+  EXPECT_EQ(hits(3), 1u);
+}
+
+TEST_F(pipeline, FilterRulesChangeWhileAFlowRuns) {
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0).size(), 1u);
+  const bytes evil = tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET /evil");
+  EXPECT_EQ(run(evil, 0).size(), 1u);  // no rules: forwarded
+  with_filters({filter_rule("evil", "/evil")});
+  EXPECT_TRUE(run(evil, 0).empty());  // the same flow, the new snapshot's rule
+  with_filters({filter_rule("other", "/other")});
+  EXPECT_EQ(run(evil, 0).size(), 1u);  // rule gone: forwarded again
+  EXPECT_EQ(drops(drop::filter_drop), 1u);
 }
 
 }  // namespace
