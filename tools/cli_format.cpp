@@ -879,6 +879,50 @@ std::string render_weight(const json& r) {
   return out.str();
 }
 
+// Payload signature filter (issue 8 part 4): `ferryctl filter list|add|del`.
+std::string render_filter_list(const json& r, format f) {
+  if (f == format::json) return to_json(r);
+  if (f == format::yaml) return to_yaml(r);
+  const json& rules = items_of(r, "rules");
+  if (rules.empty()) return "No filter rules.\n";
+  auto flags = [](const json& rule) {
+    std::string out;
+    for (const auto& fl : items_of(rule, "flags")) {
+      if (!out.empty()) out += ',';
+      out += text(fl);
+    }
+    return out.empty() ? std::string("-") : out;
+  };
+  std::ostringstream out;
+  std::vector<json> lines(rules.begin(), rules.end());
+  // The pattern last: free text, cut at 80 columns in the table (-o wide shows it whole).
+  items_table(out, lines,
+              {{"NAME", field("name")},
+               {"ACTION", field("action")},
+               {"SCOPE", field("scope")},
+               {"DEPTH", field("depth")},
+               {"HITS", field("hits")},
+               {"SOURCE", field("source")},
+               {"FLAGS", flags, true},
+               {"PATTERN", field("pattern")}},
+              f == format::wide, "", true);
+  return out.str();
+}
+
+std::string render_filter_change(const std::string& verb, const json& r) {
+  std::ostringstream out;
+  out << "filter " << text(member(r, "name"));
+  if (verb == "filter add") {
+    // Two lines: a pattern may be long.
+    out << " added: " << text(member(r, "action")) << ", first " << text(member(r, "depth"))
+        << " payload bytes, scope " << text(member(r, "scope"))
+        << "\npattern: " << text(member(r, "pattern")) << '\n';
+  } else {
+    out << " deleted (" << plural(member(r, "hits"), "hit", "hits") << ")\n";
+  }
+  return out.str();
+}
+
 std::string render_flush(const json& r) {
   return "flushed " + plural(member(r, "flushed"), "flow", "flows") + "\n";
 }
@@ -1142,10 +1186,12 @@ std::string render(const std::string& verb, const json& result, format f, const 
   if (verb == "describe service") return render_describe_service(result, f);
   if (verb == "trace") return render_trace(result, f);
   if (verb == "stats") return render_stats(result, f, ctx);
+  if (verb == "filter list") return render_filter_list(result, f);
   if (f == format::json) return to_json(result);
   if (f == format::yaml) return to_yaml(result);
   if (verb == "weight") return render_weight(result);
   if (verb == "flush") return render_flush(result);
+  if (verb == "filter add" || verb == "filter del") return render_filter_change(verb, result);
   if (verb == "apply" || verb == "delete") return render_changes(result);
   if (verb == "reload") return render_reload(result);
   if (verb == "log-level") return render_log_level(result);

@@ -422,6 +422,34 @@ int main(int argc, char** argv) {
   filters.options(flush);
   flush->add_flag("--all", flush_all, "every flow (required when no filter is given)");
 
+  // Payload signature filter (issue 8 part 4): filter add|del|list.
+  auto* filter_cmd = app.add_subcommand("filter", "payload signature rules: add, del, list");
+  filter_cmd->require_subcommand(1);
+  std::string filter_name, filter_pattern, filter_action = "drop", filter_service, filter_vip,
+                                           filter_protocol;
+  int filter_depth = 512, filter_port = 0;
+  bool filter_caseless = false, filter_dotall = false;
+  auto* filter_add = filter_cmd->add_subcommand("add", "add a rule: add NAME --pattern RE ...");
+  filter_add->add_option("name", filter_name, "the rule's name")->required();
+  filter_add->add_option("--pattern", filter_pattern, "a Hyperscan (PCRE-like) regex")->required();
+  filter_add->add_option("--action", filter_action, "drop (default) or count")
+      ->check(CLI::IsMember({"drop", "count"}));
+  filter_add->add_option("--depth", filter_depth, "bytes of L4 payload scanned (default 512)")
+      ->check(CLI::Range(1, 65535));
+  auto* filter_service_opt =
+      filter_add->add_option("--service", filter_service, "only this Service's traffic (NS/NAME)");
+  filter_add->add_option("--vip", filter_vip, "only traffic to this address")
+      ->excludes(filter_service_opt);
+  filter_add->add_option("--protocol", filter_protocol, "tcp or udp")
+      ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));
+  filter_add->add_option("--port", filter_port, "only traffic to this port")
+      ->check(CLI::Range(1, 65535));
+  filter_add->add_flag("--caseless", filter_caseless, "match letters in either case");
+  filter_add->add_flag("--dotall", filter_dotall, "'.' matches newlines too");
+  auto* filter_del = filter_cmd->add_subcommand("del", "delete a rule: del NAME");
+  filter_del->add_option("name", filter_name, "the rule's name")->required();
+  auto* filter_list = filter_cmd->add_subcommand("list", "every rule with its hits");
+
   bool watch = false;
   double interval = 1.0;
   auto* stats = app.add_subcommand("stats", "packet, flow and drop counters; --watch for rates");
@@ -466,7 +494,7 @@ int main(int argc, char** argv) {
 
   if (app.get_subcommands().empty()) {
     std::cerr << "error: missing command (status, get, describe, trace, drain, weight, flush, "
-                 "stats, apply, delete, reload, log-level, env or exec)\n"
+                 "stats, apply, delete, reload, log-level, filter, env or exec)\n"
               << "Run with --help for more information.\n";
     return exit_usage;
   }
@@ -589,6 +617,35 @@ int main(int argc, char** argv) {
     } else if (reload->parsed()) {
       request = {{"op", "reload"}};
       view = "reload";
+    } else if (filter_add->parsed()) {
+      request = {{"op", "filter_add"},
+                 {"name", filter_name},
+                 {"pattern", filter_pattern},
+                 {"action", filter_action},
+                 {"depth", filter_depth}};
+      json flags = json::array();
+      if (filter_caseless) flags.push_back("caseless");
+      if (filter_dotall) flags.push_back("dotall");
+      request["flags"] = flags;
+      if (!filter_service.empty()) {
+        auto [ns, name] = service_target(filter_service, namespace_name);
+        request["service"] = ns + "/" + name;
+      }
+      if (!filter_vip.empty()) {
+        if (!is_ipv4(filter_vip)) {
+          throw failure("bad --vip \"" + filter_vip + "\" (want an IPv4 address)", exit_usage);
+        }
+        request["vip"] = filter_vip;
+      }
+      if (!filter_protocol.empty()) request["protocol"] = filter_protocol;
+      if (filter_port) request["port"] = filter_port;
+      view = "filter add";
+    } else if (filter_del->parsed()) {
+      request = {{"op", "filter_del"}, {"name", filter_name}};
+      view = "filter del";
+    } else if (filter_list->parsed()) {
+      request = {{"op", "filter_list"}};
+      view = "filter list";
     }
 
     json result = request_result(socket_path, request);
