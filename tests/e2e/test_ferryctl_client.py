@@ -80,6 +80,14 @@ def default_answer(request):
         return True, golden("flush")
     if op == "stats":
         return True, golden("stats")
+    if op == "filter_list":
+        return True, golden("filter-list")
+    if op == "filter_add":
+        if request["pattern"] == "(":
+            return False, 'filter "bad": pattern "(": Missing close parenthesis for group started at index 0.'
+        return True, golden("filter-add")
+    if op == "filter_del":
+        return True, golden("filter-del")
     return False, f"unknown op {op}"
 
 
@@ -140,6 +148,20 @@ def test_status_request_and_table(fake):
     (["flush", "flows", "--backend", "198.18.1.12:9376", "--state", "syn_sent"],
      {"op": "flush", "backend": "198.18.1.12:9376", "state": "syn_sent"}),
     (["flush", "flows", "--all"], {"op": "flush"}),
+    # Payload signature filter (issue 8 part 4).
+    (["filter", "list"], {"op": "filter_list"}),
+    (["filter", "del", "evil"], {"op": "filter_del", "name": "evil"}),
+    (["filter", "add", "evil", "--pattern", "/evil"],
+     {"op": "filter_add", "name": "evil", "pattern": "/evil", "action": "drop", "depth": 512,
+      "flags": []}),
+    (["filter", "add", "sqli", "--pattern", "GET /[a-z]+\\.php", "--action", "count", "--depth",
+      "128", "--service", "web", "--protocol", "TCP", "--port", "80", "--caseless"],
+     {"op": "filter_add", "name": "sqli", "pattern": "GET /[a-z]+\\.php", "action": "count",
+      "depth": 128, "flags": ["caseless"], "service": "default/web", "protocol": "TCP",
+      "port": 80}),
+    (["filter", "add", "v", "--pattern", "x", "--vip", "198.19.0.10", "--dotall"],
+     {"op": "filter_add", "name": "v", "pattern": "x", "action": "drop", "depth": 512,
+      "flags": ["dotall"], "vip": "198.19.0.10"}),
 ])
 def test_requests_follow_the_contract(fake, args, request_):
     r = ctl(fake, *args)
@@ -158,19 +180,33 @@ def test_outputs(fake):
     assert r.stdout.endswith("(showing 4 of 4 matching flows, 1234 active)\n"), r.stdout
     r = ctl(fake, "describe", "svc", "default/my-service", "-o", "wide")
     assert r.stdout == (GOLDEN / "describe-service.wide.txt").read_text(), r.stdout
+    for fmt in ("table", "wide", "json", "yaml"):
+        r = ctl(fake, "filter", "list", "-o", fmt)
+        assert r.stdout == (GOLDEN / f"filter-list.{fmt}.txt").read_text(), r.stdout
+    r = ctl(fake, "filter", "add", "sqli", "--pattern", "x")
+    assert r.stdout == (GOLDEN / "filter-add.table.txt").read_text(), r.stdout
+    r = ctl(fake, "filter", "del", "evil")
+    assert r.stdout == (GOLDEN / "filter-del.table.txt").read_text(), r.stdout
 
 
 def test_refusals_exit_1_with_the_reason(fake):
     r = ctl(fake, "describe", "svc", "default/nope")
     assert r.returncode == 1 and r.stdout == "", r.stdout
     assert r.stderr == 'error: service "default/nope" not found\n', r.stderr
+    r = ctl(fake, "filter", "add", "bad", "--pattern", "(")
+    assert r.returncode == 1 and r.stdout == "", r.stdout
+    assert r.stderr.startswith('error: filter "bad": pattern "(": Missing close'), r.stderr
 
 
 @pytest.mark.parametrize("args", [
     ["flush", "flows"], ["trace", "198.18.0.2:0", "198.19.0.10:80"],
     ["trace", "198.18.0.2:1", "198.19.0.300:80"], ["weight", "default/x", "198.18.1.11"],
     ["get", "routes", "default"], ["get", "np", "--client", "1.2.3.4"],
-    ["stats", "--watch", "--interval", "0"]])
+    ["stats", "--watch", "--interval", "0"],
+    ["filter"], ["filter", "add", "x"], ["filter", "add", "x", "--pattern", "y", "--depth", "0"],
+    ["filter", "add", "x", "--pattern", "y", "--action", "block"],
+    ["filter", "add", "x", "--pattern", "y", "--vip", "1.2.3"],
+    ["filter", "add", "x", "--pattern", "y", "--vip", "1.2.3.4", "--service", "a/b"]])
 def test_usage_errors_send_nothing(fake, args):
     r = ctl(fake, *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
