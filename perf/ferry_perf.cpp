@@ -1,6 +1,7 @@
 // ferry-perf: benchmarks that print one JSON object per result line.
 //   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
 //                       [--workers 1] [--no-huge]
+//   ferry-perf pipeline --filter-rules 0,10,100,1000 [--payload 64,512] [--runs 3] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
 //   ferry-perf sync     [--services 1000,10000] [--runs 5] [--dns]
 //   ferry-perf dns      [--services 1000,10000] [--runs 5] [--no-huge]
@@ -27,6 +28,7 @@
 
 #include "compile.hpp"
 #include "ferry/maglev.hpp"
+#include "filter.hpp"
 #include "gen.hpp"
 #include "node.hpp"
 #include "offline.hpp"
@@ -55,9 +57,11 @@ uint16_t client_port(uint64_t flow) { return static_cast<uint16_t>(1024 + (flow 
 
 struct pipeline_bench {
   std::unique_ptr<dp::offline_dataplane> od;
-  std::unique_ptr<const snapshot> snap;
+  std::unique_ptr<snapshot> snap;  // not yet published: the filter benchmark sets its rules
   const service_port_entry* svc = nullptr;
-  uint8_t tmpl[64] = {};
+  static constexpr uint16_t kMaxPayload = 1400;
+  uint8_t tmpl[54 + kMaxPayload] = {};
+  uint16_t payload = 0;  // TCP payload bytes of forward packets (the filter benchmark)
 
   uint32_t capacity;
   unsigned workers;
@@ -123,11 +127,13 @@ struct pipeline_bench {
   void fill(rte_mbuf* m, uint64_t flow, kind k) const {
     rte_pktmbuf_reset(m);
     auto* d = rte_pktmbuf_mtod(m, uint8_t*);
-    std::memcpy(d, tmpl, 60);
-    m->data_len = m->pkt_len = 60;
+    const uint16_t len = static_cast<uint16_t>(54 + payload);
+    std::memcpy(d, tmpl, std::max<uint16_t>(60, len));
+    m->data_len = m->pkt_len = std::max<uint16_t>(60, len);
     auto* eth = reinterpret_cast<rte_ether_hdr*>(d);
     auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
     auto* th = reinterpret_cast<rte_tcp_hdr*>(ip + 1);
+    ip->total_length = rte_cpu_to_be_16(static_cast<uint16_t>(40 + payload));
     if (k == kind::reply) {
       dp::flow_key fk{client_ip(flow), kVip, client_port(flow), 80, IPPROTO_TCP};
       const backend& b = svc->pick(dp::conntrack::hash(fk));
@@ -264,6 +270,135 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
                 << std::endl;
     }
   }
+}
+
+// ---- filter ---------------------------------------------------------------------------
+
+// n signatures of the kinds IDS rule sets carry: literal strings (paths, commands, tokens)
+// and regexes such as `GET /[a-z]+\.php\?id=[0-9]+'`, each with a distinctive part so that
+// none matches the benchmark's clean HTTP requests (the common case: no match).
+std::vector<filter_rule_config> signatures(size_t n) {
+  static const char* words[] = {"passwd",  "cmd.exe", "xp_cmdshell", "base64_decode", "wget",
+                                "eval\\(", "union",   "<script",     "..%2f",         "jndi:ldap"};
+  std::vector<filter_rule_config> out;
+  std::mt19937_64 rng(42);
+  for (size_t i = 0; i < n; ++i) {
+    filter_rule_config r;
+    r.name = "sig-" + std::to_string(i);
+    const std::string tag = std::to_string(rng() % 100000);
+    const std::string w = words[i % std::size(words)];
+    switch (i % 4) {
+      case 0:  // literal
+        r.pattern = "/" + w + "/" + tag;
+        break;
+      case 1:  // literal, any case
+        r.pattern = w + "-" + tag;
+        r.flags = {"caseless"};
+        break;
+      case 2:  // SQL injection shaped regex
+        r.pattern = "GET /[a-z]+" + tag + "\\.php\\?id=[0-9]+'";
+        break;
+      default:  // header regex
+        r.pattern = "\r\nX-" + tag + ":\\s*[a-z]{4,}\\d+";
+        r.flags = {"caseless"};
+        break;
+    }
+    r.depth = 512;
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+// ns/packet of established-flow packets carrying an HTTP request of each payload size, with
+// 0, 10, 100, 1000 rules (none matching), measured side by side: every run goes over every
+// combination, so the drift of a shared machine hits them all alike.
+void bench_filter(const std::vector<uint64_t>& rule_counts, const std::vector<uint64_t>& payloads,
+                  int runs) {
+  const uint64_t kPackets = 1'000'000, kFlows = 1000;
+  pipeline_bench b(static_cast<uint32_t>(kFlows * 2 + 1024), 1);
+  b.insert_flows(kFlows);
+  std::string http =
+      "GET /static/app/index.html?lang=en HTTP/1.1\r\nHost: shop.example.com\r\n"
+      "User-Agent: Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/119.0\r\n"
+      "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8\r\n"
+      "Accept-Language: en-US,en;q=0.5\r\nAccept-Encoding: gzip, deflate, br\r\n"
+      "Connection: keep-alive\r\nCookie: session=7f3c9a1e5b2d4c6f8a0e1b3d5f7a9c2e; theme=dark\r\n";
+  while (http.size() < pipeline_bench::kMaxPayload)
+    http += "X-Trace-Id: 0af7651916cd43dd8448eb211c80319c\r\n";
+  std::memcpy(b.tmpl + 54, http.data(), pipeline_bench::kMaxPayload);
+  std::mt19937_64 rng(1);
+  std::vector<uint64_t> flows(1 << 16);
+  for (auto& f : flows) f = rng() % kFlows;
+  control::compiler comp(kMaglevDefaultMaxSize, 16);
+
+  // The filter sets, compiled once each (compile time: for the largest).
+  std::vector<std::shared_ptr<const filter_set>> sets;
+  for (uint64_t n : rule_counts) {
+    auto rules = signatures(n);
+    std::vector<uint32_t> slots(n);
+    for (uint32_t i = 0; i < n; ++i) slots[i] = i;
+    std::vector<double> ms;
+    std::shared_ptr<const filter_db> db;
+    for (int r = 0; r < (n ? runs : 0); ++r) {
+      auto t0 = std::chrono::steady_clock::now();
+      auto c = control::compile_filters(rules, 1);
+      ms.push_back(
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      if (!c) {
+        std::cerr << c.message() << "\n";
+        std::abort();
+      }
+      db = *c;
+    }
+    if (n) {
+      size_t bytes = 0;
+      hs_database_size(db->db, &bytes);
+      std::cout << json{{"bench", "filter_compile"},
+                        {"rules", n},
+                        {"runs", runs},
+                        {"ms", to_json(summarize(ms))},
+                        {"database_bytes", bytes}}
+                       .dump()
+                << std::endl;
+    }
+    sets.push_back(control::build_filter_set(db, rules, slots, comp));
+  }
+  std::vector<std::vector<double>> ns(payloads.size() * rule_counts.size());
+  b.run(flows, pipeline_bench::kind::established, kPackets);  // warm-up (caches, branch history)
+  for (int r = 0; r < runs; ++r) {
+    for (size_t p = 0; p < payloads.size(); ++p) {
+      b.payload = static_cast<uint16_t>(payloads[p]);
+      for (size_t i = 0; i < rule_counts.size(); ++i) {
+        b.snap->filters = sets[i];
+        ns[p * rule_counts.size() + i].push_back(
+            b.run(flows, pipeline_bench::kind::established, kPackets).first);
+      }
+    }
+  }
+  uint64_t drops = 0, hits = 0;
+  for (const auto& d : b.od->workers[0]->counters.drops) drops += d.get();
+  for (uint32_t i = 0; i < b.od->dp.filter_max_rules; ++i)
+    hits += b.od->workers[0]->filter_hits[i].get();
+  for (size_t p = 0; p < payloads.size(); ++p) {
+    const double base = summarize(ns[p * rule_counts.size()]).median;
+    for (size_t i = 0; i < rule_counts.size(); ++i) {
+      const auto s = summarize(ns[p * rule_counts.size() + i]);
+      std::cout << json{{"bench", "filter"},
+                        {"case", "established"},
+                        {"payload", payloads[p]},
+                        {"rules", rule_counts[i]},
+                        {"packets_per_run", kPackets},
+                        {"runs", runs},
+                        {"ns_per_packet", to_json(s)},
+                        {"added_ns", s.median - base},
+                        {"mpps", 1e3 / s.median},
+                        {"drops", drops},
+                        {"hits", hits}}
+                       .dump()
+                << std::endl;
+    }
+  }
+  b.snap->filters = nullptr;
 }
 
 // ---- dns ------------------------------------------------------------------------------
@@ -541,6 +676,8 @@ std::vector<uint64_t> parse_list(const std::string& s) {
 int usage() {
   std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
                "[--workers W] [--no-huge]\n"
+               "       ferry-perf pipeline --filter-rules N,N,... [--payload B,B,...] [--runs R] "
+               "[--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n"
                "       ferry-perf sync [--services N,N,...] [--runs R] [--dns]\n"
                "       ferry-perf dns [--services N,N,...] [--runs R] [--no-huge]\n"
@@ -561,6 +698,7 @@ int main(int argc, char** argv) {
   bool huge = true;
   bool dns = false;
   std::string only;
+  std::vector<uint64_t> filter_rules, payloads{64, 512};
   for (int i = 2; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--flows" && i + 1 < argc) {
@@ -573,6 +711,13 @@ int main(int argc, char** argv) {
       only = argv[++i];
     } else if (a == "--workers" && i + 1 < argc) {
       workers = static_cast<unsigned>(std::max(1, std::atoi(argv[++i])));
+    } else if (a == "--filter-rules" && i + 1 < argc) {
+      filter_rules = parse_list(argv[++i]);
+    } else if (a == "--payload" && i + 1 < argc) {
+      payloads = parse_list(argv[++i]);
+      for (uint64_t p : payloads) {
+        if (p > 1400) return usage();
+      }
     } else if (a == "--no-huge") {
       huge = false;
     } else if (a == "--dns") {
@@ -602,6 +747,8 @@ int main(int argc, char** argv) {
   }
   if (cmd == "dns") {
     bench_dns(services, runs);
+  } else if (!filter_rules.empty()) {
+    bench_filter(filter_rules, payloads, runs);
   } else {
     bench_pipeline(flows, runs, only, workers);
   }

@@ -145,6 +145,35 @@ def pipeline(rows):
     return out
 
 
+def filters(rows):
+    """Payload signature filter (issue 8 part 4)."""
+    found = pick(rows, "filter")
+    if not found:
+        return []
+    out = ["## Payload signature filter (`ferry-perf pipeline --filter-rules`)\n",
+           "Established-flow TCP packets (1,000 flows, one worker) carrying the start of an HTTP "
+           "request of the payload size shown, with 0, 10, 100 and 1,000 `[[filter]]` rules "
+           "(a quarter each: literal paths, caseless literals, `GET /[a-z]+N\\.php\\?id=[0-9]+'`-"
+           "shaped regexes, caseless header regexes; depth 512), none matching: the common "
+           "case. Every run measures every combination in turn, so the columns are side by "
+           "side; the added cost is against 0 rules of the same payload in the same run.\n",
+           "| payload bytes | rules | ns/packet (median) | min | max | added ns | Mpps/core |",
+           "|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in found:
+        ns = r["ns_per_packet"]
+        out.append(f"| {r['payload']} | {r['rules']:,} | {ns['median']:.1f} | {ns['min']:.1f} | "
+                   f"{ns['max']:.1f} | {r['added_ns']:.1f} | {r['mpps']:.2f} |")
+    comp = pick(rows, "filter_compile")
+    if comp:
+        out += ["\nCompiling the rules into one Hyperscan block-mode database (control thread; "
+                "one scratch):\n", "| rules | compile ms (median) | database bytes |",
+                "|---:|---:|---:|"]
+        for r in comp:
+            out.append(f"| {r['rules']:,} | {med(r, 'ms'):.1f} | {r['database_bytes']:,} |")
+    out.append("")
+    return out
+
+
 def maglev(rows):
     out = ["## Maglev (`ferry-perf maglev`)\n",
            "Table build time for M slots and N backends (the Maglev paper reports 1.8 ms for "
@@ -469,7 +498,7 @@ def main():
            f"Produced by `{command}` (commit {commit}) on {cpu_model()}, {nproc} cores, one "
            "worker core, 2 MiB hugepages. Medians of the runs shown, with min and max; these "
            "shared machines drift, so compare numbers from one run only.\n"]
-    out += (targets(rows) + pipeline(rows) + maglev(rows) + sync(rows) + applied(rows) +
+    out += (targets(rows) + pipeline(rows) + filters(rows) + maglev(rows) + sync(rows) + applied(rows) +
             ops(rows) + api(rows) + dns(rows) + gen(rows))
     if notes:
         out.append(notes)

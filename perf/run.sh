@@ -16,6 +16,9 @@ out=docs/perf/results.jsonl
 perf=build/perf/ferry-perf
 taskset -c 0 $perf pipeline --flows 1000,1000000,10000000 --runs "$runs" | tee -a "$out"
 $perf pipeline --flows 1000,1000000 --runs "$runs" --workers 2 | tee -a "$out"
+# Payload signature filter: 0/10/100/1000 rules, 64- and 512-byte payloads, side by side.
+taskset -c 0 $perf pipeline --filter-rules 0,10,100,1000 --payload 64,512 --runs "$runs" \
+  | tee -a "$out"
 taskset -c 0 $perf maglev --runs "$runs" | tee -a "$out"
 taskset -c 0 $perf sync --services 1000,10000,30000 --runs "$runs" | tee -a "$out"
 taskset -c 0 $perf sync --services 10000 --runs "$runs" --dns | tee -a "$out"  # + the DNS zone

@@ -8,6 +8,7 @@ out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 >> "$out"
 build/perf/ferry-perf pipeline --no-huge --flows 1000 --runs 1 --workers 2 >> "$out"
+build/perf/ferry-perf pipeline --no-huge --filter-rules 0,10 --payload 64 --runs 1 >> "$out"
 build/perf/ferry-perf maglev --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 >> "$out"
 build/perf/ferry-perf sync --services 200 --runs 1 --dns >> "$out"
@@ -26,6 +27,10 @@ assert sorted(r["workers"] for r in by.get("pipeline", [])) == [1, 1, 1, 2, 2, 2
 for r in by["pipeline"]:
     assert r["ns_per_packet"]["median"] > 0 and r["drops"] == 0 and r["table_full"] == 0, r
     assert 64 * r["table_capacity"] < r["table_bytes"] <= 128 * r["table_capacity"], r
+f = by.get("filter", [])
+assert sorted(r["rules"] for r in f) == [0, 10], by.keys()
+assert all(r["ns_per_packet"]["median"] > 0 and r["drops"] == 0 and r["hits"] == 0 for r in f), f
+assert by["filter_compile"][0]["rules"] == 10 and by["filter_compile"][0]["database_bytes"] > 0
 assert len(by.get("maglev", [])) == 4
 for r in by["maglev"]:
     assert r["build_ms"]["median"] > 0 and r["max_over_mean"] < 1.01, r
