@@ -370,6 +370,22 @@ TEST(render, leaves_out_what_the_stats_lack) {
   EXPECT_NO_THROW(render(json::array({1, 2}), change_latency{}, {"v", 0}));
 }
 
+// Payload signature filter (issue 8 part 4): one counter per rule.
+TEST(render, filter_hits_per_rule) {
+  std::string text = render(json::parse(R"({"filters": [
+      {"name": "evil", "action": "drop", "hits": 3, "pattern": "/evil"},
+      {"name": "php", "action": "count", "hits": 12045}]})"),
+                            change_latency{}, {"v", 0});
+  EXPECT_NE(text.find("# TYPE ferry_filter_hits_total counter\n"
+                      "ferry_filter_hits_total{rule=\"evil\",action=\"drop\"} 3\n"
+                      "ferry_filter_hits_total{rule=\"php\",action=\"count\"} 12045\n"),
+            std::string::npos)
+      << text;
+  EXPECT_EQ(render(json::parse(R"({"filters": []})"), change_latency{}, {"v", 0})
+                .find("ferry_filter_hits_total"),
+            std::string::npos);
+}
+
 // ---- listen address -----------------------------------------------------------------------
 
 TEST(parse_listen_address, reads_ipv4_and_bracketed_ipv6) {
