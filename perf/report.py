@@ -163,6 +163,10 @@ def filters(rows):
         ns = r["ns_per_packet"]
         out.append(f"| {r['payload']} | {r['rules']:,} | {ns['median']:.1f} | {ns['min']:.1f} | "
                    f"{ns['max']:.1f} | {r['added_ns']:.1f} | {r['mpps']:.2f} |")
+    for c in pick(rows, "filter_check"):
+        out.append(f"\nCheck that these packets are scanned: with one more rule (count) matching "
+                   f"the requests' path, {c['hits']:,} of {c['packets']:,} packets "
+                   f"({c['payload']}-byte payload, {c['rules']:,} rules) counted a hit.")
     comp = pick(rows, "filter_compile")
     if comp:
         out += ["\nCompiling the rules into one Hyperscan block-mode database (control thread; "

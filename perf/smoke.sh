@@ -31,6 +31,8 @@ f = by.get("filter", [])
 assert sorted(r["rules"] for r in f) == [0, 10], by.keys()
 assert all(r["ns_per_packet"]["median"] > 0 and r["drops"] == 0 and r["hits"] == 0 for r in f), f
 assert by["filter_compile"][0]["rules"] == 10 and by["filter_compile"][0]["database_bytes"] > 0
+c = by["filter_check"][0]  # the measured packets were scanned: a matching rule counts each
+assert c["hits"] == c["packets"] > 0, c
 assert len(by.get("maglev", [])) == 4
 for r in by["maglev"]:
     assert r["build_ms"]["median"] > 0 and r["max_over_mean"] < 1.01, r
