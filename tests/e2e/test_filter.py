@@ -8,7 +8,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from conftest import FERRYD, VIP, config_toml, curl_names
+from conftest import FERRYD, VIP, config_toml, curl_names, slow_stream
 
 FERRY_TOML = """
 [[filter]]
@@ -91,6 +91,20 @@ def test_count_rule_hits_follow_real_requests_and_del_removes_it(ferry):
     assert ferry.ferryctl("filter", "add", "php2", "--pattern", "nomatch-xyz").returncode == 0
     assert rules(ferry)["php2"]["hits"] == 0
     assert ferry.ferryctl("filter", "del", "php2").returncode == 0
+
+
+def test_rules_change_while_traffic_flows(ferry):
+    # A connection in progress (the pod streams for 9 s) while rules are added and deleted:
+    # each change publishes a new snapshot; the stream goes on to its end, and requests made
+    # meanwhile see the rules of the moment.
+    with slow_stream(ferry, seconds=9):
+        for i in range(3):
+            assert ferry.ferryctl("filter", "add", f"tmp{i}", "--pattern", f"/tmp{i}x").returncode == 0
+            failed, out = curl_fails(ferry, f"/tmp{i}x")
+            assert failed, out
+            assert curl_names(ferry, 1, url=f"http://{VIP}/fine")
+            assert ferry.ferryctl("filter", "del", f"tmp{i}").returncode == 0
+            assert curl_names(ferry, 1, url=f"http://{VIP}/tmp{i}x")
 
 
 def test_bad_pattern_is_refused_with_hyperscans_message(ferry):
