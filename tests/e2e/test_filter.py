@@ -52,10 +52,13 @@ def test_config_rule_drops_the_pattern_and_passes_the_rest(ferry):
     assert curl_names(ferry, 3, url=f"http://{VIP}/good")
     failed, out = curl_fails(ferry, "/evil")
     assert failed, out
-    assert drops(ferry) > before  # the request (and its retransmissions)
+    # The request and its retransmissions (which may go on after curl gave up: read the
+    # drops on both sides of the hits).
+    low = drops(ferry) - before
     evil = rules(ferry)["evil"]
-    assert evil["hits"] >= 1 and evil["hits"] == drops(ferry) - before
-    assert metric_hits(ferry, "evil", "drop") == evil["hits"]
+    high = drops(ferry) - before
+    assert 1 <= low <= evil["hits"] <= high, (low, evil, high)
+    assert metric_hits(ferry, "evil", "drop") >= evil["hits"]
     # Depth: the pattern in a header is dropped while it lies within the rule's 256 bytes,
     # and answered once 300 bytes of another header push it past them.
     r = ferry.client(f"curl -sS -m 2 -H 'X-Q: GET /evil' http://{VIP}/ok", timeout=10)
