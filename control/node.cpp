@@ -723,6 +723,65 @@ json view_answer(json v) {
   return ok(std::move(v));
 }
 
+// Payload signature filter: a filter_add request's rule (fields as `[[filter]]` has them).
+result<filter_rule_config> filter_rule_of(const json& req) {
+  filter_rule_config r;
+  std::string action = "drop", vip, proto;
+  int64_t depth = r.depth, port = 0;
+  const std::pair<const char*, std::string*> strings[] = {
+      {"name", &r.name},       {"pattern", &r.pattern}, {"action", &action},
+      {"service", &r.service}, {"vip", &vip},           {"protocol", &proto}};
+  for (const auto& [key, out] : strings) {
+    if (!req.contains(key) || req[key].is_null()) continue;
+    if (!req[key].is_string()) {
+      return make_error(std::string("bad request: \"") + key + "\" must be a string");
+    }
+    *out = req[key].get<std::string>();
+  }
+  for (auto [key, out] : {std::pair{"depth", &depth}, std::pair{"port", &port}}) {
+    if (!req.contains(key) || req[key].is_null()) continue;
+    if (!req[key].is_number_integer()) {
+      return make_error(std::string("bad request: \"") + key + "\" must be an integer");
+    }
+    *out = req[key].get<int64_t>();
+  }
+  if (req.contains("flags") && !req["flags"].is_null()) {
+    if (!req["flags"].is_array()) return make_error("bad request: \"flags\" must be a list");
+    for (const auto& f : req["flags"]) {
+      if (!f.is_string()) return make_error("bad request: \"flags\" must be a list of strings");
+      r.flags.push_back(f.get<std::string>());
+    }
+  }
+  const std::string who = "filter \"" + r.name + "\": ";
+  if (action != "drop" && action != "count") {
+    return make_error(who + "action: \"" + action + "\" must be drop or count");
+  }
+  r.drop = action == "drop";
+  if (depth < 1 || depth > kFilterMaxDepth) {
+    return make_error(who + "depth: must be between 1 and " + std::to_string(kFilterMaxDepth) +
+                      ", got " + std::to_string(depth));
+  }
+  r.depth = static_cast<uint32_t>(depth);
+  if (port < 0 || port > 65535) {
+    return make_error(who + "port: must be between 1 and 65535, got " + std::to_string(port));
+  }
+  r.port = static_cast<uint16_t>(port);
+  if (!vip.empty()) {
+    auto a = parse_ipv4(vip);
+    if (!a) return make_error(who + "vip: \"" + vip + "\" is not an IPv4 address");
+    r.vip = *a;
+  }
+  if (!proto.empty()) {
+    std::string up = proto;
+    for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (up != "TCP" && up != "UDP") {
+      return make_error(who + "protocol: \"" + proto + "\" must be TCP or UDP");
+    }
+    r.proto = up == "TCP" ? 6 : 17;
+  }
+  return r;
+}
+
 }  // namespace
 
 json node::handle(const json& req) {
@@ -846,71 +905,13 @@ json node::handle(const json& req) {
     return ok(std::move(*r));
   }
   if (op == "filter_add") {
-    filter_rule_config r;
-    auto str = [&](const char* key, std::string& out) -> bool {
-      if (!req.contains(key) || req[key].is_null()) return true;
-      if (!req[key].is_string()) return false;
-      out = req[key].get<std::string>();
-      return true;
-    };
-    auto num = [&](const char* key, int64_t& out) -> bool {
-      if (!req.contains(key) || req[key].is_null()) return true;
-      if (!req[key].is_number_integer()) return false;
-      out = req[key].get<int64_t>();
-      return true;
-    };
-    std::string action = "drop", vip, proto;
-    int64_t depth = r.depth, port = 0;
-    for (const char* key : {"name", "pattern", "action", "service", "vip", "protocol"}) {
-      std::string& out = std::string_view(key) == "name"      ? r.name
-                         : std::string_view(key) == "pattern" ? r.pattern
-                         : std::string_view(key) == "action"  ? action
-                         : std::string_view(key) == "service" ? r.service
-                         : std::string_view(key) == "vip"     ? vip
-                                                              : proto;
-      if (!str(key, out))
-        return refused(std::string("bad request: \"") + key + "\" must be a string");
-    }
-    if (!num("depth", depth) || !num("port", port)) {
-      return refused("bad request: \"depth\" and \"port\" must be integers");
-    }
-    if (req.contains("flags") && !req["flags"].is_null()) {
-      if (!req["flags"].is_array()) return refused("bad request: \"flags\" must be a list");
-      for (const auto& f : req["flags"]) {
-        if (!f.is_string()) return refused("bad request: \"flags\" must be a list of strings");
-        r.flags.push_back(f.get<std::string>());
-      }
-    }
-    const std::string who = "filter \"" + r.name + "\": ";
-    if (action != "drop" && action != "count") {
-      return refused(who + "action: \"" + action + "\" must be drop or count");
-    }
-    r.drop = action == "drop";
-    if (depth < 1 || depth > kFilterMaxDepth) {
-      return refused(who + "depth: must be between 1 and " + std::to_string(kFilterMaxDepth) +
-                     ", got " + std::to_string(depth));
-    }
-    r.depth = static_cast<uint32_t>(depth);
-    if (port < 0 || port > 65535) {
-      return refused(who + "port: must be between 1 and 65535, got " + std::to_string(port));
-    }
-    r.port = static_cast<uint16_t>(port);
-    if (!vip.empty()) {
-      auto a = parse_ipv4(vip);
-      if (!a) return refused(who + "vip: \"" + vip + "\" is not an IPv4 address");
-      r.vip = *a;
-    }
-    if (!proto.empty()) {
-      std::string up = proto;
-      for (auto& c : up) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-      if (up != "TCP" && up != "UDP")
-        return refused(who + "protocol: \"" + proto + "\" must be TCP or UDP");
-      r.proto = up == "TCP" ? 6 : 17;
-    }
-    auto out = filter_add(r);
+    auto r = filter_rule_of(req);
+    if (!r) return refused(r.message());
+    auto out = filter_add(*r);
     if (!out) return refused(out.message());
-    log_change("filter add " + r.name + " " + (r.drop ? "drop" : "count") + " /" + r.pattern + "/",
-               "socket");
+    log_change(
+        "filter add " + r->name + " " + (r->drop ? "drop" : "count") + " /" + r->pattern + "/",
+        "socket");
     return ok(std::move(*out));
   }
   if (op == "log_level") {

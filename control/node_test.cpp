@@ -531,7 +531,13 @@ TEST(NodeFilter, AddDeleteListAndNothingHalfApplied) {
   EXPECT_FALSE(r["ok"]);
   EXPECT_NE(r["error"].get<std::string>().find("already exists"), std::string::npos);
   r = n.handle({{"op", "filter_add"}, {"name", "deep"}, {"pattern", "x"}, {"depth", 70000}});
-  EXPECT_FALSE(r["ok"]);
+  EXPECT_EQ(r["error"], "filter \"deep\": depth: must be between 1 and 65535, got 70000");
+  r = n.handle({{"op", "filter_add"}, {"name", "p"}, {"pattern", "x"}, {"protocol", "sctp"}});
+  EXPECT_EQ(r["error"], "filter \"p\": protocol: \"sctp\" must be TCP or UDP");
+  r = n.handle({{"op", "filter_add"}, {"name", "p"}, {"pattern", "x"}, {"depth", "64"}});
+  EXPECT_EQ(r["error"], "bad request: \"depth\" must be an integer");
+  r = n.handle({{"op", "filter_add"}, {"name", "p"}, {"pattern", "x"}, {"service", "web"}});
+  EXPECT_EQ(r["error"], "filter \"p\": service: \"web\" is not NAMESPACE/NAME");
   EXPECT_EQ(published, before);
   EXPECT_EQ(last->filters.get(), set);
   EXPECT_EQ(n.filter_rules().size(), 2u);
