@@ -465,5 +465,115 @@ TEST(NodeWeight, DescribeShowsSlotsAndOverride) {
   EXPECT_NE(ans["error"].get<std::string>().find("0 to 1000"), std::string::npos);
 }
 
+// Removed-backend grace: a backend that leaves a frontend has its flows flushed once the
+// grace is over, unless it came back; UDP ones at once; a drain (weight 0) is not a removal.
+TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.conntrack.removed_backend_grace = 30;
+  std::unique_ptr<const snapshot> last;
+  node n(cfg, [&](std::unique_ptr<const snapshot> s) { last = std::move(s); });
+  std::vector<std::vector<backend_change>> flushed;
+  n.set_backend_flush([&](const std::vector<backend_change>& gone) -> uint64_t {
+    flushed.push_back(gone);
+    return gone.size() * 10;
+  });
+  using namespace std::chrono_literals;
+  const std::string udp_svc =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec:\n  clusterIP: 198.19.0.5\n"
+      "  ports: [{protocol: UDP, port: 53, targetPort: 5353}]\n---\n";
+  auto udp_slice = [](const std::vector<std::string>& ips) {
+    std::string out =
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: d1\n"
+        "  labels: {kubernetes.io/service-name: dns}\naddressType: IPv4\n"
+        "ports: [{protocol: UDP, port: 5353}]\nendpoints:\n";
+    for (const auto& ip : ips) out += "  - addresses: [\"" + ip + "\"]\n";
+    return out + "---\n";
+  };
+  auto apply = [&](const std::string& text) {
+    auto r = n.apply({{"t", text}}, source::socket);
+    ASSERT_TRUE(r) << r.message();
+  };
+  apply(service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"}) + udp_svc +
+        udp_slice({"10.0.0.1", "10.0.0.2"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_TRUE(flushed.empty());
+  uint32_t web_id = 0, dns_id = 0;
+  for (const auto* e : last->ports()) (e->proto == kProtoTcp ? web_id : dns_id) = e->id;
+
+  // 10.0.0.2 leaves web: nothing yet, then its flows once 30 s have passed.
+  auto t0 = std::chrono::steady_clock::now();
+  apply(slice("w1", "web", {"10.0.0.1"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);
+  EXPECT_EQ(n.tick(t0 + 29s), 0u);
+  EXPECT_TRUE(flushed.empty());
+  // Removed again meanwhile (an update that still lacks it): the first deadline stands.
+  apply(slice("w1", "web", {"10.0.0.1", "10.0.0.3"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 10u);
+  ASSERT_EQ(flushed.size(), 1u);
+  ASSERT_EQ(flushed[0].size(), 1u);
+  EXPECT_EQ(flushed[0][0].service_id, web_id);
+  EXPECT_EQ(flushed[0][0].ip, 0x0a000002u);
+  EXPECT_EQ(flushed[0][0].port, 8080);
+  EXPECT_EQ(flushed[0][0].proto, kProtoTcp);
+  EXPECT_EQ(flushed[0][0].name, "default/web");
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 3600s), 0u);  // once only
+
+  // Came back within the grace: nothing is flushed.
+  apply(slice("w1", "web", {"10.0.0.1"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);  // 10.0.0.3
+  apply(slice("w1", "web", {"10.0.0.1", "10.0.0.3"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 0u);
+  EXPECT_EQ(flushed.size(), 1u);
+
+  // A drain keeps the backend in the frontend: not a removal.
+  ASSERT_TRUE(n.weight("default", "web", 0x0a000003, 0));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+
+  // UDP: flushed as the change is published, no grace.
+  apply(udp_slice({"10.0.0.1"}));
+  ASSERT_EQ(flushed.size(), 2u);
+  ASSERT_EQ(flushed[1].size(), 1u);
+  EXPECT_EQ(flushed[1][0].service_id, dns_id);
+  EXPECT_EQ(flushed[1][0].ip, 0x0a000002u);
+  EXPECT_EQ(flushed[1][0].port, 5353);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+
+  // The Service deleted: every backend of its frontend waits out the grace.
+  auto del = n.remove({{"t", service("web", "198.19.0.1")}});
+  ASSERT_TRUE(del) << del.message();
+  EXPECT_EQ(n.pending_backend_flushes(), 2u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 20u);
+  ASSERT_EQ(flushed.size(), 3u);
+  EXPECT_EQ(flushed[2].size(), 2u);
+}
+
+TEST(NodeGrace, ZeroGraceFlushesAtOnceAndNoFlusherTracksNothing) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.conntrack.removed_backend_grace = 0;
+  node n(cfg, [](std::unique_ptr<const snapshot>) {});
+  auto r =
+      n.apply({{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"})}},
+              source::socket);
+  ASSERT_TRUE(r) << r.message();
+  r = n.apply({{"t", slice("w1", "web", {"10.0.0.1"})}}, source::socket);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);  // no flusher installed: nothing tracked
+  size_t calls = 0;
+  n.set_backend_flush([&](const std::vector<backend_change>& gone) -> uint64_t {
+    ++calls;
+    EXPECT_EQ(gone.size(), 1u);
+    return 1;
+  });
+  r = n.apply({{"t", slice("w1", "web", {"10.0.0.2"})}}, source::socket);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(calls, 1u);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+}
+
 }  // namespace
 }  // namespace ferry::control

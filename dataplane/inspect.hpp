@@ -42,6 +42,16 @@ struct flow_filter {
   bool matches(const flow_entry& e, flow_state s) const;
 };
 
+/// A backend of one service port (by counter slot id), for flush_backends.
+struct service_backend {
+  uint32_t service_id = 0, ip = 0;
+  uint16_t port = 0;
+  auto operator<=>(const service_backend&) const = default;
+};
+/// Flushes (conntrack::flush) the flows of any of these backends of their service port, in
+/// one pass over the table; returns how many. Control thread.
+uint32_t flush_backends(dataplane& dp, std::vector<service_backend> which);
+
 /// Up to `limit` flows (most recently created first is not guaranteed: table order), and
 /// the number of active flows.
 std::vector<flow_view> list_flows(const dataplane& dp, size_t limit, uint64_t& active);
