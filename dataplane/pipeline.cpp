@@ -489,6 +489,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   if (p.svc) {
     const service_port_entry& s = *p.svc;
     if (!s.allows(p.key.src_ip)) return free_drop(w, m, drop::source_denied);
+    // Per-source new-flow limit ([limits]); an established flow matched above, never here.
+    if (w.limiter.enabled() && !w.limiter.admit(p.key.src_ip, w.now)) {
+      return free_drop(w, m, drop::source_rate_limited);
+    }
     if (!s.has_active) {
       return s.drop_empty ? free_drop(w, m, drop::no_local_endpoints) : reject(w, m, p);
     }

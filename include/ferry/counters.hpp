@@ -61,7 +61,9 @@ class counter {
   X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
   X(tx_full)            /* device TX queue full */                                     \
-  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
+  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
+  /* removed-backend grace / source limits part (issue 8): */                          \
+  X(source_rate_limited) /* new flow over the client's [limits] new_flows_per_source */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
