@@ -300,11 +300,12 @@ void compiler::note_backend_changes(const service_port_entry* old, const service
   size_t i = 0, j = 0;
   while (i < before.size() || j < e.backends.size()) {
     if (j == e.backends.size() || (i < before.size() && at(before[i]) < at(e.backends[j]))) {
-      backend_changes_.removed.push_back({e.id, e.proto, before[i].ip, before[i].port, e.name});
+      backend_changes_.removed.push_back(
+          {e.vip, e.port, e.proto, before[i].ip, before[i].port, e.name});
       ++i;
     } else if (i == before.size() || at(e.backends[j]) < at(before[i])) {
       backend_changes_.added.push_back(
-          {e.id, e.proto, e.backends[j].ip, e.backends[j].port, e.name});
+          {e.vip, e.port, e.proto, e.backends[j].ip, e.backends[j].port, e.name});
       ++j;
     } else {
       ++i, ++j;
@@ -317,7 +318,7 @@ void compiler::remove(uint64_t key, const service_name& owner) {
   if (it == entries_.end() || it->second.owner != owner) return;
   const service_port_entry& old = *it->second.entry;
   for (const auto& b : old.backends) {
-    backend_changes_.removed.push_back({old.id, old.proto, b.ip, b.port, old.name});
+    backend_changes_.removed.push_back({old.vip, old.port, old.proto, b.ip, b.port, old.name});
   }
   link(key, old, false);
   free_ids_.push_back(old.id);

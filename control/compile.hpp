@@ -89,10 +89,13 @@ class endpoint_index {
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port);
 
-/// A backend (ip, port) that left or joined one frontend in a compile, by the frontend's
-/// counter slot id (what flow entries carry). `name` is the frontend's, for logs.
+/// A backend (ip, port) that left or joined one frontend in a compile. The frontend is named
+/// by its address, protocol and port (vip 0: a NodePort), as flow entries carry them: its
+/// counter slot id changes when the Service is deleted and created again, the key does not.
+/// `name` is the frontend's, for logs.
 struct backend_change {
-  uint32_t service_id = 0;
+  uint32_t vip = 0;
+  uint16_t vport = 0;
   uint8_t proto = 0;
   uint32_t ip = 0;
   uint16_t port = 0;

@@ -102,8 +102,9 @@ void node::track_backend_changes(backend_changes changes) {
   if (!backend_flush_) return;
   // publish_ returned after the old snapshot's grace period: no worker can start a flow to
   // a removed backend any more, so a flush from here on is final.
-  // Came back (to the same frontend): its flows are its own again, nothing to flush.
-  for (const auto& b : changes.added) pending_.erase({b.service_id, b.ip, b.port});
+  // Came back (to the same frontend, even one deleted and created again): its flows are its
+  // own again, nothing to flush.
+  for (const auto& b : changes.added) pending_.erase({b.vip, b.vport, b.proto, b.ip, b.port});
   std::vector<backend_change> now;
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(cfg_.conntrack.removed_backend_grace);
@@ -115,7 +116,8 @@ void node::track_backend_changes(backend_changes changes) {
       continue;
     }
     // Already waiting: its first removal's deadline stands.
-    pending_.try_emplace({b.service_id, b.ip, b.port}, pending_flush{deadline, std::move(b)});
+    pending_.try_emplace({b.vip, b.vport, b.proto, b.ip, b.port},
+                         pending_flush{deadline, std::move(b)});
   }
   if (!now.empty()) flush_backends(now, true);
 }

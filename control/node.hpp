@@ -163,8 +163,8 @@ class node {
     std::chrono::steady_clock::time_point deadline;
     backend_change backend;
   };
-  // Removed backends in their grace, by (service port id, ip, port).
-  std::map<std::tuple<uint32_t, uint32_t, uint16_t>, pending_flush> pending_;
+  // Removed backends in their grace, by frontend (vip, port, proto) and backend (ip, port).
+  std::map<std::tuple<uint32_t, uint16_t, uint8_t, uint32_t, uint16_t>, pending_flush> pending_;
 };
 
 }  // namespace ferry::control

@@ -498,8 +498,6 @@ TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
         udp_slice({"10.0.0.1", "10.0.0.2"}));
   EXPECT_EQ(n.pending_backend_flushes(), 0u);
   EXPECT_TRUE(flushed.empty());
-  uint32_t web_id = 0, dns_id = 0;
-  for (const auto* e : last->ports()) (e->proto == kProtoTcp ? web_id : dns_id) = e->id;
 
   // 10.0.0.2 leaves web: nothing yet, then its flows once 30 s have passed.
   auto t0 = std::chrono::steady_clock::now();
@@ -513,7 +511,8 @@ TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
   EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 10u);
   ASSERT_EQ(flushed.size(), 1u);
   ASSERT_EQ(flushed[0].size(), 1u);
-  EXPECT_EQ(flushed[0][0].service_id, web_id);
+  EXPECT_EQ(flushed[0][0].vip, 0xc6130001u);
+  EXPECT_EQ(flushed[0][0].vport, 80);
   EXPECT_EQ(flushed[0][0].ip, 0x0a000002u);
   EXPECT_EQ(flushed[0][0].port, 8080);
   EXPECT_EQ(flushed[0][0].proto, kProtoTcp);
@@ -537,7 +536,9 @@ TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
   apply(udp_slice({"10.0.0.1"}));
   ASSERT_EQ(flushed.size(), 2u);
   ASSERT_EQ(flushed[1].size(), 1u);
-  EXPECT_EQ(flushed[1][0].service_id, dns_id);
+  EXPECT_EQ(flushed[1][0].vip, 0xc6130005u);
+  EXPECT_EQ(flushed[1][0].vport, 53);
+  EXPECT_EQ(flushed[1][0].proto, kProtoUdp);
   EXPECT_EQ(flushed[1][0].ip, 0x0a000002u);
   EXPECT_EQ(flushed[1][0].port, 5353);
   EXPECT_EQ(n.pending_backend_flushes(), 0u);
@@ -549,6 +550,17 @@ TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
   EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 20u);
   ASSERT_EQ(flushed.size(), 3u);
   EXPECT_EQ(flushed[2].size(), 2u);
+
+  // Deleted and created again within the grace, with the same endpoints: they came back to
+  // the same frontend (address, protocol, port), whatever counter slot it got this time.
+  apply(service("web", "198.19.0.1"));
+  del = n.remove({{"t", service("web", "198.19.0.1") + udp_svc}});
+  ASSERT_TRUE(del) << del.message();
+  EXPECT_EQ(n.pending_backend_flushes(), 2u);
+  EXPECT_EQ(flushed.size(), 4u);  // dns's UDP backend: at once
+  apply(udp_svc + service("web", "198.19.0.1"));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 0u);
 }
 
 TEST(NodeGrace, ZeroGraceFlushesAtOnceAndNoFlusherTracksNothing) {

@@ -78,8 +78,13 @@ uint32_t flush_backends(dataplane& dp, std::vector<service_backend> which) {
   if (which.empty()) return 0;
   std::sort(which.begin(), which.end());
   return dp.ct->flush([&](const flow_entry& e) {
-    return std::binary_search(which.begin(), which.end(),
-                              service_backend{e.service_id, e.backend_ip, e.backend_port});
+    auto listed = [&](uint32_t vip) {
+      return std::binary_search(
+          which.begin(), which.end(),
+          service_backend{vip, e.vport, e.proto, e.backend_ip, e.backend_port});
+    };
+    // A NodePort flow carries the node address the client used; its frontend has vip 0.
+    return listed(e.vip) || (dp.is_local(e.vip) && listed(0));
   });
 }
 

@@ -933,6 +933,23 @@ TEST_F(pipeline, SourceLimitIsOffByDefaultSplitOverWorkersAndEvictsTheOldest) {
   EXPECT_FALSE(l.admit(3, 200));  // still remembered
 }
 
+// The removed-backend grace flushes by frontend (address, protocol, port) and backend; a
+// NodePort flow carries the node address the client used, its frontend has address 0.
+TEST_F(pipeline, FlushBackendsMatchesTheFrontendAndNodePorts) {
+  use(kLoadBalancer);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44000, kNode0, 30090, 0x02), 0).size(), 1u);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44001, 0xc612004d, 80, 0x02), 0).size(), 1u);
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoTcp, kPod, 9377}}), 0u);  // other backend
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoUdp, kPod, 9376}}), 0u);  // other protocol
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30091, kProtoTcp, kPod, 9376}}), 0u);  // other port
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoTcp, kPod, 9376}}), 1u);
+  EXPECT_EQ(flush_backends(*dp_, {{0xc612004d, 80, kProtoTcp, kPod, 9376}}), 1u);
+  // Flushed: the flows' next packets are new flows.
+  const uint64_t created = w_->counters.flows_created.get();
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44000, kNode0, 30090, 0x10), 0).size(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), created + 1);
+}
+
 }  // namespace
 }  // namespace ferry::dp
 

@@ -403,7 +403,7 @@ int run(const node_config& cfg) {
       ctl.set_backend_flush([&](const std::vector<control::backend_change>& gone) -> uint64_t {
         std::vector<dp::service_backend> which;
         which.reserve(gone.size());
-        for (const auto& b : gone) which.push_back({b.service_id, b.ip, b.port});
+        for (const auto& b : gone) which.push_back({b.vip, b.vport, b.proto, b.ip, b.port});
         return dp::flush_backends(d, std::move(which));
       });
       ctl.set_view("describe",
