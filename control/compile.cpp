@@ -292,11 +292,36 @@ void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
   }
 }
 
+void compiler::note_backend_changes(const service_port_entry* old, const service_port_entry& e) {
+  // Both lists are sorted by (ip, port): one merge pass. Weights do not matter here.
+  static const std::vector<backend> kNone;
+  const auto& before = old ? old->backends : kNone;
+  auto at = [](const backend& b) { return std::pair(b.ip, b.port); };
+  size_t i = 0, j = 0;
+  while (i < before.size() || j < e.backends.size()) {
+    if (j == e.backends.size() || (i < before.size() && at(before[i]) < at(e.backends[j]))) {
+      backend_changes_.removed.push_back(
+          {e.vip, e.port, e.proto, before[i].ip, before[i].port, e.name});
+      ++i;
+    } else if (i == before.size() || at(e.backends[j]) < at(before[i])) {
+      backend_changes_.added.push_back(
+          {e.vip, e.port, e.proto, e.backends[j].ip, e.backends[j].port, e.name});
+      ++j;
+    } else {
+      ++i, ++j;
+    }
+  }
+}
+
 void compiler::remove(uint64_t key, const service_name& owner) {
   auto it = entries_.find(key);
   if (it == entries_.end() || it->second.owner != owner) return;
-  link(key, *it->second.entry, false);
-  free_ids_.push_back(it->second.entry->id);
+  const service_port_entry& old = *it->second.entry;
+  for (const auto& b : old.backends) {
+    backend_changes_.removed.push_back({old.vip, old.port, old.proto, b.ip, b.port, old.name});
+  }
+  link(key, old, false);
+  free_ids_.push_back(old.id);
   entries_.erase(it);
   touched_vips_.push_back(key);
 }
@@ -317,6 +342,7 @@ void compiler::upsert(uint64_t key, const wanted& w, const service_name& owner) 
   } else {
     e->id = next_id_++;
   }
+  note_backend_changes(old, *e);
   std::vector<maglev_backend> mb;
   mb.reserve(e->backends.size());
   for (const auto& b : e->backends) {
@@ -396,6 +422,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
     zone = std::get<model::node>(it->second.obj).zone;
   }
   const bool full = dirty.all || generation_ == 0 || zone != zone_;
+  backend_changes_ = {};
   zone_ = std::move(zone);
   std::map<service_name, service_ports> fresh;
   if (full) {

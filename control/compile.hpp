@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "dns_zone.hpp"
@@ -88,6 +89,23 @@ class endpoint_index {
 std::vector<backend> resolve_backends(const store& st, const model::service& svc,
                                       const model::service_port& port);
 
+/// A backend (ip, port) that left or joined one frontend in a compile. The frontend is named
+/// by its address, protocol and port (vip 0: a NodePort), as flow entries carry them: its
+/// counter slot id changes when the Service is deleted and created again, the key does not.
+/// `name` is the frontend's, for logs.
+struct backend_change {
+  uint32_t vip = 0;
+  uint16_t vport = 0;
+  uint8_t proto = 0;
+  uint32_t ip = 0;
+  uint16_t port = 0;
+  std::string name;
+};
+
+struct backend_changes {
+  std::vector<backend_change> removed, added;
+};
+
 /// Which Services a change touched, so compile() redoes only those.
 struct dirty_set {
   bool all = false;
@@ -136,6 +154,11 @@ class compiler {
     return compile(st, dirty_set{.all = true});
   }
 
+  /// The backends the last compile took out of (or put into) a frontend's backend set,
+  /// a frontend that went away losing all of its; a weight change (drain) is neither.
+  /// The removed-backend grace (node) flushes the removed ones' flows.
+  backend_changes take_backend_changes() { return std::exchange(backend_changes_, {}); }
+
  private:
   // What one frontend should look like: the entry minus id and Maglev table.
   using wanted = service_port_entry;
@@ -144,6 +167,8 @@ class compiler {
 
   service_ports ports_of(const model::service& svc, const endpoint_index& endpoints) const;
   void remove(uint64_t key, const service_name& owner);
+  // Records the backends e gained and lost against old (nullptr: a new frontend).
+  void note_backend_changes(const service_port_entry* old, const service_port_entry& e);
   void upsert(uint64_t key, const wanted& w, const service_name& owner);
   // Adds (or removes) an entry to the derived indexes: backend table and announced addresses.
   void link(uint64_t key, const service_port_entry& e, bool add);
@@ -158,7 +183,8 @@ class compiler {
   std::vector<ipv4_prefix> pool_;
   std::map<service_name, std::map<uint32_t, uint16_t>> weights_;
   uint64_t generation_ = 0;  // of the last snapshot built; 0: none yet (the next compile is full)
-  std::vector<uint32_t> free_ids_;  // counter slots of service ports that went away
+  std::vector<uint32_t> free_ids_;   // counter slots of service ports that went away
+  backend_changes backend_changes_;  // of the last compile
   uint32_t next_id_ = 0;
 
   // The live service ports and who owns each, and for every backend the service ports it

@@ -325,6 +325,13 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("tcp_closing_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
       t.integer("affinity_capacity", c.conntrack.affinity_capacity, 1024, 1 << 26);
+      t.integer("removed_backend_grace", c.conntrack.removed_backend_grace, 0, 86400);
+    });
+    // Removed-backend grace / source limits part (issue 8).
+    top.table("limits", [&](table_reader& t) {
+      t.integer("new_flows_per_source", c.limits.new_flows_per_source, 0, 100000000);
+      t.integer("new_flows_burst", c.limits.new_flows_burst, 0, 100000000);
+      t.integer("source_table_size", c.limits.source_table_size, 16, 1 << 24);
     });
     top.table("maglev", [&](table_reader& t) {
       t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
@@ -482,6 +489,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.socket_gid != b.socket_gid, "control.socket_group");
   differ(a.conntrack != b.conntrack, "conntrack");
   differ(a.kubernetes != b.kubernetes, "kubernetes");
+  differ(a.limits != b.limits, "limits");  // removed-backend grace / source limits part
   differ(a.dns != b.dns, "dns");
   differ(a.maglev_max_size != b.maglev_max_size, "maglev.max_table_size");
   differ(a.max_service_ports != b.max_service_ports, "services.max_service_ports");

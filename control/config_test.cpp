@@ -296,6 +296,36 @@ TEST(parse_config, leaves_defaults_for_absent_keys) {
   EXPECT_TRUE(r->routes.empty());
 }
 
+// Removed-backend grace / source limits part (issue 8).
+TEST(parse_config, reads_the_grace_and_limits) {
+  auto r = parse_config(std::string(kOnePort) +
+                            "[conntrack]\nremoved_backend_grace = 5\n"
+                            "[limits]\nnew_flows_per_source = 100\nnew_flows_burst = 300\n"
+                            "source_table_size = 1024\n",
+                        "test.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->conntrack.removed_backend_grace, 5u);
+  EXPECT_EQ(r->limits.new_flows_per_source, 100u);
+  EXPECT_EQ(r->limits.new_flows_burst, 300u);
+  EXPECT_EQ(r->limits.source_table_size, 1024u);
+  auto d = parse_config(kOnePort, "test.toml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->conntrack.removed_backend_grace, 30u);
+  EXPECT_EQ(d->limits.new_flows_per_source, 0u);
+  EXPECT_EQ(d->limits.new_flows_burst, 0u);
+  EXPECT_EQ(d->limits.source_table_size, 65536u);
+  auto msg = config_err(std::string(kOnePort) + "[limits]\nsource_table_size = 8\n");
+  EXPECT_TRUE(has(msg, "limits.source_table_size: must be between 16 and")) << msg;
+  msg = config_err(std::string(kOnePort) + "[conntrack]\nremoved_backend_grace = -1\n");
+  EXPECT_TRUE(has(msg, "conntrack.removed_backend_grace: must be between 0 and 86400")) << msg;
+  msg = config_err(std::string(kOnePort) + "[limits]\nrate = 1\n");
+  EXPECT_TRUE(has(msg, "rate")) << msg;
+  // Changing them needs a restart.
+  auto changed = *d;
+  changed.limits.new_flows_per_source = 1;
+  EXPECT_EQ(restart_needed(*d, changed), std::vector<std::string>{"limits"});
+}
+
 TEST(parse_config, route_without_via_is_on_link) {
   auto r = parse_config(std::string(kOnePort) + R"toml(
 [[route]]

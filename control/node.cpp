@@ -106,7 +106,63 @@ result<void> node::recompile(const dirty_set& dirty) {
   size_t ports = (*snap)->vips.size();
   publish_(std::move(*snap));
   spdlog::debug("published snapshot: {} service ports", ports);
+  track_backend_changes(compiler_.take_backend_changes());
   return {};
+}
+
+void node::track_backend_changes(backend_changes changes) {
+  if (!backend_flush_) return;
+  // publish_ returned after the old snapshot's grace period: no worker can start a flow to
+  // a removed backend any more, so a flush from here on is final.
+  // Came back (to the same frontend, even one deleted and created again): its flows are its
+  // own again, nothing to flush.
+  for (const auto& b : changes.added) pending_.erase({b.vip, b.vport, b.proto, b.ip, b.port});
+  std::vector<backend_change> now;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(cfg_.conntrack.removed_backend_grace);
+  for (auto& b : changes.removed) {
+    // kube-proxy deletes a removed endpoint's UDP conntrack entries at once: a UDP client
+    // keeps its 5-tuple for good and would otherwise never reach a live backend.
+    if (b.proto == kProtoUdp || cfg_.conntrack.removed_backend_grace == 0) {
+      now.push_back(std::move(b));
+      continue;
+    }
+    // Already waiting: its first removal's deadline stands.
+    pending_.try_emplace({b.vip, b.vport, b.proto, b.ip, b.port},
+                         pending_flush{deadline, std::move(b)});
+  }
+  if (!now.empty()) flush_backends(now, true);
+}
+
+uint64_t node::tick(std::chrono::steady_clock::time_point now) {
+  std::vector<backend_change> due;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    if (it->second.deadline <= now) {
+      due.push_back(std::move(it->second.backend));
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return due.empty() ? 0 : flush_backends(due, false);
+}
+
+uint64_t node::flush_backends(const std::vector<backend_change>& gone, bool at_once) {
+  if (!backend_flush_) return 0;
+  const uint64_t n = backend_flush_(gone);
+  // One line per batch: a deleted Service with hundreds of endpoints is one change.
+  std::string what =
+      "flush " + std::to_string(n) + " flows of " + std::to_string(gone.size()) +
+      " removed backend" + (gone.size() == 1 ? "" : "s") +
+      (at_once ? " (at once):"
+               : " (grace " + std::to_string(cfg_.conntrack.removed_backend_grace) + " s over):");
+  constexpr size_t kNamed = 5;
+  for (size_t i = 0; i < gone.size() && i < kNamed; ++i) {
+    what += " " + gone[i].name + " " + format_ipv4(gone[i].ip) + ":" + std::to_string(gone[i].port);
+  }
+  if (gone.size() > kNamed) what += " and " + std::to_string(gone.size() - kNamed) + " more";
+  log_change(what, "removed-backend grace");
+  return n;
 }
 
 namespace {

@@ -3,6 +3,7 @@
 // decode their input and call these. Control thread only (not thread-safe).
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <map>
 #include <memory>
@@ -10,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <vector>
 
 #include "compile.hpp"
@@ -144,6 +146,16 @@ class node {
   /// How the node reads a counter slot's total over all workers (ferryd: the workers'
   /// filter_hits); unset: hits read 0.
   void set_filter_hits(std::function<uint64_t(uint32_t slot)> fn) { filter_hits_ = std::move(fn); }
+  /// Removed-backend grace ([conntrack] removed_backend_grace): flushes the flows of
+  /// backends that left a frontend; returns how many. Installed by ferryd (control/ never
+  /// touches the connection table itself). Unset: nothing is tracked.
+  using backend_flush_fn = std::function<uint64_t(const std::vector<backend_change>&)>;
+  void set_backend_flush(backend_flush_fn fn) { backend_flush_ = std::move(fn); }
+  /// The control loop's tick: flushes the flows of removed backends whose grace ended at or
+  /// before `now` and did not come back meanwhile. Returns the flows flushed.
+  uint64_t tick(std::chrono::steady_clock::time_point now = std::chrono::steady_clock::now());
+  /// Removed backends waiting out their grace.
+  size_t pending_backend_flushes() const { return pending_.size(); }
 
   /// How many objects in the store came from a source.
   uint64_t objects_from(source s) const;
@@ -151,6 +163,11 @@ class node {
 
  private:
   result<void> recompile(const dirty_set& dirty);
+  // After a publish: starts the grace of removed backends (UDP ones are flushed at once) and
+  // ends it for those that came back.
+  void track_backend_changes(backend_changes changes);
+  // Flushes and logs a batch of removed backends' flows.
+  uint64_t flush_backends(const std::vector<backend_change>& gone, bool at_once);
   // Refuses a local change to an object the API holds.
   result<void> check_not_api(const std::vector<store::key>& keys) const;
   dirty_set dirty_from(const store::undo_log& undo) const;
@@ -177,6 +194,13 @@ class node {
   std::vector<uint32_t> free_filter_slots_;
   uint32_t next_filter_slot_ = 0;
   std::function<uint64_t(uint32_t)> filter_hits_;
+  backend_flush_fn backend_flush_;
+  struct pending_flush {
+    std::chrono::steady_clock::time_point deadline;
+    backend_change backend;
+  };
+  // Removed backends in their grace, by frontend (vip, port, proto) and backend (ip, port).
+  std::map<std::tuple<uint32_t, uint16_t, uint8_t, uint32_t, uint16_t>, pending_flush> pending_;
 };
 
 }  // namespace ferry::control

@@ -594,6 +594,126 @@ TEST(NodeFilter, ServiceScopeFollowsTheServicesFrontends) {
   const auto* set = last->filters.get();
   ASSERT_TRUE(n.apply({{"t", service("third", "198.19.0.4")}}, source::socket));
   EXPECT_EQ(last->filters.get(), set);
+// Removed-backend grace: a backend that leaves a frontend has its flows flushed once the
+// grace is over, unless it came back; UDP ones at once; a drain (weight 0) is not a removal.
+TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.conntrack.removed_backend_grace = 30;
+  std::unique_ptr<const snapshot> last;
+  node n(cfg, [&](std::unique_ptr<const snapshot> s) { last = std::move(s); });
+  std::vector<std::vector<backend_change>> flushed;
+  n.set_backend_flush([&](const std::vector<backend_change>& gone) -> uint64_t {
+    flushed.push_back(gone);
+    return gone.size() * 10;
+  });
+  using namespace std::chrono_literals;
+  const std::string udp_svc =
+      "apiVersion: v1\nkind: Service\nmetadata: {name: dns}\nspec:\n  clusterIP: 198.19.0.5\n"
+      "  ports: [{protocol: UDP, port: 53, targetPort: 5353}]\n---\n";
+  auto udp_slice = [](const std::vector<std::string>& ips) {
+    std::string out =
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: d1\n"
+        "  labels: {kubernetes.io/service-name: dns}\naddressType: IPv4\n"
+        "ports: [{protocol: UDP, port: 5353}]\nendpoints:\n";
+    for (const auto& ip : ips) out += "  - addresses: [\"" + ip + "\"]\n";
+    return out + "---\n";
+  };
+  auto apply = [&](const std::string& text) {
+    auto r = n.apply({{"t", text}}, source::socket);
+    ASSERT_TRUE(r) << r.message();
+  };
+  apply(service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"}) + udp_svc +
+        udp_slice({"10.0.0.1", "10.0.0.2"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_TRUE(flushed.empty());
+
+  // 10.0.0.2 leaves web: nothing yet, then its flows once 30 s have passed.
+  auto t0 = std::chrono::steady_clock::now();
+  apply(slice("w1", "web", {"10.0.0.1"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);
+  EXPECT_EQ(n.tick(t0 + 29s), 0u);
+  EXPECT_TRUE(flushed.empty());
+  // Removed again meanwhile (an update that still lacks it): the first deadline stands.
+  apply(slice("w1", "web", {"10.0.0.1", "10.0.0.3"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 10u);
+  ASSERT_EQ(flushed.size(), 1u);
+  ASSERT_EQ(flushed[0].size(), 1u);
+  EXPECT_EQ(flushed[0][0].vip, 0xc6130001u);
+  EXPECT_EQ(flushed[0][0].vport, 80);
+  EXPECT_EQ(flushed[0][0].ip, 0x0a000002u);
+  EXPECT_EQ(flushed[0][0].port, 8080);
+  EXPECT_EQ(flushed[0][0].proto, kProtoTcp);
+  EXPECT_EQ(flushed[0][0].name, "default/web");
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 3600s), 0u);  // once only
+
+  // Came back within the grace: nothing is flushed.
+  apply(slice("w1", "web", {"10.0.0.1"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 1u);  // 10.0.0.3
+  apply(slice("w1", "web", {"10.0.0.1", "10.0.0.3"}));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 0u);
+  EXPECT_EQ(flushed.size(), 1u);
+
+  // A drain keeps the backend in the frontend: not a removal.
+  ASSERT_TRUE(n.weight("default", "web", 0x0a000003, 0));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+
+  // UDP: flushed as the change is published, no grace.
+  apply(udp_slice({"10.0.0.1"}));
+  ASSERT_EQ(flushed.size(), 2u);
+  ASSERT_EQ(flushed[1].size(), 1u);
+  EXPECT_EQ(flushed[1][0].vip, 0xc6130005u);
+  EXPECT_EQ(flushed[1][0].vport, 53);
+  EXPECT_EQ(flushed[1][0].proto, kProtoUdp);
+  EXPECT_EQ(flushed[1][0].ip, 0x0a000002u);
+  EXPECT_EQ(flushed[1][0].port, 5353);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+
+  // The Service deleted: every backend of its frontend waits out the grace.
+  auto del = n.remove({{"t", service("web", "198.19.0.1")}});
+  ASSERT_TRUE(del) << del.message();
+  EXPECT_EQ(n.pending_backend_flushes(), 2u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 20u);
+  ASSERT_EQ(flushed.size(), 3u);
+  EXPECT_EQ(flushed[2].size(), 2u);
+
+  // Deleted and created again within the grace, with the same endpoints: they came back to
+  // the same frontend (address, protocol, port), whatever counter slot it got this time.
+  apply(service("web", "198.19.0.1"));
+  del = n.remove({{"t", service("web", "198.19.0.1") + udp_svc}});
+  ASSERT_TRUE(del) << del.message();
+  EXPECT_EQ(n.pending_backend_flushes(), 2u);
+  EXPECT_EQ(flushed.size(), 4u);  // dns's UDP backend: at once
+  apply(udp_svc + service("web", "198.19.0.1"));
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
+  EXPECT_EQ(n.tick(std::chrono::steady_clock::now() + 31s), 0u);
+}
+
+TEST(NodeGrace, ZeroGraceFlushesAtOnceAndNoFlusherTracksNothing) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.conntrack.removed_backend_grace = 0;
+  node n(cfg, [](std::unique_ptr<const snapshot>) {});
+  auto r =
+      n.apply({{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.1", "10.0.0.2"})}},
+              source::socket);
+  ASSERT_TRUE(r) << r.message();
+  r = n.apply({{"t", slice("w1", "web", {"10.0.0.1"})}}, source::socket);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);  // no flusher installed: nothing tracked
+  size_t calls = 0;
+  n.set_backend_flush([&](const std::vector<backend_change>& gone) -> uint64_t {
+    ++calls;
+    EXPECT_EQ(gone.size(), 1u);
+    return 1;
+  });
+  r = n.apply({{"t", slice("w1", "web", {"10.0.0.2"})}}, source::socket);
+  ASSERT_TRUE(r);
+  EXPECT_EQ(calls, 1u);
+  EXPECT_EQ(n.pending_backend_flushes(), 0u);
 }
 
 }  // namespace

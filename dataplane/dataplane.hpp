@@ -24,6 +24,7 @@
 #include "ferry/counters.hpp"
 #include "ferry/snapshot.hpp"
 #include "neighbor.hpp"
+#include "source_limit.hpp"
 
 namespace ferry::dp {
 
@@ -60,6 +61,8 @@ struct dataplane {
   uint64_t hold_tsc = 0;       // how long a packet waits for ARP
   uint64_t arp_retry_tsc = 0;  // at most one request per next hop per interval
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
+  limits_config limits;        // [limits]: per-source new-flow limit (source_limit.hpp)
+  unsigned n_workers = 1;      // for the per-worker share of the source limit
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
   uint32_t filter_max_rules = 4096;     // [limits]: per-worker filter hit counter slots
@@ -119,6 +122,7 @@ struct alignas(64) worker {
   uint64_t now = 0;  // TSC at the start of the current burst
   uint64_t icmp_tokens = 0;
   uint64_t icmp_refill = 0;
+  source_limiter limiter;  // [limits] new_flows_per_source
   uint16_t n_held = 0;
   tx_batch tx[kMaxPorts];
   held_packet held[kHoldSize];

@@ -74,6 +74,20 @@ uint32_t flush_flows(dataplane& dp, const flow_filter& f) {
       [&](const flow_entry& e) { return f.matches(e, e.state.load(std::memory_order_relaxed)); });
 }
 
+uint32_t flush_backends(dataplane& dp, std::vector<service_backend> which) {
+  if (which.empty()) return 0;
+  std::sort(which.begin(), which.end());
+  return dp.ct->flush([&](const flow_entry& e) {
+    auto listed = [&](uint32_t vip) {
+      return std::binary_search(
+          which.begin(), which.end(),
+          service_backend{vip, e.vport, e.proto, e.backend_ip, e.backend_port});
+    };
+    // A NodePort flow carries the node address the client used; its frontend has vip 0.
+    return listed(e.vip) || (dp.is_local(e.vip) && listed(0));
+  });
+}
+
 backend_flows count_backend_flows(const dataplane& dp, const std::vector<uint32_t>& ids) {
   backend_flows out;
   for (uint32_t id : ids) out[id];

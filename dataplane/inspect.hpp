@@ -42,6 +42,21 @@ struct flow_filter {
   bool matches(const flow_entry& e, flow_state s) const;
 };
 
+/// A backend of one frontend (vip 0: a NodePort, on any node address), for flush_backends.
+struct service_backend {
+  uint32_t vip = 0;
+  uint16_t vport = 0;
+  uint8_t proto = 0;
+  uint32_t ip = 0;
+  uint16_t port = 0;
+  auto operator<=>(const service_backend&) const = default;
+};
+/// Flushes (conntrack::flush) the flows through any of these frontends to their backend, in
+/// one pass over the table; returns how many. By frontend address, not counter slot: flows
+/// made before their Service was deleted and created again carry the old slot. Control
+/// thread.
+uint32_t flush_backends(dataplane& dp, std::vector<service_backend> which);
+
 /// Up to `limit` flows (most recently created first is not guaranteed: table order), and
 /// the number of active flows.
 std::vector<flow_view> list_flows(const dataplane& dp, size_t limit, uint64_t& active);

@@ -20,6 +20,7 @@ struct offline_options {
   uint32_t mbufs = 1023;
   uint32_t icmp_rate = 2;
   unsigned workers = 1;
+  limits_config limits;  // [limits]: the per-source new-flow limit
   const char* pool_name = "offline_pool";
 };
 
@@ -37,6 +38,8 @@ class offline_dataplane {
     dp.hold_tsc = dp.tsc_hz;
     dp.arp_retry_tsc = dp.tsc_hz;
     dp.icmp_rate = o.icmp_rate;
+    dp.limits = o.limits;
+    dp.n_workers = o.workers;
     dp.max_service_ports = 1024;
     dp.affinity = std::make_unique<affinity_table>(cfg.conntrack.affinity_capacity);
     dp.pool = rte_pktmbuf_pool_create(o.pool_name, o.mbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);

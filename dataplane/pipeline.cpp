@@ -542,6 +542,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (snap->filters && filter_drops(w, *snap->filters, m, p, s.id)) {
       return free_drop(w, m, drop::filter_drop);
     }
+    // Per-source new-flow limit ([limits]); an established flow matched above, never here.
+    if (w.limiter.enabled() && !w.limiter.admit(p.key.src_ip, w.now)) {
+      return free_drop(w, m, drop::source_rate_limited);
+    }
     if (!s.has_active) {
       return s.drop_empty ? free_drop(w, m, drop::no_local_endpoints) : reject(w, m, p);
     }

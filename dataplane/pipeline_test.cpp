@@ -977,6 +977,101 @@ TEST_F(pipeline, FilterRulesChangeWhileAFlowRuns) {
   EXPECT_EQ(drops(drop::filter_drop), 1u);
 }
 
+// [limits] new_flows_per_source: a token bucket per client address for new flows only.
+TEST_F(pipeline, NewFlowsPerSourceAreLimitedByRateAndBurst) {
+  // 10 flows/s with a burst of 3, one worker.
+  ASSERT_TRUE(w_->limiter.init(10, 3, 64, 1, dp_->tsc_hz));
+  const uint64_t t0 = rte_rdtsc();
+  auto at = [&](const bytes& in, uint16_t port, uint64_t now) {
+    rte_mbuf* m = rte_pktmbuf_alloc(dp_->pool);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(in.size())), in.data(), in.size());
+    w_->now = now;
+    process_burst(*w_, snap_.get(), &m, 1, port);
+    return take().size();
+  };
+  auto syn = [&](uint32_t src, uint16_t sport, uint64_t now) {
+    return at(tcp(kPort0, kClientMac, src, sport, kVip, 80, 0x02), 0, now);
+  };
+  // The burst: three new flows at once, the fourth refused.
+  EXPECT_EQ(syn(kClient, 41000, t0), 1u);
+  EXPECT_EQ(syn(kClient, 41001, t0), 1u);
+  EXPECT_EQ(syn(kClient, 41002, t0), 1u);
+  EXPECT_EQ(syn(kClient, 41003, t0), 0u);
+  EXPECT_EQ(drops(drop::source_rate_limited), 1u);
+  // Established flows are never limited: the first flow's data still passes.
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_EQ(at(tcp(kPort0, kClientMac, kClient, 41000, kVip, 80, 0x18, "x"), 0, t0), 1u);
+  }
+  // Another source has its own bucket.
+  const uint32_t other = kClient + 1;
+  od_->learn(0, other, to_ether(kClientMac));
+  EXPECT_EQ(syn(other, 41000, t0), 1u);
+  EXPECT_EQ(syn(other, 41001, t0), 1u);
+  EXPECT_EQ(drops(drop::source_rate_limited), 1u);
+  // A tenth of a second later one token came back: one flow, then refused again.
+  const uint64_t tenth = dp_->tsc_hz / 10;
+  EXPECT_EQ(syn(kClient, 41004, t0 + tenth + 1), 1u);
+  EXPECT_EQ(syn(kClient, 41005, t0 + tenth + 1), 0u);
+  EXPECT_EQ(drops(drop::source_rate_limited), 2u);
+  // Seconds later the bucket is full again, but holds no more than the burst.
+  const uint64_t later = t0 + 2 * dp_->tsc_hz;
+  for (uint16_t i = 0; i < 3; ++i) EXPECT_EQ(syn(kClient, 42000 + i, later), 1u) << i;
+  EXPECT_EQ(syn(kClient, 42003, later), 0u);
+  EXPECT_EQ(drops(drop::source_rate_limited), 3u);
+  // UDP new flows count too.
+  EXPECT_EQ(at(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "q"), 0, later), 0u);
+  EXPECT_EQ(drops(drop::source_rate_limited), 4u);
+}
+
+TEST_F(pipeline, SourceLimitIsOffByDefaultSplitOverWorkersAndEvictsTheOldest) {
+  EXPECT_FALSE(w_->limiter.enabled());
+  for (uint16_t i = 0; i < 50; ++i) {
+    const auto in =
+        tcp(kPort0, kClientMac, kClient, static_cast<uint16_t>(43000 + i), kVip, 80, 0x02);
+    EXPECT_EQ(run(in, 0).size(), 1u);
+  }
+  EXPECT_EQ(drops(drop::source_rate_limited), 0u);
+  // Two workers share 10/s with a burst of 4: each admits 2 at once and one per 0.2 s
+  // (a TSC of 1000 Hz here).
+  source_limiter l;
+  ASSERT_TRUE(l.init(10, 4, 16, 2, 1000));
+  EXPECT_TRUE(l.admit(kClient, 5000));
+  EXPECT_TRUE(l.admit(kClient, 5000));
+  EXPECT_FALSE(l.admit(kClient, 5000));
+  EXPECT_FALSE(l.admit(kClient, 5199));
+  EXPECT_TRUE(l.admit(kClient, 5200));
+  // A burst below the number of workers still lets one flow through per worker.
+  ASSERT_TRUE(l.init(10, 1, 16, 4, 1000));
+  EXPECT_TRUE(l.admit(kClient, 5000));
+  EXPECT_FALSE(l.admit(kClient, 5000));
+  // A table of one set: a fifth source evicts the oldest, which then starts with a full
+  // bucket (a collision lets more through, never less).
+  ASSERT_TRUE(l.init(1, 1, 4, 1, 1000));
+  EXPECT_EQ(l.capacity(), 4u);
+  for (uint32_t src = 1; src <= 4; ++src) EXPECT_TRUE(l.admit(src, 100 + src)) << src;
+  for (uint32_t src = 1; src <= 4; ++src) EXPECT_FALSE(l.admit(src, 200)) << src;
+  EXPECT_TRUE(l.admit(5, 200));   // replaces source 1 (the oldest)
+  EXPECT_TRUE(l.admit(1, 200));   // forgotten: a full bucket again (replaces source 2)
+  EXPECT_FALSE(l.admit(3, 200));  // still remembered
+}
+
+// The removed-backend grace flushes by frontend (address, protocol, port) and backend; a
+// NodePort flow carries the node address the client used, its frontend has address 0.
+TEST_F(pipeline, FlushBackendsMatchesTheFrontendAndNodePorts) {
+  use(kLoadBalancer);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44000, kNode0, 30090, 0x02), 0).size(), 1u);
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44001, 0xc612004d, 80, 0x02), 0).size(), 1u);
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoTcp, kPod, 9377}}), 0u);  // other backend
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoUdp, kPod, 9376}}), 0u);  // other protocol
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30091, kProtoTcp, kPod, 9376}}), 0u);  // other port
+  EXPECT_EQ(flush_backends(*dp_, {{0, 30090, kProtoTcp, kPod, 9376}}), 1u);
+  EXPECT_EQ(flush_backends(*dp_, {{0xc612004d, 80, kProtoTcp, kPod, 9376}}), 1u);
+  // Flushed: the flows' next packets are new flows.
+  const uint64_t created = w_->counters.flows_created.get();
+  EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44000, kNode0, 30090, 0x10), 0).size(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), created + 1);
+}
+
 }  // namespace
 }  // namespace ferry::dp
 

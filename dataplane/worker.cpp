@@ -48,6 +48,8 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   w.counters.filter_hits = w.filter_hits.get();
   w.icmp_tokens = dp.icmp_rate;
   w.icmp_refill = rte_rdtsc();
+  (void)w.limiter.init(dp.limits.new_flows_per_source, dp.limits.new_flows_burst,
+                       dp.limits.source_table_size, dp.n_workers, dp.tsc_hz);
 }
 
 int worker_main(void* arg) {

@@ -1,6 +1,6 @@
 // ferry-perf: benchmarks that print one JSON object per result line.
 //   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
-//                       [--workers 1] [--no-huge]
+//                       [--workers 1] [--no-huge] [--source-limit RATE]
 //   ferry-perf pipeline --filter-rules 0,10,100,1000 [--payload 64,512] [--runs 3] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
 //   ferry-perf sync     [--services 1000,10000] [--runs 5] [--dns]
@@ -66,7 +66,9 @@ struct pipeline_bench {
   uint32_t capacity;
   unsigned workers;
 
-  pipeline_bench(uint32_t capacity_, unsigned workers_) : capacity(capacity_), workers(workers_) {
+  // source_limit: [limits] new_flows_per_source (and burst) for every worker; 0: off.
+  pipeline_bench(uint32_t capacity_, unsigned workers_, uint32_t source_limit = 0)
+      : capacity(capacity_), workers(workers_) {
     node_config cfg;
     cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
     cfg.routes = {{{kClientNet, 17}, kGateway, "eth0"}};
@@ -76,6 +78,7 @@ struct pipeline_bench {
     o.flow_capacity = capacity;
     o.workers = workers;
     o.mbufs = 1023 + workers * dp::kBurst;
+    o.limits.new_flows_per_source = o.limits.new_flows_burst = source_limit;
     od = std::make_unique<dp::offline_dataplane>(cfg, macs, o);
     od->learn(0, kGateway, {{2, 0xc1, 0, 0, 0, 1}});
 
@@ -214,7 +217,7 @@ struct pipeline_bench {
 };
 
 void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const std::string& only,
-                    unsigned workers) {
+                    unsigned workers, uint32_t source_limit) {
   const uint64_t kPackets = 2'000'000;
   for (uint64_t n : flow_counts) {
     std::mt19937_64 rng(n);
@@ -233,7 +236,7 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
       auto capacity = static_cast<uint32_t>(n + n / 16 + room + 1024 * workers);
       if (!b || b->capacity != capacity) {
         b.reset();
-        b = std::make_unique<pipeline_bench>(capacity, workers);
+        b = std::make_unique<pipeline_bench>(capacity, workers, source_limit);
         b->insert_flows(n);
       }
       std::vector<double> ns, mpps;
@@ -258,6 +261,7 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
                         {"case", name},
                         {"flows", n},
                         {"workers", workers},
+                        {"source_limit", source_limit},
                         {"table_capacity", capacity},
                         {"table_bytes", b->od->dp.ct->memory_bytes()},
                         {"packets_per_run", kPackets * workers},
@@ -702,7 +706,7 @@ std::vector<uint64_t> parse_list(const std::string& s) {
 
 int usage() {
   std::cerr << "usage: ferry-perf pipeline [--flows N,N,...] [--runs R] [--case NAME] "
-               "[--workers W] [--no-huge]\n"
+               "[--workers W] [--no-huge] [--source-limit RATE]\n"
                "       ferry-perf pipeline --filter-rules N,N,... [--payload B,B,...] [--runs R] "
                "[--no-huge]\n"
                "       ferry-perf maglev [--runs R]\n"
@@ -724,6 +728,7 @@ int main(int argc, char** argv) {
   unsigned workers = 1;
   bool huge = true;
   bool dns = false;
+  uint32_t source_limit = 0;
   std::string only;
   std::vector<uint64_t> filter_rules, payloads{64, 512};
   for (int i = 2; i < argc; ++i) {
@@ -745,6 +750,8 @@ int main(int argc, char** argv) {
       for (uint64_t p : payloads) {
         if (p > 1400) return usage();
       }
+    } else if (a == "--source-limit" && i + 1 < argc) {
+      source_limit = static_cast<uint32_t>(std::max(0L, std::atol(argv[++i])));
     } else if (a == "--no-huge") {
       huge = false;
     } else if (a == "--dns") {
@@ -777,7 +784,7 @@ int main(int argc, char** argv) {
   } else if (!filter_rules.empty()) {
     bench_filter(filter_rules, payloads, runs);
   } else {
-    bench_pipeline(flows, runs, only, workers);
+    bench_pipeline(flows, runs, only, workers, source_limit);
   }
   rte_eal_cleanup();
   return 0;

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """A pod for ferry's demo and tests: answers HTTP GET with its own name (TCP; GET /whoami adds
 the address the request came from, as the pod sees it) and echoes UDP datagrams prefixed
-with its name. Runs inside a network namespace until killed."""
+with its name. Runs inside a network namespace until killed. --http and --udp take one port
+or a comma-separated list (the soak test's pods serve on several)."""
 import argparse
 import http.server
 import socket
@@ -12,8 +13,9 @@ import threading
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--name", required=True)
-    ap.add_argument("--http", type=int, default=0, help="TCP port for HTTP")
-    ap.add_argument("--udp", type=int, default=0, help="UDP port for echo")
+    ports = lambda text: [int(p) for p in text.split(",") if p and int(p)]  # noqa: E731
+    ap.add_argument("--http", type=ports, default=[], help="TCP port(s) for HTTP: N[,N...]")
+    ap.add_argument("--udp", type=ports, default=[], help="UDP port(s) for echo: N[,N...]")
     args = ap.parse_args()
     body = (args.name + "\n").encode()
 
@@ -53,16 +55,16 @@ def main():
             pass
 
     threads = []
-    if args.http:
-        socketserver.ThreadingTCPServer.allow_reuse_address = True
-        srv = socketserver.ThreadingTCPServer(("0.0.0.0", args.http), Handler)
+    socketserver.ThreadingTCPServer.allow_reuse_address = True
+    for port in args.http:
+        srv = socketserver.ThreadingTCPServer(("0.0.0.0", port), Handler)
         srv.daemon_threads = True
         threads.append(threading.Thread(target=srv.serve_forever, daemon=True))
-    if args.udp:
+    for port in args.udp:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.bind(("0.0.0.0", args.udp))
+        sock.bind(("0.0.0.0", port))
 
-        def echo():
+        def echo(sock=sock):
             while True:
                 data, peer = sock.recvfrom(65535)
                 sock.sendto(args.name.encode() + b" " + data, peer)

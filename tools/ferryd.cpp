@@ -294,6 +294,8 @@ int run(const node_config& cfg) {
   d.hold_tsc = d.tsc_hz / 1000 * cfg.neighbor_hold_ms;
   d.arp_retry_tsc = d.tsc_hz / 5;
   d.icmp_rate = cfg.icmp_unreachable_rate;
+  d.limits = cfg.limits;
+  d.n_workers = n_workers;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
   d.filter_max_rules = cfg.filter_max_rules;
@@ -368,6 +370,12 @@ int run(const node_config& cfg) {
       RTE_LCORE_FOREACH_WORKER(lcore) {
         workers.push_back(std::make_unique<dp::worker>());
         dp::init_worker(*workers.back(), d, i++, lcore);
+        if (cfg.limits.new_flows_per_source && !workers.back()->limiter.enabled()) {
+          spdlog::warn(
+              "{}: limits.source_table_size: cannot allocate {} sources; no "
+              "per-source limit on worker {}",
+              cfg.source, cfg.limits.source_table_size, i - 1);
+        }
       }
       i = 0;
       RTE_LCORE_FOREACH_WORKER(lcore) {
@@ -403,6 +411,12 @@ int run(const node_config& cfg) {
       ctl.set_view("routes", [&](const json&) { return views::routes(d, cfg); });
       ctl.set_view("trace", [&](const json& req) { return views::trace(d, req); });
       ctl.set_view("flush", [&](const json& req) { return views::flush(d, req); });
+      ctl.set_backend_flush([&](const std::vector<control::backend_change>& gone) -> uint64_t {
+        std::vector<dp::service_backend> which;
+        which.reserve(gone.size());
+        for (const auto& b : gone) which.push_back({b.vip, b.vport, b.proto, b.ip, b.port});
+        return dp::flush_backends(d, std::move(which));
+      });
       ctl.set_view("describe",
                    [&](const json& req) { return views::describe(d, workers, baselines, req); });
       control::socket_options socket_opts{.max_request_bytes = cfg.max_request_bytes};
@@ -440,6 +454,7 @@ int run(const node_config& cfg) {
             (void)ctl.handle({{"op", "reload"}});  // logs what it did or why it refused
             latency.end();
           }
+          ctl.tick();  // removed backends whose grace is over: their flows are flushed
           // A reload (signal or socket) may have changed it.
           (*server)->set_max_request_bytes(ctl.config().max_request_bytes);
           if (!woken || !api) continue;

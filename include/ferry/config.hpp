@@ -36,6 +36,9 @@ struct conntrack_config {
   uint32_t tcp_closing_timeout = 30;
   uint32_t udp_timeout = 30;
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
+  // Seconds a TCP flow to a backend that left its service port keeps that backend before it
+  // is flushed (UDP ones: at once); like a pod's terminationGracePeriodSeconds (30).
+  uint32_t removed_backend_grace = 30;
   bool operator==(const conntrack_config&) const = default;
 };
 
@@ -62,6 +65,14 @@ struct dns_config {
 
   bool enabled() const { return !addresses.empty(); }
   bool operator==(const dns_config&) const = default;
+};
+
+/// [limits]: new flows per client address (token bucket per worker; 0 = no limit).
+struct limits_config {
+  uint32_t new_flows_per_source = 0;   // per second, per worker
+  uint32_t new_flows_burst = 0;        // bucket size; 0: the rate
+  uint32_t source_table_size = 65536;  // sources tracked per worker (rounded up to a power of 2)
+  bool operator==(const limits_config&) const = default;
 };
 
 /// [metrics]: the Prometheus endpoint (GET /metrics over HTTP).
@@ -102,6 +113,7 @@ struct node_config {
   std::vector<std::string> manifests;      // files or directories
   std::string builtin_manifests;           // YAML applied at start (the built-in demo)
   conntrack_config conntrack;
+  limits_config limits;  // removed-backend grace / source limits part (issue 8)
   kubernetes_config kubernetes;
   dns_config dns;
   metrics_config metrics;

@@ -63,7 +63,9 @@ class counter {
   X(tx_full)            /* device TX queue full */                                     \
   X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
   /* payload signature filter (issue 8 part 4) */                                      \
-  X(filter_drop) /* a [[filter]] rule with action drop matched the payload */
+  X(filter_drop) /* a [[filter]] rule with action drop matched the payload  */ \
+  /* removed-backend grace / source limits part (issue 8): */                          \
+  X(source_rate_limited) /* new flow over the client's [limits] new_flows_per_source */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
