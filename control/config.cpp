@@ -229,6 +229,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       p.address = t.prefix("address", true);
       t.integer("rx_desc", p.rx_desc, 64, 16384);
       t.integer("tx_desc", p.tx_desc, 64, 16384);
+      t.integer("mtu", p.mtu, 576, 9702);
       c.ports.push_back(std::move(p));
     });
     top.array_of_tables("route", [&](table_reader& t) {
@@ -376,6 +377,12 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("timeout", c.neighbor_timeout, 1, 86400);
       t.integer("hold_ms", c.neighbor_hold_ms, 0, 60000);
     });
+    // ICMP part: echo and error rates, ping to service addresses.
+    top.table("icmp", [&](table_reader& t) {
+      t.integer("echo_rate", c.icmp.echo_rate, 0, 1000000);
+      t.integer("error_rate", c.icmp.error_rate, 0, 1000000);
+      t.boolean("answer_service_echo", c.icmp.answer_service_echo);
+    });
     top.finish();
     check(c);
   } catch (const config_error& e) {
@@ -420,6 +427,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.icmp_unreachable_rate != b.icmp_unreachable_rate, "services.icmp_unreachable_rate");
   differ(a.neighbor_timeout != b.neighbor_timeout, "neighbor.timeout");
   differ(a.neighbor_hold_ms != b.neighbor_hold_ms, "neighbor.hold_ms");
+  differ(a.icmp != b.icmp, "icmp");  // ICMP part
   return out;
 }
 

@@ -19,6 +19,7 @@ struct port_config {
   ipv4_prefix address;  // the node's address and on-link subnet on this port
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
+  uint16_t mtu = 0;  // largest IP packet ferry sends out of it; 0: the device's MTU
   bool operator==(const port_config&) const = default;
 };
 
@@ -69,6 +70,15 @@ struct metrics_config {
   std::string address = "127.0.0.1:9100";  // ADDRESS:PORT to listen on; "" turns it off
 };
 
+/// [icmp] (ICMP part): echo answers and the errors ferry originates, per second per worker
+/// (token buckets; 0: never sent).
+struct icmp_config {
+  uint32_t echo_rate = 1000;         // echo replies (node addresses, and VIPs when answered)
+  uint32_t error_rate = 1000;        // time exceeded and fragmentation needed, together
+  bool answer_service_echo = false;  // answer ping to service addresses (Kubernetes: no)
+  bool operator==(const icmp_config&) const = default;
+};
+
 struct node_config {
   std::string source = "<built-in default>";  // file name, for messages
   std::string node_name = "ferry";
@@ -97,6 +107,7 @@ struct node_config {
   uint32_t icmp_unreachable_rate = 100;         // per second per worker, for no-endpoint answers
   uint32_t neighbor_timeout = 300;              // seconds an ARP answer stays valid
   uint32_t neighbor_hold_ms = 1000;             // how long a packet waits for ARP before a drop
+  icmp_config icmp;                             // [icmp] (ICMP part)
 };
 
 }  // namespace ferry
