@@ -44,8 +44,12 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   dp.ct->init_worker(w.ct, index, index);
   w.services.reset(new service_counters[dp.max_service_ports]);
   w.counters.services = w.services.get();
-  w.icmp_tokens = dp.icmp_rate;
-  w.icmp_refill = rte_rdtsc();
+  const uint64_t now = rte_rdtsc();
+  w.unreach_bucket.start(dp.icmp_rate, now);
+  w.echo_bucket.start(dp.echo_rate, now);
+  w.error_bucket.start(dp.error_rate, now);
+  dp.min_mtu = 0xffff;
+  for (const port_info& p : dp.ports) dp.min_mtu = std::min(dp.min_mtu, p.mtu);
 }
 
 int worker_main(void* arg) {

@@ -174,6 +174,9 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"arp_replies_sent", t.arp_replies_sent},
                 {"icmp_echo_replies", t.icmp_echo_replies},
                 {"icmp_unreachable_sent", t.icmp_unreach_sent},
+                {"icmp_errors_translated", t.icmp_errors_translated},  // ICMP part
+                {"icmp_time_exceeded_sent", t.icmp_time_exceeded_sent},
+                {"icmp_frag_needed_sent", t.icmp_frag_needed_sent},
                 {"neighbor_held", t.neighbor_held}}},
               {"services", services},
               {"workers", per_worker}};
@@ -294,6 +297,9 @@ int run(const node_config& cfg) {
   d.hold_tsc = d.tsc_hz / 1000 * cfg.neighbor_hold_ms;
   d.arp_retry_tsc = d.tsc_hz / 5;
   d.icmp_rate = cfg.icmp_unreachable_rate;
+  d.echo_rate = cfg.icmp.echo_rate;  // ICMP part
+  d.error_rate = cfg.icmp.error_rate;
+  d.answer_service_echo = cfg.icmp.answer_service_echo;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
   d.dns_addresses = cfg.dns.addresses;

@@ -61,7 +61,14 @@ class counter {
   X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
   X(tx_full)            /* device TX queue full */                                     \
-  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
+  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
+  /* ICMP part */                                                                      \
+  X(icmp_echo_rate_limited)  /* echo over [icmp] echo_rate: unanswered */              \
+  X(icmp_to_service)         /* ICMP to a service address (no ping by default) */      \
+  X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */       \
+  X(icmp_no_flow)            /* ICMP error about no flow of ours (or about ICMP) */    \
+  X(icmp_error_rate_limited) /* time exceeded / frag needed over rate */               \
+  X(frag_needed)             /* DF, over the egress MTU: frag needed sent */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -104,6 +111,8 @@ struct alignas(64) worker_counters {
   // TSC cycles of the poll loop, and those of its iterations that received packets (the
   // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.
   counter busy_cycles, poll_cycles;
+  // ICMP part: errors about NATed flows translated and sent on; errors ferry originates.
+  counter icmp_errors_translated, icmp_time_exceeded_sent, icmp_frag_needed_sent;
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };
