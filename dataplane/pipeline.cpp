@@ -716,7 +716,12 @@ void handle_icmp_error(worker& w, rte_mbuf* m, parsed& p) {
 // local; the rest is kind::icmp.
 void parse_icmp(worker& w, parsed& p, uint32_t in_first_seg) {
   if (refuse_new(*w.dp, p, false, p.reason)) return;
-  const uint8_t type = p.l4_len >= sizeof(rte_icmp_hdr) && in_first_seg >= 1 ? p.l4[0] : 0xff;
+  // Every handler reads the 8-byte header in place: it must be in the first segment.
+  if (p.l4_len >= sizeof(rte_icmp_hdr) && in_first_seg < sizeof(rte_icmp_hdr)) {
+    p.reason = drop::l4_truncated;
+    return;
+  }
+  const uint8_t type = p.l4_len >= sizeof(rte_icmp_hdr) ? p.l4[0] : 0xff;
   // Destination unreachable, time exceeded, parameter problem.
   if (type != 3 && type != 11 && type != 12) {
     p.k = p.local ? kind::local : kind::icmp;
