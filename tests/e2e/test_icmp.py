@@ -3,12 +3,11 @@ ping of a ClusterIP (not answered: a named drop), a pod kernel's port unreachabl
 back to the client (a connected UDP socket sees ECONNREFUSED), time exceeded for TTL 1 to a
 service, and path MTU discovery through a narrower port towards the pods (a large POST gets
 through because the client learns the MTU from ferryd's fragmentation needed)."""
-import json
 import time
 
 import pytest
 
-from conftest import PODS, VIP, endpoint_slice
+from conftest import PODS, PYTHON, VIP, endpoint_slice
 
 pytest.importorskip("scapy.all")
 
@@ -48,6 +47,26 @@ def icmp_ferry(ferry):
     ferry.stop_ferryd()
     ferry.start_ferryd(text.replace(pod_port, pod_port + f"mtu = {POD_MTU}\n"))
     return ferry
+
+
+REFUSED = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(2)
+s.connect(("%s", 5353))
+result = "timeout"
+for i in range(3):
+    try:
+        s.send(b"anyone?")
+        s.recv(100)
+        result = "answered"
+    except ConnectionRefusedError:
+        result = "refused"
+        break
+    except socket.timeout:
+        pass
+print(result)
+""" % CLOSED_VIP
 
 
 def drops(ferry, name):
@@ -120,26 +139,22 @@ def test_udp_to_a_closed_pod_port_is_refused(icmp_ferry):
     connected socket reports the refusal."""
     ferry = icmp_ferry
     before = l2(ferry, "icmp_errors_translated")
-    out = scapy(ferry, f"""
-import socket
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(2)
-s.connect(("{CLOSED_VIP}", 5353))
-result = "timeout"
-for i in range(3):
-    try:
-        s.send(b"anyone?")
-        s.recv(100)
-        result = "answered"
-    except ConnectionRefusedError:
-        result = "refused"
-        break
-    except socket.timeout:
-        pass
-print(result)
-""")
-    assert out[0] == "refused", out + [ferry.log()]
+    r = ferry.client_py(REFUSED)
+    assert r.stdout.strip() == "refused", r.stdout + r.stderr + ferry.log()
     assert l2(ferry, "icmp_errors_translated") >= before + 1
+
+
+def test_udp_to_a_closed_port_is_refused_for_a_masqueraded_pod(icmp_ferry):
+    """A pod on the backend's subnet is masqueraded to the node address: the backend's port
+    unreachable comes to the node, about the node's packet, and reaches the pod as from the
+    VIP about its own packet."""
+    ferry = icmp_ferry
+    before = ferry.stats()
+    r = ferry.netns(ferry.ns("pod2"), [PYTHON, "-c", REFUSED], timeout=15)
+    assert r.stdout.strip() == "refused", r.stdout + r.stderr + ferry.log()
+    after = ferry.stats()
+    assert after["flows"]["snat"] > before["flows"]["snat"]
+    assert after["l2"]["icmp_errors_translated"] > before["l2"]["icmp_errors_translated"]
 
 
 def test_ttl_1_to_a_service_gets_time_exceeded_from_the_node(icmp_ferry):
