@@ -257,7 +257,10 @@ void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
 
 // ICMP to an address that is not the node's: a service address answers echo only when
 // configured to (Kubernetes says ClusterIPs do not answer ping); anything else is not ours.
-void handle_icmp(worker& w, const snapshot* snap, rte_mbuf* m, const parsed& p) {
+// The ICMP paths are rare: kept cold and out of line, so process_burst stays as compact as
+// the TCP/UDP path needs.
+[[gnu::cold, gnu::noinline]] void handle_icmp(worker& w, const snapshot* snap, rte_mbuf* m,
+                                              const parsed& p) {
   if (!snap || !snap->is_service_address(p.key.dst_ip)) {
     return free_drop(w, m, drop::l4_unsupported);
   }
@@ -321,9 +324,10 @@ void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_
 // `rest` is the header's second word (frag needed: the next-hop MTU). It costs a token of
 // `bucket` (each kind of error has its own rate); without one, `limited` is counted. The
 // caller counts and frees the offending packet.
-void send_icmp_error(worker& w, const parsed& p, uint8_t type, uint8_t code, rte_be32_t rest,
-                     rte_be32_t from, token_bucket& bucket, uint32_t rate, drop limited,
-                     counter& sent) {
+[[gnu::cold, gnu::noinline]] void send_icmp_error(worker& w, const parsed& p, uint8_t type,
+                                                  uint8_t code, rte_be32_t rest, rte_be32_t from,
+                                                  token_bucket& bucket, uint32_t rate, drop limited,
+                                                  counter& sent) {
   dataplane& dp = *w.dp;
   if (!bucket.take(rate, dp.tsc_hz, w.now)) return w.counters.count(limited);
   rte_mbuf* r = rte_pktmbuf_alloc(dp.pool);
@@ -365,7 +369,7 @@ void reject(worker& w, rte_mbuf* m, const parsed& p) {
 // from the address of the port it came in on, as a router does). Not for a frame sent to a
 // link-layer broadcast or multicast address (RFC 1812 4.3.2.7); ICMP errors and fragments
 // never get here (they are not forwarded this way), nor do martian sources (refused first).
-void ttl_exceeded(worker& w, rte_mbuf* m, const parsed& p) {
+[[gnu::cold, gnu::noinline]] void ttl_exceeded(worker& w, rte_mbuf* m, const parsed& p) {
   w.counters.count(drop::ip_ttl_exceeded);
   if (!rte_is_multicast_ether_addr(&rte_pktmbuf_mtod(m, rte_ether_hdr*)->dst_addr)) {
     send_icmp_error(w, p, 11, 0, 0, rte_cpu_to_be_32(w.dp->ports[p.in_port].addr), w.error_bucket,
@@ -393,7 +397,8 @@ bool too_big(const worker& w, const parsed& p, uint32_t dst, uint16_t& mtu) {
 // (fragmentation needed), quoting the packet as it sent it (called before any rewrite), from
 // the address of the port it came in on. Path MTU discovery at the client then shrinks its
 // packets for the service address.
-void frag_needed(worker& w, rte_mbuf* m, const parsed& p, uint16_t mtu) {
+[[gnu::cold, gnu::noinline]] void frag_needed(worker& w, rte_mbuf* m, const parsed& p,
+                                              uint16_t mtu) {
   w.counters.count(drop::frag_needed);
   send_icmp_error(w, p, 3, 4, rte_cpu_to_be_32(mtu), rte_cpu_to_be_32(w.dp->ports[p.in_port].addr),
                   w.error_bucket, w.dp->error_rate, drop::icmp_error_rate_limited,
@@ -670,7 +675,7 @@ void set_address(rte_ipv4_hdr* ip, bool dst, uint32_t ip_host) {
 // - Reverse is the forward key: the error is about a reply as the client got it
 //   (VIP -> client). The quote becomes what the backend sent (backend -> client|snat); the
 //   error goes to the backend (from the node address the backend knows when masqueraded).
-void handle_icmp_error(worker& w, rte_mbuf* m, parsed& p) {
+[[gnu::cold, gnu::noinline]] void handle_icmp_error(worker& w, rte_mbuf* m, parsed& p) {
   auto* icmp = reinterpret_cast<rte_icmp_hdr*>(p.l4);
   auto* in_ip = reinterpret_cast<rte_ipv4_hdr*>(icmp + 1);
   const uint16_t in_ihl = rte_ipv4_hdr_len(in_ip);
@@ -714,7 +719,7 @@ void handle_icmp_error(worker& w, rte_mbuf* m, parsed& p) {
 // is known to be whole (an IPv4 header, at least 8 bytes of TCP/UDP after it, the whole
 // message in the first segment under a right checksum); other ICMP to a node address is
 // local; the rest is kind::icmp.
-void parse_icmp(worker& w, parsed& p, uint32_t in_first_seg) {
+[[gnu::cold, gnu::noinline]] void parse_icmp(worker& w, parsed& p, uint32_t in_first_seg) {
   if (refuse_new(*w.dp, p, false, p.reason)) return;
   // Every handler reads the 8-byte header in place: it must be in the first segment.
   if (p.l4_len >= sizeof(rte_icmp_hdr) && in_first_seg < sizeof(rte_icmp_hdr)) {
