@@ -1018,6 +1018,12 @@ TEST_F(pipeline, TranslatesIcmpErrorsAboutAFlowBothWays) {
        1, 0,
        ipv4(kClientMac, kPort0, 0xc6120101, kClient, 1,
             icmp_msg(11, 0, 0, ip_part(client_sent, 28)), -1, t63)},
+      {"parameter problem keeps its pointer",
+       ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(12, 0, 0x08000000, ip_part(pod_got, 28)),
+            -1),
+       1, 0,
+       ipv4(kClientMac, kPort0, kUdpVip, kClient, 1,
+            icmp_msg(12, 0, 0x08000000, ip_part(client_sent, 28)), -1, t63)},
       {"a UDP checksum of 0 stays 0",
        ipv4(kPort1, kPodMac, kPod, kClient, 1,
             icmp_msg(
