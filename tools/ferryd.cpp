@@ -415,8 +415,8 @@ int run(const node_config& cfg) {
         spdlog::error("{}: control.socket: {}", cfg.source, server.message());
       } else {
         for (const auto& p : d.ports) {
-          spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues", p.name, p.port_id,
-                       p.rx_queues, p.tx_queues);
+          spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues, MTU {}", p.name, p.port_id,
+                       p.rx_queues, p.tx_queues, p.mtu);
         }
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
                      n_workers, pub.current()->vips.size(), cfg.socket_path);

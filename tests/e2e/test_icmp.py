@@ -46,6 +46,7 @@ def icmp_ferry(ferry):
     assert pod_port in text
     ferry.stop_ferryd()
     ferry.start_ferryd(text.replace(pod_port, pod_port + f"mtu = {POD_MTU}\n"))
+    assert f"port eth1: dpdk port 1, 1 RX / 1 TX queues, MTU {POD_MTU}" in ferry.log(), ferry.log()
     return ferry
 
 
