@@ -264,6 +264,15 @@ bool same_frontend(const service_port_entry& a, const service_port_entry& b) {
 }  // namespace
 
 void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
+  if (e.vip) {  // ICMP part: the service addresses (NodePorts are on the node's own)
+    auto& n = addresses_[e.vip];
+    if (add) {
+      ++n;
+    } else if (--n == 0) {
+      addresses_.erase(e.vip);
+    }
+    addresses_changed_ = true;
+  }
   // External frontends count towards the announced addresses; only ClusterIP ones go into
   // the backend table, since replies without a flow entry are un-NATed to a ClusterIP
   // (external frontends have no single address to give back: a NodePort is on every node
@@ -511,11 +520,19 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
     announced_changed_ = false;
   }
 
+  if (addresses_changed_ || !address_list_) {
+    auto list = std::make_shared<std::vector<uint32_t>>();
+    for (const auto& [ip, n] : addresses_) list->push_back(ip);
+    address_list_ = std::move(list);
+    addresses_changed_ = false;
+  }
+
   auto snap = std::make_unique<snapshot>();
   snap->generation = ++generation_;
   snap->vips = vips_;
   snap->backends = backends_;
   snap->announced = announced_list_;
+  snap->addresses = address_list_;
   if (dns_) snap->dns = dns_->build(static_cast<uint32_t>(snap->generation));
   snap->dns_upstream = dns_upstream_;
   return snap;

@@ -199,6 +199,10 @@ class compiler {
   std::map<uint32_t, uint32_t> announced_;
   bool announced_changed_ = false;
   std::shared_ptr<const std::vector<uint32_t>> announced_list_;
+  // ICMP part: every service address (ClusterIP, externalIP, LB) -> frontends using it.
+  std::map<uint32_t, uint32_t> addresses_;
+  bool addresses_changed_ = false;
+  std::shared_ptr<const std::vector<uint32_t>> address_list_;
   // Keys whose lookup-table value this compile changed: only their shards are copied.
   std::vector<uint64_t> touched_vips_, touched_backends_;
   sharded_map<entry_ptr> vips_;

@@ -1285,6 +1285,27 @@ TEST(compile_frontends, pool_addresses_are_announced_until_the_service_goes) {
   EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
 }
 
+// ICMP part: every service address (ClusterIP, externalIP, LB address; not a NodePort's
+// node addresses) is listed, so ICMP to one is told apart; gone with its Service.
+TEST(compile_frontends, service_addresses_are_listed_until_the_service_goes) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  apply_text(st, join({frontends_service(), frontends_slice()}));
+  compiler c(kMaxSize, 65536, "node-a", {*parse_ipv4_prefix("203.0.113.24/29")});
+  auto snap = compile_ok(c, st);
+  ASSERT_TRUE(snap);
+  for (const char* a : {"198.19.0.60", "203.0.113.20", "203.0.113.30"}) {
+    EXPECT_TRUE(snap->is_service_address(ip(a))) << a;
+  }
+  EXPECT_FALSE(snap->is_service_address(0)) << "NodePorts are keyed with address 0";
+  EXPECT_FALSE(snap->is_service_address(ip("198.19.0.61")));
+  st.remove(parse(frontends_service()));
+  auto next = c.compile(st, dirty_set{.services = {{"default", "lb"}}});
+  ASSERT_TRUE(next.ok()) << next.message();
+  EXPECT_FALSE((*next)->is_service_address(ip("198.19.0.60")));
+  EXPECT_FALSE((*next)->is_service_address(ip("203.0.113.20")));
+  EXPECT_TRUE(snap->is_service_address(ip("198.19.0.60"))) << "the old snapshot is untouched";
+}
+
 TEST(compile_frontends, shared_pool_address_is_announced_while_any_service_uses_it) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));
   auto on_lb_ip = [](std::string_view name, std::string_view cluster_ip, uint16_t port) {

@@ -230,6 +230,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       p.address = t.prefix("address", true);
       t.integer("rx_desc", p.rx_desc, 64, 16384);
       t.integer("tx_desc", p.tx_desc, 64, 16384);
+      t.integer("mtu", p.mtu, 576, 9702);
       c.ports.push_back(std::move(p));
     });
     top.array_of_tables("route", [&](table_reader& t) {
@@ -332,6 +333,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("new_flows_per_source", c.limits.new_flows_per_source, 0, 100000000);
       t.integer("new_flows_burst", c.limits.new_flows_burst, 0, 100000000);
       t.integer("source_table_size", c.limits.source_table_size, 16, 1 << 24);
+      t.integer("filter_max_rules", c.filter_max_rules, 1, 65536);  // the signature filter
     });
     top.table("maglev", [&](table_reader& t) {
       t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
@@ -385,9 +387,6 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("hold_ms", c.neighbor_hold_ms, 0, 60000);
     });
     // Payload signature filter (issue 8 part 4).
-    top.table("limits", [&](table_reader& t) {
-      t.integer("filter_max_rules", c.filter_max_rules, 1, 65536);
-    });
     top.array_of_tables("filter", [&](table_reader& t) {
       filter_rule_config r;
       t.string("name", r.name);
@@ -434,6 +433,11 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         if (other.name == r.name) fail("name: duplicate filter name \"" + r.name + "\"");
       }
       c.filters.push_back(std::move(r));
+    // ICMP part: echo and error rates, ping to service addresses.
+    top.table("icmp", [&](table_reader& t) {
+      t.integer("echo_rate", c.icmp.echo_rate, 0, 1000000);
+      t.integer("error_rate", c.icmp.error_rate, 0, 1000000);
+      t.boolean("answer_service_echo", c.icmp.answer_service_echo);
     });
     top.finish();
     check(c);
@@ -503,6 +507,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   // Payload signature filter: config rules are read at start (ferryctl filter changes live).
   differ(a.filters != b.filters, "filter");
   differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
+  differ(a.icmp != b.icmp, "icmp");  // ICMP part
   return out;
 }
 

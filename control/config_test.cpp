@@ -423,6 +423,30 @@ TEST(parse_config, negative_integer_is_out_of_range) {
   EXPECT_TRUE(has(msg, "neighbor.timeout: must be between 1 and 86400, got -1")) << msg;
 }
 
+// ICMP part: [icmp] and [[port]] mtu, with their defaults and ranges.
+TEST(parse_config, reads_the_icmp_table_and_port_mtu) {
+  auto d = parse_config(std::string(kOnePort), "d.toml");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_EQ(d->icmp.echo_rate, 1000u);
+  EXPECT_EQ(d->icmp.error_rate, 1000u);
+  EXPECT_FALSE(d->icmp.answer_service_echo);
+  EXPECT_EQ(d->ports[0].mtu, 0);
+  auto r = parse_config(std::string(kOnePort) +
+                            "mtu = 1000\n[icmp]\necho_rate = 0\nerror_rate = 5\n"
+                            "answer_service_echo = true\n",
+                        "i.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->ports[0].mtu, 1000);
+  EXPECT_EQ(r->icmp.echo_rate, 0u);
+  EXPECT_EQ(r->icmp.error_rate, 5u);
+  EXPECT_TRUE(r->icmp.answer_service_echo);
+  auto small = config_err(std::string(kOnePort) + "mtu = 100\n");
+  EXPECT_TRUE(has(small, "port[0].mtu: must be between 576 and 9702, got 100")) << small;
+  auto typo = config_err(std::string(kOnePort) + "[icmp]\necho = 5\n");
+  EXPECT_TRUE(has(typo, "icmp.echo: unknown key")) << typo;
+  EXPECT_EQ(restart_needed(*d, *r), (std::vector<std::string>{"port", "icmp"}));
+}
+
 TEST(parse_config, too_small_maglev_table_is_an_error) {
   auto msg = config_err(std::string(kOnePort) + "[maglev]\nmax_table_size = 100\n");
   EXPECT_TRUE(has(msg, "maglev.max_table_size: must be between 251 and")) << msg;

@@ -216,6 +216,13 @@ constexpr metric kL2Metrics[] = {
      "ICMP echo replies sent for node addresses."},
     {"icmp_unreachable_sent", "ferry_icmp_unreachable_sent_total", "counter",
      "ICMP port unreachable answers for service ports without endpoints."},
+    // ICMP part
+    {"icmp_errors_translated", "ferry_icmp_errors_translated_total", "counter",
+     "ICMP errors about NATed flows translated back and sent on."},
+    {"icmp_time_exceeded_sent", "ferry_icmp_time_exceeded_sent_total", "counter",
+     "ICMP time exceeded sent for packets forwarded with TTL 1 or less."},
+    {"icmp_frag_needed_sent", "ferry_icmp_frag_needed_sent_total", "counter",
+     "ICMP fragmentation needed sent for DF packets over the egress MTU."},
     {"neighbor_held", "ferry_neighbor_held_packets_total", "counter",
      "Packets parked while their next hop's MAC address was resolved."},
 };

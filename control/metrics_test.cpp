@@ -86,7 +86,8 @@ constexpr const char* kStats = R"json({
             "stateless": 1, "stateless_replies": 0, "snat": 0, "affinity_reused": 0,
             "foreign_hits": 0, "capacity": 1024, "memory_bytes": 98304},
   "l2": {"arp_requests_sent": 1, "arp_replies_sent": 2, "icmp_echo_replies": 0,
-         "icmp_unreachable_sent": 3, "neighbor_held": 0},
+         "icmp_unreachable_sent": 3, "neighbor_held": 0, "icmp_errors_translated": 4,
+         "icmp_time_exceeded_sent": 5, "icmp_frag_needed_sent": 6},
   "services": [
     {"name": "default/my-\"svc\":http", "vip": "198.19.0.10", "port": 80, "protocol": "TCP",
      "packets": 7, "bytes": 700, "new_flows": 2}
@@ -224,6 +225,15 @@ ferry_icmp_echo_replies_total 0
 # HELP ferry_icmp_unreachable_sent_total ICMP port unreachable answers for service ports without endpoints.
 # TYPE ferry_icmp_unreachable_sent_total counter
 ferry_icmp_unreachable_sent_total 3
+# HELP ferry_icmp_errors_translated_total ICMP errors about NATed flows translated back and sent on.
+# TYPE ferry_icmp_errors_translated_total counter
+ferry_icmp_errors_translated_total 4
+# HELP ferry_icmp_time_exceeded_sent_total ICMP time exceeded sent for packets forwarded with TTL 1 or less.
+# TYPE ferry_icmp_time_exceeded_sent_total counter
+ferry_icmp_time_exceeded_sent_total 5
+# HELP ferry_icmp_frag_needed_sent_total ICMP fragmentation needed sent for DF packets over the egress MTU.
+# TYPE ferry_icmp_frag_needed_sent_total counter
+ferry_icmp_frag_needed_sent_total 6
 # HELP ferry_neighbor_held_packets_total Packets parked while their next hop's MAC address was resolved.
 # TYPE ferry_neighbor_held_packets_total counter
 ferry_neighbor_held_packets_total 0

@@ -12,6 +12,7 @@
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -63,6 +64,12 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   limits_config limits;        // [limits]: per-source new-flow limit (source_limit.hpp)
   unsigned n_workers = 1;      // for the per-worker share of the source limit
+  // ICMP part ([icmp]): echo replies and originated errors per second per worker; whether a
+  // service address answers ping.
+  uint32_t echo_rate = 0;
+  uint32_t error_rate = 0;
+  bool answer_service_echo = false;
+  uint16_t min_mtu = 0xffff;  // smallest port MTU: below it no packet needs the MTU check
   uint32_t idle_sleep_us = 0;
   uint32_t max_service_ports = 0;
   uint32_t filter_max_rules = 4096;     // [limits]: per-worker filter hit counter slots
@@ -112,6 +119,31 @@ struct held_packet {
   uint16_t port;
 };
 
+/// A per-worker token bucket for the ICMP ferry sends: one token per 1/rate seconds, at most
+/// `rate` banked (rate 0: never any token).
+struct token_bucket {
+  uint64_t tokens = 0;
+  uint64_t refill = 0;  // TSC up to which tokens have been credited
+
+  void start(uint32_t rate, uint64_t now) {
+    tokens = rate;
+    refill = now;
+  }
+  /// Takes a token if one is there.
+  bool take(uint32_t rate, uint64_t tsc_hz, uint64_t now) {
+    if (rate) {
+      const uint64_t per_token = tsc_hz / rate;
+      if (const uint64_t earned = (now - refill) / per_token) {
+        tokens = std::min<uint64_t>(rate, tokens + earned);
+        refill += earned * per_token;
+      }
+    }
+    if (!tokens) return false;
+    --tokens;
+    return true;
+  }
+};
+
 struct alignas(64) worker {
   worker_counters counters;
   unsigned index = 0;  // 0..workers-1
@@ -119,10 +151,11 @@ struct alignas(64) worker {
   uint16_t queue = 0;  // RX/TX queue pair on every port
   dataplane* dp = nullptr;
   conntrack_worker ct;
-  uint64_t now = 0;  // TSC at the start of the current burst
-  uint64_t icmp_tokens = 0;
-  uint64_t icmp_refill = 0;
   source_limiter limiter;  // [limits] new_flows_per_source
+  uint64_t now = 0;             // TSC at the start of the current burst
+  token_bucket unreach_bucket;  // no-endpoint answers ([services] icmp_unreachable_rate)
+  token_bucket echo_bucket;     // echo replies ([icmp] echo_rate)
+  token_bucket error_bucket;    // time exceeded + frag needed ([icmp] error_rate)
   uint16_t n_held = 0;
   tx_batch tx[kMaxPorts];
   held_packet held[kHoldSize];

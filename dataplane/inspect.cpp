@@ -348,6 +348,9 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     for (size_t o = 0; o < dns::kNumOutcomes; ++o) t.dns[o] += c.dns[o].get();
     t.dns_truncated += c.dns_truncated.get();
     t.dns_tcp += c.dns_tcp.get();
+    t.icmp_errors_translated += c.icmp_errors_translated.get();  // ICMP part
+    t.icmp_time_exceeded_sent += c.icmp_time_exceeded_sent.get();
+    t.icmp_frag_needed_sent += c.icmp_frag_needed_sent.get();
     uint64_t rx = 0;
     for (const auto& p : c.port_rx) rx += p.get();
     t.per_worker_rx.push_back(rx);

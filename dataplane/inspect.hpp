@@ -125,6 +125,8 @@ struct totals {
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;
   uint64_t dns[dns::kNumOutcomes] = {}, dns_truncated = 0, dns_tcp = 0;
+  uint64_t icmp_errors_translated = 0, icmp_time_exceeded_sent = 0,
+           icmp_frag_needed_sent = 0;  // ICMP part
   std::vector<uint64_t> per_worker_rx, per_worker_foreign;
 };
 

@@ -19,6 +19,8 @@ struct offline_options {
   uint32_t flow_capacity = 1024;
   uint32_t mbufs = 1023;
   uint32_t icmp_rate = 2;
+  uint32_t echo_rate = 2;  // ICMP part
+  uint32_t error_rate = 2;
   unsigned workers = 1;
   limits_config limits;  // [limits]: the per-source new-flow limit
   const char* pool_name = "offline_pool";
@@ -40,6 +42,8 @@ class offline_dataplane {
     dp.icmp_rate = o.icmp_rate;
     dp.limits = o.limits;
     dp.n_workers = o.workers;
+    dp.echo_rate = o.echo_rate;
+    dp.error_rate = o.error_rate;
     dp.max_service_ports = 1024;
     dp.affinity = std::make_unique<affinity_table>(cfg.conntrack.affinity_capacity);
     dp.pool = rte_pktmbuf_pool_create(o.pool_name, o.mbufs, 0, 0, RTE_MBUF_DEFAULT_BUF_SIZE, 0);

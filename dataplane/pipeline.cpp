@@ -24,7 +24,9 @@ constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
                   kTcpRst = RTE_TCP_RST_FLAG, kTcpAck = RTE_TCP_ACK_FLAG;
 constexpr uint16_t kEthHdr = sizeof(rte_ether_hdr);
 
-enum class kind : uint8_t { dropped, arp, local, transit, dns, dns_tcp };
+// icmp_error: an ICMP error about a flow (quote checked); icmp: other ICMP to a non-node
+// address (echo to a service address, maybe answered).
+enum class kind : uint8_t { dropped, arp, local, transit, dns, dns_tcp, icmp_error, icmp };
 
 // What parsing learned about one packet; lives for one burst.
 struct parsed {
@@ -32,7 +34,8 @@ struct parsed {
   drop reason;
   bool local;  // addressed to the node (a masqueraded reply, or nothing of ours)
   uint8_t tcp_flags;
-  uint16_t l4_len;  // bytes of L4 header + payload
+  uint16_t l4_len;   // bytes of L4 header + payload
+  uint16_t in_port;  // where it came in: the address ferry's own ICMP errors come from
   rte_ipv4_hdr* ip;
   uint8_t* l4;
   flow_key key;
@@ -220,25 +223,51 @@ void set_ttl(rte_ipv4_hdr* ip, uint8_t ttl) {
   ip->hdr_checksum = csum_update16(ip->hdr_checksum, old_word, new_word);
 }
 
-void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
-  rte_ipv4_hdr* ip = p.ip;
-  if (ip->next_proto_id == kProtoIcmp && p.l4_len >= sizeof(rte_icmp_hdr)) {
-    auto* icmp = reinterpret_cast<rte_icmp_hdr*>(p.l4);
-    if (icmp->icmp_type == RTE_IP_ICMP_ECHO_REQUEST && icmp->icmp_code == 0) {
-      uint16_t old_word, new_word;
-      std::memcpy(&old_word, icmp, 2);
-      icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
-      std::memcpy(&new_word, icmp, 2);
-      icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, old_word, new_word);
-      rte_be32_t src = ip->src_addr;  // the header sum does not depend on their order
-      ip->src_addr = ip->dst_addr;
-      ip->dst_addr = src;
-      set_ttl(ip, 64);
-      w.counters.icmp_echo_replies.add();
-      return send_ip(w, m, rte_be_to_cpu_32(ip->dst_addr));
-    }
+bool is_echo_request(const parsed& p) {
+  if (p.l4_len < sizeof(rte_icmp_hdr)) return false;
+  const auto* icmp = reinterpret_cast<const rte_icmp_hdr*>(p.l4);
+  return icmp->icmp_type == RTE_IP_ICMP_ECHO_REQUEST && icmp->icmp_code == 0;
+}
+
+// Answers an echo request in place, from the address it was sent to (a node address, or a
+// service address with [icmp] answer_service_echo), within the worker's echo rate.
+void answer_echo(worker& w, rte_mbuf* m, const parsed& p) {
+  if (!w.echo_bucket.take(w.dp->echo_rate, w.dp->tsc_hz, w.now)) {
+    return free_drop(w, m, drop::icmp_echo_rate_limited);
   }
+  rte_ipv4_hdr* ip = p.ip;
+  auto* icmp = reinterpret_cast<rte_icmp_hdr*>(p.l4);
+  uint16_t old_word, new_word;
+  std::memcpy(&old_word, icmp, 2);
+  icmp->icmp_type = RTE_IP_ICMP_ECHO_REPLY;
+  std::memcpy(&new_word, icmp, 2);
+  icmp->icmp_cksum = csum_update16(icmp->icmp_cksum, old_word, new_word);
+  rte_be32_t src = ip->src_addr;  // the header sum does not depend on their order
+  ip->src_addr = ip->dst_addr;
+  ip->dst_addr = src;
+  set_ttl(ip, 64);
+  w.counters.icmp_echo_replies.add();
+  send_ip(w, m, rte_be_to_cpu_32(ip->dst_addr));
+}
+
+void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
+  if (p.ip->next_proto_id == kProtoIcmp && is_echo_request(p)) return answer_echo(w, m, p);
   free_drop(w, m, drop::local_unhandled);
+}
+
+// ICMP to an address that is not the node's: a service address answers echo only when
+// configured to (Kubernetes says ClusterIPs do not answer ping); anything else is not ours.
+// The ICMP paths are rare: kept cold and out of line, so process_burst stays as compact as
+// the TCP/UDP path needs.
+[[gnu::cold, gnu::noinline]] void handle_icmp(worker& w, const snapshot* snap, rte_mbuf* m,
+                                              const parsed& p) {
+  if (!snap || !snap->is_service_address(p.key.dst_ip)) {
+    return free_drop(w, m, drop::l4_unsupported);
+  }
+  if (!w.dp->answer_service_echo || !is_echo_request(p)) {
+    return free_drop(w, m, drop::icmp_to_service);
+  }
+  answer_echo(w, m, p);
 }
 
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p);
@@ -290,34 +319,24 @@ void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_
   send_ip(w, m, p.key.src_ip);
 }
 
-// A service port without endpoints: answer ICMP port unreachable from the VIP (the
-// client's socket then reports "connection refused"), rate limited per worker.
-void reject(worker& w, rte_mbuf* m, const parsed& p) {
+// Every ICMP error ferry originates: about the packet p as it arrived (its IP header and the
+// first 8 bytes of its payload, RFC 792), from `from` (network order) back to its source.
+// `rest` is the header's second word (frag needed: the next-hop MTU). It costs a token of
+// `bucket` (each kind of error has its own rate); without one, `limited` is counted. The
+// caller counts and frees the offending packet.
+[[gnu::cold, gnu::noinline]] void send_icmp_error(worker& w, const parsed& p, uint8_t type,
+                                                  uint8_t code, rte_be32_t rest, rte_be32_t from,
+                                                  token_bucket& bucket, uint32_t rate, drop limited,
+                                                  counter& sent) {
   dataplane& dp = *w.dp;
-  w.counters.count(drop::no_endpoints);
-  // Token bucket: one token per 1/rate seconds, at most `rate` banked.
-  if (dp.icmp_rate) {
-    uint64_t per_token = dp.tsc_hz / dp.icmp_rate;
-    uint64_t earned = (w.now - w.icmp_refill) / per_token;
-    if (earned) {
-      w.icmp_tokens = std::min<uint64_t>(dp.icmp_rate, w.icmp_tokens + earned);
-      w.icmp_refill += earned * per_token;
-    }
-  }
-  if (!w.icmp_tokens) return free_drop(w, m, drop::icmp_rate_limited);
+  if (!bucket.take(rate, dp.tsc_hz, w.now)) return w.counters.count(limited);
   rte_mbuf* r = rte_pktmbuf_alloc(dp.pool);
-  if (!r) return free_drop(w, m, drop::mbuf_exhausted);
-  --w.icmp_tokens;
-
-  // Quote the offending IP header and the first 8 bytes of its payload (RFC 792).
+  if (!r) return w.counters.count(drop::mbuf_exhausted);
   uint16_t ihl = rte_ipv4_hdr_len(p.ip);
   uint16_t quote = ihl + std::min<uint16_t>(8, p.l4_len);
   uint16_t len = sizeof(rte_ipv4_hdr) + sizeof(rte_icmp_hdr) + quote;
   auto* eth = reinterpret_cast<rte_ether_hdr*>(rte_pktmbuf_append(r, kEthHdr + len));
-  if (!eth) {
-    rte_pktmbuf_free(r);
-    return free_drop(w, m, drop::mbuf_exhausted);
-  }
+  if (!eth) return free_drop(w, r, drop::mbuf_exhausted);
   auto* ip = reinterpret_cast<rte_ipv4_hdr*>(eth + 1);
   auto* icmp = reinterpret_cast<rte_icmp_hdr*>(ip + 1);
   std::memcpy(icmp + 1, p.ip, quote);
@@ -326,15 +345,65 @@ void reject(worker& w, rte_mbuf* m, const parsed& p) {
   ip->total_length = rte_cpu_to_be_16(len);
   ip->time_to_live = 64;
   ip->next_proto_id = kProtoIcmp;
-  ip->src_addr = p.ip->dst_addr;
+  ip->src_addr = from;
   ip->dst_addr = p.ip->src_addr;
   ip->hdr_checksum = csum(ip, sizeof(*ip));
-  icmp->icmp_type = 3;  // destination unreachable
-  icmp->icmp_code = 3;  // port unreachable
+  icmp->icmp_type = type;
+  icmp->icmp_code = code;
+  std::memcpy(&icmp->icmp_ident, &rest, 4);
   icmp->icmp_cksum = csum(icmp, sizeof(*icmp) + quote);
-  rte_pktmbuf_free(m);
-  w.counters.icmp_unreach_sent.add();
+  sent.add();
   send_ip(w, r, p.key.src_ip);
+}
+
+// A service port without endpoints: answer ICMP port unreachable from the VIP (the
+// client's socket then reports "connection refused"), rate limited per worker.
+void reject(worker& w, rte_mbuf* m, const parsed& p) {
+  w.counters.count(drop::no_endpoints);
+  send_icmp_error(w, p, 3, 3, 0, p.ip->dst_addr, w.unreach_bucket, w.dp->icmp_rate,
+                  drop::icmp_rate_limited, w.counters.icmp_unreach_sent);
+  rte_pktmbuf_free(m);
+}
+
+// A packet ferry would forward with TTL 1 or 0: dropped, and its source told (time exceeded,
+// from the address of the port it came in on, as a router does). Not for a frame sent to a
+// link-layer broadcast or multicast address (RFC 1812 4.3.2.7); ICMP errors and fragments
+// never get here (they are not forwarded this way), nor do martian sources (refused first).
+[[gnu::cold, gnu::noinline]] void ttl_exceeded(worker& w, rte_mbuf* m, const parsed& p) {
+  w.counters.count(drop::ip_ttl_exceeded);
+  if (!rte_is_multicast_ether_addr(&rte_pktmbuf_mtod(m, rte_ether_hdr*)->dst_addr)) {
+    send_icmp_error(w, p, 11, 0, 0, rte_cpu_to_be_32(w.dp->ports[p.in_port].addr), w.error_bucket,
+                    w.dp->error_rate, drop::icmp_error_rate_limited,
+                    w.counters.icmp_time_exceeded_sent);
+  }
+  rte_pktmbuf_free(m);
+}
+
+// Whether p (DF set) is larger than the MTU of the port towards dst; `mtu` gets that MTU.
+// One compare for nearly every packet: only one over the smallest port MTU looks further.
+// Packets without DF are left to send_ip.
+bool too_big(const worker& w, const parsed& p, uint32_t dst, uint16_t& mtu) {
+  const uint16_t total = rte_be_to_cpu_16(p.ip->total_length);
+  if (total <= w.dp->min_mtu) [[likely]]
+    return false;
+  if (!(p.ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_DF_FLAG))) return false;
+  const route_entry* r = w.dp->route(dst);
+  if (!r) return false;  // send_ip counts no_route
+  mtu = w.dp->ports[r->port].mtu;
+  return total > mtu;
+}
+
+// DF set and too big for the way out: dropped, and the source told the next-hop MTU
+// (fragmentation needed), quoting the packet as it sent it (called before any rewrite), from
+// the address of the port it came in on. Path MTU discovery at the client then shrinks its
+// packets for the service address.
+[[gnu::cold, gnu::noinline]] void frag_needed(worker& w, rte_mbuf* m, const parsed& p,
+                                              uint16_t mtu) {
+  w.counters.count(drop::frag_needed);
+  send_icmp_error(w, p, 3, 4, rte_cpu_to_be_32(mtu), rte_cpu_to_be_32(w.dp->ports[p.in_port].addr),
+                  w.error_bucket, w.dp->error_rate, drop::icmp_error_rate_limited,
+                  w.counters.icmp_frag_needed_sent);
+  rte_pktmbuf_free(m);
 }
 
 // Rewrites one address and port (source or destination) with incremental checksums.
@@ -511,11 +580,18 @@ void from_dns_tcp(worker& w, rte_mbuf* m) {
 
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   conntrack& ct = *w.dp->ct;
-  if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
+  uint16_t mtu;
 
   flow_match hit = ct.lookup(p.key, p.hash, p.hint);
   if (hit.entry) {
     flow_entry& e = *hit.entry;
+    if (p.ip->time_to_live <= 1) [[unlikely]]
+      return ttl_exceeded(w, m, p);
+    const uint32_t to = hit.dir == flow_dir::forward ? e.backend_ip
+                        : e.snat_ip                  ? e.client_ip
+                                                     : p.key.dst_ip;
+    if (too_big(w, p, to, mtu)) [[unlikely]]
+      return frag_needed(w, m, p, mtu);
     if (e.owner != w.index) w.counters.flows_foreign.add();
     if (hit.dir == flow_dir::forward) {
       if (snap && snap->filters && filter_drops(w, *snap->filters, m, p, e.service_id)) {
@@ -539,6 +615,8 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   if (p.svc) {
     const service_port_entry& s = *p.svc;
     if (!s.allows(p.key.src_ip)) return free_drop(w, m, drop::source_denied);
+    if (p.ip->time_to_live <= 1) [[unlikely]]
+      return ttl_exceeded(w, m, p);
     if (snap->filters && filter_drops(w, *snap->filters, m, p, s.id)) {
       return free_drop(w, m, drop::filter_drop);
     }
@@ -550,6 +628,8 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       return s.drop_empty ? free_drop(w, m, drop::no_local_endpoints) : reject(w, m, p);
     }
     const backend& b = s.affinity_timeout ? sticky_backend(w, s, p) : s.pick(p.hash);
+    if (too_big(w, p, b.ip, mtu)) [[unlikely]]
+      return frag_needed(w, m, p, mtu);
     flow_nat nat{b.ip, b.port};
     // External traffic under policy Cluster leaves with a node address when its backend is
     // on another node (so the answer comes back through this node); any flow whose client
@@ -589,6 +669,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   const service_port_entry* const* from =
       snap ? snap->backends.find(service_key(p.key.src_ip, p.key.proto, p.key.src_port)) : nullptr;
   if (from) {
+    if (p.ip->time_to_live <= 1) [[unlikely]]
+      return ttl_exceeded(w, m, p);
+    if (too_big(w, p, p.key.dst_ip, mtu)) [[unlikely]]
+      return frag_needed(w, m, p, mtu);
     w.counters.stateless_reply.add();
     count_service(w, (*from)->id, m, false);
     rewrite(p, false, (*from)->vip, (*from)->port);
@@ -596,6 +680,132 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     return send_ip(w, m, p.key.dst_ip);
   }
   free_drop(w, m, drop::not_service);
+}
+
+// Rewrites an address and port (source or destination) of the packet an ICMP error quotes:
+// its header checksum and, where the quote holds it, its L4 checksum follow (UDP: always,
+// in the first 8 bytes; 0 stays 0. TCP: only when the quote reaches it). The quoted L4
+// checksum covers the whole original segment, which the incremental update keeps right.
+void rewrite_quoted(rte_ipv4_hdr* ip, uint8_t* l4, uint16_t l4_len, bool dst, uint32_t ip_host,
+                    uint16_t port_host) {
+  const uint32_t new_ip = rte_cpu_to_be_32(ip_host);
+  const uint16_t new_port = rte_cpu_to_be_16(port_host);
+  uint8_t* addr_at = reinterpret_cast<uint8_t*>(ip) + (dst ? 16 : 12);
+  uint8_t* port_at = l4 + (dst ? 2 : 0);
+  uint32_t addr;
+  uint16_t port;
+  std::memcpy(&addr, addr_at, 4);
+  std::memcpy(&port, port_at, 2);
+  ip->hdr_checksum = csum_update32(ip->hdr_checksum, addr, new_ip);
+  const size_t check_at = ip->next_proto_id == kProtoTcp ? 16 : 6;
+  if (l4_len >= check_at + 2) {
+    uint16_t c;
+    std::memcpy(&c, l4 + check_at, 2);
+    if (ip->next_proto_id == kProtoTcp || c != 0) {
+      c = csum_update16(csum_update32(c, addr, new_ip), port, new_port);
+      if (ip->next_proto_id == kProtoUdp && c == 0) c = 0xffff;
+      std::memcpy(l4 + check_at, &c, 2);
+    }
+  }
+  std::memcpy(addr_at, &new_ip, 4);
+  std::memcpy(port_at, &new_port, 2);
+}
+
+// Sets the outer source or destination address of a packet (its header checksum follows).
+void set_address(rte_ipv4_hdr* ip, bool dst, uint32_t ip_host) {
+  const uint32_t v = rte_cpu_to_be_32(ip_host);
+  uint8_t* at = reinterpret_cast<uint8_t*>(ip) + (dst ? 16 : 12);
+  uint32_t old;
+  std::memcpy(&old, at, 4);
+  ip->hdr_checksum = csum_update32(ip->hdr_checksum, old, v);
+  std::memcpy(at, &v, 4);
+}
+
+// An ICMP error (destination unreachable, time exceeded, parameter problem) about a packet
+// of a NATed flow, translated back like Linux's nf_nat_icmp_reply_translation: the quoted
+// packet went the other way, so its reverse is the flow's key in the direction the error
+// travels (parse checked the quote).
+// - Reverse is the reply key: the error is about a client's packet as the backend got it
+//   (client|snat -> backend), from the pod or a router towards it. The quote becomes what the
+//   client sent (-> VIP:port, from client:port); the error goes to the client, and comes from
+//   the VIP when the pod itself sent it (a router keeps its own address).
+// - Reverse is the forward key: the error is about a reply as the client got it
+//   (VIP -> client). The quote becomes what the backend sent (backend -> client|snat); the
+//   error goes to the backend (from the node address the backend knows when masqueraded).
+[[gnu::cold, gnu::noinline]] void handle_icmp_error(worker& w, rte_mbuf* m, parsed& p) {
+  auto* icmp = reinterpret_cast<rte_icmp_hdr*>(p.l4);
+  auto* in_ip = reinterpret_cast<rte_ipv4_hdr*>(icmp + 1);
+  const uint16_t in_ihl = rte_ipv4_hdr_len(in_ip);
+  uint8_t* in_l4 = reinterpret_cast<uint8_t*>(in_ip) + in_ihl;
+  const auto in_l4_len = static_cast<uint16_t>(p.l4_len - sizeof(rte_icmp_hdr) - in_ihl);
+  uint16_t ports[2];
+  std::memcpy(ports, in_l4, 4);
+  const flow_key k{rte_be_to_cpu_32(in_ip->dst_addr), rte_be_to_cpu_32(in_ip->src_addr),
+                   rte_be_to_cpu_16(ports[1]), rte_be_to_cpu_16(ports[0]), in_ip->next_proto_id};
+  const flow_match hit = w.dp->ct->lookup(k, conntrack::hash(k));
+  if (!hit.entry) return free_drop(w, m, drop::icmp_no_flow);
+  // Forwarded on, never answered with an error of ours.
+  if (p.ip->time_to_live <= 1) return free_drop(w, m, drop::ip_ttl_exceeded);
+  const flow_entry& e = *hit.entry;
+  const uint32_t outer_src = p.key.src_ip;
+  if (hit.dir == flow_dir::reply) {
+    rewrite_quoted(in_ip, in_l4, in_l4_len, true, e.vip, e.vport);
+    if (e.snat_ip) {
+      rewrite_quoted(in_ip, in_l4, in_l4_len, false, e.client_ip, e.client_port);
+      set_address(p.ip, true, e.client_ip);
+    }
+    if (outer_src == e.backend_ip) set_address(p.ip, false, e.vip);
+  } else {
+    rewrite_quoted(in_ip, in_l4, in_l4_len, false, e.backend_ip, e.backend_port);
+    if (e.snat_ip) {
+      rewrite_quoted(in_ip, in_l4, in_l4_len, true, e.snat_ip, e.snat_port);
+      if (outer_src == e.client_ip) set_address(p.ip, false, e.snat_ip);
+    }
+    set_address(p.ip, true, e.backend_ip);
+  }
+  // The quote changed under the ICMP checksum, which covers the whole message: summed again
+  // (a slow path; parse checked the old sum, so a corrupt error is not made to look right).
+  icmp->icmp_cksum = 0;
+  icmp->icmp_cksum = csum(icmp, p.l4_len);
+  set_ttl(p.ip, p.ip->time_to_live - 1);
+  w.counters.icmp_errors_translated.add();
+  send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
+}
+
+// ICMP, after the IP checks: an error about a flow becomes kind::icmp_error once its quote
+// is known to be whole (an IPv4 header, at least 8 bytes of TCP/UDP after it, the whole
+// message in the first segment under a right checksum); other ICMP to a node address is
+// local; the rest is kind::icmp.
+[[gnu::cold, gnu::noinline]] void parse_icmp(worker& w, parsed& p, uint32_t in_first_seg) {
+  if (refuse_new(*w.dp, p, false, p.reason)) return;
+  // Every handler reads the 8-byte header in place: it must be in the first segment.
+  if (p.l4_len >= sizeof(rte_icmp_hdr) && in_first_seg < sizeof(rte_icmp_hdr)) {
+    p.reason = drop::l4_truncated;
+    return;
+  }
+  const uint8_t type = p.l4_len >= sizeof(rte_icmp_hdr) ? p.l4[0] : 0xff;
+  // Destination unreachable, time exceeded, parameter problem.
+  if (type != 3 && type != 11 && type != 12) {
+    p.k = p.local ? kind::local : kind::icmp;
+    return;
+  }
+  p.reason = drop::icmp_malformed;
+  constexpr uint32_t kMinQuote = sizeof(rte_icmp_hdr) + sizeof(rte_ipv4_hdr) + 8;
+  if (p.l4_len < kMinQuote || in_first_seg < p.l4_len || csum(p.l4, p.l4_len) != 0) return;
+  const auto* in_ip = reinterpret_cast<const rte_ipv4_hdr*>(p.l4 + sizeof(rte_icmp_hdr));
+  const uint16_t in_ihl = rte_ipv4_hdr_len(in_ip);
+  if ((in_ip->version_ihl >> 4) != 4 || in_ihl < sizeof(rte_ipv4_hdr) ||
+      p.l4_len < sizeof(rte_icmp_hdr) + in_ihl + 8u) {
+    return;
+  }
+  // Never about an ICMP error (nor any ICMP: ferry tracks no ICMP flows), and a later
+  // fragment quotes no ports.
+  p.reason = drop::icmp_no_flow;
+  if ((in_ip->next_proto_id != kProtoTcp && in_ip->next_proto_id != kProtoUdp) ||
+      (in_ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_OFFSET_MASK))) {
+    return;
+  }
+  p.k = kind::icmp_error;
 }
 
 // Validates headers without reading past the first segment; fills p.
@@ -671,6 +881,8 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.proto = ip->next_proto_id;
   p.tcp_flags = 0;
   p.local = w.dp->is_local(p.key.dst_ip);
+  p.in_port = in_port;
+  if (p.key.proto == kProtoIcmp) return parse_icmp(w, p, in_first_seg);
   if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp) {
     p.k = refuse_new(*w.dp, p, false, p.reason) ? kind::dropped : kind::local;
     return;
@@ -762,6 +974,12 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
         break;
       case kind::dns_tcp:
         to_dns_tcp(w, pkts[j]);
+        break;
+      case kind::icmp_error:
+        handle_icmp_error(w, pkts[j], p[j]);
+        break;
+      case kind::icmp:
+        handle_icmp(w, snap, pkts[j], p[j]);
         break;
     }
   }

@@ -325,8 +325,6 @@ TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
       {"later fragment",
        udp(kPort0, kClientMac, kClient, 1, kVip, 80, "xxxxxxxx", true, {.frag = 0x0003}), 0,
        drop::ip_fragment},
-      {"TTL 1", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 1}), 0,
-       drop::ip_ttl_exceeded},
       {"TCP header cut by the IP length",
        tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.total_length_delta = -15}), 0,
        drop::l4_truncated},
@@ -385,8 +383,6 @@ TEST_F(pipeline, DropsWhatIsNotOursWithAReason) {
       {"ping from 127.0.0.1 to the node",
        ipv4(kPort0, kClientMac, 0x7f000001, kNode0, 1, bytes{8, 0, 0xf7, 0xff, 0, 0, 0, 0}, -1), 0,
        drop::src_martian},
-      {"TTL 0", tcp(kPort0, kClientMac, kClient, 1, kVip, 80, 0x02, "", {.ttl = 0}), 0,
-       drop::ip_ttl_exceeded},
       {"land: TCP VIP:80 to itself", tcp(kPort0, kClientMac, kVip, 80, kVip, 80, 0x02), 0,
        drop::land},
       {"land: UDP from the VIP to itself", udp(kPort0, kClientMac, kUdpVip, 4000, kUdpVip, 53, "q"),
@@ -1070,6 +1066,305 @@ TEST_F(pipeline, FlushBackendsMatchesTheFrontendAndNodePorts) {
   const uint64_t created = w_->counters.flows_created.get();
   EXPECT_EQ(run(tcp(kPort0, kClientMac, kClient, 44000, kNode0, 30090, 0x10), 0).size(), 1u);
   EXPECT_EQ(w_->counters.flows_created.get(), created + 1);
+}
+
+// ICMP part ------------------------------------------------------------------------------
+
+// An ICMP message (type, code, second word) quoting `quote`, its checksum filled.
+bytes icmp_msg(uint8_t type, uint8_t code, uint32_t rest, const bytes& quote) {
+  bytes b(8, 0);
+  b[0] = type;
+  b[1] = code;
+  put32(b, 4, rest);
+  b.insert(b.end(), quote.begin(), quote.end());
+  const uint16_t c = csum(b.data(), b.size());
+  std::memcpy(&b[2], &c, 2);
+  return b;
+}
+
+// The first n bytes of a frame's IP packet: what an ICMP error quotes of it.
+bytes ip_part(const bytes& frame, size_t n) {
+  return bytes(frame.begin() + 14, frame.begin() + 14 + static_cast<std::ptrdiff_t>(n));
+}
+
+bytes echo_request() { return icmp_msg(8, 0, 0x12340001, {'p', 'i', 'n', 'g'}); }
+bytes echo_reply() { return icmp_msg(0, 0, 0x12340001, {'p', 'i', 'n', 'g'}); }
+
+TEST_F(pipeline, EchoToTheNodeIsRateLimited) {
+  const bytes ping = ipv4(kPort0, kClientMac, kClient, kNode0, 1, echo_request(), -1);
+  // echo_rate = 2 per second: two answers, then the bucket is empty.
+  EXPECT_EQ(run(ping, 0).size(), 1u);
+  EXPECT_EQ(run(ping, 0).size(), 1u);
+  EXPECT_TRUE(run(ping, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_echo_rate_limited), 1u);
+  EXPECT_EQ(w_->counters.icmp_echo_replies.get(), 2u);
+  // echo_rate = 0: never answered.
+  dp_->echo_rate = 0;
+  w_->echo_bucket.start(0, rte_rdtsc());
+  EXPECT_TRUE(run(ping, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_echo_rate_limited), 2u);
+}
+
+TEST_F(pipeline, ServiceAddressesAnswerPingOnlyWhenConfigured) {
+  const bytes ping = ipv4(kPort0, kClientMac, kClient, kVip, 1, echo_request(), -1);
+  // As Kubernetes says: a ClusterIP is not pingable. A named drop, nothing sent.
+  EXPECT_TRUE(run(ping, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_to_service), 1u);
+  // ICMP to an address that is no service's: not ferry's.
+  EXPECT_TRUE(run(ipv4(kPort0, kClientMac, kClient, 0xc6136363, 1, echo_request(), -1), 0).empty());
+  EXPECT_EQ(drops(drop::l4_unsupported), 1u);
+
+  dp_->answer_service_echo = true;
+  auto out = run(ping, 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 0);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kVip, kClient, 1, echo_reply(), -1));
+  // Any service address of the snapshot, endpoints or not; only echo.
+  out = run(ipv4(kPort0, kClientMac, kClient, kEmptyVip, 1, echo_request(), -1), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kEmptyVip, kClient, 1, echo_reply(), -1));
+  EXPECT_TRUE(
+      run(ipv4(kPort0, kClientMac, kClient, kVip, 1, icmp_msg(13, 0, 0, bytes(12, 0)), -1), 0)
+          .empty());
+  EXPECT_EQ(drops(drop::icmp_to_service), 2u);
+  // The node's echo rate covers these too (2 tokens, both spent).
+  EXPECT_TRUE(run(ping, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_echo_rate_limited), 1u);
+}
+
+TEST_F(pipeline, TimeExceededComesFromTheIngressAddressRateLimited) {
+  const bytes syn = tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02, "", {.ttl = 1});
+  auto out = run(syn, 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 0);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kNode0, kClient, 1,
+                               icmp_msg(11, 0, 0, ip_part(syn, 28)), -1, {.id = 0}));
+  EXPECT_EQ(drops(drop::ip_ttl_exceeded), 1u);
+  EXPECT_EQ(w_->counters.icmp_time_exceeded_sent.get(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);  // not forwarded: no flow
+
+  // An established flow's reply with TTL 1 (TTL 0 too): from the pod side's node address.
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40001, kVip, 80, 0x02), 0).size(), 1u);
+  const bytes reply = tcp(kPort1, kPodMac, kPod, 9376, kClient, 40001, 0x12, "", {.ttl = 0});
+  out = run(reply, 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1);
+  EXPECT_EQ(out[0].frame, ipv4(kPodMac, kPort1, kNode1, kPod, 1,
+                               icmp_msg(11, 0, 0, ip_part(reply, 28)), -1, {.id = 0}));
+
+  // Sent to the link-layer broadcast: dropped without an answer.
+  EXPECT_TRUE(
+      run(tcp(kBroadcast, kClientMac, kClient, 40002, kVip, 80, 0x02, "", {.ttl = 1}), 0).empty());
+  EXPECT_EQ(drops(drop::ip_ttl_exceeded), 3u);
+  EXPECT_EQ(drops(drop::icmp_error_rate_limited), 0u);
+  // error_rate = 2 per second: the third answer is suppressed.
+  EXPECT_TRUE(run(syn, 0).empty());
+  EXPECT_EQ(drops(drop::icmp_error_rate_limited), 1u);
+  EXPECT_EQ(drops(drop::ip_ttl_exceeded), 4u);
+  // TTL 1 to the node itself is not forwarded: no time exceeded.
+  EXPECT_TRUE(
+      run(tcp(kPort0, kClientMac, kClient, 40003, kNode0, 22, 0x02, "", {.ttl = 1}), 0).empty());
+  EXPECT_EQ(drops(drop::local_unhandled), 1u);
+}
+
+TEST_F(pipeline, FragmentationNeededQuotesThePacketAsTheClientSentIt) {
+  constexpr uint16_t kDf = 0x4000;
+  dp_->ports[1].mtu = 1000;  // towards the pods
+  dp_->min_mtu = 1000;
+  ASSERT_EQ(
+      run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02, "", {.frag = kDf}), 0).size(),
+      1u);
+  const bytes big = tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, std::string(1200, 'x'),
+                        {.frag = kDf});
+  auto out = run(big, 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 0);
+  // Type 3 code 4, next-hop MTU 1000, quoting the client's packet before any NAT.
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kNode0, kClient, 1,
+                               icmp_msg(3, 4, 1000, ip_part(big, 28)), -1, {.id = 0}));
+  EXPECT_EQ(drops(drop::frag_needed), 1u);
+  EXPECT_EQ(w_->counters.icmp_frag_needed_sent.get(), 1u);
+  // Exactly the MTU fits.
+  out = run(
+      tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, std::string(960, 'x'), {.frag = kDf}),
+      0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1);
+  // Without DF it is not the sender's to fix: left to the MTU check on the way out.
+  EXPECT_TRUE(
+      run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, std::string(1200, 'x')), 0)
+          .empty());
+  EXPECT_EQ(drops(drop::mtu_exceeded), 1u);
+  EXPECT_EQ(drops(drop::frag_needed), 1u);
+  // The pod's large reply goes out of a port with room (1500): forwarded.
+  out = run(
+      tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x10, std::string(1200, 'y'), {.frag = kDf}),
+      1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 0);
+  // A new UDP flow's first packet too big: answered, and no flow made for it.
+  const uint64_t flows = w_->counters.flows_created.get();
+  const bytes dgram = udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, std::string(1100, 'q'),
+                          true, {.frag = kDf});
+  out = run(dgram, 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kNode0, kClient, 1,
+                               icmp_msg(3, 4, 1000, ip_part(dgram, 28)), -1, {.id = 0}));
+  EXPECT_EQ(w_->counters.flows_created.get(), flows);
+}
+
+// Expected outputs are built whole by the packet builder (every checksum summed from
+// scratch), so a wrong incremental update in the translation shows as a byte difference.
+TEST_F(pipeline, TranslatesIcmpErrorsAboutAFlowBothWays) {
+  const ip_opts t63{.ttl = 63};
+  ASSERT_EQ(run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0).size(), 1u);
+  const bytes pod_got = udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", true, t63);
+  const bytes client_sent = udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query", true, t63);
+  const row rows[] = {
+      {"the pod's port unreachable goes to the client from the VIP, about what it sent",
+       ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(3, 3, 0, ip_part(pod_got, 28)), -1), 1, 0,
+       ipv4(kClientMac, kPort0, kUdpVip, kClient, 1, icmp_msg(3, 3, 0, ip_part(client_sent, 28)),
+            -1, t63)},
+      {"frag needed keeps its next-hop MTU",
+       ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(3, 4, 1400, ip_part(pod_got, 28)), -1), 1,
+       0,
+       ipv4(kClientMac, kPort0, kUdpVip, kClient, 1, icmp_msg(3, 4, 1400, ip_part(client_sent, 28)),
+            -1, t63)},
+      {"a router towards the pod keeps its own address (time exceeded)",
+       ipv4(kPort1, kPodMac, 0xc6120101, kClient, 1, icmp_msg(11, 0, 0, ip_part(pod_got, 28)), -1),
+       1, 0,
+       ipv4(kClientMac, kPort0, 0xc6120101, kClient, 1,
+            icmp_msg(11, 0, 0, ip_part(client_sent, 28)), -1, t63)},
+      {"parameter problem keeps its pointer",
+       ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(12, 0, 0x08000000, ip_part(pod_got, 28)),
+            -1),
+       1, 0,
+       ipv4(kClientMac, kPort0, kUdpVip, kClient, 1,
+            icmp_msg(12, 0, 0x08000000, ip_part(client_sent, 28)), -1, t63)},
+      {"a UDP checksum of 0 stays 0",
+       ipv4(kPort1, kPodMac, kPod, kClient, 1,
+            icmp_msg(
+                3, 3, 0,
+                ip_part(udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", false, t63), 28)),
+            -1),
+       1, 0,
+       ipv4(kClientMac, kPort0, kUdpVip, kClient, 1,
+            icmp_msg(
+                3, 3, 0,
+                ip_part(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query", false, t63),
+                        28)),
+            -1, t63)},
+      {"the client's error about the reply it got goes to the pod, about what the pod sent",
+       ipv4(kPort0, kClientMac, kClient, kUdpVip, 1,
+            icmp_msg(
+                3, 3, 0,
+                ip_part(udp(kClientMac, kPort0, kUdpVip, 53, kClient, 5000, "answer", true, t63),
+                        28)),
+            -1),
+       0, 1,
+       ipv4(kPodMac, kPort1, kClient, kPod, 1,
+            icmp_msg(
+                3, 3, 0,
+                ip_part(udp(kPort1, kPodMac, kPod, 9376, kClient, 5000, "answer", true, t63), 28)),
+            -1, t63)},
+  };
+  uint64_t n = 0;
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    auto out = run(r.in, r.in_port);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].port, r.out_port);
+    EXPECT_EQ(out[0].frame, r.out);
+    EXPECT_EQ(w_->counters.icmp_errors_translated.get(), ++n);
+  }
+
+  // TCP: the quoted checksum is fixed when the quote holds it (whole header), and the
+  // quote is left alone past its 8 bytes otherwise.
+  ASSERT_EQ(run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02), 0).size(), 1u);
+  const bytes seg_pod = tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", t63);
+  const bytes seg_client = tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x02, "", t63);
+  for (size_t quote : {28u, 40u}) {
+    SCOPED_TRACE(quote);
+    auto out = run(
+        ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(3, 1, 0, ip_part(seg_pod, quote)), -1), 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kVip, kClient, 1,
+                                 icmp_msg(3, 1, 0, ip_part(seg_client, quote)), -1, t63));
+  }
+}
+
+TEST_F(pipeline, TranslatesIcmpErrorsOfAMasqueradedFlow) {
+  const uint32_t other_pod = 0xc6120132;  // 198.18.1.50, on eth1 like the backend
+  const mac other_mac{0x02, 0xb0, 0, 0, 0, 0x50};
+  const ip_opts t63{.ttl = 63};
+  od_->learn(1, other_pod, to_ether(other_mac));
+  auto out = run(tcp(kPort1, other_mac, other_pod, 45000, kVip, 80, 0x02), 1);
+  ASSERT_EQ(out.size(), 1u);
+  const auto snat_port = static_cast<uint16_t>(out[0].frame[34] << 8 | out[0].frame[35]);
+  // The backend's error, to the node address, about the SYN it got from the node: to the
+  // client, from the VIP, about the SYN the client sent.
+  const bytes pod_got = tcp(kPodMac, kPort1, kNode1, snat_port, kPod, 9376, 0x02, "", t63);
+  const bytes client_sent = tcp(kPort1, other_mac, other_pod, 45000, kVip, 80, 0x02, "", t63);
+  out = run(ipv4(kPort1, kPodMac, kPod, kNode1, 1, icmp_msg(3, 3, 0, ip_part(pod_got, 40)), -1), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1);
+  EXPECT_EQ(out[0].frame, ipv4(other_mac, kPort1, kVip, other_pod, 1,
+                               icmp_msg(3, 3, 0, ip_part(client_sent, 40)), -1, t63));
+  // The client's error about the SYN-ACK it got (VIP -> client): to the backend, from the
+  // node address it knows, about the SYN-ACK it sent to the node.
+  const bytes client_got = tcp(other_mac, kPort1, kVip, 80, other_pod, 45000, 0x12, "", t63);
+  const bytes pod_sent = tcp(kPort1, kPodMac, kPod, 9376, kNode1, snat_port, 0x12, "", t63);
+  out = run(
+      ipv4(kPort1, other_mac, other_pod, kVip, 1, icmp_msg(3, 3, 0, ip_part(client_got, 40)), -1),
+      1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, ipv4(kPodMac, kPort1, kNode1, kPod, 1,
+                               icmp_msg(3, 3, 0, ip_part(pod_sent, 40)), -1, t63));
+  EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 2u);
+}
+
+TEST_F(pipeline, DropsIcmpErrorsWithBadQuotesOrNoFlow) {
+  ASSERT_EQ(run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0).size(), 1u);
+  const bytes pod_got = udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", true, {.ttl = 63});
+  const bytes quote = ip_part(pod_got, 28);
+  auto error = [](const bytes& msg, uint8_t ttl = 64) {
+    return ipv4(kPort1, kPodMac, kPod, kClient, 1, msg, -1, {.ttl = ttl});
+  };
+  bytes bad_sum = icmp_msg(3, 3, 0, quote);
+  bad_sum[2] ^= 1;
+  const bytes about_icmp =
+      ipv4(kPodMac, kPort1, kClient, kPod, 1, icmp_msg(3, 3, 0, ip_part(pod_got, 28)), -1);
+  const drop_row rows[] = {
+      {"quote shorter than a header and 8 bytes", error(icmp_msg(3, 3, 0, ip_part(pod_got, 27))), 1,
+       drop::icmp_malformed},
+      {"quoted IHL 4", error(icmp_msg(3, 3, 0, with(quote, 0, 0x44))), 1, drop::icmp_malformed},
+      {"quoted IHL 6 past the quote", error(icmp_msg(3, 3, 0, with(quote, 0, 0x46))), 1,
+       drop::icmp_malformed},
+      {"quoted version 6", error(icmp_msg(3, 3, 0, with(quote, 0, 0x65))), 1, drop::icmp_malformed},
+      {"ICMP checksum wrong", error(bad_sum), 1, drop::icmp_malformed},
+      {"error cut to its header", error(bytes(icmp_msg(3, 3, 0, {}))), 1, drop::icmp_malformed},
+      {"about an ICMP error", error(icmp_msg(3, 3, 0, ip_part(about_icmp, 28))), 1,
+       drop::icmp_no_flow},
+      {"about no flow (another port)",
+       error(icmp_msg(3, 3, 0, ip_part(udp(kPodMac, kPort1, kClient, 5999, kPod, 9376, "q"), 28))),
+       1, drop::icmp_no_flow},
+      {"about a later fragment",
+       error(icmp_msg(
+           3, 3, 0,
+           ip_part(udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "q", true, {.frag = 0x0010}),
+                   28))),
+       1, drop::icmp_no_flow},
+      {"TTL 1: dropped, never answered", error(icmp_msg(3, 3, 0, quote), 1), 1,
+       drop::ip_ttl_exceeded},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    uint64_t before = drops(r.reason);
+    EXPECT_TRUE(run(r.in, r.in_port).empty());
+    EXPECT_EQ(drops(r.reason), before + 1);
+  }
+  EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 0u);
+  EXPECT_EQ(w_->counters.icmp_time_exceeded_sent.get(), 0u);
 }
 
 }  // namespace

@@ -96,6 +96,9 @@ result<void> setup_ports(dataplane& dp, const node_config& cfg, unsigned workers
     auto p = start_port(*id, pc.name, pc.rx_desc, pc.tx_desc, workers, dp.pool);
     if (!p) return make_error(where + p.message());
     p->addr = pc.address.addr;
+    // [[port]] mtu: the path towards the pods may be narrower than the device (an overlay, a
+    // smaller MTU beyond the switch); never above what the device itself sends.
+    if (pc.mtu) p->mtu = std::min(p->mtu, pc.mtu);
     dp.ports.push_back(*p);
   }
   return {};

@@ -46,10 +46,14 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   w.counters.services = w.services.get();
   w.filter_hits.reset(new counter[dp.filter_max_rules]);
   w.counters.filter_hits = w.filter_hits.get();
-  w.icmp_tokens = dp.icmp_rate;
-  w.icmp_refill = rte_rdtsc();
   (void)w.limiter.init(dp.limits.new_flows_per_source, dp.limits.new_flows_burst,
                        dp.limits.source_table_size, dp.n_workers, dp.tsc_hz);
+  const uint64_t now = rte_rdtsc();
+  w.unreach_bucket.start(dp.icmp_rate, now);
+  w.echo_bucket.start(dp.echo_rate, now);
+  w.error_bucket.start(dp.error_rate, now);
+  dp.min_mtu = 0xffff;
+  for (const port_info& p : dp.ports) dp.min_mtu = std::min(dp.min_mtu, p.mtu);
 }
 
 int worker_main(void* arg) {

@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """A pod for ferry's demo and tests: answers HTTP GET with its own name (TCP; GET /whoami adds
-the address the request came from, as the pod sees it) and echoes UDP datagrams prefixed
-with its name. Runs inside a network namespace until killed. --http and --udp take one port
-or a comma-separated list (the soak test's pods serve on several)."""
+the address the request came from, as the pod sees it), HTTP POST with its name and the size
+of the body it read, and echoes UDP datagrams prefixed with its name. Runs inside a network
+namespace until killed. --http and --udp take one port or a comma-separated list (the soak
+test's pods serve on several)."""
 import argparse
 import http.server
 import socket
@@ -50,6 +51,22 @@ def main():
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+
+        def do_POST(self):
+            # Reads the whole body and answers with its size (large uploads: path MTU tests).
+            n = int(self.headers.get("Content-Length", 0))
+            got = 0
+            while got < n:
+                chunk = self.rfile.read(min(65536, n - got))
+                if not chunk:
+                    break
+                got += len(chunk)
+            text = f"{args.name} {got}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
 
         def log_message(self, *a):
             pass

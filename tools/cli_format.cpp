@@ -997,9 +997,11 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
                                  "affinity_reused", "foreign_hits"}));
 
   out << "\nL2/ICMP:\n";
-  counter_grid(out, counters_of(member(stats, "l2"),
-                                {"arp_requests_sent", "arp_replies_sent", "neighbor_held",
-                                 "icmp_echo_replies", "icmp_unreachable_sent"}));
+  counter_grid(out,
+               counters_of(member(stats, "l2"),
+                           {"arp_requests_sent", "arp_replies_sent", "neighbor_held",
+                            "icmp_echo_replies", "icmp_unreachable_sent", "icmp_errors_translated",
+                            "icmp_time_exceeded_sent", "icmp_frag_needed_sent"}));
 
   // DNS, when ferryd serves it: answers by outcome from the workers (UDP) and the TCP side.
   if (const json& dns = member(stats, "dns"); dns.is_object()) {

@@ -174,6 +174,9 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"arp_replies_sent", t.arp_replies_sent},
                 {"icmp_echo_replies", t.icmp_echo_replies},
                 {"icmp_unreachable_sent", t.icmp_unreach_sent},
+                {"icmp_errors_translated", t.icmp_errors_translated},  // ICMP part
+                {"icmp_time_exceeded_sent", t.icmp_time_exceeded_sent},
+                {"icmp_frag_needed_sent", t.icmp_frag_needed_sent},
                 {"neighbor_held", t.neighbor_held}}},
               {"services", services},
               {"workers", per_worker}};
@@ -296,6 +299,9 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.limits = cfg.limits;
   d.n_workers = n_workers;
+  d.echo_rate = cfg.icmp.echo_rate;  // ICMP part
+  d.error_rate = cfg.icmp.error_rate;
+  d.answer_service_echo = cfg.icmp.answer_service_echo;
   d.idle_sleep_us = cfg.idle_sleep_us;
   d.max_service_ports = cfg.max_service_ports;
   d.filter_max_rules = cfg.filter_max_rules;
@@ -434,8 +440,8 @@ int run(const node_config& cfg) {
         spdlog::error("{}: control.socket: {}", cfg.source, server.message());
       } else {
         for (const auto& p : d.ports) {
-          spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues", p.name, p.port_id,
-                       p.rx_queues, p.tx_queues);
+          spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues, MTU {}", p.name, p.port_id,
+                       p.rx_queues, p.tx_queues, p.mtu);
         }
         spdlog::info("ferryd {} up: {} workers, {} service ports, control socket {}", cfg.node_name,
                      n_workers, pub.current()->vips.size(), cfg.socket_path);

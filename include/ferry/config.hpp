@@ -19,6 +19,7 @@ struct port_config {
   ipv4_prefix address;  // the node's address and on-link subnet on this port
   uint16_t rx_desc = 1024;
   uint16_t tx_desc = 1024;
+  uint16_t mtu = 0;  // largest IP packet ferry sends out of it; 0: the device's MTU
   bool operator==(const port_config&) const = default;
 };
 
@@ -95,6 +96,13 @@ struct filter_rule_config {
   uint8_t proto = 0;    // 6 TCP, 17 UDP; 0: both
   uint16_t port = 0;    // the port the client sent to (service port or nodePort); 0: any
   bool operator==(const filter_rule_config&) const = default;
+/// [icmp] (ICMP part): echo answers and the errors ferry originates, per second per worker
+/// (token buckets; 0: never sent).
+struct icmp_config {
+  uint32_t echo_rate = 1000;         // echo replies (node addresses, and VIPs when answered)
+  uint32_t error_rate = 1000;        // time exceeded and fragmentation needed, together
+  bool answer_service_echo = false;  // answer ping to service addresses (Kubernetes: no)
+  bool operator==(const icmp_config&) const = default;
 };
 
 struct node_config {
@@ -129,6 +137,7 @@ struct node_config {
   // Payload signature filter (issue 8 part 4).
   std::vector<filter_rule_config> filters;  // [[filter]]
   uint32_t filter_max_rules = 4096;         // [limits] filter_max_rules: hit counter slots
+  icmp_config icmp;                             // [icmp] (ICMP part)
 };
 
 }  // namespace ferry

@@ -65,7 +65,14 @@ class counter {
   /* payload signature filter (issue 8 part 4) */                                      \
   X(filter_drop) /* a [[filter]] rule with action drop matched the payload  */ \
   /* removed-backend grace / source limits part (issue 8): */                          \
-  X(source_rate_limited) /* new flow over the client's [limits] new_flows_per_source */
+  X(source_rate_limited) /* new flow over the client's [limits] new_flows_per_source */ \
+  /* ICMP part */                                                                      \
+  X(icmp_echo_rate_limited)  /* echo over [icmp] echo_rate: unanswered */              \
+  X(icmp_to_service)         /* ICMP to a service address (no ping by default) */      \
+  X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */       \
+  X(icmp_no_flow)            /* ICMP error about no flow of ours (or about ICMP) */    \
+  X(icmp_error_rate_limited) /* time exceeded / frag needed over rate */               \
+  X(frag_needed)             /* DF, over the egress MTU: frag needed sent */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -110,6 +117,8 @@ struct alignas(64) worker_counters {
   counter busy_cycles, poll_cycles;
   // Payload signature filter: hits per rule slot (filter_max_rules entries).
   counter* filter_hits = nullptr;
+  // ICMP part: errors about NATed flows translated and sent on; errors ferry originates.
+  counter icmp_errors_translated, icmp_time_exceeded_sent, icmp_frag_needed_sent;
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };

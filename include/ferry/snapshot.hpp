@@ -88,6 +88,9 @@ struct snapshot {
   /// Load balancer addresses of the node's pool, sorted: ferry answers ARP for them on the
   /// port whose subnet holds them.
   std::shared_ptr<const std::vector<uint32_t>> announced;
+  /// Every service address (ClusterIPs, externalIPs, LB addresses), sorted: what ICMP to a
+  /// service is told apart by (ICMP part).
+  std::shared_ptr<const std::vector<uint32_t>> addresses;
   /// The cluster DNS zone ([dns]); nullptr when DNS is off.
   std::shared_ptr<const dns::zone> dns;
   /// [dns] upstreams as one UDP frontend: queries for names outside the zones are DNATed
@@ -97,6 +100,9 @@ struct snapshot {
   /// only cost is this pointer's test).
   std::shared_ptr<const filter_set> filters;
 
+  bool is_service_address(uint32_t ip) const {
+    return addresses && std::binary_search(addresses->begin(), addresses->end(), ip);
+  }
   bool announces(uint32_t ip) const {
     return announced && std::binary_search(announced->begin(), announced->end(), ip);
   }

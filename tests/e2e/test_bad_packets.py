@@ -115,7 +115,7 @@ CASES = {
     "tcp-data-offset-beyond-packet": (
         "l4_truncated", lambda e: e() / ip() / TCP(dport=80, flags="S", dataofs=15)),
     "ttl-1": ("ip_ttl_exceeded", lambda e: e() / ip(ttl=1) / TCP(sport=40999, dport=80, flags="S")),
-    "icmp-to-vip": ("l4_unsupported", lambda e: e() / ip() / ICMP()),
+    "icmp-to-vip": ("icmp_to_service", lambda e: e() / ip() / ICMP()),
     "ipv6-ethertype": ("eth_unsupported", lambda e: bytes(e())[:12] + b"\x86\xdd" + b"\x60" + b"\x00" * 39),
     # TCP header length below its 20 bytes: malformed, not merely cut short.
     "tcp-data-offset-4": ("l4_bad_length", lambda e: e() / ip() / TCP(dport=80, flags="S", dataofs=4)),
