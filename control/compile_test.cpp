@@ -312,6 +312,8 @@ endpoints:
             (std::vector<std::string>{"198.18.1.31:8443/1", "198.18.1.32:8443/1"}));
   EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8080)), http);
   EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8443)), https);
+  // Each backend port serves one frontend: not shared (replies may make flow entries).
+  EXPECT_EQ(snap->shared_backends.find(service_key(ip("198.18.1.31"), 6, 8080)), nullptr);
 }
 
 TEST(compile, slice_port_of_another_protocol_does_not_join) {

@@ -61,7 +61,9 @@ class counter {
   X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
   X(tx_full)            /* device TX queue full */                                     \
-  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */
+  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
+  /* TCP abuse */                                                                      \
+  X(syn_flood) /* masqueraded new TCP flow, embryonic entries at syn_max */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -87,7 +89,7 @@ struct alignas(64) worker_counters {
   counter drops[kNumDrops];
   counter port_rx[kMaxPorts], port_tx[kMaxPorts];
   counter flows_created;      // entries inserted (SYN or first UDP packet)
-  counter flows_picked_up;    // TCP mid-stream packet without entry: entry made (restart)
+  counter flows_picked_up;    // TCP flow without entry: made from the backend's answer
   counter flows_expired;      // entries reclaimed after their timeout
   counter flows_table_full;   // new flow forwarded statelessly: no room in the table
   counter flows_foreign;      // packets matched an entry another worker made
@@ -96,10 +98,13 @@ struct alignas(64) worker_counters {
   counter affinity_reused;    // new flow sent to the backend its client had (ClientIP)
   counter snat_flows;         // new flows whose source was translated to a node address
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
-  counter neighbor_held;                 // packets parked while their next hop was resolved
-  counter dns[dns::kNumOutcomes];        // DNS queries answered, by outcome
-  counter dns_truncated;                 // answers sent with TC (too big for UDP)
-  counter dns_tcp;                       // DNS over TCP packets handed to the TCP server
+  counter neighbor_held;           // packets parked while their next hop was resolved
+  counter dns[dns::kNumOutcomes];  // DNS queries answered, by outcome
+  counter dns_truncated;           // answers sent with TC (too big for UDP)
+  counter dns_tcp;                 // DNS over TCP packets handed to the TCP server
+  // TCP abuse: a SYN let through without an entry (embryonic entries at syn_max), and a
+  // mid-stream TCP packet without an entry forwarded by Maglev (no entry made for it).
+  counter syn_stateless, ack_stateless;
   service_counters* services = nullptr;  // max_service_ports entries, indexed by id
   // TSC cycles of the poll loop, and those of its iterations that received packets (the
   // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.
