@@ -16,6 +16,8 @@ const char* flow_state_name(flow_state s) {
       return "free";
     case flow_state::tcp_syn:
       return "SYN_SENT";
+    case flow_state::tcp_syn_recv:
+      return "SYN_RECV";
     case flow_state::tcp_established:
       return "ESTABLISHED";
     case flow_state::tcp_closing:
@@ -56,6 +58,7 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
   sweep_period_ = tsc_hz * 2;
   timeouts_[static_cast<size_t>(flow_state::free)] = 0;
   timeouts_[static_cast<size_t>(flow_state::tcp_syn)] = tsc_hz * cfg.tcp_syn_timeout;
+  timeouts_[static_cast<size_t>(flow_state::tcp_syn_recv)] = tsc_hz * cfg.tcp_syn_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_established)] =
       tsc_hz * cfg.tcp_established_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_closing)] = tsc_hz * cfg.tcp_closing_timeout;
@@ -160,9 +163,9 @@ void conntrack::unlink(unsigned by, flow_entry& e) {
     // relaxed: readers that still see the old value are covered by the grace period.
     buckets_[s / kSlotsPerBucket].slot[s % kSlotsPerBucket].store(kTomb, std::memory_order_relaxed);
   }
-  // An exchange, not a store: a worker may move the entry out of SYN_SENT meanwhile, and
+  // An exchange, not a store: a worker may move the entry out of embryo meanwhile, and
   // exactly one of us counts it leaving.
-  if (e.state.exchange(flow_state::free, std::memory_order_relaxed) == flow_state::tcp_syn) {
+  if (embryonic_state(e.state.exchange(flow_state::free, std::memory_order_relaxed))) {
     left(by, e.owner).add();
   }
 }
@@ -188,7 +191,7 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const fl
   e.last_seen.store(now, std::memory_order_relaxed);
   e.flushed.store(false, std::memory_order_relaxed);
   e.state.store(state, std::memory_order_relaxed);
-  if (state == flow_state::tcp_syn) entered(w.index, w.index).add();
+  if (embryonic_state(state)) entered(w.index, w.index).add();
 
   flow_key rev{e.backend_ip, e.peer_ip(), e.backend_port, e.peer_port(), fwd.proto};
   if (!link(hash(fwd), idx, flow_dir::forward, e.slots[0]) ||

@@ -364,24 +364,31 @@ void rewrite(parsed& p, bool dst, uint32_t ip_host, uint16_t port_host) {
   std::memcpy(port_at, &new_port, 2);
 }
 
-// A flow's TCP state after one of its packets. RST (either way) -> RESET, FIN -> CLOSING;
-// the backend's answer to a SYN -> ESTABLISHED; a new SYN from the client on a closed entry
-// reuses it (same flow, same backend). A reset entry the backend goes on answering (ACK, no
-// RST) comes back to ESTABLISHED: ferry checks no sequence numbers, so the RST may have been
-// forged, or lost on the way to the backend.
+// A flow's TCP state after one of its packets. RST (either way) -> RESET, FIN -> CLOSING.
+// The handshake as Linux conntrack follows it: the backend's SYN-ACK -> SYN_RECV, the
+// client's ACK -> ESTABLISHED (so a spoofed SYN, whose source never ACKs, stays embryonic
+// and counts against syn_max until it times out); any other ACK from the backend ->
+// ESTABLISHED (it only sends one on a connection it has). A new SYN from the client on a
+// closed entry reuses it (same flow, same backend). A reset entry the backend goes on
+// answering (ACK, no RST) comes back to ESTABLISHED: ferry checks no sequence numbers, so
+// the RST may have been forged, or lost on its way to the backend.
 void tcp_track(worker& w, flow_entry& e, flow_dir dir, uint8_t flags) {
-  flow_state s = e.state.load(std::memory_order_relaxed);
+  const flow_state s = e.state.load(std::memory_order_relaxed);
   flow_state next = s;
-  const bool closed = s == flow_state::tcp_closing || s == flow_state::tcp_reset;
+  const uint8_t handshake = flags & (kTcpSyn | kTcpAck);
   if (flags & kTcpRst) {
     next = flow_state::tcp_reset;
   } else if (flags & kTcpFin) {
     if (s != flow_state::tcp_reset) next = flow_state::tcp_closing;
   } else if (dir == flow_dir::reply) {
-    if (s == flow_state::tcp_syn || (s == flow_state::tcp_reset && (flags & kTcpAck))) {
-      next = flow_state::tcp_established;  // the backend answered
+    if (s == flow_state::tcp_syn && handshake == (kTcpSyn | kTcpAck)) {
+      next = flow_state::tcp_syn_recv;
+    } else if (handshake == kTcpAck && (embryonic_state(s) || s == flow_state::tcp_reset)) {
+      next = flow_state::tcp_established;
     }
-  } else if (closed && (flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
+  } else if (s == flow_state::tcp_syn_recv && handshake == kTcpAck) {
+    next = flow_state::tcp_established;  // the client's ACK ends the handshake
+  } else if ((s == flow_state::tcp_closing || s == flow_state::tcp_reset) && handshake == kTcpSyn) {
     next = flow_state::tcp_syn;  // the client reuses the port: same flow, same backend
   }
   if (next != s) w.dp->ct->set_state(w.index, e, s, next);
