@@ -209,10 +209,11 @@ constexpr metric kFlowMetrics[] = {
      "Packets that matched a flow entry another worker made."},
     // TCP abuse
     {"embryonic", "ferry_conntrack_embryonic_flows", "gauge",
-     "Flow entries in SYN_SENT (capped at syn_max)."},
-    {"syn_max", "ferry_conntrack_syn_max", "gauge", "Cap on SYN_SENT entries, whole table."},
+     "Flow entries in SYN_SENT or SYN_RECV (capped at syn_max)."},
+    {"syn_max", "ferry_conntrack_syn_max", "gauge",
+     "Cap on SYN_SENT and SYN_RECV entries, whole table."},
     {"syn_stateless", "ferry_conntrack_syn_stateless_total", "counter",
-     "SYNs forwarded by Maglev without an entry: SYN_SENT entries at syn_max."},
+     "SYNs forwarded by Maglev without an entry: embryonic entries at syn_max."},
     {"ack_stateless", "ferry_conntrack_ack_stateless_total", "counter",
      "Mid-stream TCP packets without an entry forwarded by Maglev (no entry made)."},
 };
