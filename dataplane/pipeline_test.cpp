@@ -1082,6 +1082,12 @@ TEST_F(tcp_abuse, MasqueradedAckWithoutStateWaitsEmbryonicForTheBackend) {
   ASSERT_NE(e2, nullptr);
   EXPECT_EQ(e2->state.load(), flow_state::tcp_reset);
   EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // A backend's ACK to a node address:port with no entry (a masqueraded flow ferryd lost):
+  // nothing to un-NAT it with, and no entry is made from it.
+  const uint64_t created = w_->counters.flows_created.get();
+  EXPECT_TRUE(run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, 50000, 0x10), 1).empty());
+  EXPECT_EQ(w_->counters.flows_created.get(), created);
+  EXPECT_EQ(drops(drop::local_unhandled), 1u);
 }
 
 TEST_F(tcp_abuse, RstAndFinMoveEntriesToShortTimeouts) {
