@@ -311,6 +311,39 @@ TEST_F(fixture, ResetAndClosingHaveTheirOwnTimeouts) {
   EXPECT_STREQ(flow_state_name(flow_state::tcp_reset), "RESET");
 }
 
+// Two workers race to move the same SYN_SENT entries out (the backend's answer seen on both),
+// while the owner's sweep expires them: each leaves the count exactly once.
+TEST_F(fixture, EmbryonicLedgerCountsRacingMovesOnce) {
+  make(1 << 14, 2);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<flow_entry*> es;
+    for (uint32_t i = 0; i < 2000; ++i) {
+      flow_entry* e = ct->insert(ws[0], client(round * 10000 + i), {1, 1}, 0, flow_state::tcp_syn,
+                                 uint64_t(round) * 100 * kHz);
+      ASSERT_NE(e, nullptr);
+      es.push_back(e);
+    }
+    ASSERT_EQ(ct->embryonic(0), 2000u);
+    std::atomic<uint32_t> wins{0};
+    auto mover = [&](unsigned by) {
+      for (flow_entry* e : es) {
+        if (ct->set_state(by, *e, flow_state::tcp_syn, flow_state::tcp_established)) ++wins;
+      }
+    };
+    // Worker 0 also sweeps, with every SYN_SENT entry past its timeout, while worker 1 moves.
+    std::thread t1(mover, 1);
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 50) * kHz, ct->capacity());
+    mover(0);
+    t1.join();
+    EXPECT_EQ(ct->embryonic(0), 0u) << "round " << round;
+    EXPECT_LE(wins.load(), 2000u);
+    // Clean up: everything expires (established after 100 s), and is recycled.
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 99) * kHz + 200 * kHz, ct->capacity());
+    quiesce();
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 99) * kHz + 200 * kHz, 0);
+  }
+}
+
 }  // namespace
 }  // namespace ferry::dp
 
