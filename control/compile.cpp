@@ -273,21 +273,19 @@ void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
     }
     addresses_changed_ = true;
   }
-  // External frontends count towards the announced addresses; only ClusterIP ones go into
-  // the backend table, since replies without a flow entry are un-NATed to a ClusterIP
-  // (external frontends have no single address to give back: a NodePort is on every node
-  // address).
-  if (e.external) {
-    if (e.announce) {
-      auto& n = announced_[e.vip];
-      if (add) {
-        ++n;
-      } else if (--n == 0) {
-        announced_.erase(e.vip);
-      }
-      announced_changed_ = true;
+  // External frontends count towards the announced addresses. Every frontend goes into
+  // backend_users_, but only ClusterIP ones are un-NATed to from the backend table, since
+  // replies without a flow entry are un-NATed to a ClusterIP (external frontends have no
+  // single address to give back: a NodePort is on every node address); a backend with more
+  // than one user is marked shared (no entry is made from its replies).
+  if (e.external && e.announce) {
+    auto& n = announced_[e.vip];
+    if (add) {
+      ++n;
+    } else if (--n == 0) {
+      announced_.erase(e.vip);
     }
-    return;
+    announced_changed_ = true;
   }
   for (const auto& b : e.backends) {
     uint64_t bkey = service_key(b.ip, e.proto, b.port);
@@ -506,12 +504,21 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
     if (it == entries_.end()) return std::nullopt;
     return it->second.entry;
   });
+  std::vector<uint64_t> touched_shared = touched_backends_;
   patch_shards(backends_, touched_backends_,
                [&](uint64_t bkey) -> std::optional<const service_port_entry*> {
                  auto it = backend_users_.find(bkey);
                  if (it == backend_users_.end()) return std::nullopt;
-                 return it->second.begin()->second;
+                 for (const auto& [k, e] : it->second) {
+                   if (!e->external) return e;  // the lowest ClusterIP frontend
+                 }
+                 return std::nullopt;
                });
+  patch_shards(shared_backends_, touched_shared, [&](uint64_t bkey) -> std::optional<bool> {
+    auto it = backend_users_.find(bkey);
+    if (it == backend_users_.end() || it->second.size() < 2) return std::nullopt;
+    return true;
+  });
 
   if (announced_changed_ || !announced_list_) {
     auto list = std::make_shared<std::vector<uint32_t>>();
@@ -531,6 +538,7 @@ result<std::unique_ptr<snapshot>> compiler::compile(const store& st, const dirty
   snap->generation = ++generation_;
   snap->vips = vips_;
   snap->backends = backends_;
+  snap->shared_backends = shared_backends_;
   snap->announced = announced_list_;
   snap->addresses = address_list_;
   if (dns_) snap->dns = dns_->build(static_cast<uint32_t>(snap->generation));

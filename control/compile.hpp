@@ -207,6 +207,7 @@ class compiler {
   std::vector<uint64_t> touched_vips_, touched_backends_;
   sharded_map<entry_ptr> vips_;
   sharded_map<const service_port_entry*> backends_;
+  sharded_map<bool> shared_backends_;  // TCP abuse: backends with several frontends
   std::unique_ptr<dns_zone_builder> dns_;
   std::shared_ptr<const service_port_entry> dns_upstream_;
 };

@@ -312,6 +312,8 @@ endpoints:
             (std::vector<std::string>{"198.18.1.31:8443/1", "198.18.1.32:8443/1"}));
   EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8080)), http);
   EXPECT_EQ(*snap->backends.find(service_key(ip("198.18.1.31"), 6, 8443)), https);
+  // Each backend port serves one frontend: not shared (replies may make flow entries).
+  EXPECT_EQ(snap->shared_backends.find(service_key(ip("198.18.1.31"), 6, 8080)), nullptr);
 }
 
 TEST(compile, slice_port_of_another_protocol_does_not_join) {
@@ -700,6 +702,28 @@ TEST(compile, counter_ids_stay_stable_for_unchanged_service_ports) {
   EXPECT_EQ(find_vip(*second, "198.19.0.2", 80)->id, id_b);
   EXPECT_EQ(find_vip(*second, "198.19.0.3", 80)->id, id_c);
   EXPECT_EQ(find_vip(*second, "198.19.0.4", 80)->id, 3u);
+}
+
+// TCP abuse: a backend serving two frontends is marked shared (no flow entry is made from
+// its replies), and unmarked, incrementally, when one of them goes.
+TEST(compile, a_backend_of_two_frontends_is_shared_until_one_goes) {
+  store st(*parse_ipv4_prefix("198.19.0.0/16"));
+  const std::string pod = "  - addresses: [\"198.18.1.11\"]\n";
+  apply_text(st,
+             join({service_yaml("a", "198.19.0.1", 80), service_yaml("b", "198.19.0.2", 80),
+                   slice_yaml("a-1", "a", "", 9376, pod), slice_yaml("b-1", "b", "", 9376, pod)}));
+  compiler c(kMaxSize, 65536);
+  auto first = compile_ok(c, st);
+  ASSERT_TRUE(first);
+  const uint64_t key = service_key(ip("198.18.1.11"), 6, 9376);
+  EXPECT_NE(first->shared_backends.find(key), nullptr);
+  ASSERT_NE(first->backends.find(key), nullptr);  // still un-NATed (to the lowest ClusterIP)
+  st.remove(parse(service_yaml("b", "198.19.0.2", 80)));
+  auto second = compile_ok(c, st);
+  ASSERT_TRUE(second);
+  EXPECT_EQ(second->shared_backends.find(key), nullptr);
+  ASSERT_NE(second->backends.find(key), nullptr);
+  EXPECT_EQ((*second->backends.find(key))->vip, ip("198.19.0.1"));
 }
 
 TEST(compile, counter_ids_are_reused_after_a_service_is_deleted) {

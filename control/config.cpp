@@ -324,9 +324,20 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("tcp_syn_timeout", c.conntrack.tcp_syn_timeout, 1, 86400 * 7);
       t.integer("tcp_established_timeout", c.conntrack.tcp_established_timeout, 1, 86400 * 7);
       t.integer("tcp_closing_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
+      // TCP abuse: tcp_fin_timeout is the newer name of tcp_closing_timeout (either works).
+      t.integer("tcp_fin_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
+      t.integer("tcp_rst_timeout", c.conntrack.tcp_rst_timeout, 1, 86400 * 7);
+      t.integer("syn_max", c.conntrack.syn_max, 1, 1 << 28);
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
       t.integer("affinity_capacity", c.conntrack.affinity_capacity, 1024, 1 << 26);
       t.integer("removed_backend_grace", c.conntrack.removed_backend_grace, 0, 86400);
+      if (t.find("tcp_fin_timeout") && t.find("tcp_closing_timeout")) {
+        t.fail("tcp_fin_timeout", "is the new name of tcp_closing_timeout: give only one");
+      }
+      if (c.conntrack.syn_max > c.conntrack.capacity) {
+        t.fail("syn_max", "must not exceed capacity (" + std::to_string(c.conntrack.capacity) +
+                              "), got " + std::to_string(c.conntrack.syn_max));
+      }
     });
     // Removed-backend grace / source limits part (issue 8).
     top.table("limits", [&](table_reader& t) {

@@ -76,6 +76,31 @@ void expect_names_source(const std::string& msg, const std::string& source = "te
   EXPECT_EQ(msg.rfind(source + ": ", 0), 0u) << msg;
 }
 
+// TCP abuse: the SYN cap and the RST/FIN timeouts.
+TEST(config, reads_tcp_abuse_keys_with_defaults_and_ranges) {
+  auto d = parse_config(kOnePort, "t.toml");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_EQ(d->conntrack.tcp_syn_timeout, 5u);
+  EXPECT_EQ(d->conntrack.tcp_rst_timeout, 2u);
+  EXPECT_EQ(d->conntrack.tcp_closing_timeout, 30u);
+  EXPECT_EQ(d->conntrack.syn_max, 0u);  // an eighth of the capacity
+  auto r = parse_config(std::string(kOnePort) +
+                            "[conntrack]\ncapacity = 4096\nsyn_max = 100\ntcp_rst_timeout = 3\n"
+                            "tcp_fin_timeout = 40\n",
+                        "t.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->conntrack.syn_max, 100u);
+  EXPECT_EQ(r->conntrack.tcp_rst_timeout, 3u);
+  EXPECT_EQ(r->conntrack.tcp_closing_timeout, 40u);
+  auto msg = config_err(std::string(kOnePort) + "[conntrack]\ncapacity = 4096\nsyn_max = 5000\n");
+  EXPECT_TRUE(has(msg, "conntrack.syn_max: must not exceed capacity (4096)")) << msg;
+  msg = config_err(std::string(kOnePort) + "[conntrack]\ntcp_rst_timeout = 0\n");
+  EXPECT_TRUE(has(msg, "conntrack.tcp_rst_timeout: must be between 1")) << msg;
+  msg = config_err(std::string(kOnePort) +
+                   "[conntrack]\ntcp_fin_timeout = 5\ntcp_closing_timeout = 6\n");
+  EXPECT_TRUE(has(msg, "conntrack.tcp_fin_timeout: is the new name")) << msg;
+}
+
 TEST(default_config, parses) {
   auto c = default_config();
   ASSERT_TRUE(c.ok()) << c.message();

@@ -192,7 +192,7 @@ constexpr metric kFlowMetrics[] = {
     {"created", "ferry_conntrack_created_total", "counter",
      "Flow entries made for new flows (SYN or first UDP packet)."},
     {"picked_up", "ferry_conntrack_picked_up_total", "counter",
-     "Flow entries made for TCP flows seen mid-stream (after a restart)."},
+     "Flow entries made for TCP flows found mid-stream, from the backend's answer."},
     {"expired", "ferry_conntrack_expired_total", "counter",
      "Flow entries reclaimed after their timeout."},
     {"table_full", "ferry_conntrack_table_full_total", "counter",
@@ -207,6 +207,15 @@ constexpr metric kFlowMetrics[] = {
      "New flows sent to the backend their client had (sessionAffinity ClientIP)."},
     {"foreign_hits", "ferry_conntrack_foreign_hits_total", "counter",
      "Packets that matched a flow entry another worker made."},
+    // TCP abuse
+    {"embryonic", "ferry_conntrack_embryonic_flows", "gauge",
+     "Flow entries in SYN_SENT or SYN_RECV (capped at syn_max)."},
+    {"syn_max", "ferry_conntrack_syn_max", "gauge",
+     "Cap on SYN_SENT and SYN_RECV entries, whole table."},
+    {"syn_stateless", "ferry_conntrack_syn_stateless_total", "counter",
+     "SYNs forwarded by Maglev without an entry: embryonic entries at syn_max."},
+    {"ack_stateless", "ferry_conntrack_ack_stateless_total", "counter",
+     "Mid-stream TCP packets without an entry forwarded by Maglev (no entry made)."},
 };
 
 constexpr metric kL2Metrics[] = {

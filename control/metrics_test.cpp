@@ -84,7 +84,8 @@ constexpr const char* kStats = R"json({
   "drops": {"tx_full": 0, "no_endpoints": 3},
   "flows": {"active": 2, "created": 5, "picked_up": 0, "expired": 3, "table_full": 0,
             "stateless": 1, "stateless_replies": 0, "snat": 0, "affinity_reused": 0,
-            "foreign_hits": 0, "capacity": 1024, "memory_bytes": 98304},
+            "foreign_hits": 0, "capacity": 1024, "memory_bytes": 98304,
+            "embryonic": 1, "syn_max": 128, "syn_stateless": 4, "ack_stateless": 6},
   "l2": {"arp_requests_sent": 1, "arp_replies_sent": 2, "icmp_echo_replies": 0,
          "icmp_unreachable_sent": 3, "neighbor_held": 0, "icmp_errors_translated": 4,
          "icmp_time_exceeded_sent": 5, "icmp_frag_needed_sent": 6},
@@ -189,7 +190,7 @@ ferry_conntrack_memory_bytes 98304
 # HELP ferry_conntrack_created_total Flow entries made for new flows (SYN or first UDP packet).
 # TYPE ferry_conntrack_created_total counter
 ferry_conntrack_created_total 5
-# HELP ferry_conntrack_picked_up_total Flow entries made for TCP flows seen mid-stream (after a restart).
+# HELP ferry_conntrack_picked_up_total Flow entries made for TCP flows found mid-stream, from the backend's answer.
 # TYPE ferry_conntrack_picked_up_total counter
 ferry_conntrack_picked_up_total 0
 # HELP ferry_conntrack_expired_total Flow entries reclaimed after their timeout.
@@ -213,6 +214,18 @@ ferry_conntrack_affinity_reused_total 0
 # HELP ferry_conntrack_foreign_hits_total Packets that matched a flow entry another worker made.
 # TYPE ferry_conntrack_foreign_hits_total counter
 ferry_conntrack_foreign_hits_total 0
+# HELP ferry_conntrack_embryonic_flows Flow entries in SYN_SENT or SYN_RECV (capped at syn_max).
+# TYPE ferry_conntrack_embryonic_flows gauge
+ferry_conntrack_embryonic_flows 1
+# HELP ferry_conntrack_syn_max Cap on SYN_SENT and SYN_RECV entries, whole table.
+# TYPE ferry_conntrack_syn_max gauge
+ferry_conntrack_syn_max 128
+# HELP ferry_conntrack_syn_stateless_total SYNs forwarded by Maglev without an entry: embryonic entries at syn_max.
+# TYPE ferry_conntrack_syn_stateless_total counter
+ferry_conntrack_syn_stateless_total 4
+# HELP ferry_conntrack_ack_stateless_total Mid-stream TCP packets without an entry forwarded by Maglev (no entry made).
+# TYPE ferry_conntrack_ack_stateless_total counter
+ferry_conntrack_ack_stateless_total 6
 # HELP ferry_arp_requests_sent_total ARP requests sent.
 # TYPE ferry_arp_requests_sent_total counter
 ferry_arp_requests_sent_total 1

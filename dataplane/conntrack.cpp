@@ -16,10 +16,14 @@ const char* flow_state_name(flow_state s) {
       return "free";
     case flow_state::tcp_syn:
       return "SYN_SENT";
+    case flow_state::tcp_syn_recv:
+      return "SYN_RECV";
     case flow_state::tcp_established:
       return "ESTABLISHED";
     case flow_state::tcp_closing:
       return "CLOSING";
+    case flow_state::tcp_reset:
+      return "RESET";
     case flow_state::udp:
       return "UDP";
     case flow_state::count:
@@ -54,10 +58,16 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
   sweep_period_ = tsc_hz * 2;
   timeouts_[static_cast<size_t>(flow_state::free)] = 0;
   timeouts_[static_cast<size_t>(flow_state::tcp_syn)] = tsc_hz * cfg.tcp_syn_timeout;
+  timeouts_[static_cast<size_t>(flow_state::tcp_syn_recv)] = tsc_hz * cfg.tcp_syn_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_established)] =
       tsc_hz * cfg.tcp_established_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_closing)] = tsc_hz * cfg.tcp_closing_timeout;
+  timeouts_[static_cast<size_t>(flow_state::tcp_reset)] = tsc_hz * cfg.tcp_rst_timeout;
   timeouts_[static_cast<size_t>(flow_state::udp)] = tsc_hz * cfg.udp_timeout;
+  const uint32_t syn_total = cfg.syn_max ? std::min(cfg.syn_max, capacity_) : capacity_ / 8;
+  syn_max_ = std::max<uint32_t>(1, syn_total / workers_);
+  lines_per_row_ = (2 * workers_ + 7) / 8;
+  ledger_ = std::make_unique<ledger_line[]>(size_t{workers_} * lines_per_row_);
 }
 
 conntrack::~conntrack() {
@@ -147,13 +157,17 @@ bool conntrack::link(uint64_t hash, uint32_t entry, flow_dir dir, uint32_t& slot
   return false;
 }
 
-void conntrack::unlink(flow_entry& e) {
+void conntrack::unlink(unsigned by, flow_entry& e) {
   for (uint32_t s : e.slots) {
     if (s == UINT32_MAX) continue;
     // relaxed: readers that still see the old value are covered by the grace period.
     buckets_[s / kSlotsPerBucket].slot[s % kSlotsPerBucket].store(kTomb, std::memory_order_relaxed);
   }
-  e.state.store(flow_state::free, std::memory_order_relaxed);
+  // An exchange, not a store: a worker may move the entry out of embryo meanwhile, and
+  // exactly one of us counts it leaving.
+  if (embryonic_state(e.state.exchange(flow_state::free, std::memory_order_relaxed))) {
+    left(by, e.owner).add();
+  }
 }
 
 flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
@@ -177,12 +191,13 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const fl
   e.last_seen.store(now, std::memory_order_relaxed);
   e.flushed.store(false, std::memory_order_relaxed);
   e.state.store(state, std::memory_order_relaxed);
+  if (embryonic_state(state)) entered(w.index, w.index).add();
 
   flow_key rev{e.backend_ip, e.peer_ip(), e.backend_port, e.peer_port(), fwd.proto};
   if (!link(hash(fwd), idx, flow_dir::forward, e.slots[0]) ||
       !link(hash(rev), idx, flow_dir::reply, e.slots[1])) {
     // A reader may already have seen the first slot: recycle through the grace period.
-    unlink(e);
+    unlink(w.index, e);
     w.reclaim[(w.reclaim_head + w.reclaim_count++) % w.reclaim.size()] = {
         idx, rte_rcu_qsbr_start(qsbr_)};
     w.free.pop_back();
@@ -214,7 +229,7 @@ uint32_t conntrack::sweep(conntrack_worker& w, uint64_t now, uint32_t budget) {
     uint64_t seen = e.last_seen.load(std::memory_order_relaxed);
     const bool flushed = e.flushed.load(std::memory_order_relaxed);
     if (!flushed && (now <= seen || now - seen <= timeouts_[static_cast<size_t>(s)])) continue;
-    unlink(e);
+    unlink(w.index, e);
     if (!started) {
       token = rte_rcu_qsbr_start(qsbr_);
       started = true;

@@ -17,6 +17,16 @@
 //   (`ferryctl flush`): it only sets an entry's `flushed` flag. Every lookup treats a flushed
 //   entry as absent from then on, so the next packet of the flow makes a new entry; the owner
 //   unlinks and recycles the old one on its next sweep pass, like an expired one.
+// - Embryonic (SYN_SENT, SYN_RECV) entries are capped per owner (`[conntrack] syn_max`, so a SYN
+// flood
+//   cannot fill the table and evict nothing but itself). The count is kept in a ledger of
+//   single-writer counters: worker `by` counts the entries of owner `o` it moved into the
+//   embryonic states and out of them (entered[by][o], left[by][o]); o's count is the sum of its
+//   column. A move into or out of them is a CAS on the state (set_state), and freeing is
+//   an exchange, so each move is counted exactly once, whichever worker makes it. Reads of
+//   other workers' counters may lag by the moves in flight (nanoseconds): the cap holds to
+//   within a few entries, never drifts. These are per-connection events (a locked instruction
+//   per connection, on the entry's line); established packets never touch the ledger.
 #pragma once
 
 #include <rte_prefetch.h>
@@ -35,8 +45,24 @@
 
 namespace ferry::dp {
 
-enum class flow_state : uint8_t { free = 0, tcp_syn, tcp_established, tcp_closing, udp, count };
+// tcp_syn: the client's SYN; tcp_syn_recv: the backend's SYN-ACK too (both embryonic, until
+// the client's ACK); tcp_closing: a FIN was seen (tcp_fin_timeout); tcp_reset: a RST
+// (tcp_rst_timeout).
+enum class flow_state : uint8_t {
+  free = 0,
+  tcp_syn,
+  tcp_syn_recv,
+  tcp_established,
+  tcp_closing,
+  tcp_reset,
+  udp,
+  count
+};
 const char* flow_state_name(flow_state s);
+/// SYN_SENT or SYN_RECV: the handshake has not finished; capped by syn_max.
+constexpr bool embryonic_state(flow_state s) {
+  return s == flow_state::tcp_syn || s == flow_state::tcp_syn_recv;
+}
 
 /// A flow's addresses as seen on the wire (host order).
 struct flow_key {
@@ -150,6 +176,36 @@ class conntrack {
   flow_entry* insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
                      uint32_t service_id, flow_state state, uint64_t now);
 
+  /// Moves e from state `from` (as the caller loaded it) to `to`, for worker `by`. Moves
+  /// into or out of the embryonic states are a CAS and counted in the embryonic ledger (false:
+  /// another worker moved it first); the others are a relaxed store, as a lost one only shifts a
+  /// timeout.
+  bool set_state(unsigned by, flow_entry& e, flow_state from, flow_state to) {
+    const bool was = embryonic_state(from), is = embryonic_state(to);
+    if (!was && !is) {
+      e.state.store(to, std::memory_order_relaxed);
+      return true;
+    }
+    // relaxed: the CAS only decides who counts the move; no other data is published by it.
+    if (!e.state.compare_exchange_strong(from, to, std::memory_order_relaxed)) return false;
+    if (was && !is) left(by, e.owner).add();
+    if (is && !was) entered(by, e.owner).add();
+    return true;
+  }
+
+  /// Entries of worker `owner` in SYN_SENT or SYN_RECV (see the ledger in the header comment).
+  uint32_t embryonic(unsigned owner) const {
+    int64_t n = 0;
+    for (unsigned by = 0; by < workers_; ++by) {
+      n += static_cast<int64_t>(entered(by, owner).get() - left(by, owner).get());
+    }
+    return n > 0 ? static_cast<uint32_t>(n) : 0;
+  }
+  /// The per-worker cap on SYN_SENT entries.
+  uint32_t syn_max() const { return syn_max_; }
+  /// Whether worker w may make one more embryonic entry.
+  bool syn_admit(const conntrack_worker& w) const { return embryonic(w.index) < syn_max_; }
+
   /// Marks the flow seen; writes last_seen only when it moved on by a tick, so forward and
   /// reply traffic on two workers do not bounce the cache line on every packet.
   void touch(flow_entry& e, uint64_t now) const {
@@ -216,8 +272,19 @@ class conntrack {
     std::atomic<uint64_t> slot[kSlotsPerBucket];
   };
 
+  // One cache line of ledger counters; row `by` is lines_per_row_ lines: entered[0..n),
+  // left[0..n) (n = workers).
+  struct alignas(64) ledger_line {
+    counter c[8];
+  };
+  counter& ledger(unsigned by, unsigned i) const {
+    return ledger_[by * lines_per_row_ + i / 8].c[i % 8];
+  }
+  counter& entered(unsigned by, unsigned owner) const { return ledger(by, owner); }
+  counter& left(unsigned by, unsigned owner) const { return ledger(by, workers_ + owner); }
+
   bool link(uint64_t hash, uint32_t entry, flow_dir dir, uint32_t& slot_out);
-  void unlink(flow_entry& e);
+  void unlink(unsigned by, flow_entry& e);
   static bool key_matches(const flow_entry& e, flow_dir dir, const flow_key& k);
 
   uint32_t capacity_;
@@ -229,6 +296,9 @@ class conntrack {
   uint64_t touch_tick_;
   uint64_t sweep_period_;
   uint64_t timeouts_[static_cast<size_t>(flow_state::count)];
+  uint32_t syn_max_;  // per worker
+  unsigned lines_per_row_;
+  std::unique_ptr<ledger_line[]> ledger_;
 };
 
 }  // namespace ferry::dp

@@ -32,6 +32,8 @@ struct fixture : ::testing::Test {
     cfg.tcp_syn_timeout = 5;
     cfg.tcp_established_timeout = 100;
     cfg.tcp_closing_timeout = 2;
+    cfg.tcp_rst_timeout = 1;
+    cfg.syn_max = syn_max;
     cfg.udp_timeout = 10;
     ct = std::make_unique<conntrack>(capacity, workers, qsbr, kHz, cfg);
     ws.assign(workers, {});
@@ -42,6 +44,7 @@ struct fixture : ::testing::Test {
     for (unsigned i = 0; i < ws.size(); ++i) rte_rcu_qsbr_quiescent(qsbr, i);
   }
 
+  uint32_t syn_max = 0;  // make()'s [conntrack] syn_max
   rte_rcu_qsbr* qsbr = nullptr;
   std::unique_ptr<conntrack> ct;
   std::vector<conntrack_worker> ws;
@@ -226,6 +229,119 @@ TEST_F(fixture, ConcurrentInsertLookupAcrossWorkers) {
   t0.join();
   t1.join();
   EXPECT_FALSE(failed.load());
+}
+
+// TCP abuse: the embryonic (SYN_SENT) ledger stays exact whoever moves an entry.
+TEST_F(fixture, EmbryonicCountFollowsEveryMoveOnAnyWorker) {
+  syn_max = 100;
+  make(1024, 2);
+  EXPECT_EQ(ct->syn_max(), 50u);  // split between the workers
+  std::vector<flow_entry*> e;
+  for (uint32_t i = 0; i < 50; ++i) {
+    ASSERT_TRUE(ct->syn_admit(ws[0]));
+    e.push_back(ct->insert(ws[0], client(i), {1, 1}, 0, flow_state::tcp_syn, 0));
+    ASSERT_NE(e.back(), nullptr);
+  }
+  EXPECT_EQ(ct->embryonic(0), 50u);
+  EXPECT_FALSE(ct->syn_admit(ws[0]));
+  EXPECT_TRUE(ct->syn_admit(ws[1]));  // each worker has its own share
+  EXPECT_EQ(ct->embryonic(1), 0u);
+  // Other states do not count.
+  ASSERT_NE(ct->insert(ws[0], client(100), {1, 1}, 0, flow_state::tcp_established, 0), nullptr);
+  EXPECT_EQ(ct->embryonic(0), 50u);
+  // Worker 1 sees the backend's answer to one of worker 0's entries.
+  EXPECT_TRUE(ct->set_state(1, *e[0], flow_state::tcp_syn, flow_state::tcp_established));
+  EXPECT_EQ(ct->embryonic(0), 49u);
+  EXPECT_TRUE(ct->syn_admit(ws[0]));
+  // Worker 0 saw it too, from its stale load: its move fails and counts nothing.
+  EXPECT_FALSE(ct->set_state(0, *e[0], flow_state::tcp_syn, flow_state::tcp_reset));
+  EXPECT_EQ(e[0]->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(ct->embryonic(0), 49u);
+  // Into SYN_SENT again (a SYN reusing a closed entry), on worker 1.
+  ct->set_state(1, *e[0], flow_state::tcp_established, flow_state::tcp_reset);
+  EXPECT_TRUE(ct->set_state(1, *e[0], flow_state::tcp_reset, flow_state::tcp_syn));
+  EXPECT_EQ(ct->embryonic(0), 50u);
+  // Expiry of SYN_SENT entries (5 s) counts them out; the established one stays.
+  EXPECT_EQ(ct->sweep(ws[0], 6 * kHz, 1024), 50u);
+  EXPECT_EQ(ct->embryonic(0), 0u);
+  flow_key k = client(100);
+  EXPECT_NE(ct->lookup(k, conntrack::hash(k)).entry, nullptr);
+  // A flushed SYN_SENT entry counts out when the owner unlinks it.
+  ASSERT_NE(ct->insert(ws[1], client(200), {1, 1}, 0, flow_state::tcp_syn, 6 * kHz), nullptr);
+  EXPECT_EQ(ct->embryonic(1), 1u);
+  EXPECT_EQ(ct->flush([](const flow_entry& x) { return x.client_port == 40200; }), 1u);
+  ct->sweep(ws[1], 6 * kHz, 1024);
+  EXPECT_EQ(ct->embryonic(1), 0u);
+}
+
+TEST_F(fixture, SynFloodOfTenTimesTheCapacityEvictsNoEstablishedFlow) {
+  // What the pipeline does per SYN: an entry only while under the cap.
+  const uint32_t established = 300;
+  for (uint32_t i = 0; i < established; ++i) {
+    ASSERT_NE(ct->insert(ws[0], client(i), {1, 1}, 0, flow_state::tcp_established, 0), nullptr);
+  }
+  uint64_t now = 0;
+  uint32_t admitted = 0, max_embryonic = 0;
+  for (uint32_t i = 0; i < 10 * ct->capacity(); ++i) {
+    now += kHz / 1000;  // 1000 SYNs a second of fake time: the sweep runs through it
+    if (ct->syn_admit(ws[0])) {
+      admitted +=
+          ct->insert(ws[0], client(100000 + i), {2, 2}, 0, flow_state::tcp_syn, now) != nullptr;
+    }
+    max_embryonic = std::max(max_embryonic, ct->embryonic(0));
+    ct->sweep_paced(ws[0], now);
+    quiesce();
+  }
+  EXPECT_LE(max_embryonic, ct->syn_max());
+  EXPECT_GT(admitted, ct->syn_max());  // the cap frees up as SYN_SENT entries time out
+  for (uint32_t i = 0; i < established; ++i) {
+    flow_key k = client(i);
+    ASSERT_NE(ct->lookup(k, conntrack::hash(k)).entry, nullptr) << i;
+  }
+}
+
+TEST_F(fixture, ResetAndClosingHaveTheirOwnTimeouts) {
+  flow_key a = client(1), b = client(2);
+  ASSERT_NE(ct->insert(ws[0], a, {1, 1}, 0, flow_state::tcp_reset, 0), nullptr);    // 1 s
+  ASSERT_NE(ct->insert(ws[0], b, {1, 1}, 0, flow_state::tcp_closing, 0), nullptr);  // 2 s
+  EXPECT_EQ(ct->sweep(ws[0], kHz + kHz / 2, 2048), 1u);
+  EXPECT_EQ(ct->lookup(a, conntrack::hash(a)).entry, nullptr);
+  EXPECT_NE(ct->lookup(b, conntrack::hash(b)).entry, nullptr);
+  EXPECT_EQ(ct->sweep(ws[0], 3 * kHz, 2048), 1u);
+  EXPECT_STREQ(flow_state_name(flow_state::tcp_reset), "RESET");
+}
+
+// Two workers race to move the same SYN_SENT entries out (the backend's answer seen on both),
+// while the owner's sweep expires them: each leaves the count exactly once.
+TEST_F(fixture, EmbryonicLedgerCountsRacingMovesOnce) {
+  make(1 << 14, 2);
+  for (int round = 0; round < 20; ++round) {
+    std::vector<flow_entry*> es;
+    for (uint32_t i = 0; i < 2000; ++i) {
+      flow_entry* e = ct->insert(ws[0], client(round * 10000 + i), {1, 1}, 0, flow_state::tcp_syn,
+                                 uint64_t(round) * 100 * kHz);
+      ASSERT_NE(e, nullptr);
+      es.push_back(e);
+    }
+    ASSERT_EQ(ct->embryonic(0), 2000u);
+    std::atomic<uint32_t> wins{0};
+    auto mover = [&](unsigned by) {
+      for (flow_entry* e : es) {
+        if (ct->set_state(by, *e, flow_state::tcp_syn, flow_state::tcp_established)) ++wins;
+      }
+    };
+    // Worker 0 also sweeps, with every SYN_SENT entry past its timeout, while worker 1 moves.
+    std::thread t1(mover, 1);
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 50) * kHz, ct->capacity());
+    mover(0);
+    t1.join();
+    EXPECT_EQ(ct->embryonic(0), 0u) << "round " << round;
+    EXPECT_LE(wins.load(), 2000u);
+    // Clean up: everything expires (established after 100 s), and is recycled.
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 99) * kHz + 200 * kHz, ct->capacity());
+    quiesce();
+    ct->sweep(ws[0], (uint64_t(round) * 100 + 99) * kHz + 200 * kHz, 0);
+  }
 }
 
 }  // namespace

@@ -340,6 +340,8 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.stateless_reply += c.stateless_reply.get();
     t.affinity_reused += c.affinity_reused.get();
     t.snat_flows += c.snat_flows.get();
+    t.syn_stateless += c.syn_stateless.get();
+    t.ack_stateless += c.ack_stateless.get();
     t.arp_requests_sent += c.arp_requests_sent.get();
     t.arp_replies_sent += c.arp_replies_sent.get();
     t.icmp_echo_replies += c.icmp_echo_replies.get();

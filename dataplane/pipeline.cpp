@@ -433,18 +433,34 @@ void rewrite(parsed& p, bool dst, uint32_t ip_host, uint16_t port_host) {
   std::memcpy(port_at, &new_port, 2);
 }
 
-void tcp_track(flow_entry& e, flow_dir dir, uint8_t flags) {
-  flow_state s = e.state.load(std::memory_order_relaxed);
+// A flow's TCP state after one of its packets. RST (either way) -> RESET, FIN -> CLOSING.
+// The handshake as Linux conntrack follows it: the backend's SYN-ACK -> SYN_RECV, the
+// client's ACK -> ESTABLISHED (so a spoofed SYN, whose source never ACKs, stays embryonic
+// and counts against syn_max until it times out); any other ACK from the backend ->
+// ESTABLISHED (it only sends one on a connection it has). A new SYN from the client on a
+// closed entry reuses it (same flow, same backend). A reset entry the backend goes on
+// answering (ACK, no RST) comes back to ESTABLISHED: ferry checks no sequence numbers, so
+// the RST may have been forged, or lost on its way to the backend.
+void tcp_track(worker& w, flow_entry& e, flow_dir dir, uint8_t flags) {
+  const flow_state s = e.state.load(std::memory_order_relaxed);
   flow_state next = s;
-  if (flags & (kTcpRst | kTcpFin)) {
-    next = flow_state::tcp_closing;
-  } else if (s == flow_state::tcp_syn && dir == flow_dir::reply) {
-    next = flow_state::tcp_established;  // the backend answered
-  } else if (s == flow_state::tcp_closing && dir == flow_dir::forward &&
-             (flags & (kTcpSyn | kTcpAck)) == kTcpSyn) {
+  const uint8_t handshake = flags & (kTcpSyn | kTcpAck);
+  if (flags & kTcpRst) {
+    next = flow_state::tcp_reset;
+  } else if (flags & kTcpFin) {
+    if (s != flow_state::tcp_reset) next = flow_state::tcp_closing;
+  } else if (dir == flow_dir::reply) {
+    if (s == flow_state::tcp_syn && handshake == (kTcpSyn | kTcpAck)) {
+      next = flow_state::tcp_syn_recv;
+    } else if (handshake == kTcpAck && (embryonic_state(s) || s == flow_state::tcp_reset)) {
+      next = flow_state::tcp_established;
+    }
+  } else if (s == flow_state::tcp_syn_recv && handshake == kTcpAck) {
+    next = flow_state::tcp_established;  // the client's ACK ends the handshake
+  } else if ((s == flow_state::tcp_closing || s == flow_state::tcp_reset) && handshake == kTcpSyn) {
     next = flow_state::tcp_syn;  // the client reuses the port: same flow, same backend
   }
-  if (next != s) e.state.store(next, std::memory_order_relaxed);
+  if (next != s) w.dp->ct->set_state(w.index, e, s, next);
 }
 
 // A source port whose reply key (backend -> node:port) is not in use, from this worker's slice
@@ -578,6 +594,29 @@ void from_dns_tcp(worker& w, rte_mbuf* m) {
   send_ip(w, m, rte_be_to_cpu_32(ip->dst_addr));
 }
 
+// A backend answers a TCP connection that has no entry (ferryd restarted, or its SYN was
+// let through statelessly under a SYN flood): an ACK without SYN, RST or FIN proves the
+// connection is established on the backend, so the entry is made now, from the answer, and
+// the flow keeps its backend from here on. Not for a SYN-ACK (a spoofed SYN gets one too),
+// not when the backend serves more than one frontend (which one the client used is
+// unknown), and never masqueraded: such an answer goes to a node address (handle_local).
+void adopt_from_reply(worker& w, const snapshot* snap, const parsed& p,
+                      const service_port_entry& s) {
+  if (p.key.proto != kProtoTcp ||
+      (p.tcp_flags & (kTcpAck | kTcpSyn | kTcpRst | kTcpFin)) != kTcpAck ||
+      snap->shared_backends.find(service_key(p.key.src_ip, p.key.proto, p.key.src_port))) {
+    return;
+  }
+  const flow_key fwd{p.key.dst_ip, s.vip, p.key.dst_port, s.port, p.key.proto};
+  if (w.dp->ct->insert(w.ct, fwd, {p.key.src_ip, p.key.src_port}, s.id, flow_state::tcp_established,
+                       w.now)) {
+    w.counters.flows_created.add();
+    w.counters.flows_picked_up.add();
+  } else {
+    w.counters.flows_table_full.add();
+  }
+}
+
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
   conntrack& ct = *w.dp->ct;
   uint16_t mtu;
@@ -603,7 +642,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       rewrite(p, false, e.vip, e.vport);
       if (e.snat_ip) rewrite(p, true, e.client_ip, e.client_port);
     }
-    if (p.key.proto == kProtoTcp) tcp_track(e, hit.dir, p.tcp_flags);
+    if (p.key.proto == kProtoTcp) tcp_track(w, e, hit.dir, p.tcp_flags);
     ct.touch(e, w.now);
     count_service(w, e.service_id, m, false);
     set_ttl(p.ip, p.ip->time_to_live - 1);
@@ -638,17 +677,28 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (masquerade && !(nat.snat_port = pick_snat_port(w, p, nat))) {
       return free_drop(w, m, drop::snat_exhausted);
     }
-    flow_state state = flow_state::udp;
-    if (p.key.proto == kProtoTcp) {
-      bool syn = (p.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
-      state = syn ? flow_state::tcp_syn : flow_state::tcp_established;
+    // TCP abuse: only a SYN (or a masqueraded mid-stream packet, which has no stateless way
+    // through) makes an entry, and it starts embryonic (SYN_SENT), capped per worker. Other
+    // TCP without an entry (ACKs after a restart, or a flood of them) goes by Maglev, the
+    // backend the entry would have named, and makes none: the backend's answer does (see the
+    // reply path below), which spoofed packets never get. A RST makes no entry either.
+    const bool tcp = p.key.proto == kProtoTcp;
+    const bool syn = tcp && (p.tcp_flags & (kTcpSyn | kTcpAck | kTcpRst)) == kTcpSyn;
+    const flow_state state = tcp ? flow_state::tcp_syn : flow_state::udp;
+    bool track = !tcp || syn || (masquerade && !(p.tcp_flags & kTcpRst));
+    if (track && tcp && !ct.syn_admit(w.ct)) {
+      // The worker's embryonic entries are at syn_max (a SYN flood): established entries
+      // stay, and the SYN goes on statelessly; a masqueraded one cannot.
+      if (masquerade) return free_drop(w, m, drop::syn_flood);
+      w.counters.syn_stateless.add();
+      track = false;
+    } else if (tcp && !track && !(p.tcp_flags & kTcpRst)) {
+      w.counters.ack_stateless.add();
     }
-    // A RST for an unknown flow is forwarded but makes no entry.
-    bool track = !(p.tcp_flags & kTcpRst);
     if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
       w.counters.flows_created.add();
       if (masquerade) w.counters.snat_flows.add();
-      if (state == flow_state::tcp_established) w.counters.flows_picked_up.add();
+      if (tcp && !syn) w.counters.flows_picked_up.add();
     } else if (masquerade) {
       // Without an entry the reply could not be turned back: nothing to forward.
       return free_drop(w, m, drop::snat_failed);
@@ -656,7 +706,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       if (track) w.counters.flows_table_full.add();
       w.counters.stateless_forward.add();
     }
-    count_service(w, s.id, m, true);
+    count_service(w, s.id, m, !tcp || syn);
     rewrite(p, true, b.ip, b.port);
     if (masquerade) rewrite(p, false, nat.snat_ip, nat.snat_port);
     set_ttl(p.ip, p.ip->time_to_live - 1);
@@ -674,6 +724,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (too_big(w, p, p.key.dst_ip, mtu)) [[unlikely]]
       return frag_needed(w, m, p, mtu);
     w.counters.stateless_reply.add();
+    adopt_from_reply(w, snap, p, **from);
     count_service(w, (*from)->id, m, false);
     rewrite(p, false, (*from)->vip, (*from)->port);
     set_ttl(p.ip, p.ip->time_to_live - 1);

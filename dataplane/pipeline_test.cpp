@@ -227,7 +227,7 @@ TEST_F(pipeline, TranslatesAConversation) {
       {"reply without an entry is un-NATed statelessly",
        tcp(kPort1, kPodMac, kPod, 9376, kClient, 41000, 0x10), 1, 0,
        tcp(kClientMac, kPort0, kVip, 80, kClient, 41000, 0x10, "", out_ttl)},
-      {"mid-stream ACK without an entry (after a restart) goes by Maglev",
+      {"mid-stream ACK without an entry (after a restart) goes by Maglev, no entry",
        tcp(kPort0, kClientMac, kClient, 42000, kVip, 80, 0x10), 0, 1,
        tcp(kPodMac, kPort1, kClient, 42000, kPod, 9376, 0x10, "", out_ttl)},
       {"ARP request for the node is answered",
@@ -241,9 +241,12 @@ TEST_F(pipeline, TranslatesAConversation) {
     EXPECT_EQ(out[0].port, r.out_port);
     EXPECT_EQ(out[0].frame, r.out);
   }
-  EXPECT_EQ(w_->counters.flows_created.get(), 5u);  // 2 TCP SYN, 2 UDP, 1 picked up
+  // 2 TCP SYN, 2 UDP, and 1 made from the backend's ACK (the stateless reply); the
+  // mid-stream ACK from the client makes none.
+  EXPECT_EQ(w_->counters.flows_created.get(), 5u);
   EXPECT_EQ(w_->counters.flows_picked_up.get(), 1u);
   EXPECT_EQ(w_->counters.stateless_reply.get(), 1u);
+  EXPECT_EQ(w_->counters.ack_stateless.get(), 1u);
   for (size_t d = 0; d < kNumDrops; ++d)
     EXPECT_EQ(w_->counters.drops[d].get(), 0u) << kDropNames[d];
 }
@@ -1365,6 +1368,299 @@ TEST_F(pipeline, DropsIcmpErrorsWithBadQuotesOrNoFlow) {
   }
   EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 0u);
   EXPECT_EQ(w_->counters.icmp_time_exceeded_sent.get(), 0u);
+}
+
+// TCP abuse (issue 8): SYN admission, ACKs without state, entries from backends' answers,
+// RST and FIN timeouts.
+
+const char* kThreePods = R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  clusterIP: 198.19.10.10
+  ports: [{port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: web}
+subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
+           ports: [{port: 9376}]}]
+)yaml";
+
+class tcp_abuse : public pipeline {
+ protected:
+  void SetUp() override {
+    pipeline::SetUp();
+    use(kThreePods);
+    for (uint32_t i = 0; i < 3; ++i) {
+      od_->learn(1, kPod + i, to_ether(pod_mac(i)));
+    }
+  }
+  static mac pod_mac(uint32_t i) { return {0x02, 0xb0, 0, 0, 0, static_cast<uint8_t>(0x11 + i)}; }
+  // The pod Maglev names for a client flow to the VIP (what an entry would have).
+  uint32_t maglev_pod(uint32_t src, uint16_t sport) const {
+    const auto* s = snap_->vips.find(service_key(kVip, kProtoTcp, 80));
+    return (*s)->pick(conntrack::hash({src, kVip, sport, 80, kProtoTcp})).ip;
+  }
+  static uint32_t dst_of(const bytes& frame) {
+    return uint32_t{frame[30]} << 24 | uint32_t{frame[31]} << 16 | uint32_t{frame[32]} << 8 |
+           frame[33];
+  }
+  flow_entry* entry(uint32_t src, uint16_t sport) const {
+    flow_key k{src, kVip, sport, 80, kProtoTcp};
+    return dp_->ct->lookup(k, conntrack::hash(k)).entry;
+  }
+  // Sweeps the whole table as if `seconds` had passed since now.
+  void sweep_after(double seconds) {
+    const uint64_t later = rte_rdtsc() + static_cast<uint64_t>(seconds * dp_->tsc_hz);
+    dp_->ct->sweep(w_->ct, later, dp_->ct->capacity());
+  }
+  // A SYN from a spoofed source 198.18.(2..).x, port p.
+  static uint32_t spoofed(uint32_t i) { return 0xc6120200 + (i % 50000) + 1; }
+  bytes syn_from(uint32_t src, uint16_t sport) const {
+    return tcp(kPort0, kClientMac, src, sport, kVip, 80, 0x02);
+  }
+};
+
+TEST_F(tcp_abuse, SynFloodPastTheCapGoesByMaglevWithoutEntriesAndEvictsNothing) {
+  conntrack& ct = *dp_->ct;
+  const uint32_t cap = ct.syn_max();
+  ASSERT_EQ(cap, ct.capacity() / 8);  // default: an eighth of the table
+  // An established flow first.
+  run(syn_from(kClient, 40000), 0);
+  const uint32_t pod = maglev_pod(kClient, 40000);
+  run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 40000, 0x12), 1);
+  ASSERT_NE(entry(kClient, 40000), nullptr);
+  EXPECT_EQ(entry(kClient, 40000)->state.load(), flow_state::tcp_syn_recv);
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
+  ASSERT_EQ(entry(kClient, 40000)->state.load(), flow_state::tcp_established);
+  // A flood of ten times the table's capacity from spoofed sources; the backends answer
+  // each SYN with a SYN-ACK, which the spoofed sources never ACK.
+  const uint32_t flood = 10 * ct.capacity();
+  uint32_t wrong_backend = 0;
+  for (uint32_t i = 0; i < flood; ++i) {
+    const uint32_t src = spoofed(i);
+    const auto sport = static_cast<uint16_t>(1024 + i / 50000);
+    auto out = run(syn_from(src, sport), 0);
+    ASSERT_EQ(out.size(), 1u) << i;
+    const uint32_t to = dst_of(out[0].frame);
+    wrong_backend += to != maglev_pod(src, sport);
+    run(tcp(kPort1, pod_mac(to - kPod), to, 9376, src, sport, 0x12), 1);
+  }
+  // Embryonic entries stopped at the cap; the rest went statelessly to Maglev's pick.
+  EXPECT_EQ(ct.embryonic(0), cap);
+  EXPECT_EQ(w_->counters.flows_created.get(), 1u + cap);
+  EXPECT_EQ(w_->counters.syn_stateless.get(), flood - cap);
+  EXPECT_EQ(w_->counters.stateless_forward.get(), flood - cap);
+  EXPECT_EQ(w_->counters.flows_table_full.get(), 0u);
+  EXPECT_EQ(w_->counters.flows_picked_up.get(), 0u);  // SYN-ACKs make no entries
+  EXPECT_EQ(wrong_backend, 0u);
+  // The established flow is untouched and still forwards.
+  ASSERT_NE(entry(kClient, 40000), nullptr);
+  EXPECT_EQ(entry(kClient, 40000)->state.load(), flow_state::tcp_established);
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x18, "GET"), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(dst_of(out[0].frame), pod);
+  // After tcp_syn_timeout the embryonic entries go, and a SYN makes an entry again.
+  sweep_after(6);
+  EXPECT_EQ(ct.embryonic(0), 0u);
+  EXPECT_NE(entry(kClient, 40000), nullptr);  // established: not expired
+  run(syn_from(kClient, 40001), 0);
+  EXPECT_NE(entry(kClient, 40001), nullptr);
+  EXPECT_EQ(ct.embryonic(0), 1u);
+  // The spoofed sources' SYN-ACKs had nowhere to go (no route to 198.18.2.0/24 and up).
+  EXPECT_EQ(drops(drop::no_route), flood);
+}
+
+TEST_F(tcp_abuse, MasqueradedSynPastTheCapIsDroppedAsSynFlood) {
+  conntrack& ct = *dp_->ct;
+  for (uint32_t i = 0; i < ct.syn_max(); ++i) run(syn_from(spoofed(i), 1024), 0);
+  ASSERT_EQ(ct.embryonic(0), ct.syn_max());
+  // A pod on eth1 reaching the Service needs masquerade: no stateless path.
+  const uint32_t other_pod = 0xc6120132;
+  const mac other_mac{0x02, 0xb0, 0, 0, 0, 0x50};
+  od_->learn(1, other_pod, to_ether(other_mac));
+  EXPECT_TRUE(run(tcp(kPort1, other_mac, other_pod, 45000, kVip, 80, 0x02), 1).empty());
+  EXPECT_EQ(drops(drop::syn_flood), 1u);
+  EXPECT_EQ(drops(drop::snat_failed), 0u);
+}
+
+TEST_F(tcp_abuse, AckWithoutStateGoesByMaglevAndTheBackendsAnswerMakesTheEntry) {
+  // The client's ACK (a flow ferryd has not seen: restarted, or admitted statelessly).
+  const uint32_t pod = maglev_pod(kClient, 41000);
+  auto out = run(tcp(kPort0, kClientMac, kClient, 41000, kVip, 80, 0x10), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame,
+            tcp(pod_mac(pod - kPod), kPort1, kClient, 41000, pod, 9376, 0x10, "", {.ttl = 63}));
+  EXPECT_EQ(entry(kClient, 41000), nullptr);
+  EXPECT_EQ(w_->counters.ack_stateless.get(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+  // A flood of them makes nothing either; RSTs for unknown flows neither.
+  for (uint16_t p = 1; p <= 1000; ++p) {
+    run(tcp(kPort0, kClientMac, spoofed(p), p, kVip, 80, 0x10), 0);
+    run(tcp(kPort0, kClientMac, spoofed(p), p, kVip, 80, 0x04), 0);
+  }
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+  // The backend answers them with RST, its SYN-ACK to a SYN let through statelessly:
+  // un-NATed, but no entry.
+  out = run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 41000, 0x14), 1);
+  ASSERT_EQ(out.size(), 1u);
+  out = run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 41000, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+  // The backend's ACK proves the connection: the entry is made, ESTABLISHED, to this pod.
+  out = run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 41000, 0x10), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kVip, 80, kClient, 41000, 0x10, "", {.ttl = 63}));
+  flow_entry* e = entry(kClient, 41000);
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(e->backend_ip, pod);
+  EXPECT_EQ(e->backend_port, 9376);
+  EXPECT_EQ(e->vip, kVip);
+  EXPECT_EQ(e->vport, 80);
+  EXPECT_EQ(w_->counters.flows_picked_up.get(), 1u);
+  // The client's next packets take the entry (the backend answered, whatever Maglev says now).
+  const uint64_t stateless = w_->counters.stateless_forward.get();
+  out = run(tcp(kPort0, kClientMac, kClient, 41000, kVip, 80, 0x18, "more"), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(dst_of(out[0].frame), pod);
+  EXPECT_EQ(w_->counters.stateless_forward.get(), stateless);
+}
+
+TEST_F(tcp_abuse, TheAnswerMakesNoEntryFromASharedBackend) {
+  // The pod behind two ClusterIPs: which one did the client use?
+  use(R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: a}
+spec:
+  clusterIP: 198.19.10.10
+  ports: [{port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: a}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 9376}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b}
+spec:
+  clusterIP: 198.19.10.11
+  ports: [{port: 80, targetPort: 9376}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: b}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 9376}]}]
+)yaml");
+  auto out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, 41000, 0x10), 1);
+  ASSERT_EQ(out.size(), 1u);  // still un-NATed statelessly (to the lowest ClusterIP)
+  EXPECT_EQ(w_->counters.stateless_reply.get(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+  // One Service with a ClusterIP and a NodePort: shared too.
+  use(node_port_service("np", 30080, "Local", "edge-1").c_str());
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, 41001, 0x10), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+}
+
+TEST_F(tcp_abuse, MasqueradedAckWithoutStateWaitsEmbryonicForTheBackend) {
+  // NodePort, policy Cluster, pod on another node: masqueraded, no stateless way back. A
+  // mid-stream ACK makes a SYN_SENT entry (capped like a SYN); the answer decides.
+  use(node_port_service("np", 30080, "Cluster", "edge-2").c_str());
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30080, 0x10), 0);
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t snat_port = src_port_of(out[0].frame);
+  flow_key k{kClient, kNode0, 40000, 30080, kProtoTcp};
+  flow_entry* e = dp_->ct->lookup(k, conntrack::hash(k)).entry;
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_syn);
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);
+  EXPECT_EQ(w_->counters.flows_picked_up.get(), 1u);
+  // The backend does know the connection: ESTABLISHED, no longer embryonic.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, snat_port, 0x10), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // A spoofed one: the backend answers RST, the entry goes to RESET (short timeout).
+  out = run(tcp(kPort0, kClientMac, kClient, 40001, kNode0, 30080, 0x10), 0);
+  ASSERT_EQ(out.size(), 1u);
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, src_port_of(out[0].frame), 0x04), 1);
+  flow_key k2{kClient, kNode0, 40001, 30080, kProtoTcp};
+  flow_entry* e2 = dp_->ct->lookup(k2, conntrack::hash(k2)).entry;
+  ASSERT_NE(e2, nullptr);
+  EXPECT_EQ(e2->state.load(), flow_state::tcp_reset);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // A backend's ACK to a node address:port with no entry (a masqueraded flow ferryd lost):
+  // nothing to un-NAT it with, and no entry is made from it.
+  const uint64_t created = w_->counters.flows_created.get();
+  EXPECT_TRUE(run(tcp(kPort1, kPodMac, kPod, 9376, kNode1, 50000, 0x10), 1).empty());
+  EXPECT_EQ(w_->counters.flows_created.get(), created);
+  EXPECT_EQ(drops(drop::local_unhandled), 1u);
+}
+
+TEST_F(tcp_abuse, RstAndFinMoveEntriesToShortTimeouts) {
+  auto open = [&](uint16_t sport) {
+    run(syn_from(kClient, sport), 0);
+    const uint32_t pod = maglev_pod(kClient, sport);
+    run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, sport, 0x12), 1);
+    run(tcp(kPort0, kClientMac, kClient, sport, kVip, 80, 0x10), 0);
+    EXPECT_EQ(entry(kClient, sport)->state.load(), flow_state::tcp_established);
+    return pod;
+  };
+  open(40000);
+  const uint32_t pod1 = open(40001);
+  open(40002);
+  // RST from the client; RST from the backend; FIN from the client.
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x04), 0);
+  run(tcp(kPort1, pod_mac(pod1 - kPod), pod1, 9376, kClient, 40001, 0x14), 1);
+  run(tcp(kPort0, kClientMac, kClient, 40002, kVip, 80, 0x11), 0);
+  EXPECT_EQ(entry(kClient, 40000)->state.load(), flow_state::tcp_reset);
+  EXPECT_STREQ(flow_state_name(entry(kClient, 40001)->state.load()), "RESET");
+  EXPECT_EQ(entry(kClient, 40002)->state.load(), flow_state::tcp_closing);
+  // A FIN after a RST does not lengthen it.
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x11), 0);
+  EXPECT_EQ(entry(kClient, 40000)->state.load(), flow_state::tcp_reset);
+  // tcp_rst_timeout (2 s) and tcp_fin_timeout (30 s) by default.
+  sweep_after(3);
+  EXPECT_EQ(entry(kClient, 40000), nullptr);
+  EXPECT_EQ(entry(kClient, 40001), nullptr);
+  EXPECT_NE(entry(kClient, 40002), nullptr);
+  sweep_after(31);
+  EXPECT_EQ(entry(kClient, 40002), nullptr);
+}
+
+TEST_F(tcp_abuse, AResetEntryComesBackWhenTheBackendGoesOnAndASynReusesIt) {
+  run(syn_from(kClient, 40000), 0);
+  const uint32_t pod = maglev_pod(kClient, 40000);
+  run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 40000, 0x12), 1);
+  flow_entry* e = entry(kClient, 40000);
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);  // SYN_RECV: still embryonic
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // A RST from the client side (perhaps forged: no sequence check here) ...
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x04), 0);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
+  // ... but the backend goes on: the connection lives.
+  run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 40000, 0x18, "data"), 1);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  // A closed entry and a new SYN on the same port: SYN_SENT again, counted embryonic.
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x04), 0);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  run(syn_from(kClient, 40000), 0);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_syn);
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);
+  run(tcp(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, 40000, 0x12), 1);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_syn_recv);
+  EXPECT_STREQ(flow_state_name(e->state.load()), "SYN_RECV");
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);
+  run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 // ferry-perf: benchmarks that print one JSON object per result line.
-//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5] [--case established|reply|new_flow]
+//   ferry-perf pipeline [--flows 1000,1000000] [--runs 5]
+//                       [--case established|reply|new_flow|syn_refused]
 //                       [--workers 1] [--no-huge] [--source-limit RATE]
 //   ferry-perf pipeline --filter-rules 0,10,100,1000 [--payload 64,512] [--runs 3] [--no-huge]
 //   ferry-perf maglev   [--runs 5]
@@ -65,14 +66,20 @@ struct pipeline_bench {
 
   uint32_t capacity;
   unsigned workers;
+  uint32_t syn_max;
 
-  // source_limit: [limits] new_flows_per_source (and burst) for every worker; 0: off.
-  pipeline_bench(uint32_t capacity_, unsigned workers_, uint32_t source_limit = 0)
-      : capacity(capacity_), workers(workers_) {
+  // syn_max: [conntrack] syn_max (the new_flow case lifts it to the capacity, so every SYN
+  // makes an entry; syn_refused keeps it small; 0: the capacity). SYN_SENT entries do not age
+  // here. source_limit: [limits] new_flows_per_source (and burst) for every worker; 0: off.
+  pipeline_bench(uint32_t capacity_, unsigned workers_, uint32_t syn_max_ = 0,
+                 uint32_t source_limit = 0)
+      : capacity(capacity_), workers(workers_), syn_max(syn_max_ ? syn_max_ : capacity_) {
     node_config cfg;
     cfg.ports = {{"eth0", "", {0xc61200fe, 24}}, {"eth1", "", {0xc61201fe, 24}}};
     cfg.routes = {{{kClientNet, 17}, kGateway, "eth0"}};
     cfg.conntrack.tcp_established_timeout = 86400;
+    cfg.conntrack.tcp_syn_timeout = 86400;
+    cfg.conntrack.syn_max = syn_max;
     rte_ether_addr macs[2] = {{{2, 0, 0, 0, 0, 1}}, {{2, 0, 0, 0, 0, 2}}};
     dp::offline_options o;
     o.flow_capacity = capacity;
@@ -124,7 +131,25 @@ struct pipeline_bench {
     }
   }
 
-  enum class kind { established, reply, new_flow };
+  // A SYN flood's leftovers: every worker's embryonic entries at the cap (flows from
+  // `first` on), so the next SYNs take the refused path (syn_stateless).
+  void fill_embryonic(uint64_t first) {
+    for (unsigned t = 0; t < workers; ++t) {
+      dp::worker& w = *od->workers[t];
+      for (uint64_t f = first; od->dp.ct->syn_admit(w.ct); ++f) {
+        dp::flow_key k{client_ip(f), kVip, client_port(f), 80, IPPROTO_TCP};
+        const backend& b = svc->pick(dp::conntrack::hash(k));
+        if (!od->dp.ct->insert(w.ct, k, {b.ip, b.port}, svc->id, dp::flow_state::tcp_syn,
+                               rte_rdtsc())) {
+          std::cerr << "flow table full filling SYN_SENT at " << f << "\n";
+          std::abort();
+        }
+      }
+      first += 1u << 24;
+    }
+  }
+
+  enum class kind { established, reply, new_flow, syn_refused };
 
   // Writes the packet of `flow` into m: a forward ACK, a backend's reply, or a SYN.
   void fill(rte_mbuf* m, uint64_t flow, kind k) const {
@@ -152,7 +177,8 @@ struct pipeline_bench {
       ip->dst_addr = rte_cpu_to_be_32(kVip);
       th->src_port = rte_cpu_to_be_16(client_port(flow));
       th->dst_port = RTE_BE16(80);
-      th->tcp_flags = k == kind::new_flow ? RTE_TCP_SYN_FLAG : RTE_TCP_ACK_FLAG;
+      th->tcp_flags =
+          k == kind::new_flow || k == kind::syn_refused ? RTE_TCP_SYN_FLAG : RTE_TCP_ACK_FLAG;
     }
     // The header checksum right, as on the wire (the pipeline checks it); the template's
     // field is 0, so the sum is over the patched header as it stands.
@@ -225,30 +251,44 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
     for (auto& f : random_flows) f = rng() % n;
     std::unique_ptr<pipeline_bench> b;
     for (auto k : {pipeline_bench::kind::established, pipeline_bench::kind::reply,
-                   pipeline_bench::kind::new_flow}) {
+                   pipeline_bench::kind::new_flow, pipeline_bench::kind::syn_refused}) {
       const char* name = k == pipeline_bench::kind::established ? "established"
                          : k == pipeline_bench::kind::reply     ? "reply"
-                                                                : "new_flow";
+                         : k == pipeline_bench::kind::new_flow  ? "new_flow"
+                                                                : "syn_refused";
       if (!only.empty() && only != name) continue;
+      const bool fresh =
+          k == pipeline_bench::kind::new_flow || k == pipeline_bench::kind::syn_refused;
       // The table is sized as an operator would size it for n flows (n plus a little);
       // new_flow needs room for every flow it adds on top.
       uint64_t room = k == pipeline_bench::kind::new_flow ? kPackets * uint64_t(runs) * workers : 0;
       auto capacity = static_cast<uint32_t>(n + n / 16 + room + 1024 * workers);
-      if (!b || b->capacity != capacity) {
+      // syn_refused: 1024 SYN_SENT entries per worker, all there before the flood's SYNs.
+      const uint32_t syn_max = k == pipeline_bench::kind::syn_refused ? 1024 * workers : capacity;
+      if (!b || b->capacity != capacity || b->syn_max != syn_max) {
         b.reset();
-        b = std::make_unique<pipeline_bench>(capacity, workers, source_limit);
+        b = std::make_unique<pipeline_bench>(capacity, workers, syn_max, source_limit);
         b->insert_flows(n);
+        if (k == pipeline_bench::kind::syn_refused) b->fill_embryonic(1ull << 30);
       }
+      auto sum = [&](auto member) {
+        uint64_t x = 0;
+        for (const auto& w : b->od->workers) x += (w->counters.*member).get();
+        return x;
+      };
+      uint32_t embryonic_before = 0;
+      for (unsigned t = 0; t < workers; ++t) embryonic_before += b->od->dp.ct->embryonic(t);
+      const uint64_t created_before = sum(&worker_counters::flows_created);
+      const uint64_t expired_before = sum(&worker_counters::flows_expired);
       std::vector<double> ns, mpps;
       uint64_t next_new = n;
       for (int r = 0; r < runs; ++r) {
         std::vector<uint64_t> flows;
-        if (k == pipeline_bench::kind::new_flow) {
+        if (fresh) {
           flows.resize(kPackets * workers);
           for (auto& f : flows) f = next_new++;
         }
-        auto [mean_ns, total_mpps] =
-            b->run(k == pipeline_bench::kind::new_flow ? flows : random_flows, k, kPackets);
+        auto [mean_ns, total_mpps] = b->run(fresh ? flows : random_flows, k, kPackets);
         ns.push_back(mean_ns);
         mpps.push_back(total_mpps);
       }
@@ -257,21 +297,39 @@ void bench_pipeline(const std::vector<uint64_t>& flow_counts, int runs, const st
         for (const auto& d : w->counters.drops) drops += d.get();
         full += w->counters.flows_table_full.get();
       }
-      std::cout << json{{"bench", "pipeline"},
-                        {"case", name},
-                        {"flows", n},
-                        {"workers", workers},
-                        {"source_limit", source_limit},
-                        {"table_capacity", capacity},
-                        {"table_bytes", b->od->dp.ct->memory_bytes()},
-                        {"packets_per_run", kPackets * workers},
-                        {"runs", runs},
-                        {"ns_per_packet", to_json(summarize(ns))},
-                        {"mpps", summarize(mpps).median},
-                        {"drops", drops},
-                        {"table_full", full}}
-                       .dump()
-                << std::endl;
+      json extra = json::object();
+      if (k == pipeline_bench::kind::syn_refused) {
+        // The cap held, nothing was made or expired, and every established flow is there.
+        uint32_t embryonic_after = 0;
+        for (unsigned t = 0; t < workers; ++t) embryonic_after += b->od->dp.ct->embryonic(t);
+        uint64_t established = 0;
+        for (uint64_t f = 0; f < n; ++f) {
+          dp::flow_key key{client_ip(f), kVip, client_port(f), 80, IPPROTO_TCP};
+          established += b->od->dp.ct->lookup(key, dp::conntrack::hash(key)).entry != nullptr;
+        }
+        extra = {{"syn_max", b->od->dp.ct->syn_max() * workers},
+                 {"embryonic_before", embryonic_before},
+                 {"embryonic_after", embryonic_after},
+                 {"syn_stateless", sum(&worker_counters::syn_stateless)},
+                 {"flows_created", sum(&worker_counters::flows_created) - created_before},
+                 {"flows_expired", sum(&worker_counters::flows_expired) - expired_before},
+                 {"established_found", established}};
+      }
+      json row = {{"bench", "pipeline"},
+                  {"case", name},
+                  {"flows", n},
+                  {"workers", workers},
+                  {"source_limit", source_limit},
+                  {"table_capacity", capacity},
+                  {"table_bytes", b->od->dp.ct->memory_bytes()},
+                  {"packets_per_run", kPackets * workers},
+                  {"runs", runs},
+                  {"ns_per_packet", to_json(summarize(ns))},
+                  {"mpps", summarize(mpps).median},
+                  {"drops", drops},
+                  {"table_full", full}};
+      row.update(extra);
+      std::cout << row.dump() << std::endl;
     }
   }
 }

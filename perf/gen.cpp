@@ -34,6 +34,13 @@
 //               summed (client->backend on B plus backend->client on A, in the window).
 //   zero_loss   binary search on the offered client rate for the highest rate with no loss
 //               and no failure over a --duration trial; with --rate, one trial at that rate.
+//   synflood    (TCP) established flows at --rate while SYNs from spoofed sources hit the
+//               same VIP at --flood times that rate (default 5): after the warm-up, --runs
+//               windows without the flood, then --runs with it. Flood sources are random
+//               ip:ports of 198.18.192.0/18 (the conn clients' half, unused by this case); B
+//               answers each SYN with a SYN-ACK as a pod would, and A drops what comes back
+//               (a spoofed source never ACKs). Stream packets alone make "mpps", "lost" and
+//               latency; the flood is counted apart (flood_sent, flood_at_b, synacks_at_a).
 //   conn        new TCP connections: SYN (A->B), SYN-ACK (B->A), ACK+request+FIN (A->B),
 //               ACK+response+FIN (B->A), final ACK (A->B; completes the connection). Every
 //               connection uses a fresh client ip:port, so every SYN is a new flow in
@@ -56,7 +63,9 @@
 // "mpps" is then answers per second (Mqps); latency is query sent -> answer back.
 //
 // Options:
-//   --case throughput|zero_loss|conn   --target ferryd|testpmd   --proto tcp|udp|dns|dns-nx
+//   --case throughput|zero_loss|conn|synflood   --target ferryd|testpmd   --proto
+//   tcp|udp|dns|dns-nx
+//   --flood X (synflood: SYNs per established client packet, default 5)
 //   --frame 64|imix (64: 60 bytes + FCS; imix: 7:4:1 of 64/570/1518 bytes with FCS)
 //   --flows N (default 1000000)  --backends K (default 16)  --rate MPPS (or Mconn/s for conn)
 //   --duration S (default 5)  --runs R (default 3)  --precision F (zero_loss, default 0.02)
@@ -64,7 +73,8 @@
 //   --lcore N (default 0)  --file-prefix P (default ferry-gen)  --no-huge  --zero-copy
 //   (--zero-copy: memif zero-copy on gen's side; needs hugepages, adds --single-file-segments)
 //   --steps FILE|-  run several cases over one connection: each line holds case options
-//                   (--case --proto --frame --flows --rate --duration --runs --precision)
+//                   (--case --proto --frame --flows --rate --duration --runs --precision
+//                   --flood)
 //                   over the command line's, one JSON line per step. Reconnecting costs a
 //                   second, and DPDK 22.11's memif server can crash when a client leaves
 //                   (it unmaps the shared memory under a polling data path), so fewer
@@ -173,6 +183,13 @@ uint64_t flow_of(uint32_t ip, uint16_t port, uint64_t flows) {
   uint64_t f = (uint64_t{port - 1024u} << 14) | (ip - kClientNet);
   return f < flows ? f : flows;
 }
+/// synflood: the spoofed sources are conn addresses (that case never runs alongside).
+bool is_flood_peer(const rte_mbuf* m, bool at_b) {
+  if (m->data_len < kL4At + sizeof(rte_tcp_hdr)) return false;
+  const auto* ip = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, kEthLen);
+  const uint32_t peer = rte_be_to_cpu_32(at_b ? ip->src_addr : ip->dst_addr);
+  return ip->next_proto_id == IPPROTO_TCP && (peer & 0xffffc000) == kConnNet;
+}
 /// The backend's initial sequence number for a connection: a function of the client ip:port,
 /// so the client can tell an answer meant for another connection.
 uint32_t backend_isn(uint32_t ip, uint16_t port) {
@@ -246,6 +263,7 @@ struct tally {
   double idle = 0;       // share of the window gen had nothing to do
   bool stalled = false;  // the DUT stopped answering: the window was cut short
   uint64_t fails[kNumFails] = {};
+  uint64_t flood_sent = 0, flood_b = 0, flood_a = 0;  // synflood: SYNs out, at B, SYN-ACKs at A
   histogram latency;
   // At the end of the send window (the drain after it is not part of any rate).
   double window_s = 0;
@@ -282,6 +300,7 @@ struct options {
   double duration = 5;
   int runs = 3;
   double precision = 0.02;
+  double flood = 5;  // synflood: SYNs per established client packet
   std::string lcore = "0";
   std::string prefix = "ferry-gen";
   bool huge = true;
@@ -315,6 +334,9 @@ struct gen {
   std::vector<uint64_t> sent_at;    // dns: when each flow's last query left (TSC)
   std::vector<uint8_t> backend_of;  // stream flows: 1 + backend index first seen, 0 = none
   uint64_t cursor = 0;              // next flow (stream) or connection id (conn)
+  bool flooding = false;            // synflood: SYNs go with the stream (see generate)
+  double flood_credit = 0;          // SYNs owed to the flood ratio
+  uint64_t flood_cursor = 0;
   std::vector<frame_template> frames;
   std::vector<uint8_t> sizes;  // frame template per packet, cycled
   size_t size_cursor = 0;
@@ -686,6 +708,24 @@ uint16_t poll_backend(gen& g, tally& t, bool paced) {
       }
       continue;
     }
+    if (T == traffic::tcp && g.flooding && eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV4) &&
+        is_flood_peer(m, true)) {
+      // A flood SYN reached a backend: the pod's SYN-ACK goes back (not a stream packet).
+      ++t.flood_b;
+      pkt p;
+      if (view<true>(m, p) >= 0 || tcp_of(p)->tcp_flags != kSyn) {
+        rte_pktmbuf_free(m);
+        continue;
+      }
+      turn_around(b, m, p);
+      rte_tcp_hdr* th = tcp_of(p);
+      th->recv_ack = rte_cpu_to_be_32(rte_be_to_cpu_32(th->sent_seq) + 1);
+      th->sent_seq = rte_cpu_to_be_32(backend_isn(p.dst, p.dport));
+      th->tcp_flags = kSyn | kAck;
+      fill_checksums<true>(p.ip, p.l4, p.l4_len);
+      b.pend[b.n++] = m;
+      continue;
+    }
     count_rx(t, t.rx_b, m);
     int verdict = kMalformed;
     if (eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
@@ -731,6 +771,12 @@ uint16_t poll_client(gen& g, tally& t, uint64_t now) {
       }
       continue;
     }
+    if (T == traffic::tcp && g.flooding && eth->ether_type == RTE_BE16(RTE_ETHER_TYPE_IPV4) &&
+        is_flood_peer(m, false)) {
+      ++t.flood_a;  // a SYN-ACK for a spoofed source: nobody answers it
+      done[n_done++] = m;
+      continue;
+    }
     count_rx(t, t.rx_a, m);
     int verdict;
     if (eth->ether_type != RTE_BE16(RTE_ETHER_TYPE_IPV4)) {
@@ -756,6 +802,32 @@ uint16_t poll_client(gen& g, tally& t, uint64_t now) {
   }
   if (n_done) rte_pktmbuf_free_bulk(done, n_done);
   return n;
+}
+
+// synflood: the SYNs owed for n stream packets, as far as A's TX buffer has room (the rest
+// stay owed), each from a fresh random source.
+void generate_flood(gen& g, tally& t, uint16_t n) {
+  g.flood_credit += n * g.o.flood;
+  auto k = static_cast<uint16_t>(std::min<double>(g.flood_credit, kTxCap - g.a.n));
+  rte_mbuf* ms[kTxCap];
+  if (!k || rte_pktmbuf_alloc_bulk(g.pool, ms, k) != 0) return;
+  for (uint16_t i = 0; i < k; ++i) {
+    rte_mbuf* m = ms[i];
+    auto* d = rte_pktmbuf_mtod(m, uint8_t*);
+    rte_memcpy(d, g.syn.bytes.data(), g.syn.len);
+    m->data_len = m->pkt_len = g.syn.len;
+    auto* ip = reinterpret_cast<rte_ipv4_hdr*>(d + kEthLen);
+    uint8_t* l4 = d + kL4At;
+    const uint64_t r = mix64(++g.flood_cursor);
+    ip->src_addr = rte_cpu_to_be_32(kConnNet + static_cast<uint32_t>(r & 0x3fff));
+    reinterpret_cast<uint16_t*>(l4)[0] =
+        rte_cpu_to_be_16(static_cast<uint16_t>(1024 + (r >> 14) % 64512));
+    reinterpret_cast<rte_tcp_hdr*>(l4)->sent_seq = rte_cpu_to_be_32(static_cast<uint32_t>(r >> 32));
+    fill_checksums<true>(ip, l4, sizeof(rte_tcp_hdr));
+    g.a.pend[g.a.n++] = m;
+  }
+  g.flood_credit -= k;
+  t.flood_sent += k;
 }
 
 template <traffic T>
@@ -818,6 +890,9 @@ void generate(gen& g, tally& t, uint16_t n, uint64_t now) {
     g.a.pend[g.a.n++] = m;
   }
   t.offered += n;
+  if constexpr (T == traffic::tcp) {
+    if (g.flooding) generate_flood(g, t, n);
+  }
 }
 
 struct phase {
@@ -1020,6 +1095,60 @@ int case_throughput(gen& g) {
   bool limited = false;
   for (const auto& t : runs) limited |= gen_limited(t, g.o.rate * 1e6);
   j["gen_limited"] = limited;
+  std::cout << j.dump() << std::endl;
+  return 0;
+}
+
+// Established flows at --rate, without and then with a SYN flood of --flood times that rate.
+int case_synflood(gen& g) {
+  json j = base_json(g, "synflood");
+  tally w = warm_up<traffic::tcp>(g);
+  j["rate"] = g.o.rate > 0 ? json(g.o.rate) : json("max");
+  j["flood_ratio"] = g.o.flood;
+  j["runs"] = g.o.runs;
+  j["duration_s"] = g.o.duration;
+  j["warmup"] = {{"sent", w.offered}, {"lost", w.lost()}, {"failures", w.failures()}};
+  std::vector<tally> all;
+  for (bool flood : {false, true}) {
+    g.flooding = flood;
+    g.flood_credit = 0;
+    std::vector<tally> runs;
+    std::vector<double> rates, loss;
+    for (int r = 0; r < g.o.runs && !g_stop.load(); ++r) {
+      runs.push_back(run_phase<traffic::tcp>(g, {g.o.rate * 1e6, g.o.duration, 0}));
+      const tally& t = runs.back();
+      rates.push_back(mpps(t));
+      loss.push_back(t.offered ? static_cast<double>(t.lost()) / static_cast<double>(t.offered)
+                               : 0);
+    }
+    json part;
+    part["mpps"] = to_json(summarize(rates));
+    part["loss"] = to_json(summarize(loss));
+    add_totals(part, runs, false);
+    if (flood) {
+      uint64_t sent = 0, at_b = 0, at_a = 0;
+      double secs = 0;
+      for (const auto& t : runs) {
+        sent += t.flood_sent;
+        at_b += t.flood_b;
+        at_a += t.flood_a;
+        secs += t.window_s;
+      }
+      part["flood_sent"] = sent;
+      part["flood_mpps"] = secs > 0 ? static_cast<double>(sent) / secs / 1e6 : 0;
+      part["flood_at_b"] = at_b;
+      part["synacks_at_a"] = at_a;
+    }
+    bool limited = false;
+    for (const auto& t : runs) limited |= gen_limited(t, g.o.rate * 1e6);
+    part["gen_limited"] = limited;
+    j[flood ? "flood" : "baseline"] = part;
+    all.insert(all.end(), runs.begin(), runs.end());
+  }
+  g.flooding = false;
+  // The summary's checks read these at the top level, over both halves.
+  add_totals(j, all, false, &w);
+  j["mpps"] = j["flood"]["mpps"];
   std::cout << j.dump() << std::endl;
   return 0;
 }
@@ -1227,7 +1356,8 @@ bool resolve(gen& g) {
 
 int usage() {
   std::cerr
-      << "usage: ferry-perf gen [--case throughput|zero_loss|conn] [--target ferryd|testpmd]\n"
+      << "usage: ferry-perf gen [--case throughput|zero_loss|conn|synflood]\n"
+         "         [--target ferryd|testpmd] [--flood X]\n"
          "         [--proto tcp|udp|dns|dns-nx] [--frame 64|imix] [--flows N] [--backends K]\n"
          "         [--rate MPPS] [--duration S] [--runs R] [--precision F]\n"
          "         [--a DEVARGS] [--b DEVARGS] [--lcore N] [--file-prefix P] [--no-huge]\n"
@@ -1271,6 +1401,8 @@ bool parse(int argc, char** argv, options& o) {
       o.runs = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--precision") {
       o.precision = std::atof(argv[++i]);
+    } else if (a == "--flood") {
+      o.flood = std::atof(argv[++i]);
     } else if (a == "--a") {
       o.dev_a = argv[++i];
     } else if (a == "--b") {
@@ -1285,9 +1417,11 @@ bool parse(int argc, char** argv, options& o) {
       return false;
     }
   }
-  return (o.mode == "throughput" || o.mode == "zero_loss" || o.mode == "conn") &&
-         (o.target == "ferryd" || o.target == "testpmd") && o.flows >= 1 && o.flows <= kMaxFlows &&
-         o.backends >= 1 && o.backends <= 253 && o.duration > 0 && o.precision > 0 && o.rate >= 0;
+  return (o.mode == "throughput" || o.mode == "zero_loss" || o.mode == "conn" ||
+          o.mode == "synflood") &&
+         o.flood >= 0 && (o.target == "ferryd" || o.target == "testpmd") && o.flows >= 1 &&
+         o.flows <= kMaxFlows && o.backends >= 1 && o.backends <= 253 && o.duration > 0 &&
+         o.precision > 0 && o.rate >= 0;
 }
 
 template <traffic T>
@@ -1307,6 +1441,8 @@ int run_step(gen& g, const options& step) {
   g.o.duration = step.duration;
   g.o.runs = step.runs;
   g.o.precision = step.precision;
+  g.o.flood = step.flood;
+  if (g.o.mode == "synflood") g.o.tcp = true;
   bool tcp = g.o.tcp || g.o.mode == "conn";
   g.vip = tcp ? kTcpVip : kUdpVip;
   g.vport = tcp ? kTcpVport : kUdpVport;
@@ -1321,6 +1457,7 @@ int run_step(gen& g, const options& step) {
     return case_conn(g);
   }
   g.backend_of.assign(g.o.flows, 0);
+  if (g.o.mode == "synflood") return case_synflood(g);
   if (g.o.dns) {
     g.sent_at.assign(g.o.flows, 0);
     return run_case<traffic::dns>(g);

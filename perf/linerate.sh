@@ -15,7 +15,12 @@
 #   --duration S      seconds per run and per zero-loss trial (default 5)
 #   --runs R          runs per throughput case (default 3)
 #   --check S         length of the zero-loss check at 90% of testpmd's rate (default 60)
-#   --cases LIST      comma list of: testpmd,tcp,imix,udp,conn,dns,zero_loss,check (default all)
+#   --cases LIST      comma list of: testpmd,tcp,imix,udp,conn,dns,zero_loss,check,synflood
+#                     (default all but synflood)
+#   --synflood-rate R synflood: established client packets, Mpps, or max (default 0.5); the
+#                     SYN flood beside them is 5 times that (gen --case synflood; run it alone,
+#                     so that the summary's ferryd_flows are its own)
+#   --syn-max N       ferryd's [conntrack] syn_max (default: its own, capacity / 8)
 #   --gen-lcore N     gen's core (default 0)
 #   --dut-lcores A,B  the DUT's main and worker cores (default 0,1)
 #   --no-huge         no hugepages (slower; memif still works): CI smoke, see linerate_smoke.sh
@@ -28,7 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-flows=1000000 backends=16 duration=5 runs=3 check=60 huge=1 zero_copy=0 rsize=10
+flows=1000000 backends=16 duration=5 runs=3 check=60 huge=1 zero_copy=0 rsize=10 synflood_rate=0.5 syn_max=
 cases=testpmd,tcp,imix,udp,conn,dns,zero_loss,check
 gen_lcore=0 dut_lcores=0,1
 while (($#)); do
@@ -40,6 +45,8 @@ while (($#)); do
     --runs) runs=$2; shift ;;
     --check) check=$2; shift ;;
     --cases) cases=$2; shift ;;
+    --synflood-rate) synflood_rate=$2; shift ;;
+    --syn-max) syn_max=$2; shift ;;
     --gen-lcore) gen_lcore=$2; shift ;;
     --dut-lcores) dut_lcores=$2; shift ;;
     --no-huge) huge=0 ;;
@@ -167,7 +174,7 @@ if has testpmd; then
 fi
 
 # ---- ferryd ---------------------------------------------------------------------------------
-ferryd_cases=(tcp imix udp conn dns zero_loss check)
+ferryd_cases=(tcp imix udp conn dns zero_loss check synflood)
 run_ferryd=0
 for c in "${ferryd_cases[@]}"; do has "$c" && run_ferryd=1; done
 if ((run_ferryd)); then
@@ -226,6 +233,7 @@ service_cidr = "198.19.0.0/16"
 [conntrack]
 capacity = $capacity
 tcp_closing_timeout = 1
+${syn_max:+syn_max = $syn_max}
 
 [dns]
 addresses = ["198.19.0.53"]
@@ -256,6 +264,9 @@ print(0.9 * t[0]["mpps"]["median"] / 2 if t else 0)' "$out")
       echo "linerate.sh: no testpmd result: skipping the zero-loss check" >&2
     fi
   fi
+  # TCP abuse: established flows at a fixed rate, then the same with 5 times as many SYNs
+  # from spoofed sources beside them.
+  has synflood && steps+=("--case synflood --proto tcp --frame 64 --rate $synflood_rate --flood 5")
   printf '%s\n' "${steps[@]}" | gen --target ferryd
   if dut_alive; then
     build/tools/ferryctl --socket "$tmp/ferry.sock" -o json stats > "$tmp/stats.json" \
@@ -303,6 +314,12 @@ if z:
                             "mpps": t["mpps"], "lost": t["lost"],
                             "zero_loss": check[0]["zero_loss"]}
         s["target_zero_loss_90pct_60s"] = check[0]["zero_loss"] and check[0]["duration_s"] >= 60
+sf = find("ferryd", "synflood")
+if sf:
+    s["synflood"] = {"rate": sf["rate"], "flood_mpps": sf["flood"]["flood_mpps"],
+                     "baseline_mpps": sf["baseline"]["mpps"]["median"],
+                     "flood_run_mpps": sf["flood"]["mpps"]["median"],
+                     "baseline_lost": sf["baseline"]["lost"], "flood_lost": sf["flood"]["lost"]}
 s["misdirected"] = sum(r.get("misdirected", 0) for r in rows)
 s["bad_checksum"] = sum(r.get("bad_checksum", 0) for r in rows)
 if os.path.getsize(sys.argv[2]) if os.path.exists(sys.argv[2]) else 0:

@@ -250,7 +250,7 @@ struct flow_filters {
     sub->add_option("--service", service, "flows to NS/NAME, VIP or VIP:PORT");
     sub->add_option("--backend", backend, "flows to backend IP or IP:PORT");
     sub->add_option("--client", client, "flows from client IP or IP:PORT");
-    sub->add_option("--state", state, "syn_sent, established, closing or udp")
+    sub->add_option("--state", state, "syn_sent, syn_recv, established, closing, reset or udp")
         ->check(CLI::IsMember({"syn_sent", "established", "closing", "udp"}, CLI::ignore_case));
     sub->add_option("--protocol", protocol, "tcp or udp")
         ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));

@@ -129,6 +129,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
   for (size_t i = 0; i < kNumDrops; ++i) drops[std::string(kDropNames[i])] = t.drops[i];
   uint64_t active = 0;
   dp::list_flows(d, 0, active);
+  uint64_t embryonic = 0;
+  for (unsigned i = 0; i < d.ct->workers(); ++i) embryonic += d.ct->embryonic(i);
   json services = json::array();
   if (const snapshot* s = d.snap.load(std::memory_order_acquire)) {
     for (const auto* e : s->ports()) {
@@ -167,6 +169,11 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"snat", t.snat_flows},
                 {"affinity_reused", t.affinity_reused},
                 {"foreign_hits", t.flows_foreign},
+                // TCP abuse: SYN_SENT entries now and their cap, and what went statelessly.
+                {"embryonic", embryonic},
+                {"syn_max", d.ct->syn_max() * d.ct->workers()},
+                {"syn_stateless", t.syn_stateless},
+                {"ack_stateless", t.ack_stateless},
                 {"capacity", d.ct->capacity()},
                 {"memory_bytes", d.ct->memory_bytes()}}},
               {"l2",

@@ -92,11 +92,13 @@ std::optional<std::string> parse_filter(const snapshot* snap, const json& req, d
   v.clear();
   if (auto e = text("state", v)) return e;
   if (!v.empty()) {
-    for (auto s : {dp::flow_state::tcp_syn, dp::flow_state::tcp_established,
-                   dp::flow_state::tcp_closing, dp::flow_state::udp}) {
+    for (auto s :
+         {dp::flow_state::tcp_syn, dp::flow_state::tcp_syn_recv, dp::flow_state::tcp_established,
+          dp::flow_state::tcp_closing, dp::flow_state::tcp_reset, dp::flow_state::udp}) {
       if (lower(v) == lower(dp::flow_state_name(s))) f.state = s;
     }
-    if (!f.state) return bad("state", v, "one of syn_sent, established, closing, udp");
+    if (!f.state)
+      return bad("state", v, "one of syn_sent, syn_recv, established, closing, reset, udp");
   }
   for (const char* name : {"backend", "client"}) {
     v.clear();

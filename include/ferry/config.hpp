@@ -31,11 +31,16 @@ struct route_config {
 };
 
 struct conntrack_config {
-  uint32_t capacity = 1u << 20;   // flows
-  uint32_t tcp_syn_timeout = 30;  // seconds, per state
+  uint32_t capacity = 1u << 20;  // flows
+  // Seconds, per state. SYN_SENT only waits for the backend's SYN-ACK (milliseconds on a
+  // LAN; 5 s covers a client's first two SYN retransmissions, 1 s and 3 s in).
+  uint32_t tcp_syn_timeout = 5;
   uint32_t tcp_established_timeout = 86400;
-  uint32_t tcp_closing_timeout = 30;
+  uint32_t tcp_closing_timeout = 30;  // after a FIN ([conntrack] tcp_fin_timeout)
   uint32_t udp_timeout = 30;
+  // TCP abuse (issue 8): after a RST, and the cap on embryonic (SYN_SENT) entries.
+  uint32_t tcp_rst_timeout = 2;
+  uint32_t syn_max = 0;  // entries in SYN_SENT, whole table (split by worker); 0: capacity / 8
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
   // Seconds a TCP flow to a backend that left its service port keeps that backend before it
   // is flushed (UDP ones: at once); like a pod's terminationGracePeriodSeconds (30).

@@ -72,7 +72,9 @@ class counter {
   X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */       \
   X(icmp_no_flow)            /* ICMP error about no flow of ours (or about ICMP) */    \
   X(icmp_error_rate_limited) /* time exceeded / frag needed over rate */               \
-  X(frag_needed)             /* DF, over the egress MTU: frag needed sent */
+  X(frag_needed)             /* DF, over the egress MTU: frag needed sent */ \
+  /* TCP abuse */                                                                      \
+  X(syn_flood) /* masqueraded new TCP flow, embryonic entries at syn_max */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -98,7 +100,7 @@ struct alignas(64) worker_counters {
   counter drops[kNumDrops];
   counter port_rx[kMaxPorts], port_tx[kMaxPorts];
   counter flows_created;      // entries inserted (SYN or first UDP packet)
-  counter flows_picked_up;    // TCP mid-stream packet without entry: entry made (restart)
+  counter flows_picked_up;    // TCP flow without entry: made from the backend's answer
   counter flows_expired;      // entries reclaimed after their timeout
   counter flows_table_full;   // new flow forwarded statelessly: no room in the table
   counter flows_foreign;      // packets matched an entry another worker made
@@ -107,10 +109,13 @@ struct alignas(64) worker_counters {
   counter affinity_reused;    // new flow sent to the backend its client had (ClientIP)
   counter snat_flows;         // new flows whose source was translated to a node address
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
-  counter neighbor_held;                 // packets parked while their next hop was resolved
-  counter dns[dns::kNumOutcomes];        // DNS queries answered, by outcome
-  counter dns_truncated;                 // answers sent with TC (too big for UDP)
-  counter dns_tcp;                       // DNS over TCP packets handed to the TCP server
+  counter neighbor_held;           // packets parked while their next hop was resolved
+  counter dns[dns::kNumOutcomes];  // DNS queries answered, by outcome
+  counter dns_truncated;           // answers sent with TC (too big for UDP)
+  counter dns_tcp;                 // DNS over TCP packets handed to the TCP server
+  // TCP abuse: a SYN let through without an entry (embryonic entries at syn_max), and a
+  // mid-stream TCP packet without an entry forwarded by Maglev (no entry made for it).
+  counter syn_stateless, ack_stateless;
   service_counters* services = nullptr;  // max_service_ports entries, indexed by id
   // TSC cycles of the poll loop, and those of its iterations that received packets (the
   // loop's one rdtsc per iteration, never per packet): busy_cycles / poll_cycles is the load.

@@ -85,6 +85,9 @@ struct snapshot {
   /// un-NAT a reply that has no connection entry (table full, or after a restart). Points
   /// into vips of the same snapshot.
   sharded_map<const service_port_entry*> backends;
+  /// Backends (same key) that serve more than one frontend, ClusterIP or external: a reply
+  /// without an entry cannot tell which one its client used, so it makes no entry.
+  sharded_map<bool> shared_backends;
   /// Load balancer addresses of the node's pool, sorted: ferry answers ARP for them on the
   /// port whose subnet holds them.
   std::shared_ptr<const std::vector<uint32_t>> announced;

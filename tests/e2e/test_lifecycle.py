@@ -62,13 +62,18 @@ def test_sigterm_stops_cleanly_and_restart_serves(ferry):
 
 
 def test_restart_keeps_established_connection(ferry):
-    """A stream open across a ferryd restart: the new ferryd has no flow entry, un-NATs the
-    backend's data statelessly and re-creates the entry from the client's next ACK (the
-    same Maglev pick, since the endpoints are the same)."""
-    with slow_stream(ferry):
+    """A stream open across a ferryd restart: the new ferryd has no flow entry, sends the
+    client's ACKs by Maglev (the same pick, since the endpoints are the same) without making
+    one, un-NATs the backend's data statelessly and makes the entry from that answer (an ACK
+    from the backend proves the connection; a client's ACK alone could be spoofed)."""
+    with slow_stream(ferry) as pod:
         time.sleep(0.5)
         assert ferry.stop_ferryd() == 0
         ferry.start_ferryd()
+        time.sleep(1)
+        mine = [f for f in ferry.flows()["items"]
+                if f["service"] == f"{VIP}:80" and f["backend"].startswith(POD_IPS[pod] + ":")]
+        assert [f["state"] for f in mine] == ["ESTABLISHED"], mine
     s = ferry.stats()["flows"]
     assert s["picked_up"] >= 1, s
     assert s["stateless_replies"] >= 1, s
