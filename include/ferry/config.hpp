@@ -101,6 +101,8 @@ struct filter_rule_config {
   uint8_t proto = 0;    // 6 TCP, 17 UDP; 0: both
   uint16_t port = 0;    // the port the client sent to (service port or nodePort); 0: any
   bool operator==(const filter_rule_config&) const = default;
+};
+
 /// [icmp] (ICMP part): echo answers and the errors ferry originates, per second per worker
 /// (token buckets; 0: never sent).
 struct icmp_config {
