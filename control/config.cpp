@@ -325,6 +325,14 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
       t.integer("affinity_capacity", c.conntrack.affinity_capacity, 1024, 1 << 26);
     });
+    // [fragments] (issue 8: IPv4 fragments)
+    top.table("fragments", [&](table_reader& t) {
+      t.boolean("enabled", c.fragments.enabled);
+      t.integer("max_datagrams", c.fragments.max_datagrams, 1, 1 << 20);
+      t.integer("timeout_ms", c.fragments.timeout_ms, 10, 60000);
+      t.integer("max_size", c.fragments.max_size, 576, 65535);
+      t.integer("max_held", c.fragments.max_held, 16, 1 << 20);
+    });
     top.table("maglev", [&](table_reader& t) {
       t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
     });
@@ -420,6 +428,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.icmp_unreachable_rate != b.icmp_unreachable_rate, "services.icmp_unreachable_rate");
   differ(a.neighbor_timeout != b.neighbor_timeout, "neighbor.timeout");
   differ(a.neighbor_hold_ms != b.neighbor_hold_ms, "neighbor.hold_ms");
+  differ(a.fragments != b.fragments, "fragments");  // issue 8: IPv4 fragments
   return out;
 }
 

@@ -334,6 +334,12 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     for (size_t o = 0; o < dns::kNumOutcomes; ++o) t.dns[o] += c.dns[o].get();
     t.dns_truncated += c.dns_truncated.get();
     t.dns_tcp += c.dns_tcp.get();
+    // IPv4 fragments (issue 8)
+    t.frag_received += c.frag_received.get();
+    t.frag_reassembled += c.frag_reassembled.get();
+    t.frag_held += c.frag_held.get();
+    t.frag_fragmented += c.frag_fragmented.get();
+    t.frag_sent += c.frag_sent.get();
     uint64_t rx = 0;
     for (const auto& p : c.port_rx) rx += p.get();
     t.per_worker_rx.push_back(rx);

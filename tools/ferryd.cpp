@@ -24,6 +24,7 @@
 #include "config.hpp"
 #include "dns_tcp.hpp"
 #include "ferryd_views.hpp"
+#include "fragments.hpp"
 #include "inspect.hpp"
 #include "metrics.hpp"
 #include "node.hpp"
@@ -154,6 +155,13 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                           {"busy_seconds", seconds(workers[i]->counters.busy_cycles.get())},
                           {"poll_seconds", seconds(workers[i]->counters.poll_cycles.get())}});
   }
+  json fragments = {{"received", t.frag_received},
+                    {"reassembled", t.frag_reassembled},
+                    {"held", t.frag_held},
+                    {"fragmented", t.frag_fragmented},
+                    {"fragments_sent", t.frag_sent},
+                    {"max_held", d.frag_max_held},
+                    {"max_datagrams", d.frag_max_datagrams}};
   json out = {{"ports", ports},
               {"drops", drops},
               {"flows",
@@ -176,7 +184,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"icmp_unreachable_sent", t.icmp_unreach_sent},
                 {"neighbor_held", t.neighbor_held}}},
               {"services", services},
-              {"workers", per_worker}};
+              {"workers", per_worker},
+              {"fragments", fragments}};
   if (!d.dns_addresses.empty()) out["dns"] = dns;
   return out;
 }
@@ -321,6 +330,15 @@ int run(const node_config& cfg) {
         "{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
         "dataplane.eal_args or lower the capacity)",
         cfg.source, cfg.conntrack.capacity);
+  } else if (cfg.fragments.enabled &&
+             uint64_t{n_workers} * cfg.fragments.max_held > cfg.mbufs / 2) {
+    // Fragments held for reassembly come from the packet pool: at most half of it.
+    spdlog::error(
+        "{}: fragments.max_held: {} workers x {} held fragments is more than half of the {} "
+        "mbufs in the pool (dataplane.mbufs): lower max_held or raise mbufs",
+        cfg.source, n_workers, cfg.fragments.max_held, cfg.mbufs);
+  } else if (auto fe = dp::setup_fragments(d, cfg.fragments, "ferry_frag_indirect"); !fe.empty()) {
+    spdlog::error("{}: fragments: {} (raise -m in dataplane.eal_args)", cfg.source, fe);
   } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
     spdlog::error("{}", r.message());
   } else {
@@ -358,6 +376,13 @@ int run(const node_config& cfg) {
       RTE_LCORE_FOREACH_WORKER(lcore) {
         workers.push_back(std::make_unique<dp::worker>());
         dp::init_worker(*workers.back(), d, i++, lcore);
+        if (d.frag_enabled && !workers.back()->frag.tbl) {
+          spdlog::error(
+              "{}: fragments: no memory for worker {}'s reassembly table ({} datagrams); its "
+              "fragments are dropped (ip_fragment): raise -m in dataplane.eal_args or lower "
+              "fragments.max_datagrams",
+              cfg.source, i - 1, cfg.fragments.max_datagrams);
+        }
       }
       i = 0;
       RTE_LCORE_FOREACH_WORKER(lcore) {
@@ -452,6 +477,7 @@ int run(const node_config& cfg) {
     dns_tcp.reset();  // its thread reads snapshots: gone before the publisher frees the last
   }
   workers.clear();
+  dp::release_fragments(d);
   dp::close_ports(d);
   d.ct.reset();
   rte_mempool_free(d.pool);
