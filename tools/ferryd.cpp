@@ -224,6 +224,22 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
             {"resources", resources}}}};
 }
 
+// [fragments] with max_held lowered so that held fragments (mbufs from the packet pool) take
+// at most half of it over all workers: a flood of incomplete fragments cannot starve the
+// traffic that needs the pool.
+fragments_config held_fragments(const node_config& cfg, unsigned workers) {
+  fragments_config f = cfg.fragments;
+  const uint32_t cap = std::max<uint32_t>(1, cfg.mbufs / 2 / workers);
+  if (f.enabled && f.max_held > cap) {
+    spdlog::warn(
+        "{}: fragments.max_held: {} per worker x {} workers is over half of the {} mbufs "
+        "(dataplane.mbufs); holding at most {} per worker",
+        cfg.source, f.max_held, workers, cfg.mbufs, cap);
+    f.max_held = cap;
+  }
+  return f;
+}
+
 int run(const node_config& cfg) {
   const control::metrics::process_info info{
       FERRY_VERSION,
@@ -330,14 +346,8 @@ int run(const node_config& cfg) {
         "{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
         "dataplane.eal_args or lower the capacity)",
         cfg.source, cfg.conntrack.capacity);
-  } else if (cfg.fragments.enabled &&
-             uint64_t{n_workers} * cfg.fragments.max_held > cfg.mbufs / 2) {
-    // Fragments held for reassembly come from the packet pool: at most half of it.
-    spdlog::error(
-        "{}: fragments.max_held: {} workers x {} held fragments is more than half of the {} "
-        "mbufs in the pool (dataplane.mbufs): lower max_held or raise mbufs",
-        cfg.source, n_workers, cfg.fragments.max_held, cfg.mbufs);
-  } else if (auto fe = dp::setup_fragments(d, cfg.fragments, "ferry_frag_indirect"); !fe.empty()) {
+  } else if (auto fe = dp::setup_fragments(d, held_fragments(cfg, n_workers), "ferry_frag_ind");
+             !fe.empty()) {
     spdlog::error("{}: fragments: {} (raise -m in dataplane.eal_args)", cfg.source, fe);
   } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
     spdlog::error("{}", r.message());
@@ -477,8 +487,8 @@ int run(const node_config& cfg) {
     dns_tcp.reset();  // its thread reads snapshots: gone before the publisher frees the last
   }
   workers.clear();
-  dp::release_fragments(d);
   dp::close_ports(d);
+  dp::release_fragments(d);  // after the devices let go of the fragments they were sending
   d.ct.reset();
   rte_mempool_free(d.pool);
   rte_free(d.qsbr);
