@@ -759,6 +759,39 @@ TEST_F(pipeline, EightFragmentsReassembleANinthIsTooMany) {
   EXPECT_EQ(w_->counters.frag_held.get(), 0u);
 }
 
+// Two bursts (two ports in one loop iteration, say) of fragments that each make rte_ip_frag
+// give a datagram up: 64 x 8 mbufs for a death row of 288 before the loop frees it; it is
+// freed early instead of overrun.
+TEST_F(pipeline, BurstsOfFailingDatagramsDoNotOverrunTheDeathRow) {
+  const unsigned before = rte_mempool_avail_count(dp_->pool);
+  constexpr uint16_t kTrains = 2 * kBurst;
+  std::vector<bytes> last;
+  for (uint16_t t = 0; t < kTrains; ++t) {
+    const bytes ten = udp(kPort0, kClientMac, kClient, 40010, kUdpVip, 53, pattern(72), true,
+                          {.id = static_cast<uint16_t>(100 + t)});
+    for (size_t i = 0; i < 7; ++i) EXPECT_TRUE(run(piece(ten, i * 8, 8, true), 0).empty());
+    last.push_back(piece(ten, 7 * 8, 8, true));
+  }
+  EXPECT_EQ(w_->counters.frag_held.get(), kTrains * 7u);
+  w_->now = rte_rdtsc();
+  for (uint16_t b = 0; b < 2; ++b) {
+    rte_mbuf* pkts[kBurst];
+    for (uint16_t t = 0; t < kBurst; ++t) {
+      const bytes& f = last[b * kBurst + t];
+      pkts[t] = rte_pktmbuf_alloc(dp_->pool);
+      std::memcpy(rte_pktmbuf_append(pkts[t], static_cast<uint16_t>(f.size())), f.data(),
+                  f.size());
+    }
+    process_burst(*w_, snap_.get(), pkts, kBurst, b);
+  }
+  EXPECT_LE(w_->frag.dr.cnt, uint32_t{RTE_IP_FRAG_DEATH_ROW_MBUF_LEN});
+  EXPECT_TRUE(take().empty());
+  EXPECT_EQ(drops(drop::frag_too_many), kTrains * 8u);
+  EXPECT_EQ(w_->counters.frag_held.get(), 0u);
+  expire_fragments(*w_);  // frees what is left on the death row
+  EXPECT_EQ(rte_mempool_avail_count(dp_->pool), before);
+}
+
 TEST_F(pipeline, FragmentLimitsAreCountedDrops) {
   const bytes in = udp(kPort0, kClientMac, kClient, 40008, kUdpVip, 53, kBig);
   // Held fragments are capped (max_held): the pool stays for normal traffic.
