@@ -779,8 +779,7 @@ TEST_F(pipeline, BurstsOfFailingDatagramsDoNotOverrunTheDeathRow) {
     for (uint16_t t = 0; t < kBurst; ++t) {
       const bytes& f = last[b * kBurst + t];
       pkts[t] = rte_pktmbuf_alloc(dp_->pool);
-      std::memcpy(rte_pktmbuf_append(pkts[t], static_cast<uint16_t>(f.size())), f.data(),
-                  f.size());
+      std::memcpy(rte_pktmbuf_append(pkts[t], static_cast<uint16_t>(f.size())), f.data(), f.size());
     }
     process_burst(*w_, snap_.get(), pkts, kBurst, b);
   }
