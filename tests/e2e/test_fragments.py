@@ -24,7 +24,8 @@ scapy = pytest.importorskip("scapy.all")
 
 CLIENT_IP = "198.18.0.1"
 TIMEOUT_MS = 500
-FRAGMENTS_TOML = f"[fragments]\ntimeout_ms = {TIMEOUT_MS}\n"
+MAX_HELD = 128
+FRAGMENTS_TOML = f"[fragments]\ntimeout_ms = {TIMEOUT_MS}\nmax_held = {MAX_HELD}\n"
 
 
 def pcap_config(f):
@@ -162,3 +163,48 @@ def test_overlapping_and_incomplete_trains_are_counted_drops(pferry):
     [[got]] = exchange(pferry)
     assert got is not None and got["whole"], f"{got}\n{pferry.log()}"
     assert pferry.alive()
+
+
+FLOOD = """
+from scapy.all import Ether, IP, UDP, Raw, sendp, conf, getmacbyip
+conf.verb = 0
+node = getmacbyip("198.18.0.254")
+udp = bytes(UDP(sport=46000, dport=53, len=3008)) + b"f" * 1472
+frames = [Ether(dst=node) / IP(src="198.18.0.1", dst="{vip}", id=3000 + i, flags="MF",
+          proto=17) / Raw(udp[:1480]) for i in range({n})]
+sendp(frames, iface="eth0")
+print("sent", len(frames))
+"""
+
+SMALL = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(2)
+s.sendto(b"small", ("{vip}", 53))
+print(s.recvfrom(2048)[0].decode())
+"""
+
+
+def test_a_flood_of_incomplete_fragments_is_capped(pferry):
+    """max_held caps the mbufs held for reassembly: the rest of a flood of first fragments is
+    dropped (frag_no_room), unfragmented traffic flows meanwhile, and the held ones time out."""
+    _, before = frag_stats(pferry)
+    r = pferry.client_py(FLOOD.format(vip=UDP_VIP, n=400), timeout=30)
+    assert r.returncode == 0 and r.stdout.strip() == "sent 400", r.stdout + r.stderr
+    frags, _ = frag_stats(pferry)
+    assert frags["held"] <= MAX_HELD and frags["max_held"] == MAX_HELD, frags
+    r = pferry.client_py(SMALL.format(vip=UDP_VIP))
+    assert r.returncode == 0 and r.stdout.split()[0] in PODS, r.stdout + r.stderr
+    deadline = time.monotonic() + 5
+    while True:
+        frags, drops = frag_stats(pferry)
+        grown = {k: drops[k] - before[k] for k in drops if drops[k] != before[k]}
+        if grown.get("frag_no_room", 0) + grown.get("frag_timeout", 0) >= 400:
+            break
+        assert time.monotonic() < deadline, (grown, frags)
+        time.sleep(0.1)
+    # Every fragment of the flood is accounted for: refused for room, or held and timed out.
+    assert grown["frag_no_room"] >= 400 - MAX_HELD - 50, grown
+    assert grown["frag_no_room"] + grown["frag_timeout"] == 400, grown
+    assert frags["held"] == 0, frags
+    [[got]] = exchange(pferry)
+    assert got is not None and got["whole"], f"{got}\n{pferry.log()}"
