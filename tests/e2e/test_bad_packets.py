@@ -177,8 +177,9 @@ def test_bad_packet_dropped_and_counted(wire, case):
 
 # On af_packet ports the kernel reassembles fragments before ferryd sees them (DPDK's
 # af_packet PMD joins a PACKET_FANOUT group with PACKET_FANOUT_FLAG_DEFRAG), so a lone
-# fragment never arrives; ferryd's own fragment drop (ip_fragment) is covered by the
-# pipeline unit tests for devices that do deliver fragments. Here: nothing is translated.
+# fragment never arrives; ferryd's own reassembly is covered by the pipeline unit tests
+# and test_fragments.py (net_pcap ports, which deliver fragments). Here: nothing is
+# translated.
 @pytest.mark.parametrize("frag", ["first", "later"])
 def test_lone_fragment_to_vip_is_never_translated(wire, frag):
     ferry, eth = wire
