@@ -346,6 +346,14 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("source_table_size", c.limits.source_table_size, 16, 1 << 24);
       t.integer("filter_max_rules", c.filter_max_rules, 1, 65536);  // the signature filter
     });
+    // [fragments] (issue 8: IPv4 fragments)
+    top.table("fragments", [&](table_reader& t) {
+      t.boolean("enabled", c.fragments.enabled);
+      t.integer("max_datagrams", c.fragments.max_datagrams, 1, 1 << 20);
+      t.integer("timeout_ms", c.fragments.timeout_ms, 10, 60000);
+      t.integer("max_size", c.fragments.max_size, 576, 65535);
+      t.integer("max_held", c.fragments.max_held, 16, 1 << 20);
+    });
     top.table("maglev", [&](table_reader& t) {
       t.integer("max_table_size", c.maglev_max_size, kMaglevMinSize, 65521 * 1000);
     });
@@ -519,6 +527,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.filters != b.filters, "filter");
   differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
   differ(a.icmp != b.icmp, "icmp");  // ICMP part
+  differ(a.fragments != b.fragments, "fragments");  // issue 8: IPv4 fragments
   return out;
 }
 

@@ -645,6 +645,38 @@ TEST(parse_config, log_level_and_control_keys) {
   EXPECT_EQ(n->socket_gid, 0);
 }
 
+// [fragments] (issue 8: IPv4 fragments)
+TEST(parse_config, fragments_keys_defaults_and_ranges) {
+  auto base = std::string(kOnePort);
+  auto d = parse_config(base, "t.toml");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_TRUE(d->fragments.enabled);
+  EXPECT_EQ(d->fragments.max_datagrams, 4096u);
+  EXPECT_EQ(d->fragments.timeout_ms, 2000u);
+  EXPECT_EQ(d->fragments.max_size, 65535u);
+  EXPECT_EQ(d->fragments.max_held, 1024u);
+  auto r = parse_config(base +
+                            "[fragments]\nenabled = false\nmax_datagrams = 64\ntimeout_ms = 500\n"
+                            "max_size = 9000\nmax_held = 256\n",
+                        "t.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_FALSE(r->fragments.enabled);
+  EXPECT_EQ(r->fragments.max_datagrams, 64u);
+  EXPECT_EQ(r->fragments.timeout_ms, 500u);
+  EXPECT_EQ(r->fragments.max_size, 9000u);
+  EXPECT_EQ(r->fragments.max_held, 256u);
+  for (const char* bad : {"max_size = 70000", "max_size = 100", "timeout_ms = 0", "max_held = 1",
+                          "max_datagrams = 0", "enabled = 1", "reassemble = true"}) {
+    auto b = parse_config(base + "[fragments]\n" + bad + "\n", "t.toml");
+    ASSERT_FALSE(b.ok()) << bad;
+    const std::string key = std::string(bad).substr(0, std::string(bad).find(' '));
+    EXPECT_NE(b.message().find("fragments." + key), std::string::npos) << b.message();
+  }
+  node_config a = *d, c = *d;
+  c.fragments.timeout_ms = 100;
+  EXPECT_EQ(restart_needed(a, c), std::vector<std::string>{"fragments"});
+}
+
 TEST(parse_config, bad_log_and_control_keys_are_named) {
   auto base = std::string(kOnePort);
   auto m = config_err(base + "[log]\nlevel = \"loud\"\n");

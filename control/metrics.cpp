@@ -236,6 +236,20 @@ constexpr metric kL2Metrics[] = {
      "Packets parked while their next hop's MAC address was resolved."},
 };
 
+// IPv4 fragments (issue 8).
+constexpr metric kFragmentMetrics[] = {
+    {"received", "ferry_fragments_received_total", "counter",
+     "IPv4 fragments taken in for reassembly."},
+    {"reassembled", "ferry_fragments_reassembled_total", "counter",
+     "Datagrams reassembled from fragments and sent on through the packet path."},
+    {"held", "ferry_fragments_held", "gauge",
+     "Fragments the workers' reassembly tables hold now (mbufs from the packet pool)."},
+    {"fragmented", "ferry_fragments_fragmented_total", "counter",
+     "Datagrams larger than the egress port's MTU sent as fragments."},
+    {"fragments_sent", "ferry_fragments_sent_total", "counter",
+     "Fragments made from those datagrams."},
+};
+
 constexpr metric kServiceMetrics[] = {
     {"packets", "ferry_service_packets_total", "counter",
      "Packets sent to the service port's backends."},
@@ -309,6 +323,7 @@ std::string render(const json& stats, const change_latency& latency, const proce
   }
   each(e, field(stats, "flows"), kFlowMetrics, {});
   each(e, field(stats, "l2"), kL2Metrics, {});
+  each(e, field(stats, "fragments"), kFragmentMetrics, {});  // issue 8: IPv4 fragments
   for (const auto& s : field(stats, "services")) {
     each(e, s, kServiceMetrics,
          {{"service", text_of(field(s, "name"))},

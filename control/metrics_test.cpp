@@ -409,6 +409,20 @@ TEST(render, filter_hits_per_rule) {
             std::string::npos);
 }
 
+// IPv4 fragments (issue 8): the stats op's "fragments" object.
+TEST(render, fragments_counters) {
+  const std::string text = render(json::parse(R"({"fragments": {"received": 6, "reassembled": 2,
+      "held": 1, "fragmented": 2, "fragments_sent": 6, "max_held": 1024}})"),
+                                  change_latency{}, {"v", 0});
+  for (const char* line :
+       {"# TYPE ferry_fragments_received_total counter\nferry_fragments_received_total 6\n",
+        "ferry_fragments_reassembled_total 2\n",
+        "# TYPE ferry_fragments_held gauge\nferry_fragments_held 1\n",
+        "ferry_fragments_fragmented_total 2\n", "ferry_fragments_sent_total 6\n"}) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << "\n" << text;
+  }
+}
+
 // ---- listen address -----------------------------------------------------------------------
 
 TEST(parse_listen_address, reads_ipv4_and_bracketed_ipv6) {

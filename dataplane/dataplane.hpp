@@ -9,6 +9,7 @@
 #pragma once
 
 #include <rte_ether.h>
+#include <rte_ip_frag.h>
 #include <rte_mbuf.h>
 #include <rte_rcu_qsbr.h>
 
@@ -77,6 +78,12 @@ struct dataplane {
   // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
   static constexpr uint16_t kNoPort = 0xffff;
   uint16_t dns_tcp_port = kNoPort;
+  // [fragments] (issue 8: IPv4 fragments). frag_indirect: the indirect mbufs that egress
+  // fragmentation attaches to a datagram's data; null when fragments are off.
+  bool frag_enabled = false;
+  uint32_t frag_max_datagrams = 0, frag_max_size = 0, frag_max_held = 0;
+  uint64_t frag_timeout_tsc = 0;
+  rte_mempool* frag_indirect = nullptr;
   std::atomic<bool> stop{false};
 
   const route_entry* route(uint32_t dst) const {
@@ -144,6 +151,17 @@ struct token_bucket {
   }
 };
 
+/// A worker's IPv4 reassembly state (fragments.hpp): its own rte_ip_frag table (no locks),
+/// the death row DPDK frees fragments onto, and what is held in the table.
+struct frag_state {
+  rte_ip_frag_tbl* tbl = nullptr;
+  rte_ip_frag_death_row dr{};
+  frag_state() = default;
+  frag_state(const frag_state&) = delete;
+  frag_state& operator=(const frag_state&) = delete;
+  ~frag_state();  // frees what the table and the death row hold
+};
+
 struct alignas(64) worker {
   worker_counters counters;
   unsigned index = 0;  // 0..workers-1
@@ -161,6 +179,7 @@ struct alignas(64) worker {
   held_packet held[kHoldSize];
   std::unique_ptr<service_counters[]> services;
   std::unique_ptr<counter[]> filter_hits;  // dp->filter_max_rules entries
+  frag_state frag;
 };
 
 /// Sets up worker i (counters, conntrack share, QSBR thread id = i).

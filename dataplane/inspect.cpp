@@ -353,6 +353,12 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.icmp_errors_translated += c.icmp_errors_translated.get();  // ICMP part
     t.icmp_time_exceeded_sent += c.icmp_time_exceeded_sent.get();
     t.icmp_frag_needed_sent += c.icmp_frag_needed_sent.get();
+    // IPv4 fragments (issue 8)
+    t.frag_received += c.frag_received.get();
+    t.frag_reassembled += c.frag_reassembled.get();
+    t.frag_held += c.frag_held.get();
+    t.frag_fragmented += c.frag_fragmented.get();
+    t.frag_sent += c.frag_sent.get();
     uint64_t rx = 0;
     for (const auto& p : c.port_rx) rx += p.get();
     t.per_worker_rx.push_back(rx);

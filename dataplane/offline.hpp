@@ -8,10 +8,13 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
+#include <string>
 
 #include "dataplane.hpp"
+#include "fragments.hpp"
 
 namespace ferry::dp {
 
@@ -24,6 +27,7 @@ struct offline_options {
   unsigned workers = 1;
   limits_config limits;  // [limits]: the per-source new-flow limit
   const char* pool_name = "offline_pool";
+  fragments_config fragments{};  // [fragments] defaults: reassembly on
 };
 
 class offline_dataplane {
@@ -53,6 +57,13 @@ class offline_dataplane {
     dp.ct =
         std::make_unique<conntrack>(o.flow_capacity, o.workers, dp.qsbr, dp.tsc_hz, cfg.conntrack);
     dp.neighbors = std::make_unique<neighbor_table>(dp.tsc_hz * 3600);
+    // Pool names are process-wide: one per offline dataplane.
+    static unsigned made = 0;
+    const std::string indirect = "offline_ind" + std::to_string(made++);
+    // As ferryd requires: held fragments take at most half of the pool.
+    fragments_config fc = o.fragments;
+    fc.max_held = std::min(fc.max_held, o.mbufs / 2 / o.workers);
+    frag_error = setup_fragments(dp, fc, indirect.c_str());
     for (unsigned i = 0; i < o.workers; ++i) {
       rte_rcu_qsbr_thread_register(dp.qsbr, i);
       rte_rcu_qsbr_thread_online(dp.qsbr, i);
@@ -68,6 +79,7 @@ class offline_dataplane {
       for (uint16_t i = 0; i < wk->n_held; ++i) rte_pktmbuf_free(wk->held[i].m);
     }
     workers.clear();
+    release_fragments(dp);
     dp.ct.reset();
     rte_free(dp.qsbr);
     rte_mempool_free(dp.pool);
@@ -92,6 +104,7 @@ class offline_dataplane {
   void drain_tx() { drain_tx(*w); }
 
   dataplane dp;
+  std::string frag_error;  // setup_fragments' answer ("" when it worked)
   std::vector<std::unique_ptr<worker>> workers;
   worker* w = nullptr;  // the first worker
 };

@@ -16,6 +16,7 @@
 #include "checksum.hpp"
 #include "dataplane.hpp"
 #include "decide.hpp"
+#include "fragments.hpp"
 
 namespace ferry::dp {
 namespace {
@@ -25,8 +26,21 @@ constexpr uint8_t kTcpFin = RTE_TCP_FIN_FLAG, kTcpSyn = RTE_TCP_SYN_FLAG,
 constexpr uint16_t kEthHdr = sizeof(rte_ether_hdr);
 
 // icmp_error: an ICMP error about a flow (quote checked); icmp: other ICMP to a non-node
-// address (echo to a service address, maybe answered).
-enum class kind : uint8_t { dropped, arp, local, transit, dns, dns_tcp, icmp_error, icmp };
+// address (echo to a service address, maybe answered). fragment: parse found an IPv4
+// fragment (process_burst hands it to reassembly); taken: the reassembly table kept it, or
+// dropped it and counted why.
+enum class kind : uint8_t {
+  dropped,
+  arp,
+  local,
+  transit,
+  dns,
+  dns_tcp,
+  icmp_error,
+  icmp,
+  fragment,
+  taken
+};
 
 // What parsing learned about one packet; lives for one burst.
 struct parsed {
@@ -146,14 +160,54 @@ void send_arp_request(worker& w, uint16_t port, uint32_t target) {
   enqueue(w, port, m);
 }
 
+void send_ip(worker& w, rte_mbuf* m, uint32_t dst);
+
+// A datagram without DF that does not fit the egress port's MTU leaves in fragments that do
+// (rte_ipv4_fragment_packet: each fragment is a new header mbuf chained to indirect mbufs on
+// the datagram's data, which is freed when the last fragment is sent). The IP ID is kept.
+// Each fragment then takes send_ip's way (route, neighbor) as any packet does.
+void send_fragmented(worker& w, rte_mbuf* m, uint32_t dst, uint16_t mtu) {
+  dataplane& dp = *w.dp;
+  // [fragments] off, or an MTU below what every IPv4 host must take (576: 552-byte pieces
+  // after a header of up to 60 bytes: 512, which bounds how many fragments one datagram makes).
+  if (!dp.frag_indirect || mtu < 576) return free_drop(w, m, drop::mtu_exceeded);
+  constexpr uint16_t kMaxOut = 65535 / 512 + 1;
+  rte_mbuf* out[kMaxOut];
+  rte_pktmbuf_adj(m, kEthHdr);
+  const int32_t n = rte_ipv4_fragment_packet(m, out, kMaxOut, mtu, dp.pool, dp.frag_indirect);
+  rte_pktmbuf_free(m);  // the fragments hold their own references to its data
+  if (n <= 0) {
+    w.counters.count(drop::frag_egress_failed);
+    return;
+  }
+  w.counters.frag_fragmented.add();
+  w.counters.frag_sent.add(static_cast<uint64_t>(n));
+  for (int32_t i = 0; i < n; ++i) {
+    rte_mbuf* f = out[i];
+    auto* ip = rte_pktmbuf_mtod(f, rte_ipv4_hdr*);
+    ip->hdr_checksum = 0;  // rte_ip_frag leaves it to us
+    ip->hdr_checksum = csum(ip, rte_ipv4_hdr_len(ip));
+    if (!rte_pktmbuf_prepend(f, kEthHdr)) {  // a direct mbuf with the pool's headroom
+      free_drop(w, f, drop::frag_egress_failed);
+      continue;
+    }
+    send_ip(w, f, dst);
+  }
+}
+
 // Queues an IPv4 packet (headers final) towards dst: route, neighbor, MACs. While the next
 // hop is unresolved the packet is parked (up to hold_tsc) and an ARP request goes out.
 void send_ip(worker& w, rte_mbuf* m, uint32_t dst) {
   dataplane& dp = *w.dp;
   const route_entry* r = dp.route(dst);
   if (!r) return free_drop(w, m, drop::no_route);
-  if (m->pkt_len > uint32_t{kEthHdr} + dp.ports[r->port].mtu)
-    return free_drop(w, m, drop::mtu_exceeded);
+  if (m->pkt_len > uint32_t{kEthHdr} + dp.ports[r->port].mtu) [[unlikely]] {
+    const auto* ip = rte_pktmbuf_mtod_offset(m, const rte_ipv4_hdr*, kEthHdr);
+    if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_DF_FLAG)) {
+      return free_drop(w, m, drop::mtu_exceeded);
+    }
+    return send_fragmented(w, m, dst, dp.ports[r->port].mtu);
+  }
   uint32_t next_hop = r->via ? r->via : dst;
   auto* eth = rte_pktmbuf_mtod(m, rte_ether_hdr*);
   eth->src_addr = dp.ports[r->port].mac;
@@ -917,10 +971,18 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   if (m->pkt_len > kEthHdr + uint32_t{total} && m->nb_segs == 1) {
     rte_pktmbuf_trim(m, static_cast<uint16_t>(m->pkt_len - kEthHdr - total));
   }
-  // Any fragment (MF set or a nonzero offset): no ports to translate on later fragments,
-  // and translating only the first would break reassembly. Counted, not forwarded.
-  if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK)) {
-    p.reason = drop::ip_fragment;
+  // Any fragment (MF set or a nonzero offset): later fragments have no ports to translate,
+  // so fragments are reassembled first (process_burst), then the whole datagram is parsed
+  // again. Without a reassembly table ([fragments] enabled = false) they are dropped.
+  if (ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_MF_FLAG | RTE_IPV4_HDR_OFFSET_MASK))
+      [[unlikely]] {
+    if (!w.frag.tbl) {
+      p.reason = drop::ip_fragment;
+    } else if (!refuse_new(*w.dp, rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_32(ip->dst_addr), 1,
+                           1, p.reason)) {
+      p.ip = ip;
+      p.k = kind::fragment;
+    }
     return;
   }
   p.ip = ip;
@@ -979,6 +1041,23 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.k = kind::transit;
 }
 
+// A fragment parse found: into the reassembly table. When it completes a datagram, the whole
+// datagram (chained mbufs: parse reads only the first segment, where the L4 header is, and
+// checks lengths against pkt_len) replaces it in the burst and is parsed again.
+void take_fragment(worker& w, rte_mbuf*& m, uint16_t in_port, parsed& p) {
+  rte_mbuf* whole = reassemble(w, m, p.ip, rte_ipv4_hdr_len(p.ip));
+  if (!whole) {
+    p.k = kind::taken;
+    return;
+  }
+  m = whole;
+  parse(w, m, in_port, p);
+  if (p.k == kind::fragment) {  // cannot be: rte_ip_frag clears MF and the offset
+    p.k = kind::dropped;
+    p.reason = drop::frag_malformed;
+  }
+}
+
 }  // namespace
 
 void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n, uint16_t in_port) {
@@ -995,6 +1074,8 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
     parse(w, pkts[i], in_port, p[i]);
+    if (p[i].k == kind::fragment) [[unlikely]]
+      take_fragment(w, pkts[i], in_port, p[i]);
     p[i].svc_known = false;
     p[i].hint = 0;
     if (p[i].k == kind::transit) ct.prefetch(p[i].hash);
@@ -1031,6 +1112,9 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
         break;
       case kind::icmp:
         handle_icmp(w, snap, pkts[j], p[j]);
+        break;
+      case kind::fragment:  // take_fragment turned it into another kind
+      case kind::taken:
         break;
     }
   }

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "dataplane.hpp"
+#include "fragments.hpp"
 
 namespace ferry::dp {
 
@@ -54,6 +55,10 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   w.error_bucket.start(dp.error_rate, now);
   dp.min_mtu = 0xffff;
   for (const port_info& p : dp.ports) dp.min_mtu = std::min(dp.min_mtu, p.mtu);
+  // Left null when there is no memory for it: fragments are then dropped (ip_fragment);
+  // ferryd refuses to start that way.
+  init_worker_fragments(
+      w, lcore < RTE_MAX_LCORE ? static_cast<int>(rte_lcore_to_socket_id(lcore)) : SOCKET_ID_ANY);
 }
 
 int worker_main(void* arg) {
@@ -83,6 +88,7 @@ int worker_main(void* arg) {
     }
     if (w.n_held) service_held(w);
     flush_tx(w);
+    if (w.frag.tbl) expire_fragments(w);
     w.counters.flows_expired.add(dp.ct->sweep_paced(w.ct, w.now));
     // Nothing from this iteration (snapshot, flow entries) is held past this point.
     rte_rcu_qsbr_quiescent(dp.qsbr, w.index);

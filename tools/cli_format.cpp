@@ -1004,6 +1004,13 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
                             "icmp_echo_replies", "icmp_unreachable_sent", "icmp_errors_translated",
                             "icmp_time_exceeded_sent", "icmp_frag_needed_sent"}));
 
+  // IPv4 fragments (issue 8), from a ferryd that has them.
+  if (const json& frag = member(stats, "fragments"); frag.is_object()) {
+    out << "\nFragments:\n";
+    counter_grid(out, counters_of(frag, {"received", "reassembled", "held", "max_held",
+                                         "fragmented", "fragments_sent"}));
+  }
+
   // DNS, when ferryd serves it: answers by outcome from the workers (UDP) and the TCP side.
   if (const json& dns = member(stats, "dns"); dns.is_object()) {
     out << "\nDNS:\n";

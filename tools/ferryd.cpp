@@ -24,6 +24,7 @@
 #include "config.hpp"
 #include "dns_tcp.hpp"
 #include "ferryd_views.hpp"
+#include "fragments.hpp"
 #include "inspect.hpp"
 #include "metrics.hpp"
 #include "node.hpp"
@@ -156,6 +157,13 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                           {"busy_seconds", seconds(workers[i]->counters.busy_cycles.get())},
                           {"poll_seconds", seconds(workers[i]->counters.poll_cycles.get())}});
   }
+  json fragments = {{"received", t.frag_received},
+                    {"reassembled", t.frag_reassembled},
+                    {"held", t.frag_held},
+                    {"fragmented", t.frag_fragmented},
+                    {"fragments_sent", t.frag_sent},
+                    {"max_held", d.frag_max_held},
+                    {"max_datagrams", d.frag_max_datagrams}};
   json out = {{"ports", ports},
               {"drops", drops},
               {"flows",
@@ -186,7 +194,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"icmp_frag_needed_sent", t.icmp_frag_needed_sent},
                 {"neighbor_held", t.neighbor_held}}},
               {"services", services},
-              {"workers", per_worker}};
+              {"workers", per_worker},
+              {"fragments", fragments}};
   if (!d.dns_addresses.empty()) out["dns"] = dns;
   return out;
 }
@@ -223,6 +232,22 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
             {"credentials", api->creds().origin},
             {"refused", refused},
             {"resources", resources}}}};
+}
+
+// [fragments] with max_held lowered so that held fragments (mbufs from the packet pool) take
+// at most half of it over all workers: a flood of incomplete fragments cannot starve the
+// traffic that needs the pool.
+fragments_config held_fragments(const node_config& cfg, unsigned workers) {
+  fragments_config f = cfg.fragments;
+  const uint32_t cap = std::max<uint32_t>(1, cfg.mbufs / 2 / workers);
+  if (f.enabled && f.max_held > cap) {
+    spdlog::warn(
+        "{}: fragments.max_held: {} per worker x {} workers is over half of the {} mbufs "
+        "(dataplane.mbufs); holding at most {} per worker",
+        cfg.source, f.max_held, workers, cfg.mbufs, cap);
+    f.max_held = cap;
+  }
+  return f;
 }
 
 int run(const node_config& cfg) {
@@ -337,6 +362,9 @@ int run(const node_config& cfg) {
         "{}: conntrack.capacity: cannot allocate {} flows (raise -m in "
         "dataplane.eal_args or lower the capacity)",
         cfg.source, cfg.conntrack.capacity);
+  } else if (auto fe = dp::setup_fragments(d, held_fragments(cfg, n_workers), "ferry_frag_ind");
+             !fe.empty()) {
+    spdlog::error("{}: fragments: {} (raise -m in dataplane.eal_args)", cfg.source, fe);
   } else if (auto r = dp::setup_ports(d, cfg, n_workers); !r) {
     spdlog::error("{}", r.message());
   } else {
@@ -388,6 +416,13 @@ int run(const node_config& cfg) {
               "{}: limits.source_table_size: cannot allocate {} sources; no "
               "per-source limit on worker {}",
               cfg.source, cfg.limits.source_table_size, i - 1);
+        }
+        if (d.frag_enabled && !workers.back()->frag.tbl) {
+          spdlog::error(
+              "{}: fragments: no memory for worker {}'s reassembly table ({} datagrams); its "
+              "fragments are dropped (ip_fragment): raise -m in dataplane.eal_args or lower "
+              "fragments.max_datagrams",
+              cfg.source, i - 1, cfg.fragments.max_datagrams);
         }
       }
       i = 0;
@@ -492,6 +527,7 @@ int run(const node_config& cfg) {
   }
   workers.clear();
   dp::close_ports(d);
+  dp::release_fragments(d);  // after the devices let go of the fragments they were sending
   d.ct.reset();
   rte_mempool_free(d.pool);
   rte_free(d.qsbr);

@@ -81,6 +81,16 @@ struct limits_config {
   bool operator==(const limits_config&) const = default;
 };
 
+/// [fragments]: IPv4 reassembly on the workers (and fragmentation of what leaves too big).
+struct fragments_config {
+  bool enabled = true;            // false: every fragment is dropped (ip_fragment)
+  uint32_t max_datagrams = 4096;  // incomplete datagrams per worker
+  uint32_t timeout_ms = 2000;     // a datagram not complete by then is dropped
+  uint32_t max_size = 65535;      // largest reassembled datagram (IP header included)
+  uint32_t max_held = 1024;       // fragments (mbufs) held per worker, at most
+  bool operator==(const fragments_config&) const = default;
+};
+
 /// [metrics]: the Prometheus endpoint (GET /metrics over HTTP).
 struct metrics_config {
   std::string address = "127.0.0.1:9100";  // ADDRESS:PORT to listen on; "" turns it off
@@ -132,6 +142,7 @@ struct node_config {
   kubernetes_config kubernetes;
   dns_config dns;
   metrics_config metrics;
+  fragments_config fragments;  // [fragments] (issue 8: IPv4 fragments)
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against

@@ -38,7 +38,7 @@ class counter {
   X(ip_bad_checksum)    /* IPv4 header checksum wrong (NIC's verdict or ours) */       \
   X(src_martian)        /* source 0/8, 127/8, multicast or broadcast */                \
   X(land)               /* source address equals the destination */                    \
-  X(ip_fragment)        /* fragments are not reassembled (yet) */                      \
+  X(ip_fragment)        /* a fragment, [fragments] enabled = false */                  \
   X(ip_ttl_exceeded)    /* TTL would reach zero */                                     \
   X(l4_truncated)       /* TCP/UDP header beyond the IP payload */                     \
   X(l4_bad_length)      /* TCP data offset < 5, UDP length < 8 or past payload */      \
@@ -74,7 +74,16 @@ class counter {
   X(icmp_error_rate_limited) /* time exceeded / frag needed over rate */               \
   X(frag_needed)             /* DF, over the egress MTU: frag needed sent */ \
   /* TCP abuse */                                                                      \
-  X(syn_flood) /* masqueraded new TCP flow, embryonic entries at syn_max */
+  X(syn_flood) /* masqueraded new TCP flow, embryonic entries at syn_max */ \
+  /* IPv4 fragments (issue 8): */                                                      \
+  X(frag_timeout)       /* datagram not complete within timeout_ms */                  \
+  X(frag_table_full)    /* a new datagram: max_datagrams incomplete */                 \
+  X(frag_overlap)       /* overlapping or repeated fragments */                        \
+  X(frag_oversized)     /* fragment reaching past max_size */                          \
+  X(frag_too_many)      /* datagram in more than 8 fragments */                        \
+  X(frag_no_room)       /* max_held fragments already held */                          \
+  X(frag_malformed)     /* empty, or MF and not a multiple of 8 */                     \
+  X(frag_egress_failed) /* too big, fragmenting it failed (mbufs) */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -124,6 +133,13 @@ struct alignas(64) worker_counters {
   counter* filter_hits = nullptr;
   // ICMP part: errors about NATed flows translated and sent on; errors ferry originates.
   counter icmp_errors_translated, icmp_time_exceeded_sent, icmp_frag_needed_sent;
+
+  // IPv4 fragments (issue 8): reassembly in, fragmentation out.
+  counter frag_received;     // fragments taken in for reassembly
+  counter frag_reassembled;  // datagrams completed and sent on through the packet path
+  counter frag_held;         // a gauge: fragments the reassembly table holds now
+  counter frag_fragmented;   // datagrams larger than the egress MTU sent as fragments
+  counter frag_sent;         // fragments made by that
 
   void count(drop reason) { drops[static_cast<size_t>(reason)].add(); }
 };

@@ -177,8 +177,9 @@ def test_bad_packet_dropped_and_counted(wire, case):
 
 # On af_packet ports the kernel reassembles fragments before ferryd sees them (DPDK's
 # af_packet PMD joins a PACKET_FANOUT group with PACKET_FANOUT_FLAG_DEFRAG), so a lone
-# fragment never arrives; ferryd's own fragment drop (ip_fragment) is covered by the
-# pipeline unit tests for devices that do deliver fragments. Here: nothing is translated.
+# fragment never arrives; ferryd's own reassembly is covered by the pipeline unit tests
+# and test_fragments.py (net_pcap ports, which deliver fragments). Here: nothing is
+# translated.
 @pytest.mark.parametrize("frag", ["first", "later"])
 def test_lone_fragment_to_vip_is_never_translated(wire, frag):
     ferry, eth = wire
@@ -198,9 +199,10 @@ def test_lone_fragment_to_vip_is_never_translated(wire, frag):
 
 
 # A datagram over the MTU arrives reassembled (see above); translated, it no longer fits
-# eth1's MTU: ferryd drops it under mtu_exceeded rather than handing the device a frame it
-# would refuse silently.
-def test_datagram_over_the_mtu_is_counted(wire):
+# eth1's MTU: having no DF (fragments never do), it leaves in fragments (rte_ipv4_fragment_packet:
+# multi-segment mbufs, which the af_packet PMD copies out segment by segment), and the pod's
+# answer comes back the same way. (test_fragments.py covers ferryd's own reassembly.)
+def test_datagram_over_the_mtu_is_fragmented_on_the_way_out(wire):
     ferry, _ = wire
     before = ferry.stats()
     code = """
@@ -218,8 +220,12 @@ except OSError as e:
     dropped = {k: v - before["drops"][k] for k, v in after["drops"].items()
                if v != before["drops"][k] and k != "eth_unsupported"}
     assert_still_serves(ferry)
-    assert r.stdout.startswith("lost"), r.stdout
-    assert dropped == {"mtu_exceeded": 1}, (dropped, after["ports"])
+    assert r.stdout.startswith("answered 1609"), r.stdout + ferry.log()
+    assert dropped == {}, (dropped, after["ports"])
+    # The request towards the pod and the answer towards the client: two datagrams, two
+    # fragments each.
+    assert after["fragments"]["fragmented"] - before["fragments"]["fragmented"] == 2
+    assert after["fragments"]["fragments_sent"] - before["fragments"]["fragments_sent"] == 4
 
 
 def test_truncated_ethernet_frame(wire):
