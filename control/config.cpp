@@ -452,6 +452,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         if (other.name == r.name) fail("name: duplicate filter name \"" + r.name + "\"");
       }
       c.filters.push_back(std::move(r));
+    });
     // ICMP part: echo and error rates, ping to service addresses.
     top.table("icmp", [&](table_reader& t) {
       t.integer("echo_rate", c.icmp.echo_rate, 0, 1000000);

@@ -594,6 +594,8 @@ TEST(NodeFilter, ServiceScopeFollowsTheServicesFrontends) {
   const auto* set = last->filters.get();
   ASSERT_TRUE(n.apply({{"t", service("third", "198.19.0.4")}}, source::socket));
   EXPECT_EQ(last->filters.get(), set);
+}
+
 // Removed-backend grace: a backend that leaves a frontend has its flows flushed once the
 // grace is over, unless it came back; UDP ones at once; a drain (weight 0) is not a removal.
 TEST(NodeGrace, RemovedBackendIsFlushedAfterTheGraceUnlessItCameBack) {
