@@ -527,7 +527,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   // Payload signature filter: config rules are read at start (ferryctl filter changes live).
   differ(a.filters != b.filters, "filter");
   differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
-  differ(a.icmp != b.icmp, "icmp");  // ICMP part
+  differ(a.icmp != b.icmp, "icmp");                 // ICMP part
   differ(a.fragments != b.fragments, "fragments");  // issue 8: IPv4 fragments
   return out;
 }

@@ -169,7 +169,7 @@ struct alignas(64) worker {
   uint16_t queue = 0;  // RX/TX queue pair on every port
   dataplane* dp = nullptr;
   conntrack_worker ct;
-  source_limiter limiter;  // [limits] new_flows_per_source
+  source_limiter limiter;       // [limits] new_flows_per_source
   uint64_t now = 0;             // TSC at the start of the current burst
   token_bucket unreach_bucket;  // no-endpoint answers ([services] icmp_unreachable_rate)
   token_bucket echo_bucket;     // echo replies ([icmp] echo_rate)

@@ -155,7 +155,7 @@ struct node_config {
   // Payload signature filter (issue 8 part 4).
   std::vector<filter_rule_config> filters;  // [[filter]]
   uint32_t filter_max_rules = 4096;         // [limits] filter_max_rules: hit counter slots
-  icmp_config icmp;                             // [icmp] (ICMP part)
+  icmp_config icmp;                         // [icmp] (ICMP part)
 };
 
 }  // namespace ferry

@@ -24,66 +24,61 @@ class counter {
 };
 
 // Every reason a worker drops a packet. The name is what `ferryctl stats` shows.
-#define FERRY_DROP_REASONS(X)                                                          \
-  X(eth_truncated)      /* frame shorter than an Ethernet header */                    \
-  X(eth_unsupported)    /* neither IPv4 nor ARP (IPv6, LLDP, ...) */                   \
-  X(vlan_unsupported)   /* 802.1Q/802.1ad tagged, or the NIC stripped a tag */         \
-  X(own_source_mac)     /* our own frame seen again */                                 \
-  X(arp_malformed)      /* short or not Ethernet/IPv4 ARP */                           \
-  X(arp_not_ours)       /* ARP for an address we do not own */                         \
-  X(ip_truncated)       /* shorter than the IPv4 header */                             \
-  X(ip_bad_version)     /* version field is not 4 */                                   \
-  X(ip_bad_ihl)         /* IHL < 5 or header beyond the frame */                       \
-  X(ip_bad_length)      /* total length beyond the frame or below the header */        \
-  X(ip_bad_checksum)    /* IPv4 header checksum wrong (NIC's verdict or ours) */       \
-  X(src_martian)        /* source 0/8, 127/8, multicast or broadcast */                \
-  X(land)               /* source address equals the destination */                    \
-  X(ip_fragment)        /* a fragment, [fragments] enabled = false */                  \
-  X(ip_ttl_exceeded)    /* TTL would reach zero */                                     \
-  X(l4_truncated)       /* TCP/UDP header beyond the IP payload */                     \
-  X(l4_bad_length)      /* TCP data offset < 5, UDP length < 8 or past payload */      \
-  X(l4_bad_checksum)    /* NIC flagged the TCP/UDP checksum (never checked here) */    \
-  X(port_zero)          /* TCP/UDP source or destination port 0 */                     \
-  X(l4_unsupported)     /* protocol other than TCP/UDP to a service */                 \
-  X(not_service)        /* no service, no flow, no reply: not ours to forward */       \
-  X(local_unhandled)    /* to a node address, nothing listens there */                 \
-  X(no_endpoints)       /* service port without endpoints (ICMP answered) */           \
-  X(icmp_rate_limited)  /* no-endpoint answer suppressed by the rate limit */          \
-  X(no_route)           /* no route to the destination */                              \
-  X(mtu_exceeded)       /* larger than the outgoing port's MTU */                      \
-  X(snat_failed)        /* masquerade needed, but no connection entry to be had */     \
-  X(snat_exhausted)     /* masquerade needed, no free source port in the slice */      \
-  X(source_denied)      /* client outside the loadBalancerSourceRanges */              \
-  X(no_local_endpoints) /* traffic policy Local and no endpoint on this node */        \
-  X(neighbor_timeout)   /* next hop did not answer ARP while the packet waited */      \
-  X(neighbor_hold_full) /* too many packets already waiting for ARP */                 \
-  X(dns_not_query)      /* to the DNS address: shorter than a header, or a response */ \
-  X(dns_malformed)      /* to the DNS address: split mbufs (lengths checked before) */ \
-  X(dns_tcp_no_server)  /* DNS over TCP, but no TCP server is running */               \
-  X(tx_full)            /* device TX queue full */                                     \
-  X(mbuf_exhausted)     /* could not allocate an mbuf for a reply */                   \
-  /* payload signature filter (issue 8 part 4) */                                      \
-  X(filter_drop) /* a [[filter]] rule with action drop matched the payload  */ \
-  /* removed-backend grace / source limits part (issue 8): */                          \
-  X(source_rate_limited) /* new flow over the client's [limits] new_flows_per_source */ \
-  /* ICMP part */                                                                      \
-  X(icmp_echo_rate_limited)  /* echo over [icmp] echo_rate: unanswered */              \
-  X(icmp_to_service)         /* ICMP to a service address (no ping by default) */      \
-  X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */       \
-  X(icmp_no_flow)            /* ICMP error about no flow of ours (or about ICMP) */    \
-  X(icmp_error_rate_limited) /* time exceeded / frag needed over rate */               \
-  X(frag_needed)             /* DF, over the egress MTU: frag needed sent */ \
-  /* TCP abuse */                                                                      \
-  X(syn_flood) /* masqueraded new TCP flow, embryonic entries at syn_max */ \
-  /* IPv4 fragments (issue 8): */                                                      \
-  X(frag_timeout)       /* datagram not complete within timeout_ms */                  \
-  X(frag_table_full)    /* a new datagram: max_datagrams incomplete */                 \
-  X(frag_overlap)       /* overlapping or repeated fragments */                        \
-  X(frag_oversized)     /* fragment reaching past max_size */                          \
-  X(frag_too_many)      /* datagram in more than 8 fragments */                        \
-  X(frag_no_room)       /* max_held fragments already held */                          \
-  X(frag_malformed)     /* empty, or MF and not a multiple of 8 */                     \
-  X(frag_egress_failed) /* too big, fragmenting it failed (mbufs) */
+#define FERRY_DROP_REASONS(X)                                                               \
+  X(eth_truncated)           /* frame shorter than an Ethernet header */                    \
+  X(eth_unsupported)         /* neither IPv4 nor ARP (IPv6, LLDP, ...) */                   \
+  X(vlan_unsupported)        /* 802.1Q/802.1ad tagged, or the NIC stripped a tag */         \
+  X(own_source_mac)          /* our own frame seen again */                                 \
+  X(arp_malformed)           /* short or not Ethernet/IPv4 ARP */                           \
+  X(arp_not_ours)            /* ARP for an address we do not own */                         \
+  X(ip_truncated)            /* shorter than the IPv4 header */                             \
+  X(ip_bad_version)          /* version field is not 4 */                                   \
+  X(ip_bad_ihl)              /* IHL < 5 or header beyond the frame */                       \
+  X(ip_bad_length)           /* total length beyond the frame or below the header */        \
+  X(ip_bad_checksum)         /* IPv4 header checksum wrong (NIC's verdict or ours) */       \
+  X(src_martian)             /* source 0/8, 127/8, multicast or broadcast */                \
+  X(land)                    /* source address equals the destination */                    \
+  X(ip_fragment)             /* a fragment, and [fragments] enabled = false */              \
+  X(frag_timeout)            /* datagram not complete within timeout_ms */                  \
+  X(frag_table_full)         /* a new datagram: max_datagrams incomplete */                 \
+  X(frag_overlap)            /* overlapping or repeated fragments */                        \
+  X(frag_oversized)          /* fragment reaching past max_size */                          \
+  X(frag_too_many)           /* datagram in more than 8 fragments */                        \
+  X(frag_no_room)            /* max_held fragments already held */                          \
+  X(frag_malformed)          /* empty, or MF and not a multiple of 8 */                     \
+  X(ip_ttl_exceeded)         /* TTL would reach zero (time exceeded sent) */                \
+  X(l4_truncated)            /* TCP/UDP header beyond the IP payload */                     \
+  X(l4_bad_length)           /* TCP data offset < 5, UDP length < 8 or past payload */      \
+  X(l4_bad_checksum)         /* NIC flagged the TCP/UDP checksum (never checked here) */    \
+  X(port_zero)               /* TCP/UDP source or destination port 0 */                     \
+  X(l4_unsupported)          /* protocol other than TCP/UDP to a service */                 \
+  X(icmp_to_service)         /* ICMP echo to a service address (no ping by default) */      \
+  X(icmp_echo_rate_limited)  /* echo over [icmp] echo_rate: unanswered */                   \
+  X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */            \
+  X(icmp_no_flow)            /* ICMP error about no flow of ours (or about ICMP) */         \
+  X(not_service)             /* no service, no flow, no reply: not ours to forward */       \
+  X(local_unhandled)         /* to a node address, nothing listens there */                 \
+  X(no_endpoints)            /* service port without endpoints (ICMP answered) */           \
+  X(icmp_rate_limited)       /* no-endpoint answer suppressed by the rate limit */          \
+  X(no_route)                /* no route to the destination */                              \
+  X(frag_needed)             /* DF and over the egress MTU (frag needed sent) */            \
+  X(icmp_error_rate_limited) /* time exceeded / frag needed over error_rate */              \
+  X(mtu_exceeded)            /* larger than the outgoing port's MTU, not fragmented */      \
+  X(frag_egress_failed)      /* too big, and fragmenting it failed (mbufs) */               \
+  X(snat_failed)             /* masquerade needed, but no connection entry to be had */     \
+  X(snat_exhausted)          /* masquerade needed, no free source port in the slice */      \
+  X(syn_flood)               /* masqueraded new TCP flow, embryonic entries at syn_max */   \
+  X(source_denied)           /* client outside the loadBalancerSourceRanges */              \
+  X(source_rate_limited)     /* new flow over [limits] new_flows_per_source */              \
+  X(filter_drop)             /* a [[filter]] rule with action drop matched the payload */   \
+  X(no_local_endpoints)      /* traffic policy Local and no endpoint on this node */        \
+  X(neighbor_timeout)        /* next hop did not answer ARP while the packet waited */      \
+  X(neighbor_hold_full)      /* too many packets already waiting for ARP */                 \
+  X(dns_not_query)           /* to the DNS address: shorter than a header, or a response */ \
+  X(dns_malformed)           /* to the DNS address: split mbufs (lengths checked before) */ \
+  X(dns_tcp_no_server)       /* DNS over TCP, but no TCP server is running */               \
+  X(tx_full)                 /* device TX queue full */                                     \
+  X(mbuf_exhausted)          /* could not allocate an mbuf for a reply */
 
 enum class drop : uint8_t {
 #define FERRY_DROP_ENUM(name) name,
@@ -131,10 +126,9 @@ struct alignas(64) worker_counters {
   counter busy_cycles, poll_cycles;
   // Payload signature filter: hits per rule slot (filter_max_rules entries).
   counter* filter_hits = nullptr;
-  // ICMP part: errors about NATed flows translated and sent on; errors ferry originates.
+  // ICMP errors about NATed flows translated and sent on; errors ferry originates.
   counter icmp_errors_translated, icmp_time_exceeded_sent, icmp_frag_needed_sent;
-
-  // IPv4 fragments (issue 8): reassembly in, fragmentation out.
+  // IPv4 fragments: reassembly in, fragmentation out.
   counter frag_received;     // fragments taken in for reassembly
   counter frag_reassembled;  // datagrams completed and sent on through the packet path
   counter frag_held;         // a gauge: fragments the reassembly table holds now
