@@ -101,6 +101,16 @@ for _ in $(seq 4); do
 done
 ferryctl weight default/my-service 198.18.1.12 --reset
 
+say "edge hardening: the node answers ping, a ClusterIP does not; a payload filter rule"
+pinged() { client ping -n -c 1 -W 1 "$1" >/dev/null 2>&1 && echo answered || echo "no answer"; }
+echo "  ping 198.18.0.254 (the node) -> $(pinged 198.18.0.254)"
+echo "  ping 198.19.0.10 (a ClusterIP) -> $(pinged 198.19.0.10)"
+ferryctl filter add block-admin --pattern '^GET /admin' --port 80 --depth 64
+printf '  curl http://198.19.0.10/admin -> %s\n' "$(client curl -s -m 2 http://198.19.0.10/admin || echo "no answer (filtered)")"
+printf '  curl http://198.19.0.10/ -> %s\n' "$(client curl -s -m 5 http://198.19.0.10/)"
+ferryctl filter list
+ferryctl filter del block-admin
+
 say "NodePort: my-service becomes type NodePort 31002, reached on the node's own address"
 cat <<'YAML' | ferryctl apply -f -
 apiVersion: v1

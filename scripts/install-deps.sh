@@ -16,6 +16,7 @@ packages=(
   # python3-yaml reads deploy/kubernetes/ in tests/e2e/test_deploy_files.py.
   python3-yaml
   libhyperscan-dev  # the payload signature filter ([[filter]])
+  iputils-ping  # the demo pings the node and a ClusterIP
 )
 # NSD and Knot: the reference DNS servers perf/dns_perf.py measures ferryd beside.
 [[ ${1:-} == --perf ]] && packages+=(python3-matplotlib nsd knot)

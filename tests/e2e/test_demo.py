@@ -30,6 +30,12 @@ def test_demo_script():
     assert re.search(r"Verdict: +forward", out), out
     drained = re.findall(r"while drained: (\S+)", out)
     assert drained == ["my-app-1"] * 4, drained
+    # Edge hardening: ping of the node answered, of a ClusterIP not; a filter rule's hit.
+    assert "ping 198.18.0.254 (the node) -> answered" in out, out
+    assert "ping 198.19.0.10 (a ClusterIP) -> no answer" in out, out
+    assert "curl http://198.19.0.10/admin -> no answer (filtered)" in out, out
+    assert re.search(r"curl http://198\.19\.0\.10/ -> my-app-\d", out), out
+    assert re.search(r"block-admin +drop +.+? +64 +[1-9]\d* +socket ", out), out
     # Service discovery: kubelet's variables, a command run with them, and DNS names.
     assert "REDIS_MASTER_SERVICE_HOST=198.19.0.11" in out
     assert "REDIS_MASTER_PORT=tcp://198.19.0.11:6379" in out
