@@ -190,7 +190,7 @@ def test_second_ferryd_on_the_same_file_prefix_refused(ferry):
             f"process (pid {ferry.proc.pid})") in out, out
     assert not (ferry.tmp / "second.sock").exists()
     assert ferry.alive()
-    assert set(curl_names(ferry, 9)) == PODS
+    assert set(curl_names(ferry, 30)) == PODS  # 9 missed a pod 8% of the time
 
 
 def test_log_level_round_trip(ferry):
