@@ -861,8 +861,9 @@ TEST_F(pipeline, RandomFragmentsNeverCrashOrLeak) {
     const bytes d = udp(kPort0, kClientMac, kClient, static_cast<uint16_t>(40000 + next() % 4),
                         next() % 2 ? kUdpVip : kVip, 53, pattern(1500), true,
                         {.id = static_cast<uint16_t>(next() % 16)});
-    const size_t off = 8 * (next() % 190);
-    bytes f = piece(d, off, std::min(len, d.size() - kL4 - off), next() % 3 != 0);
+    const size_t room = d.size() - kL4;  // IP payload bytes of the datagram
+    const size_t off = 8 * (next() % (room / 8));
+    bytes f = piece(d, off, std::min(len, room - off), next() % 3 != 0);
     if (next() % 5 == 0) skew_ += dp_->tsc_hz / 4;
     run(f, static_cast<uint16_t>(next() % 2));
     if (next() % 50 == 0) expire_fragments(*w_);
