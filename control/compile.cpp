@@ -261,16 +261,20 @@ bool same_frontend(const service_port_entry& a, const service_port_entry& b) {
          a.name == b.name && a.backends == b.backends;
 }
 
+// Counts one more (or one less) frontend using an address; the address leaves at zero.
+void count_user(std::map<uint32_t, uint32_t>& users, uint32_t ip, bool add) {
+  if (add) {
+    ++users[ip];
+  } else if (auto it = users.find(ip); it != users.end() && --it->second == 0) {
+    users.erase(it);
+  }
+}
+
 }  // namespace
 
 void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
-  if (e.vip) {  // ICMP part: the service addresses (NodePorts are on the node's own)
-    auto& n = addresses_[e.vip];
-    if (add) {
-      ++n;
-    } else if (--n == 0) {
-      addresses_.erase(e.vip);
-    }
+  if (e.vip) {  // the service addresses (NodePorts are on the node's own)
+    count_user(addresses_, e.vip, add);
     addresses_changed_ = true;
   }
   // External frontends count towards the announced addresses. Every frontend goes into
@@ -279,12 +283,7 @@ void compiler::link(uint64_t key, const service_port_entry& e, bool add) {
   // single address to give back: a NodePort is on every node address); a backend with more
   // than one user is marked shared (no entry is made from its replies).
   if (e.external && e.announce) {
-    auto& n = announced_[e.vip];
-    if (add) {
-      ++n;
-    } else if (--n == 0) {
-      announced_.erase(e.vip);
-    }
+    count_user(announced_, e.vip, add);
     announced_changed_ = true;
   }
   for (const auto& b : e.backends) {

@@ -199,7 +199,7 @@ class compiler {
   std::map<uint32_t, uint32_t> announced_;
   bool announced_changed_ = false;
   std::shared_ptr<const std::vector<uint32_t>> announced_list_;
-  // ICMP part: every service address (ClusterIP, externalIP, LB) -> frontends using it.
+  // Every service address (ClusterIP, externalIP, LB) -> frontends using it.
   std::map<uint32_t, uint32_t> addresses_;
   bool addresses_changed_ = false;
   std::shared_ptr<const std::vector<uint32_t>> address_list_;

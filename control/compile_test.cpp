@@ -1309,7 +1309,7 @@ TEST(compile_frontends, pool_addresses_are_announced_until_the_service_goes) {
   EXPECT_TRUE(snap->announces(ip("203.0.113.30")));
 }
 
-// ICMP part: every service address (ClusterIP, externalIP, LB address; not a NodePort's
+// Every service address (ClusterIP, externalIP, LB address; not a NodePort's
 // node addresses) is listed, so ICMP to one is told apart; gone with its Service.
 TEST(compile_frontends, service_addresses_are_listed_until_the_service_goes) {
   store st(*parse_ipv4_prefix("198.19.0.0/16"));

@@ -339,14 +339,14 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
                               "), got " + std::to_string(c.conntrack.syn_max));
       }
     });
-    // Removed-backend grace / source limits part (issue 8).
+    // [limits]: the per-source new-flow limit and the filter's rule slots.
     top.table("limits", [&](table_reader& t) {
       t.integer("new_flows_per_source", c.limits.new_flows_per_source, 0, 100000000);
       t.integer("new_flows_burst", c.limits.new_flows_burst, 0, 100000000);
       t.integer("source_table_size", c.limits.source_table_size, 16, 1 << 24);
       t.integer("filter_max_rules", c.filter_max_rules, 1, 65536);  // the signature filter
     });
-    // [fragments] (issue 8: IPv4 fragments)
+    // [fragments]
     top.table("fragments", [&](table_reader& t) {
       t.boolean("enabled", c.fragments.enabled);
       t.integer("max_datagrams", c.fragments.max_datagrams, 1, 1 << 20);
@@ -405,7 +405,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("timeout", c.neighbor_timeout, 1, 86400);
       t.integer("hold_ms", c.neighbor_hold_ms, 0, 60000);
     });
-    // Payload signature filter (issue 8 part 4).
+    // Payload signature filter.
     top.array_of_tables("filter", [&](table_reader& t) {
       filter_rule_config r;
       t.string("name", r.name);
@@ -453,7 +453,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       }
       c.filters.push_back(std::move(r));
     });
-    // ICMP part: echo and error rates, ping to service addresses.
+    // [icmp]: echo and error rates, ping to service addresses.
     top.table("icmp", [&](table_reader& t) {
       t.integer("echo_rate", c.icmp.echo_rate, 0, 1000000);
       t.integer("error_rate", c.icmp.error_rate, 0, 1000000);
@@ -513,7 +513,7 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.socket_gid != b.socket_gid, "control.socket_group");
   differ(a.conntrack != b.conntrack, "conntrack");
   differ(a.kubernetes != b.kubernetes, "kubernetes");
-  differ(a.limits != b.limits, "limits");  // removed-backend grace / source limits part
+  differ(a.limits != b.limits, "limits");
   differ(a.dns != b.dns, "dns");
   differ(a.maglev_max_size != b.maglev_max_size, "maglev.max_table_size");
   differ(a.max_service_ports != b.max_service_ports, "services.max_service_ports");
@@ -527,8 +527,8 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   // Payload signature filter: config rules are read at start (ferryctl filter changes live).
   differ(a.filters != b.filters, "filter");
   differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
-  differ(a.icmp != b.icmp, "icmp");                 // ICMP part
-  differ(a.fragments != b.fragments, "fragments");  // issue 8: IPv4 fragments
+  differ(a.icmp != b.icmp, "icmp");
+  differ(a.fragments != b.fragments, "fragments");
   return out;
 }
 

@@ -321,7 +321,7 @@ TEST(parse_config, leaves_defaults_for_absent_keys) {
   EXPECT_TRUE(r->routes.empty());
 }
 
-// Removed-backend grace / source limits part (issue 8).
+// [conntrack] removed_backend_grace and [limits].
 TEST(parse_config, reads_the_grace_and_limits) {
   auto r = parse_config(std::string(kOnePort) +
                             "[conntrack]\nremoved_backend_grace = 5\n"
@@ -448,7 +448,7 @@ TEST(parse_config, negative_integer_is_out_of_range) {
   EXPECT_TRUE(has(msg, "neighbor.timeout: must be between 1 and 86400, got -1")) << msg;
 }
 
-// ICMP part: [icmp] and [[port]] mtu, with their defaults and ranges.
+// [icmp] and [[port]] mtu, with their defaults and ranges.
 TEST(parse_config, reads_the_icmp_table_and_port_mtu) {
   auto d = parse_config(std::string(kOnePort), "d.toml");
   ASSERT_TRUE(d.ok()) << d.message();
@@ -645,7 +645,7 @@ TEST(parse_config, log_level_and_control_keys) {
   EXPECT_EQ(n->socket_gid, 0);
 }
 
-// [fragments] (issue 8: IPv4 fragments)
+// [fragments]
 TEST(parse_config, fragments_keys_defaults_and_ranges) {
   auto base = std::string(kOnePort);
   auto d = parse_config(base, "t.toml");
@@ -754,7 +754,7 @@ TEST(load_config, errors_in_a_file_name_the_path) {
   EXPECT_EQ(r.message().rfind(path + ": conntrack.capacity: ", 0), 0u) << r.message();
 }
 
-// Payload signature filter (issue 8 part 4).
+// Payload signature filter.
 TEST(parse_config, reads_filter_rules) {
   std::string base(kFullConfig);
   auto r = parse_config(base +

@@ -225,7 +225,7 @@ constexpr metric kL2Metrics[] = {
      "ICMP echo replies sent for node addresses."},
     {"icmp_unreachable_sent", "ferry_icmp_unreachable_sent_total", "counter",
      "ICMP port unreachable answers for service ports without endpoints."},
-    // ICMP part
+
     {"icmp_errors_translated", "ferry_icmp_errors_translated_total", "counter",
      "ICMP errors about NATed flows translated back and sent on."},
     {"icmp_time_exceeded_sent", "ferry_icmp_time_exceeded_sent_total", "counter",
@@ -236,7 +236,7 @@ constexpr metric kL2Metrics[] = {
      "Packets parked while their next hop's MAC address was resolved."},
 };
 
-// IPv4 fragments (issue 8).
+// IPv4 fragments.
 constexpr metric kFragmentMetrics[] = {
     {"received", "ferry_fragments_received_total", "counter",
      "IPv4 fragments taken in for reassembly."},
@@ -323,7 +323,7 @@ std::string render(const json& stats, const change_latency& latency, const proce
   }
   each(e, field(stats, "flows"), kFlowMetrics, {});
   each(e, field(stats, "l2"), kL2Metrics, {});
-  each(e, field(stats, "fragments"), kFragmentMetrics, {});  // issue 8: IPv4 fragments
+  each(e, field(stats, "fragments"), kFragmentMetrics, {});
   for (const auto& s : field(stats, "services")) {
     each(e, s, kServiceMetrics,
          {{"service", text_of(field(s, "name"))},
@@ -331,7 +331,7 @@ std::string render(const json& stats, const change_latency& latency, const proce
           {"port", text_of(field(s, "port"))},
           {"protocol", text_of(field(s, "protocol"))}});
   }
-  // Payload signature filter (issue 8 part 4).
+  // Payload signature filter.
   for (const auto& f : field(stats, "filters")) {
     e.from(field(f, "hits"), "ferry_filter_hits_total", "counter",
            "Packets a payload filter rule matched (action drop: dropped).",

@@ -393,7 +393,7 @@ TEST(render, leaves_out_what_the_stats_lack) {
   EXPECT_NO_THROW(render(json::array({1, 2}), change_latency{}, {"v", 0}));
 }
 
-// Payload signature filter (issue 8 part 4): one counter per rule.
+// Payload signature filter: one counter per rule.
 TEST(render, filter_hits_per_rule) {
   std::string text = render(json::parse(R"({"filters": [
       {"name": "evil", "action": "drop", "hits": 3, "pattern": "/evil"},
@@ -409,7 +409,7 @@ TEST(render, filter_hits_per_rule) {
             std::string::npos);
 }
 
-// IPv4 fragments (issue 8): the stats op's "fragments" object.
+// IPv4 fragments: the stats op's "fragments" object.
 TEST(render, fragments_counters) {
   const std::string text = render(json::parse(R"({"fragments": {"received": 6, "reassembled": 2,
       "held": 1, "fragmented": 2, "fragments_sent": 6, "max_held": 1024}})"),

@@ -948,7 +948,7 @@ json node::handle(const json& req) {
                "socket");
     return ok(std::move(*r));
   }
-  // Payload signature filter (issue 8 part 4).
+  // Payload signature filter.
   if (op == "filter_list") return ok(filter_list());
   if (op == "filter_del") {
     const json name = req.value("name", json());
@@ -996,7 +996,7 @@ json node::handle(const json& req) {
   return refused("unknown op \"" + op + "\"");
 }
 
-// Payload signature filter (issue 8 part 4).
+// Payload signature filter.
 
 bool node::filter_scope_dirty(const dirty_set& dirty) const {
   for (const auto& f : filters_) {

@@ -126,7 +126,7 @@ class node {
   /// "describe" (counters and active flows of service port ids). Unset: the op is refused.
   void set_view(const std::string& name, view_fn fn) { views_[name] = std::move(fn); }
 
-  // Payload signature filter (issue 8 part 4). Rules from the config ([[filter]], source
+  // Payload signature filter. Rules from the config ([[filter]], source
   // file) and the socket; the database is compiled from all of them in this order.
   struct filter_rule {
     filter_rule_config rule;

@@ -465,7 +465,7 @@ TEST(NodeWeight, DescribeShowsSlotsAndOverride) {
   EXPECT_NE(ans["error"].get<std::string>().find("0 to 1000"), std::string::npos);
 }
 
-// Payload signature filter (issue 8 part 4).
+// Payload signature filter.
 filter_rule_config filter_rule(const std::string& name, const std::string& pattern) {
   filter_rule_config r;
   r.name = name;

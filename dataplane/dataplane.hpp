@@ -65,7 +65,7 @@ struct dataplane {
   uint32_t icmp_rate = 0;      // no-endpoint answers per second per worker
   limits_config limits;        // [limits]: per-source new-flow limit (source_limit.hpp)
   unsigned n_workers = 1;      // for the per-worker share of the source limit
-  // ICMP part ([icmp]): echo replies and originated errors per second per worker; whether a
+  // [icmp]: echo replies and originated errors per second per worker; whether a
   // service address answers ping.
   uint32_t echo_rate = 0;
   uint32_t error_rate = 0;
@@ -78,7 +78,7 @@ struct dataplane {
   // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
   static constexpr uint16_t kNoPort = 0xffff;
   uint16_t dns_tcp_port = kNoPort;
-  // [fragments] (issue 8: IPv4 fragments). frag_indirect: the indirect mbufs that egress
+  // [fragments]. frag_indirect: the indirect mbufs that egress
   // fragmentation attaches to a datagram's data; null when fragments are off.
   bool frag_enabled = false;
   uint32_t frag_max_datagrams = 0, frag_max_size = 0, frag_max_held = 0;

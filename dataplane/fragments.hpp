@@ -1,4 +1,4 @@
-// IPv4 fragments (issue 8): reassembly on the worker with DPDK's rte_ip_frag, one table per
+// IPv4 fragments: reassembly on the worker with DPDK's rte_ip_frag, one table per
 // worker (no locks), and the accounting DPDK leaves out: rte_ip_frag frees whatever it
 // gives up on (timed out, table full, overlapping, too many fragments) onto a death row
 // without saying why; reassemble() reads the reason off what it freed (see fragments.cpp).

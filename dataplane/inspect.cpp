@@ -350,10 +350,10 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     for (size_t o = 0; o < dns::kNumOutcomes; ++o) t.dns[o] += c.dns[o].get();
     t.dns_truncated += c.dns_truncated.get();
     t.dns_tcp += c.dns_tcp.get();
-    t.icmp_errors_translated += c.icmp_errors_translated.get();  // ICMP part
+    t.icmp_errors_translated += c.icmp_errors_translated.get();
     t.icmp_time_exceeded_sent += c.icmp_time_exceeded_sent.get();
     t.icmp_frag_needed_sent += c.icmp_frag_needed_sent.get();
-    // IPv4 fragments (issue 8)
+    // IPv4 fragments
     t.frag_received += c.frag_received.get();
     t.frag_reassembled += c.frag_reassembled.get();
     t.frag_held += c.frag_held.get();

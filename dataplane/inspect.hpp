@@ -126,9 +126,8 @@ struct totals {
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;
   uint64_t dns[dns::kNumOutcomes] = {}, dns_truncated = 0, dns_tcp = 0;
-  uint64_t icmp_errors_translated = 0, icmp_time_exceeded_sent = 0,
-           icmp_frag_needed_sent = 0;  // ICMP part
-  // IPv4 fragments (issue 8)
+  uint64_t icmp_errors_translated = 0, icmp_time_exceeded_sent = 0, icmp_frag_needed_sent = 0;
+  // IPv4 fragments
   uint64_t frag_received = 0, frag_reassembled = 0, frag_held = 0, frag_fragmented = 0,
            frag_sent = 0;
   std::vector<uint64_t> per_worker_rx, per_worker_foreign;

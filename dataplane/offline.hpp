@@ -22,7 +22,7 @@ struct offline_options {
   uint32_t flow_capacity = 1024;
   uint32_t mbufs = 1023;
   uint32_t icmp_rate = 2;
-  uint32_t echo_rate = 2;  // ICMP part
+  uint32_t echo_rate = 2;
   uint32_t error_rate = 2;
   unsigned workers = 1;
   limits_config limits;  // [limits]: the per-source new-flow limit

@@ -624,7 +624,7 @@ TEST_F(pipeline, WhatExceedsTheOutgoingMtuLeavesInFragmentsUnlessDontFragment) {
       1u);
 }
 
-// ---- IPv4 fragments (issue 8) -----------------------------------------------------------
+// ---- IPv4 fragments -----------------------------------------------------------
 
 // One fragment of `frame` (Ethernet + IPv4 without options), as a sender makes it: IP payload
 // bytes [off, off + len), MF as given, the header copied (ID kept), length and checksum redone.
@@ -1158,7 +1158,7 @@ subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.12}, {ip: 198.18.1.13}],
   dp_->snap.store(nullptr);
 }
 
-// Payload signature filter (issue 8 part 4).
+// Payload signature filter.
 filter_rule_config filter_rule(std::string name, std::string pattern, bool drop = true) {
   filter_rule_config r;
   r.name = std::move(name);
@@ -1361,7 +1361,7 @@ TEST_F(pipeline, FlushBackendsMatchesTheFrontendAndNodePorts) {
   EXPECT_EQ(w_->counters.flows_created.get(), created + 1);
 }
 
-// ICMP part ------------------------------------------------------------------------------
+// ---- ICMP ----------------------------------------------------------------------------
 
 // An ICMP message (type, code, second word) quoting `quote`, its checksum filled.
 bytes icmp_msg(uint8_t type, uint8_t code, uint32_t rest, const bytes& quote) {
@@ -1660,7 +1660,7 @@ TEST_F(pipeline, DropsIcmpErrorsWithBadQuotesOrNoFlow) {
   EXPECT_EQ(w_->counters.icmp_time_exceeded_sent.get(), 0u);
 }
 
-// TCP abuse (issue 8): SYN admission, ACKs without state, entries from backends' answers,
+// TCP abuse: SYN admission, ACKs without state, entries from backends' answers,
 // RST and FIN timeouts.
 
 const char* kThreePods = R"yaml(

@@ -491,7 +491,7 @@ void bench_filter(const std::vector<uint64_t>& rule_counts, const std::vector<ui
   b.snap->filters = nullptr;
 }
 
-// ---- fragments (issue 8) --------------------------------------------------------------
+// ---- fragments --------------------------------------------------------------
 
 // A 3000-byte TCP datagram of an established flow, arriving in three fragments (1480, 1480,
 // 40 bytes of IP payload): reassembly, the flow lookup and NAT, and fragmentation again for

@@ -146,7 +146,7 @@ def pipeline(rows):
 
 
 def filters(rows):
-    """Payload signature filter (issue 8 part 4)."""
+    """Payload signature filter."""
     found = pick(rows, "filter")
     if not found:
         return []

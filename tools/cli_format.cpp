@@ -879,7 +879,7 @@ std::string render_weight(const json& r) {
   return out.str();
 }
 
-// Payload signature filter (issue 8 part 4): `ferryctl filter list|add|del`.
+// Payload signature filter: `ferryctl filter list|add|del`.
 std::string render_filter_list(const json& r, format f) {
   if (f == format::json) return to_json(r);
   if (f == format::yaml) return to_yaml(r);
@@ -1004,7 +1004,7 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
                             "icmp_echo_replies", "icmp_unreachable_sent", "icmp_errors_translated",
                             "icmp_time_exceeded_sent", "icmp_frag_needed_sent"}));
 
-  // IPv4 fragments (issue 8), from a ferryd that has them.
+  // IPv4 fragments, from a ferryd that has them.
   if (const json& frag = member(stats, "fragments"); frag.is_object()) {
     out << "\nFragments:\n";
     counter_grid(out, counters_of(frag, {"received", "reassembled", "held", "max_held",

@@ -88,7 +88,7 @@ std::vector<golden_case> cases() {
       {"apply", "apply", {"table"}},
       {"stats", "stats"},
       {"stats-kubernetes", "stats", {"table", "wide"}},
-      // Payload signature filter (issue 8 part 4).
+      // Payload signature filter.
       {"filter-list", "filter list"},
       {"filter-add", "filter add", {"table", "json"}},
       {"filter-del", "filter del", {"table"}},

@@ -422,7 +422,7 @@ int main(int argc, char** argv) {
   filters.options(flush);
   flush->add_flag("--all", flush_all, "every flow (required when no filter is given)");
 
-  // Payload signature filter (issue 8 part 4): filter add|del|list.
+  // Payload signature filter: filter add|del|list.
   auto* filter_cmd = app.add_subcommand("filter", "payload signature rules: add, del, list");
   filter_cmd->require_subcommand(1);
   std::string filter_name, filter_pattern, filter_action = "drop", filter_service, filter_vip,

@@ -189,7 +189,7 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"arp_replies_sent", t.arp_replies_sent},
                 {"icmp_echo_replies", t.icmp_echo_replies},
                 {"icmp_unreachable_sent", t.icmp_unreach_sent},
-                {"icmp_errors_translated", t.icmp_errors_translated},  // ICMP part
+                {"icmp_errors_translated", t.icmp_errors_translated},
                 {"icmp_time_exceeded_sent", t.icmp_time_exceeded_sent},
                 {"icmp_frag_needed_sent", t.icmp_frag_needed_sent},
                 {"neighbor_held", t.neighbor_held}}},
@@ -331,7 +331,7 @@ int run(const node_config& cfg) {
   d.icmp_rate = cfg.icmp_unreachable_rate;
   d.limits = cfg.limits;
   d.n_workers = n_workers;
-  d.echo_rate = cfg.icmp.echo_rate;  // ICMP part
+  d.echo_rate = cfg.icmp.echo_rate;
   d.error_rate = cfg.icmp.error_rate;
   d.answer_service_echo = cfg.icmp.answer_service_echo;
   d.idle_sleep_us = cfg.idle_sleep_us;

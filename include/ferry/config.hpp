@@ -38,7 +38,7 @@ struct conntrack_config {
   uint32_t tcp_established_timeout = 86400;
   uint32_t tcp_closing_timeout = 30;  // after a FIN ([conntrack] tcp_fin_timeout)
   uint32_t udp_timeout = 30;
-  // TCP abuse (issue 8): after a RST, and the cap on embryonic (SYN_SENT) entries.
+  // TCP abuse: after a RST, and the cap on embryonic (SYN_SENT) entries.
   uint32_t tcp_rst_timeout = 2;
   uint32_t syn_max = 0;  // entries in SYN_SENT, whole table (split by worker); 0: capacity / 8
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
@@ -113,7 +113,7 @@ struct filter_rule_config {
   bool operator==(const filter_rule_config&) const = default;
 };
 
-/// [icmp] (ICMP part): echo answers and the errors ferry originates, per second per worker
+/// [icmp]: echo answers and the errors ferry originates, per second per worker
 /// (token buckets; 0: never sent).
 struct icmp_config {
   uint32_t echo_rate = 1000;         // echo replies (node addresses, and VIPs when answered)
@@ -138,11 +138,11 @@ struct node_config {
   std::vector<std::string> manifests;      // files or directories
   std::string builtin_manifests;           // YAML applied at start (the built-in demo)
   conntrack_config conntrack;
-  limits_config limits;  // removed-backend grace / source limits part (issue 8)
+  limits_config limits;  // [limits]
   kubernetes_config kubernetes;
   dns_config dns;
   metrics_config metrics;
-  fragments_config fragments;  // [fragments] (issue 8: IPv4 fragments)
+  fragments_config fragments;  // [fragments]
   uint32_t maglev_max_size = 655373;
   uint32_t max_service_ports = 65536;
   ipv4_prefix service_cidr{0x0a600000, 12};  // ClusterIPs: allocated from and checked against
@@ -152,10 +152,10 @@ struct node_config {
   uint32_t icmp_unreachable_rate = 100;         // per second per worker, for no-endpoint answers
   uint32_t neighbor_timeout = 300;              // seconds an ARP answer stays valid
   uint32_t neighbor_hold_ms = 1000;             // how long a packet waits for ARP before a drop
-  // Payload signature filter (issue 8 part 4).
+  // Payload signature filter.
   std::vector<filter_rule_config> filters;  // [[filter]]
   uint32_t filter_max_rules = 4096;         // [limits] filter_max_rules: hit counter slots
-  icmp_config icmp;                         // [icmp] (ICMP part)
+  icmp_config icmp;                         // [icmp]
 };
 
 }  // namespace ferry

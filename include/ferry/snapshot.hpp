@@ -92,7 +92,7 @@ struct snapshot {
   /// port whose subnet holds them.
   std::shared_ptr<const std::vector<uint32_t>> announced;
   /// Every service address (ClusterIPs, externalIPs, LB addresses), sorted: what ICMP to a
-  /// service is told apart by (ICMP part).
+  /// service is told apart by.
   std::shared_ptr<const std::vector<uint32_t>> addresses;
   /// The cluster DNS zone ([dns]); nullptr when DNS is off.
   std::shared_ptr<const dns::zone> dns;

@@ -148,7 +148,7 @@ def test_status_request_and_table(fake):
     (["flush", "flows", "--backend", "198.18.1.12:9376", "--state", "syn_sent"],
      {"op": "flush", "backend": "198.18.1.12:9376", "state": "syn_sent"}),
     (["flush", "flows", "--all"], {"op": "flush"}),
-    # Payload signature filter (issue 8 part 4).
+    # Payload signature filter.
     (["filter", "list"], {"op": "filter_list"}),
     (["filter", "del", "evil"], {"op": "filter_del", "name": "evil"}),
     (["filter", "add", "evil", "--pattern", "/evil"],

@@ -1,4 +1,4 @@
-"""Payload signature filter (issue 8 part 4): [[filter]] rules from the config and
+"""Payload signature filter: [[filter]] rules from the config and
 `ferryctl filter add|del|list`, with real curl requests through ferryd to the pods.
 
 The module's ferryd starts with one config rule dropping requests that contain "GET /evil";

@@ -1,4 +1,4 @@
-"""IPv4 fragments (issue 8): datagrams larger than the 1500 MTU cross ferryd both ways.
+"""IPv4 fragments: datagrams larger than the 1500 MTU cross ferryd both ways.
 
 The client's kernel fragments a 4000-byte UDP datagram to dns-like (198.19.0.20:53); ferryd
 reassembles it, translates it, and fragments it again for fe1; the pod's echo answers 4000+

@@ -1,4 +1,4 @@
-"""TCP abuse (issue 8): a SYN flood from spoofed sources fills no more than syn_max entries
+"""TCP abuse: a SYN flood from spoofed sources fills no more than syn_max entries
 while real connections (a curl loop, a long stream) go on; a flood of ACKs without state
 makes no entries at all. Floods are sent with scapy from the client namespace, to the VIP,
 from sources in 198.18.128.0/17 (no route back: the pods' answers die at ferryd)."""
