@@ -203,6 +203,9 @@ constexpr metric kFlowMetrics[] = {
      "Replies un-NATed through the backend table without a flow entry."},
     {"snat", "ferry_conntrack_snat_flows_total", "counter",
      "New flows whose source was translated to a node address."},
+    {"port_remapped", "ferry_conntrack_port_remapped_total", "counter",
+     "New flows given another source port: the client reused its port for another frontend "
+     "of the same backend."},
     {"affinity_reused", "ferry_conntrack_affinity_reused_total", "counter",
      "New flows sent to the backend their client had (sessionAffinity ClientIP)."},
     {"foreign_hits", "ferry_conntrack_foreign_hits_total", "counter",

@@ -83,7 +83,7 @@ constexpr const char* kStats = R"json({
   ],
   "drops": {"tx_full": 0, "no_endpoints": 3},
   "flows": {"active": 2, "created": 5, "picked_up": 0, "expired": 3, "table_full": 0,
-            "stateless": 1, "stateless_replies": 0, "snat": 0, "affinity_reused": 0,
+            "stateless": 1, "stateless_replies": 0, "snat": 0, "port_remapped": 2, "affinity_reused": 0,
             "foreign_hits": 0, "capacity": 1024, "memory_bytes": 98304,
             "embryonic": 1, "syn_max": 128, "syn_stateless": 4, "ack_stateless": 6},
   "l2": {"arp_requests_sent": 1, "arp_replies_sent": 2, "icmp_echo_replies": 0,
@@ -208,6 +208,9 @@ ferry_conntrack_stateless_replies_total 0
 # HELP ferry_conntrack_snat_flows_total New flows whose source was translated to a node address.
 # TYPE ferry_conntrack_snat_flows_total counter
 ferry_conntrack_snat_flows_total 0
+# HELP ferry_conntrack_port_remapped_total New flows given another source port: the client reused its port for another frontend of the same backend.
+# TYPE ferry_conntrack_port_remapped_total counter
+ferry_conntrack_port_remapped_total 2
 # HELP ferry_conntrack_affinity_reused_total New flows sent to the backend their client had (sessionAffinity ClientIP).
 # TYPE ferry_conntrack_affinity_reused_total counter
 ferry_conntrack_affinity_reused_total 0

@@ -277,6 +277,13 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
       t.nat_src_port = 0;
       t.src_port_chosen_later = true;
       t.reason += "; masqueraded to the node address";
+    } else {
+      const flow_key reply{b->ip, src_ip, b->port, src_port, proto};
+      if (dp.ct->lookup(reply, conntrack::hash(reply)).entry) {
+        t.nat_src_ip = src_ip;
+        t.src_port_chosen_later = true;
+        t.reason += "; source port remapped: another flow from this client port has the backend";
+      }
     }
     if (!dp.route(b->ip)) {
       t.verdict = "drop";
@@ -340,6 +347,7 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.stateless_reply += c.stateless_reply.get();
     t.affinity_reused += c.affinity_reused.get();
     t.snat_flows += c.snat_flows.get();
+    t.port_remapped += c.port_remapped.get();
     t.syn_stateless += c.syn_stateless.get();
     t.ack_stateless += c.ack_stateless.get();
     t.arp_requests_sent += c.arp_requests_sent.get();

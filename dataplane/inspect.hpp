@@ -121,7 +121,7 @@ struct totals {
   uint64_t drops[kNumDrops] = {};
   uint64_t flows_created = 0, flows_picked_up = 0, flows_expired = 0, flows_table_full = 0,
            flows_foreign = 0, stateless_forward = 0, stateless_reply = 0, affinity_reused = 0,
-           snat_flows = 0;
+           snat_flows = 0, port_remapped = 0;
   uint64_t syn_stateless = 0, ack_stateless = 0;  // TCP abuse
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;

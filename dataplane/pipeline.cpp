@@ -517,8 +517,16 @@ void tcp_track(worker& w, flow_entry& e, flow_dir dir, uint8_t flags) {
   if (next != s) w.dp->ct->set_state(w.index, e, s, next);
 }
 
-// A source port whose reply key (backend -> node:port) is not in use, from this worker's slice
-// of the ephemeral range (so two workers never race for one port), starting at a hash of the
+// Whether a flow entry already answers to backend -> peer:port (the reply key a new flow of p
+// to nat's backend would have, the backend seeing peer:port as its client).
+bool reply_key_taken(const worker& w, const parsed& p, const flow_nat& nat, uint32_t peer,
+                     uint16_t port) {
+  const flow_key reply{nat.backend_ip, peer, nat.backend_port, port, p.key.proto};
+  return w.dp->ct->lookup(reply, conntrack::hash(reply)).entry != nullptr;
+}
+
+// A source port whose reply key (backend -> nat.snat_ip:port) is not in use, from this worker's
+// slice of the ephemeral range (so two workers never race for one port), starting at a hash of the
 // flow; 0 when the candidates tried are all taken (the slice is close to exhausted).
 uint16_t pick_snat_port(const worker& w, const parsed& p, const flow_nat& nat) {
   constexpr uint32_t kFirst = 32768, kCount = 28232, kTries = 32;
@@ -526,8 +534,7 @@ uint16_t pick_snat_port(const worker& w, const parsed& p, const flow_nat& nat) {
   const uint32_t first = kFirst + w.index * slice;
   for (uint32_t i = 0; i < kTries; ++i) {
     auto port = static_cast<uint16_t>(first + (p.hash + i) % slice);
-    flow_key reply{nat.backend_ip, nat.snat_ip, nat.backend_port, port, p.key.proto};
-    if (!w.dp->ct->lookup(reply, conntrack::hash(reply)).entry) return port;
+    if (!reply_key_taken(w, p, nat, nat.snat_ip, port)) return port;
   }
   return 0;
 }
@@ -749,11 +756,23 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     } else if (tcp && !track && !(p.tcp_flags & kTcpRst)) {
       w.counters.ack_stateless.add();
     }
+    // The client reused its source port for another frontend of the same backend: the reply
+    // key (backend -> client:port) is still another flow's, whose entry would take the new
+    // flow's replies. As Linux conntrack resolves such a clash, the source port is remapped
+    // and the client's address kept.
+    if (track && !masquerade && reply_key_taken(w, p, nat, p.key.src_ip, p.key.src_port)) {
+      nat.snat_ip = p.key.src_ip;
+      if (!(nat.snat_port = pick_snat_port(w, p, nat))) {
+        return free_drop(w, m, drop::snat_exhausted);
+      }
+      w.counters.port_remapped.add();
+    }
+    const bool translate_src = nat.snat_ip != 0;
     if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
       w.counters.flows_created.add();
       if (masquerade) w.counters.snat_flows.add();
       if (tcp && !syn) w.counters.flows_picked_up.add();
-    } else if (masquerade) {
+    } else if (translate_src) {
       // Without an entry the reply could not be turned back: nothing to forward.
       return free_drop(w, m, drop::snat_failed);
     } else {
@@ -762,7 +781,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     }
     count_service(w, s.id, m, !tcp || syn);
     rewrite(p, true, b.ip, b.port);
-    if (masquerade) rewrite(p, false, nat.snat_ip, nat.snat_port);
+    if (translate_src) rewrite(p, false, nat.snat_ip, nat.snat_port);
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, b.ip);
   }

@@ -946,6 +946,46 @@ TEST_F(pipeline, PolicyLocalKeepsTheClientAddressAndDropsWithoutLocalEndpoints) 
   EXPECT_TRUE((*away)->drop_empty);
 }
 
+// A client reuses its source port for a second frontend of the same backend: both flows
+// would have one reply key (pod:9376 -> client:40000), and the first flow's entry would
+// take the second's replies. The second flow keeps the client's address and gets another
+// source port, as Linux conntrack resolves the clash; replies go back to each frontend.
+TEST_F(pipeline, ASecondFrontendOfTheSameBackendFromTheSamePortGetsAnotherPort) {
+  use((node_port_service("here", 30081, "Local", "edge-1") +
+       node_port_service("cluster-here", 30083, "Cluster", "edge-1"))
+          .c_str());
+  const ip_opts t63{.ttl = 63};
+  auto out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30081, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, 40000, kPod, 9376, 0x02, "", t63));
+  out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30083, 0x02), 0);
+  ASSERT_EQ(out.size(), 1u);
+  const uint16_t remapped = src_port_of(out[0].frame);
+  EXPECT_NE(remapped, 40000);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, remapped, kPod, 9376, 0x02, "", t63));
+  EXPECT_EQ(w_->counters.port_remapped.get(), 1u);
+  EXPECT_EQ(w_->counters.snat_flows.get(), 0u);  // not masqueraded: the address is the client's
+  // Each SYN-ACK leaves from its own frontend, to the client's own port.
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, remapped, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kNode0, 30083, kClient, 40000, 0x12, "", t63));
+  out = run(tcp(kPort1, kPodMac, kPod, 9376, kClient, 40000, 0x12), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kClientMac, kPort0, kNode0, 30081, kClient, 40000, 0x12, "", t63));
+  // The second flow's data keeps its port; the first's is untouched.
+  out = run(tcp(kPort0, kClientMac, kClient, 40000, kNode0, 30083, 0x18, "GET /"), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, tcp(kPodMac, kPort1, kClient, remapped, kPod, 9376, 0x18, "GET /", t63));
+  EXPECT_EQ(w_->counters.port_remapped.get(), 1u);
+  EXPECT_EQ(w_->counters.flows_created.get(), 2u);
+  // ferryctl trace says so for a third flow from that port (the NodePort on the other
+  // node address: a new forward key, the same reply key).
+  dp_->snap.store(snap_.get());
+  const trace_result t = trace(*dp_, kProtoTcp, kClient, 40000, kNode1, 30083);
+  EXPECT_TRUE(t.src_port_chosen_later) << t.reason;
+  EXPECT_EQ(t.nat_src_ip, kClient) << t.reason;
+}
+
 const char* kLoadBalancer = R"yaml(
 apiVersion: v1
 kind: Service

@@ -991,11 +991,11 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
               wide, "  ");
 
   out << "\nFlows:\n";
-  counter_grid(
-      out, counters_of(member(stats, "flows"),
-                       {"active", "capacity", "created", "picked_up", "expired", "table_full",
-                        "stateless", "stateless_replies", "snat", "affinity_reused", "foreign_hits",
-                        "embryonic", "syn_max", "syn_stateless", "ack_stateless"}));
+  counter_grid(out, counters_of(member(stats, "flows"),
+                                {"active", "capacity", "created", "picked_up", "expired",
+                                 "table_full", "stateless", "stateless_replies", "snat",
+                                 "port_remapped", "affinity_reused", "foreign_hits", "embryonic",
+                                 "syn_max", "syn_stateless", "ack_stateless"}));
 
   out << "\nL2/ICMP:\n";
   counter_grid(out,

@@ -175,6 +175,7 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                 {"stateless", t.stateless_forward},
                 {"stateless_replies", t.stateless_reply},
                 {"snat", t.snat_flows},
+                {"port_remapped", t.port_remapped},
                 {"affinity_reused", t.affinity_reused},
                 {"foreign_hits", t.flows_foreign},
                 // TCP abuse: SYN_SENT entries now and their cap, and what went statelessly.

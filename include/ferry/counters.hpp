@@ -112,6 +112,7 @@ struct alignas(64) worker_counters {
   counter stateless_reply;    // un-NATed through the backend table without an entry
   counter affinity_reused;    // new flow sent to the backend its client had (ClientIP)
   counter snat_flows;         // new flows whose source was translated to a node address
+  counter port_remapped;      // new flows given another source port: their reply key clashed
   counter arp_requests_sent, arp_replies_sent, icmp_echo_replies, icmp_unreach_sent;
   counter neighbor_held;           // packets parked while their next hop was resolved
   counter dns[dns::kNumOutcomes];  // DNS queries answered, by outcome

@@ -273,10 +273,19 @@ class Ferry:
         return self.client(["curl", "-sS", "-m", str(max_time), *opts, url], timeout=timeout)
 
     def log(self):
+        """ferryd's log tail, and while it runs its counters and flows: what a failure shows."""
         try:
-            return "--- ferryd log ---\n" + self.log_path.read_text(errors="replace")[-4000:]
+            text = "--- ferryd log ---\n" + self.log_path.read_text(errors="replace")[-4000:]
         except OSError:
-            return ""
+            text = ""
+        if self.alive():
+            for what in (["stats"], ["get", "flows", "--limit", "40"]):
+                try:
+                    r = self.ferryctl(*what, timeout=3)
+                    text += f"\n--- ferryctl {' '.join(what)} ---\n{r.stdout}{r.stderr}"
+                except subprocess.TimeoutExpired:
+                    text += f"\n--- ferryctl {' '.join(what)}: timed out ---\n"
+        return text
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None

@@ -284,3 +284,41 @@ endpoints:
     assert {whoami(ferry, "http://198.19.0.73")[0] for _ in range(6)} == {"my-app-1"}
     r = ferry.ferryctl("get", "endpoints")
     assert "node-b" in r.stdout, r.stdout
+
+
+def test_a_client_port_reused_for_another_service_of_the_same_pod(ferry):
+    # Two ClusterIPs of one pod, reached from one client port in turn. Both flows would
+    # have the same reply key (pod:9376 -> client:port): the second keeps the client's
+    # address with another port, and each connection is answered by its own service.
+    ferry.apply(service("twin-a", ["clusterIP: 198.19.0.81"]) + "---\n"
+                + service("twin-b", ["clusterIP: 198.19.0.82"]) + "---\n"
+                + slice_on_nodes("twin-a-1", "twin-a", [(POD_IPS["my-app-1"], "node-a")])
+                + "---\n"
+                + slice_on_nodes("twin-b-1", "twin-b", [(POD_IPS["my-app-1"], "node-a")]))
+    before = ferry.stats()["flows"]["port_remapped"]
+    # curl cannot bind a port its last connection left in TIME_WAIT: a client with
+    # SO_REUSEADDR, as a busy proxy would reuse ports.
+    code = """
+import socket
+for vip in ("198.19.0.81", "198.19.0.82", "198.19.0.81"):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(3)
+    s.bind(("198.18.0.1", 41234))
+    s.connect((vip, 80))
+    s.sendall(b"GET /whoami HTTP/1.0\\r\\n\\r\\n")
+    data = b""
+    while chunk := s.recv(4096):
+        data += chunk
+    s.close()
+    print(vip, data.split(b"\\r\\n\\r\\n", 1)[1].decode().strip().replace("\\n", " "))
+"""
+    r = ferry.client_py(code)
+    assert r.returncode == 0, f"{r.stdout}{r.stderr}\n{ferry.log()}"
+    answers = [line.split() for line in r.stdout.splitlines()]
+    assert [a[:2] for a in answers] == [["198.19.0.81", "my-app-1"], ["198.19.0.82", "my-app-1"],
+                                       ["198.19.0.81", "my-app-1"]], r.stdout
+    peers = [a[2] for a in answers]
+    assert peers[0] == "198.18.0.1:41234", peers
+    assert peers[1].startswith("198.18.0.1:") and peers[1] != peers[0], peers
+    assert ferry.stats()["flows"]["port_remapped"] >= before + 1
