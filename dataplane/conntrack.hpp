@@ -168,6 +168,13 @@ class conntrack {
     if (ahead < w.free.size()) rte_prefetch0(&entries_[w.free[w.free.size() - 1 - ahead]]);
   }
   flow_match lookup(const flow_key& k, uint64_t hash, uint64_t hint = 0) const;
+  /// Whether k is in the table: lookup() behind the branch-free first-bucket test, for the
+  /// new-flow path's checks of keys that are nearly always absent.
+  bool contains(const flow_key& k) const {
+    const uint64_t h = hash(k);
+    uint64_t hint;
+    return prefetch_entries(h, hint) && lookup(k, h, hint).entry;
+  }
 
   /// Links a new flow; nullptr when the worker has no free entry or no slot is left near
   /// either key's bucket (the caller forwards statelessly and counts it).

@@ -278,8 +278,7 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
       t.src_port_chosen_later = true;
       t.reason += "; masqueraded to the node address";
     } else {
-      const flow_key reply{b->ip, src_ip, b->port, src_port, proto};
-      if (dp.ct->lookup(reply, conntrack::hash(reply)).entry) {
+      if (dp.ct->contains({b->ip, src_ip, b->port, src_port, proto})) {
         t.nat_src_ip = src_ip;
         t.src_port_chosen_later = true;
         t.reason += "; source port remapped: another flow from this client port has the backend";

@@ -521,8 +521,7 @@ void tcp_track(worker& w, flow_entry& e, flow_dir dir, uint8_t flags) {
 // to nat's backend would have, the backend seeing peer:port as its client).
 bool reply_key_taken(const worker& w, const parsed& p, const flow_nat& nat, uint32_t peer,
                      uint16_t port) {
-  const flow_key reply{nat.backend_ip, peer, nat.backend_port, port, p.key.proto};
-  return w.dp->ct->lookup(reply, conntrack::hash(reply)).entry != nullptr;
+  return w.dp->ct->contains({nat.backend_ip, peer, nat.backend_port, port, p.key.proto});
 }
 
 // A source port whose reply key (backend -> nat.snat_ip:port) is not in use, from this worker's
