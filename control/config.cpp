@@ -524,8 +524,8 @@ std::vector<std::string> restart_needed(const node_config& a, const node_config&
   differ(a.icmp_unreachable_rate != b.icmp_unreachable_rate, "services.icmp_unreachable_rate");
   differ(a.neighbor_timeout != b.neighbor_timeout, "neighbor.timeout");
   differ(a.neighbor_hold_ms != b.neighbor_hold_ms, "neighbor.hold_ms");
-  // Payload signature filter: config rules are read at start (ferryctl filter changes live).
-  differ(a.filters != b.filters, "filter");
+  // Payload signature filter: [[filter]] tables reload live (node::reload); the counter
+  // slots are sized at start.
   differ(a.filter_max_rules != b.filter_max_rules, "limits.filter_max_rules");
   differ(a.icmp != b.icmp, "icmp");
   differ(a.fragments != b.fragments, "fragments");

@@ -715,15 +715,16 @@ TEST(restart_needed, lists_only_what_a_reload_cannot_apply) {
                                       "dns"}));
 }
 
-// Payload signature filter: config rules are read at start (ferryctl filter changes live).
-TEST(restart_needed, names_changed_filter_rules_and_limits) {
+// Payload signature filter: [[filter]] tables reload live (node_test); the rule limit sizes
+// the counters at start.
+TEST(restart_needed, names_the_filter_rule_limit_not_the_rules) {
   auto a =
       parse_config(std::string(kFullConfig) + "[[filter]]\nname = \"a\"\npattern = \"x\"\n", "a");
   ASSERT_TRUE(a.ok()) << a.message();
   auto b = *a;
   b.filters[0].depth = 64;
   b.filter_max_rules = 8;
-  EXPECT_EQ(restart_needed(*a, b), (std::vector<std::string>{"filter", "limits.filter_max_rules"}));
+  EXPECT_EQ(restart_needed(*a, b), std::vector<std::string>{"limits.filter_max_rules"});
 }
 
 TEST(load_config, reads_a_file_and_names_it_as_source) {

@@ -368,6 +368,17 @@ result<reload_result> node::reload(const node_config& fresh) {
   }
   auto objs = parse_all(docs);
   if (!objs) return objs.err();
+  // [[filter]]: the file's rules replace those it gave before (the socket's stay), compiled
+  // now so that a refused set changes nothing; installed once the objects are in.
+  std::vector<change> filter_changes;
+  auto filters = filters_for(fresh, filter_changes);
+  if (!filters) return filters.err();
+  std::optional<filter_plan> plan;
+  if (*filters) {
+    auto p = plan_filters(std::move(**filters));
+    if (!p) return make_error(fresh.source + ": " + p.message());
+    plan = std::move(*p);
+  }
   std::set<store::key> keys;
   for (const auto& o : *objs) keys.insert(key_of(o));
   if (auto r = check_not_api({keys.begin(), keys.end()}); !r) return r.err();
@@ -388,6 +399,11 @@ result<reload_result> node::reload(const node_config& fresh) {
     store_.revert(std::move(undo));
     return r.err();
   }
+  if (plan) {
+    if (auto r = install_filters(std::move(*plan)); !r) return r.err();
+  }
+  out.changes.insert(out.changes.end(), filter_changes.begin(), filter_changes.end());
+  cfg_.filters = fresh.filters;
   log_changes(out.changes, "file");
   out.restart_needed = restart_needed(cfg_, fresh);
   // Only a level the file changes: a level set at run time (ferryctl log-level, --verbose)
@@ -1012,7 +1028,7 @@ bool node::filter_scope_dirty(const dirty_set& dirty) const {
   return false;
 }
 
-result<void> node::set_filters(std::vector<filter_rule> rules) {
+result<node::filter_plan> node::plan_filters(std::vector<filter_rule> rules) const {
   if (rules.size() > cfg_.filter_max_rules) {
     return make_error("filters: at most " + std::to_string(cfg_.filter_max_rules) +
                       " rules (limits.filter_max_rules)");
@@ -1022,9 +1038,22 @@ result<void> node::set_filters(std::vector<filter_rule> rules) {
   // Compiled before anything changes: a refused pattern leaves the running set as it was.
   auto db = compile_filters(configs, workers_);
   if (!db) return db.err();
+  return filter_plan{std::move(rules), std::move(*db)};
+}
+
+result<void> node::set_filters(std::vector<filter_rule> rules) {
+  auto plan = plan_filters(std::move(rules));
+  if (!plan) return plan.err();
+  return install_filters(std::move(*plan));
+}
+
+result<void> node::install_filters(filter_plan plan) {
+  auto& rules = plan.rules;
+  std::vector<filter_rule_config> configs;
   // Slots: kept by rules that stay; new rules take a free one and remember its total so far.
   std::vector<uint32_t> slots;
   for (auto& f : rules) {
+    configs.push_back(f.rule);
     auto old = std::find_if(filters_.begin(), filters_.end(),
                             [&](const filter_rule& o) { return o.rule.name == f.rule.name; });
     if (old != filters_.end()) {
@@ -1047,7 +1076,7 @@ result<void> node::set_filters(std::vector<filter_rule> rules) {
     }
   }
   filters_ = std::move(rules);
-  filter_db_ = std::move(*db);
+  filter_db_ = std::move(plan.db);
   filter_set_ = build_filter_set(filter_db_, configs, slots, compiler_);
   if (!compiled_) return {};  // the first compile (load_sources) publishes it
   // Only the filter set changed: the compile shares every service part of the last snapshot.
@@ -1075,6 +1104,48 @@ json filter_json(const node::filter_rule& f, uint64_t hits) {
 }
 
 }  // namespace
+
+result<std::optional<std::vector<node::filter_rule>>> node::filters_for(
+    const node_config& fresh, std::vector<change>& changes) const {
+  // The file's rules, in its order, then the socket's as they are.
+  std::vector<filter_rule> want;
+  for (const auto& r : fresh.filters) want.push_back({r, source::file});
+  for (const auto& f : filters_) {
+    if (f.from == source::file) continue;
+    for (size_t i = 0; i < fresh.filters.size(); ++i) {
+      if (fresh.filters[i].name == f.rule.name) {
+        return make_error(fresh.source + ": filter[" + std::to_string(i) + "] (" + f.rule.name +
+                          "): a rule of that name was added over the socket; delete it " +
+                          "(ferryctl filter del " + f.rule.name + ") or rename this one");
+      }
+    }
+    want.push_back(f);
+  }
+  std::vector<change> out;
+  for (const auto& w : want) {
+    if (w.from != source::file) continue;
+    auto old = std::find_if(filters_.begin(), filters_.end(),
+                            [&](const filter_rule& f) { return f.rule.name == w.rule.name; });
+    out.push_back({"Filter", "", w.rule.name,
+                   old == filters_.end() ? "created"
+                   : old->rule == w.rule ? "unchanged"
+                                         : "configured"});
+  }
+  for (const auto& f : filters_) {
+    if (f.from == source::file && std::none_of(want.begin(), want.end(), [&](const filter_rule& w) {
+          return w.rule.name == f.rule.name;
+        })) {
+      out.push_back({"Filter", "", f.rule.name, "deleted"});
+    }
+  }
+  const bool same = std::equal(want.begin(), want.end(), filters_.begin(), filters_.end(),
+                               [](const filter_rule& a, const filter_rule& b) {
+                                 return a.rule == b.rule && a.from == b.from;
+                               });
+  changes.insert(changes.end(), out.begin(), out.end());
+  if (same) return std::optional<std::vector<filter_rule>>{};
+  return std::optional{std::move(want)};
+}
 
 result<json> node::filter_add(const filter_rule_config& r, source from) {
   if (auto ok = check_filter_rule(r); !ok) {

@@ -182,8 +182,21 @@ class node {
   bool compiled_ = false;  // a snapshot was published
 
   // Payload signature filter.
-  // Compiles rules (all or nothing) and, on success, installs them and publishes.
+  // Rules checked against the limit and compiled, not yet installed.
+  struct filter_plan {
+    std::vector<filter_rule> rules;
+    std::shared_ptr<const filter_db> db;
+  };
+  result<filter_plan> plan_filters(std::vector<filter_rule> rules) const;
+  // Installs planned rules (slots kept by name) and publishes.
+  result<void> install_filters(filter_plan plan);
+  // Both: all or nothing.
   result<void> set_filters(std::vector<filter_rule> rules);
+  // Reload: the rules the fresh config's [[filter]] tables and the socket's rules make
+  // (nullopt: the same as now), and what that changes; a config rule named like a socket
+  // rule is refused.
+  result<std::optional<std::vector<filter_rule>>> filters_for(const node_config& fresh,
+                                                              std::vector<change>& changes) const;
   // Re-resolves Service scopes when the compile touched a Service a rule names.
   bool filter_scope_dirty(const dirty_set& dirty) const;
   unsigned workers_ = 1;

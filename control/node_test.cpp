@@ -560,6 +560,85 @@ TEST(NodeFilter, AddDeleteListAndNothingHalfApplied) {
   EXPECT_FALSE(last->filters);
 }
 
+// Reload: the config's [[filter]] tables follow the file live (changed, added, deleted rules,
+// counter slots kept by name); rules added over the socket stay; a refused set (a bad
+// pattern, a name the socket holds) changes nothing, the manifests included.
+TEST(NodeReload, FilterTablesFollowTheFileAndSocketRulesStay) {
+  char tmpl[] = "/tmp/ferry-reload-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  const std::string dir = tmpl;
+  std::ofstream(dir + "/a.yaml") << service("a", "198.19.0.10");
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 16};
+  cfg.manifests = {dir};
+  cfg.source = dir + "/ferry.toml";
+  cfg.filters = {filter_rule("admin", "/admin"), filter_rule("gone", "/old")};
+  std::unique_ptr<const snapshot> last;
+  int published = 0;
+  node n(cfg, [&](std::unique_ptr<const snapshot> s) {
+    last = std::move(s);
+    ++published;
+  });
+  ASSERT_TRUE(n.load_sources(cfg, false));
+  ASSERT_TRUE(n.filter_add(filter_rule("sock", "/sock")));
+  const uint32_t admin_slot = n.filter_rules()[0].slot;
+  auto names = [&] {
+    std::vector<std::string> out;
+    for (const auto& f : n.filter_rules()) out.push_back(f.rule.name);
+    return out;
+  };
+
+  node_config fresh = cfg;
+  fresh.filters = {filter_rule("admin", "/admin/"), filter_rule("php", "\\.php")};
+  auto r = n.reload(fresh);
+  ASSERT_TRUE(r) << r.message();
+  EXPECT_TRUE(r->restart_needed.empty());
+  std::map<std::string, std::string> actions;
+  for (const auto& c : r->changes) actions[c.kind + "/" + c.name] = c.action;
+  EXPECT_EQ(actions["Filter/admin"], "configured");
+  EXPECT_EQ(actions["Filter/php"], "created");
+  EXPECT_EQ(actions["Filter/gone"], "deleted");
+  EXPECT_EQ(actions.count("Filter/sock"), 0u);  // the socket's own, untouched
+  EXPECT_EQ(names(), (std::vector<std::string>{"admin", "php", "sock"}));
+  EXPECT_EQ(n.filter_rules()[0].rule.pattern, "/admin/");
+  EXPECT_EQ(n.filter_rules()[0].slot, admin_slot);
+  ASSERT_TRUE(last && last->filters);
+  EXPECT_EQ(last->filters->rules.size(), 3u);
+
+  // The same file again: nothing published.
+  int before = published;
+  r = n.reload(fresh);
+  ASSERT_TRUE(r) << r.message();
+  EXPECT_EQ(published, before);
+  EXPECT_EQ(r->changes.back().action, "unchanged");
+
+  // Refused whole: a bad pattern, and a name the socket holds; the manifest change with
+  // them is not applied either.
+  std::ofstream(dir + "/b.yaml") << service("b", "198.19.0.11");
+  node_config bad = fresh;
+  bad.filters.push_back(filter_rule("broken", "a(b"));
+  auto refused = n.reload(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.message().find("\"broken\""), std::string::npos) << refused.message();
+  EXPECT_NE(refused.message().find("Missing close"), std::string::npos) << refused.message();
+  bad.filters = {filter_rule("sock", "/x")};
+  refused = n.reload(bad);
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.message(), dir + "/ferry.toml: filter[0] (sock): a rule of that name was " +
+                                   "added over the socket; delete it (ferryctl filter del sock) " +
+                                   "or rename this one");
+  EXPECT_EQ(published, before);
+  EXPECT_EQ(names(), (std::vector<std::string>{"admin", "php", "sock"}));
+  EXPECT_EQ(n.objects().objects().count({"Service", "default", "b"}), 0u);
+
+  // No [[filter]] left: only the socket's rule.
+  fresh.filters.clear();
+  ASSERT_TRUE(n.reload(fresh));
+  EXPECT_EQ(names(), std::vector<std::string>{"sock"});
+  EXPECT_EQ(last->filters->rules.size(), 1u);
+  std::filesystem::remove_all(dir);
+}
+
 TEST(NodeFilter, ServiceScopeFollowsTheServicesFrontends) {
   node_config cfg;
   cfg.service_cidr = {0xc6130000, 16};

@@ -125,6 +125,41 @@ def test_bad_pattern_is_refused_with_hyperscans_message(ferry):
     assert failed, out
 
 
+def test_reload_applies_edited_filter_tables(ferry):
+    # [[filter]] tables edited in the config apply with `ferryctl reload`, no restart; a bad
+    # pattern there is refused whole; removing the table removes the rule.
+    config_before = ferry.config.read_text()
+    admin = '\n[[filter]]\nname = "admin"\npattern = "GET /%s"\n'
+    try:
+        ferry.config.write_text(config_before + admin % "admin")
+        r = ferry.ferryctl("-o", "json", "reload")
+        assert r.returncode == 0, r.stderr + ferry.log()
+        result = json.loads(r.stdout)
+        assert result["restart_needed"] == [], result
+        actions = {(c["kind"], c["name"]): c["action"] for c in result["changes"]}
+        assert actions[("Filter", "admin")] == "created", actions
+        assert actions[("Filter", "evil")] == "unchanged", actions
+        assert rules(ferry)["admin"]["source"] == "config"
+        failed, out = curl_fails(ferry, "/admin")
+        assert failed, out
+        assert curl_names(ferry, 2, url=f"http://{VIP}/fine")
+
+        ferry.config.write_text(config_before + admin % "(admin")
+        r = ferry.ferryctl("reload")
+        assert r.returncode == 1, r.stdout
+        assert "admin" in r.stderr and "Missing close parenthesis" in r.stderr, r.stderr
+        assert rules(ferry)["admin"]["pattern"] == "GET /admin"
+    finally:
+        ferry.config.write_text(config_before)
+    r = ferry.ferryctl("-o", "json", "reload")
+    assert r.returncode == 0, r.stderr
+    actions = {(c["kind"], c["name"]): c["action"] for c in json.loads(r.stdout)["changes"]}
+    assert actions[("Filter", "admin")] == "deleted", actions
+    assert "admin" not in rules(ferry) and "evil" in rules(ferry)
+    assert curl_names(ferry, 2, url=f"http://{VIP}/admin")
+    assert "change: filter admin created (source: file)" in ferry.log()
+
+
 def test_deleting_the_config_rule_restores_traffic(ferry):
     r = ferry.ferryctl("filter", "del", "evil")
     assert r.returncode == 0, r.stderr
