@@ -1121,28 +1121,26 @@ result<std::optional<std::vector<node::filter_rule>>> node::filters_for(
     }
     want.push_back(f);
   }
-  std::vector<change> out;
   for (const auto& w : want) {
     if (w.from != source::file) continue;
     auto old = std::find_if(filters_.begin(), filters_.end(),
                             [&](const filter_rule& f) { return f.rule.name == w.rule.name; });
-    out.push_back({"Filter", "", w.rule.name,
-                   old == filters_.end() ? "created"
-                   : old->rule == w.rule ? "unchanged"
-                                         : "configured"});
+    changes.push_back({"Filter", "", w.rule.name,
+                       old == filters_.end() ? "created"
+                       : old->rule == w.rule ? "unchanged"
+                                             : "configured"});
   }
   for (const auto& f : filters_) {
     if (f.from == source::file && std::none_of(want.begin(), want.end(), [&](const filter_rule& w) {
           return w.rule.name == f.rule.name;
         })) {
-      out.push_back({"Filter", "", f.rule.name, "deleted"});
+      changes.push_back({"Filter", "", f.rule.name, "deleted"});
     }
   }
   const bool same = std::equal(want.begin(), want.end(), filters_.begin(), filters_.end(),
                                [](const filter_rule& a, const filter_rule& b) {
                                  return a.rule == b.rule && a.from == b.from;
                                });
-  changes.insert(changes.end(), out.begin(), out.end());
   if (same) return std::optional<std::vector<filter_rule>>{};
   return std::optional{std::move(want)};
 }
