@@ -69,10 +69,11 @@ def test_node_port_on_the_node_address_snats_to_a_remote_pod(ferry):
                         "[{name: http, protocol: TCP, port: 80, targetPort: 9376, nodePort: 30080}]")
                 + "---\n" + slice_on_nodes("web-np-1", "web-np",
                                            [(ip, "other-node") for ip in POD_IPS.values()]))
-    seen = {whoami(ferry, f"http://{NODE0}:30080") for _ in range(12)}
+    # 30 requests: 12 missed one of the three pods 2.3% of the time.
+    seen = {whoami(ferry, f"http://{NODE0}:30080") for _ in range(30)}
     assert {name for name, _ in seen} == set(POD_IPS), seen
     assert {peer for _, peer in seen} == {NODE1}, seen
-    assert ferry.stats()["flows"]["snat"] >= 12
+    assert ferry.stats()["flows"]["snat"] >= 30
     svc = get_service(ferry, "web-np")
     assert svc["type"] == "NodePort" and svc["ports"][0]["node_port"] == 30080
     r = ferry.ferryctl("get", "svc")
@@ -247,7 +248,7 @@ def test_kubectl_get_output_applies_and_forwards(ferry):
     assert "service/frontend created" in r.stdout and "pod/frontend-7d9c6b5f4-x2k8p created" \
         in r.stdout, r.stdout
     # NodePort 30500 from the manifest; endpoints from the EndpointSlice, not the Pod.
-    assert {whoami(ferry, f"http://{NODE0}:30500")[0] for _ in range(10)} == \
+    assert {whoami(ferry, f"http://{NODE0}:30500")[0] for _ in range(20)} == \
         {"my-app-1", "my-app-2"}
     assert whoami(ferry, "http://198.19.0.51:8080")[0] == "my-app-3"
     svc = get_service(ferry, "cart", "shop")
