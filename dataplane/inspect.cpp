@@ -277,12 +277,10 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
       t.nat_src_port = 0;
       t.src_port_chosen_later = true;
       t.reason += "; masqueraded to the node address";
-    } else {
-      if (dp.ct->contains({b->ip, src_ip, b->port, src_port, proto})) {
-        t.nat_src_ip = src_ip;
-        t.src_port_chosen_later = true;
-        t.reason += "; source port remapped: another flow from this client port has the backend";
-      }
+    } else if (dp.ct->contains({b->ip, src_ip, b->port, src_port, proto})) {
+      t.nat_src_ip = src_ip;
+      t.src_port_chosen_later = true;
+      t.reason += "; source port remapped: another flow from this client port has the backend";
     }
     if (!dp.route(b->ip)) {
       t.verdict = "drop";
