@@ -315,6 +315,13 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         if (!ok) t.fail("upstreams", "\"" + text + "\" is not an IPv4 address or address:port");
         c.dns.upstreams.emplace_back(*a, static_cast<uint16_t>(port));
       }
+      auto& tcp = c.dns.tcp;
+      t.integer("tcp_connections", tcp.connections, 1, 4096);
+      t.integer("tcp_connections_per_source", tcp.connections_per_source, 1, 4096);
+      t.integer("tcp_idle_timeout", tcp.idle_timeout, 1, 3600);
+      t.integer("tcp_message_timeout", tcp.message_timeout, 1, 3600);
+      // At least two largest messages: one query being read, one answer being sent.
+      t.integer("tcp_memory", tcp.memory, 2 * 65537, 1 << 30);
       if (!upstreams.empty() && c.dns.addresses.empty()) {
         t.fail("upstreams", "needs addresses: DNS is off without them");
       }

@@ -251,6 +251,31 @@ TEST(parse_config, reads_the_dns_table) {
       "d.toml: dns.ttl:");
 }
 
+// DNS over TCP bounds (issue 16): defaults, the keys, and their ranges.
+TEST(parse_config, reads_the_dns_tcp_limits) {
+  std::string base = std::string(kFullConfig) + "[dns]\naddresses = [\"10.96.0.10\"]\n";
+  const auto defaults = parse_config(base, "d.toml")->dns.tcp;
+  EXPECT_EQ(defaults.connections, 256u);
+  EXPECT_EQ(defaults.connections_per_source, 32u);
+  EXPECT_EQ(defaults.idle_timeout, 10u);
+  EXPECT_EQ(defaults.message_timeout, 3u);
+  EXPECT_EQ(defaults.memory, 8u << 20);
+  auto r = parse_config(base +
+                            "tcp_connections = 12\ntcp_connections_per_source = 4\n"
+                            "tcp_idle_timeout = 4\ntcp_message_timeout = 1\n"
+                            "tcp_memory = 1048576\n",
+                        "d.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->dns.tcp, (dns_config::tcp_limits{12, 4, 4, 1, 1048576}));
+  EXPECT_EQ(config_err(base + "tcp_connections = 0\n", "d.toml"),
+            "d.toml: dns.tcp_connections: must be between 1 and 4096, got 0");
+  EXPECT_EQ(config_err(base + "tcp_message_timeout = 0\n", "d.toml"),
+            "d.toml: dns.tcp_message_timeout: must be between 1 and 3600, got 0");
+  // Below two largest messages one query and one answer could not both be held.
+  EXPECT_EQ(config_err(base + "tcp_memory = 65536\n", "d.toml"),
+            "d.toml: dns.tcp_memory: must be between 131074 and 1073741824, got 65536");
+}
+
 TEST(parse_config, reads_the_metrics_table) {
   std::string base(kOnePort);
   // Default: loopback only, Prometheus' usual exporter port.

@@ -9,6 +9,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstring>
+#include <span>
 #include <utility>
 #include <vector>
 
@@ -274,21 +275,32 @@ constexpr metric kKubeMetrics[] = {
 constexpr metric kDnsTcpMetrics[] = {
     {"connections", "ferry_dns_tcp_connections_total", "counter", "DNS over TCP connections."},
     {"refused_connections", "ferry_dns_tcp_refused_connections_total", "counter",
-     "DNS over TCP connections refused (too many open)."},
+     "DNS over TCP connections refused (their source had tcp_connections_per_source open)."},
+    {"evicted", "ferry_dns_tcp_evicted_total", "counter",
+     "DNS over TCP connections closed to admit a new one (tcp_connections open)."},
     {"idle_closed", "ferry_dns_tcp_idle_closed_total", "counter",
      "DNS over TCP connections closed for idleness."},
+    {"message_timeouts", "ferry_dns_tcp_message_timeouts_total", "counter",
+     "DNS over TCP connections closed: a query took longer than tcp_message_timeout."},
+    {"memory_limited", "ferry_dns_tcp_memory_limited_total", "counter",
+     "DNS over TCP queries that waited, or answers dropped, at tcp_memory."},
 };
 
 void each(exposition& e, const json& obj, const auto& table, const labels& ls) {
   for (const auto& m : table) e.from(field(obj, m.key), m.name, m.type, m.help, ls);
 }
 
-// The DNS outcome counters of one transport: every key that is not one of `skip`.
+// The DNS outcome counters of one transport: every key that is not one of `skip` nor a
+// key of `table` (the transport's other counters).
 void dns_outcomes(exposition& e, const json& obj, const char* transport,
-                  std::initializer_list<std::string_view> skip) {
+                  std::initializer_list<std::string_view> skip,
+                  std::span<const metric> table = {}) {
   if (!obj.is_object()) return;
   for (const auto& [key, v] : obj.items()) {
     if (std::find(skip.begin(), skip.end(), key) != skip.end()) continue;
+    if (std::any_of(table.begin(), table.end(), [&](const metric& m) { return m.key == key; })) {
+      continue;
+    }
     e.from(v, "ferry_dns_queries_total", "counter", "DNS queries answered, by outcome.",
            {{"transport", transport}, {"outcome", key}});
   }
@@ -344,7 +356,7 @@ std::string render(const json& stats, const change_latency& latency, const proce
   if (const json& dns = field(stats, "dns"); dns.is_object()) {
     dns_outcomes(e, dns, "udp", {"tcp", "truncated", "tcp_packets"});
     const json& tcp = field(dns, "tcp");
-    dns_outcomes(e, tcp, "tcp", {"connections", "refused_connections", "idle_closed"});
+    dns_outcomes(e, tcp, "tcp", {}, kDnsTcpMetrics);
     e.from(field(dns, "truncated"), "ferry_dns_truncated_total", "counter",
            "DNS answers sent over UDP with TC set (too big).");
     e.from(field(dns, "tcp_packets"), "ferry_dns_tcp_packets_total", "counter",

@@ -99,8 +99,8 @@ constexpr const char* kStats = R"json({
     {"worker": 1, "lcore": 2, "rx_packets": 5, "foreign_flow_hits": 1}
   ],
   "dns": {"noerror": 4, "nxdomain": 1, "truncated": 0, "tcp_packets": 6,
-          "tcp": {"connections": 1, "refused_connections": 0, "idle_closed": 0,
-                  "noerror": 1, "nxdomain": 0}},
+          "tcp": {"connections": 1, "refused_connections": 0, "evicted": 2, "idle_closed": 0,
+                  "message_timeouts": 3, "memory_limited": 4, "noerror": 1, "nxdomain": 0}},
   "sources": {"kubernetes": {"server": "https://198.18.0.1:6443", "credentials": "kubeconfig",
       "refused": 0,
       "resources": [{"kind": "Service", "synced": true, "connected": false,
@@ -277,12 +277,21 @@ ferry_dns_tcp_packets_total 6
 # HELP ferry_dns_tcp_connections_total DNS over TCP connections.
 # TYPE ferry_dns_tcp_connections_total counter
 ferry_dns_tcp_connections_total 1
-# HELP ferry_dns_tcp_refused_connections_total DNS over TCP connections refused (too many open).
+# HELP ferry_dns_tcp_refused_connections_total DNS over TCP connections refused (their source had tcp_connections_per_source open).
 # TYPE ferry_dns_tcp_refused_connections_total counter
 ferry_dns_tcp_refused_connections_total 0
+# HELP ferry_dns_tcp_evicted_total DNS over TCP connections closed to admit a new one (tcp_connections open).
+# TYPE ferry_dns_tcp_evicted_total counter
+ferry_dns_tcp_evicted_total 2
 # HELP ferry_dns_tcp_idle_closed_total DNS over TCP connections closed for idleness.
 # TYPE ferry_dns_tcp_idle_closed_total counter
 ferry_dns_tcp_idle_closed_total 0
+# HELP ferry_dns_tcp_message_timeouts_total DNS over TCP connections closed: a query took longer than tcp_message_timeout.
+# TYPE ferry_dns_tcp_message_timeouts_total counter
+ferry_dns_tcp_message_timeouts_total 3
+# HELP ferry_dns_tcp_memory_limited_total DNS over TCP queries that waited, or answers dropped, at tcp_memory.
+# TYPE ferry_dns_tcp_memory_limited_total counter
+ferry_dns_tcp_memory_limited_total 4
 # HELP ferry_kubernetes_events_total Watch events received.
 # TYPE ferry_kubernetes_events_total counter
 ferry_kubernetes_events_total{kind="Service"} 4

@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -78,6 +79,11 @@ result<int> listen_tcp53() {
   if (fd < 0) return make_error(errno_text("socket"));
   int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  // Inherited by every accepted socket: bounds what the kernel holds for a client that
+  // pipelines queries and never reads its answers.
+  const int size = dns_tcp_server::kSocketBuffer;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, sizeof(size));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(dns::kPort);
@@ -89,16 +95,11 @@ result<int> listen_tcp53() {
   return fd;
 }
 
-struct connection {
-  int fd;
-  std::vector<uint8_t> in, out;
-  std::chrono::steady_clock::time_point last;
-};
-
 }  // namespace
 
 result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsigned workers,
-                                                             unsigned qsbr_id) {
+                                                             unsigned qsbr_id,
+                                                             const dns_config::tcp_limits& limits) {
   // Everything that binds to a network namespace (the TAP interface and its queues, the
   // ioctl sockets the PMD keeps, our listening socket) is made by one thread that moved to a
   // fresh namespace; those objects keep it alive after the thread is gone.
@@ -132,7 +133,7 @@ result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsi
   info->mac = *mac;  // what the workers address the kernel's frames to
   dp.dns_tcp_port = static_cast<uint16_t>(dp.ports.size());
   dp.ports.push_back(*info);
-  return std::unique_ptr<dns_tcp_server>(new dns_tcp_server(dp, *fd, qsbr_id));
+  return std::unique_ptr<dns_tcp_server>(new dns_tcp_server(dp, *fd, qsbr_id, limits));
 }
 
 dns_tcp_server::~dns_tcp_server() {
@@ -145,86 +146,205 @@ void dns_tcp_server::start() {
   thread_ = std::thread([this] { run(); });
 }
 
+// One client connection: where it is in reading its query (length prefix, then body) and
+// what is left to send of its answer. Never both: the next query is read once the answer is
+// out (with the kernel).
+struct dns_tcp_server::connection {
+  int fd = -1;
+  uint32_t source = 0;  // client address (host order), for tcp_connections_per_source
+  std::chrono::steady_clock::time_point active;   // accepted, or the last byte read or sent
+  std::chrono::steady_clock::time_point started;  // the query's first byte
+  uint8_t head[2] = {};                           // the query's length prefix
+  uint8_t head_len = 0;
+  std::vector<uint8_t> query;  // its body, sized (and counted in buffered_) once head is in
+  size_t query_got = 0;
+  std::vector<uint8_t> out;  // what the kernel did not take of the last answer (buffered_)
+  size_t out_sent = 0;
+  bool waiting = false;  // the query waits for tcp_memory (counted once per query)
+
+  size_t query_len() const { return static_cast<size_t>(head[0] << 8 | head[1]); }
+  bool reading() const { return head_len > 0; }
+  bool idle() const { return !reading() && out.empty(); }
+  bool body_unreserved() const { return head_len == 2 && query.size() != query_len(); }
+};
+
+namespace {
+bool would_block() { return errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR; }
+}  // namespace
+
 void dns_tcp_server::run() {
   rte_rcu_qsbr_thread_register(dp_.qsbr, qsbr_id_);
+  scratch_.resize(2 + 65535);
   std::vector<connection> conns;
   std::vector<pollfd> fds;
-  std::vector<uint8_t> buf(65535 + 2);
   while (!stop_.load(std::memory_order_relaxed)) {
+    // Slot 0: the listening socket; then one slot per connection, in conns' order.
     fds.assign(1, pollfd{listen_fd_, POLLIN, 0});
     for (const auto& c : conns) {
-      fds.push_back({c.fd, static_cast<short>(c.out.empty() ? POLLIN : POLLOUT), 0});
+      short want = POLLIN;
+      if (!c.out.empty()) {
+        want = POLLOUT;  // no reading until the answer is out
+      } else if (c.body_unreserved() && buffered_ + c.query_len() > limits_.memory) {
+        want = 0;  // waits for memory; looked at again next round
+      }
+      fds.push_back({c.fd, want, 0});
     }
     if (poll(fds.data(), fds.size(), 200) < 0 && errno != EINTR) break;
-    const auto now = std::chrono::steady_clock::now();
-    std::vector<bool> gone(conns.size(), false);
+    now_ = std::chrono::steady_clock::now();
+    size_t kept = 0;
     for (size_t i = 0; i < conns.size(); ++i) {
       connection& c = conns[i];
-      const short ev = fds[i + 1].revents;
-      if (ev & (POLLERR | POLLHUP | POLLNVAL)) {
-        gone[i] = true;
+      closed why = fds[i + 1].revents ? serve(c, fds[i + 1].revents) : closed::no;
+      if (why == closed::no) why = expire(c);
+      if (why == closed::idle) stats_.idle_closed.fetch_add(1, std::memory_order_relaxed);
+      if (why == closed::deadline) {
+        stats_.message_timeouts.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (why != closed::no) {
+        release(c);
         continue;
       }
-      if (ev & POLLOUT) {
-        ssize_t n = send(c.fd, c.out.data(), c.out.size(), MSG_NOSIGNAL);
-        if (n < 0 && errno != EAGAIN) gone[i] = true;
-        if (n > 0) c.out.erase(c.out.begin(), c.out.begin() + n);
-        c.last = now;
-      }
-      if (ev & POLLIN) {
-        ssize_t n = recv(c.fd, buf.data(), buf.size(), 0);
-        if (n == 0 || (n < 0 && errno != EAGAIN)) {
-          gone[i] = true;
-          continue;
-        }
-        if (n > 0) c.in.insert(c.in.end(), buf.begin(), buf.begin() + n);
-        c.last = now;
-        // Every whole message (2-byte length, then the query) is answered in order.
-        while (c.in.size() >= 2 && c.in.size() >= 2u + (c.in[0] << 8 | c.in[1])) {
-          const size_t len = c.in[0] << 8 | c.in[1];
-          std::memcpy(buf.data() + 2, c.in.data() + 2, len);
-          c.in.erase(c.in.begin(), c.in.begin() + 2 + static_cast<long>(len));
-          rte_rcu_qsbr_thread_online(dp_.qsbr, qsbr_id_);
-          // acquire: pairs with the control thread's release store of the snapshot.
-          const snapshot* snap = dp_.snap.load(std::memory_order_acquire);
-          dns::answer_result r =
-              dns::answer(snap ? snap->dns.get() : nullptr, buf.data() + 2, len, 65535, false, 0);
-          rte_rcu_qsbr_thread_offline(dp_.qsbr, qsbr_id_);
-          stats_.outcomes[static_cast<size_t>(r.how)].fetch_add(1, std::memory_order_relaxed);
-          if (!r.len) {
-            gone[i] = true;
-            break;
-          }
-          buf[0] = static_cast<uint8_t>(r.len >> 8);
-          buf[1] = static_cast<uint8_t>(r.len);
-          c.out.insert(c.out.end(), buf.begin(), buf.begin() + 2 + static_cast<long>(r.len));
-        }
-      }
-      if (!gone[i] && now - c.last > std::chrono::seconds(kIdleSeconds)) {
-        gone[i] = true;
-        stats_.idle_closed.fetch_add(1, std::memory_order_relaxed);
-      }
+      if (kept != i) conns[kept] = std::move(c);
+      ++kept;
     }
-    for (size_t i = conns.size(); i-- > 0;) {
-      if (!gone[i]) continue;
-      ::close(conns[i].fd);
-      conns.erase(conns.begin() + static_cast<long>(i));
-    }
-    if (fds[0].revents & POLLIN) {
-      for (int fd;
-           (fd = accept4(listen_fd_, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)) >= 0;) {
-        if (conns.size() >= kMaxConnections) {
-          ::close(fd);
-          stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
-          continue;
-        }
-        conns.push_back({fd, {}, {}, now});
-        stats_.connections.fetch_add(1, std::memory_order_relaxed);
-      }
-    }
+    conns.erase(conns.begin() + static_cast<long>(kept), conns.end());
+    if (fds[0].revents & POLLIN) accept_all(conns);
   }
-  for (const auto& c : conns) ::close(c.fd);
+  for (auto& c : conns) release(c);
   rte_rcu_qsbr_thread_unregister(dp_.qsbr, qsbr_id_);
+}
+
+void dns_tcp_server::accept_all(std::vector<connection>& conns) {
+  for (;;) {
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    const int fd = accept4(listen_fd_, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                           SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) return;
+    const uint32_t source = ntohl(peer.sin_addr.s_addr);
+    size_t same = 0;
+    for (const auto& c : conns) same += c.source == source;
+    if (same >= limits_.connections_per_source) {
+      ::close(fd);
+      stats_.refused_connections.fetch_add(1, std::memory_order_relaxed);
+      continue;
+    }
+    if (conns.size() >= limits_.connections) {
+      // The oldest idle connection goes (RFC 7766 6.2.3: the server may close idle ones);
+      // with none idle, the one that made no progress for longest.
+      auto victim = std::min_element(conns.begin(), conns.end(), [](const auto& a, const auto& b) {
+        return std::pair(!a.idle(), a.active) < std::pair(!b.idle(), b.active);
+      });
+      release(*victim);
+      conns.erase(victim);
+      stats_.evicted.fetch_add(1, std::memory_order_relaxed);
+    }
+    connection c;
+    c.fd = fd;
+    c.source = source;
+    c.active = now_;
+    conns.push_back(std::move(c));
+    stats_.connections.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
+  if (revents & (POLLERR | POLLHUP | POLLNVAL)) return closed::peer;
+  if (!c.out.empty()) {
+    if (closed why = send_out(c); why != closed::no || !c.out.empty()) return why;
+  }
+  for (unsigned q = 0; q < kQueriesPerRound && c.out.empty(); ++q) {
+    if (c.head_len < 2) {
+      const ssize_t n = recv(c.fd, c.head + c.head_len, 2u - c.head_len, 0);
+      if (n <= 0) return n < 0 && would_block() ? closed::no : closed::peer;
+      if (c.head_len == 0) c.started = now_;
+      c.head_len = static_cast<uint8_t>(c.head_len + n);
+      c.active = now_;
+      if (c.head_len < 2) return closed::no;
+    }
+    const size_t len = c.query_len();
+    if (c.body_unreserved()) {
+      if (buffered_ + len > limits_.memory) {
+        if (!c.waiting) stats_.memory_limited.fetch_add(1, std::memory_order_relaxed);
+        c.waiting = true;
+        return closed::no;
+      }
+      c.waiting = false;
+      c.query.resize(len);
+      buffered_ += len;
+    }
+    while (c.query_got < len) {
+      const ssize_t n = recv(c.fd, c.query.data() + c.query_got, len - c.query_got, 0);
+      if (n <= 0) return n < 0 && would_block() ? closed::no : closed::peer;
+      c.query_got += static_cast<size_t>(n);
+      c.active = now_;
+    }
+    if (closed why = answer(c); why != closed::no) return why;
+  }
+  return closed::no;
+}
+
+dns_tcp_server::closed dns_tcp_server::answer(connection& c) {
+  const size_t len = c.query.size();
+  uint8_t* msg = scratch_.data() + 2;
+  if (len) std::memcpy(msg, c.query.data(), len);
+  buffered_ -= len;
+  std::vector<uint8_t>().swap(c.query);
+  c.query_got = 0;
+  c.head_len = 0;
+  rte_rcu_qsbr_thread_online(dp_.qsbr, qsbr_id_);
+  // acquire: pairs with the control thread's release store of the snapshot.
+  const snapshot* snap = dp_.snap.load(std::memory_order_acquire);
+  const dns::answer_result r =
+      dns::answer(snap ? snap->dns.get() : nullptr, msg, len, 65535, false, 0);
+  rte_rcu_qsbr_thread_offline(dp_.qsbr, qsbr_id_);
+  stats_.outcomes[static_cast<size_t>(r.how)].fetch_add(1, std::memory_order_relaxed);
+  if (!r.len) return closed::peer;  // not a query: nothing to say on this connection
+  scratch_[0] = static_cast<uint8_t>(r.len >> 8);
+  scratch_[1] = static_cast<uint8_t>(r.len);
+  const size_t total = 2 + r.len;
+  ssize_t n = send(c.fd, scratch_.data(), total, MSG_NOSIGNAL);
+  if (n < 0) {
+    if (!would_block()) return closed::peer;
+    n = 0;
+  }
+  if (n > 0) c.active = now_;
+  const size_t rest = total - static_cast<size_t>(n);
+  if (rest == 0) return closed::no;
+  if (buffered_ + rest > limits_.memory) {
+    stats_.memory_limited.fetch_add(1, std::memory_order_relaxed);
+    return closed::memory;
+  }
+  c.out.assign(scratch_.begin() + n, scratch_.begin() + static_cast<long>(total));
+  c.out_sent = 0;
+  buffered_ += rest;
+  return closed::no;
+}
+
+dns_tcp_server::closed dns_tcp_server::send_out(connection& c) {
+  const ssize_t n = send(c.fd, c.out.data() + c.out_sent, c.out.size() - c.out_sent, MSG_NOSIGNAL);
+  if (n < 0) return would_block() ? closed::no : closed::peer;
+  c.out_sent += static_cast<size_t>(n);
+  c.active = now_;
+  if (c.out_sent == c.out.size()) {
+    buffered_ -= c.out.size();
+    std::vector<uint8_t>().swap(c.out);
+    c.out_sent = 0;
+  }
+  return closed::no;
+}
+
+dns_tcp_server::closed dns_tcp_server::expire(const connection& c) const {
+  if (c.reading() && now_ - c.started > std::chrono::seconds(limits_.message_timeout)) {
+    return closed::deadline;
+  }
+  if (now_ - c.active > std::chrono::seconds(limits_.idle_timeout)) return closed::idle;
+  return closed::no;
+}
+
+void dns_tcp_server::release(connection& c) {
+  ::close(c.fd);
+  buffered_ -= c.query.size() + c.out.size();
 }
 
 }  // namespace ferry::dp

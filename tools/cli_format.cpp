@@ -1021,7 +1021,11 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
       rows.push_back({o, text(member(dns, o)), tcp.is_object() ? text(member(tcp, o)) : "-"});
     }
     rows.push_back({"truncated", text(member(dns, "truncated")), "-"});
-    rows.push_back({"connections", "-", tcp.is_object() ? text(member(tcp, "connections")) : "-"});
+    // The TCP server's connections, and how many its bounds closed or held back.
+    for (const char* key : {"connections", "refused_connections", "evicted", "idle_closed",
+                            "message_timeouts", "memory_limited"}) {
+      rows.push_back({key, "-", tcp.is_object() ? text(member(tcp, key)) : "-"});
+    }
     table(out, rows, "  ");
   }
 

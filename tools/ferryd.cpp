@@ -204,7 +204,10 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
 json dns_tcp_view(const dp::dns_tcp_server::stats& s) {
   json out = {{"connections", s.connections.load()},
               {"refused_connections", s.refused_connections.load()},
-              {"idle_closed", s.idle_closed.load()}};
+              {"evicted", s.evicted.load()},
+              {"idle_closed", s.idle_closed.load()},
+              {"message_timeouts", s.message_timeouts.load()},
+              {"memory_limited", s.memory_limited.load()}};
   for (size_t o = 0; o < dns::kNumOutcomes; ++o) {
     out[std::string(dns::kOutcomeNames[o])] = s.outcomes[o].load();
   }
@@ -372,7 +375,7 @@ int run(const node_config& cfg) {
     // UDP is the workers' own; without the TAP (no /dev/net/tun, say) DNS still answers on
     // UDP and TCP segments are dropped and counted (dns_tcp_no_server).
     if (cfg.dns.enabled()) {
-      if (auto t = dp::dns_tcp_server::open(d, n_workers, n_workers); !t) {
+      if (auto t = dp::dns_tcp_server::open(d, n_workers, n_workers, cfg.dns.tcp); !t) {
         spdlog::warn("{}: DNS over TCP is off: {}", cfg.source, t.message());
       } else {
         dns_tcp = std::move(*t);

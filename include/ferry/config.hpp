@@ -68,6 +68,15 @@ struct dns_config {
   // Where queries for names outside ferry's zones go (UDP; address, port), spread over them
   // by Maglev like a Service's backends. Empty: such queries are REFUSED.
   std::vector<std::pair<uint32_t, uint16_t>> upstreams;
+  /// DNS over TCP bounds (dataplane/dns_tcp.hpp): keys tcp_connections, tcp_*.
+  struct tcp_limits {
+    uint32_t connections = 256;            // open at once; a new one evicts the oldest idle
+    uint32_t connections_per_source = 32;  // open at once from one client address
+    uint32_t idle_timeout = 10;            // seconds without a query or progress (RFC 7766)
+    uint32_t message_timeout = 3;          // seconds from a query's first byte to its last
+    uint32_t memory = 8u << 20;            // bytes of queries and answers buffered, in all
+    bool operator==(const tcp_limits&) const = default;
+  } tcp;
 
   bool enabled() const { return !addresses.empty(); }
   bool operator==(const dns_config&) const = default;
