@@ -181,12 +181,8 @@ void dns_tcp_server::run() {
     // Slot 0: the listening socket; then one slot per connection, in conns' order.
     fds.assign(1, pollfd{listen_fd_, POLLIN, 0});
     for (const auto& c : conns) {
-      short want = POLLIN;
-      if (!c.out.empty()) {
-        want = POLLOUT;  // no reading until the answer is out
-      } else if (c.body_unreserved() && buffered_ + c.query_len() > limits_.memory) {
-        want = 0;  // waits for memory; looked at again next round
-      }
+      // No reading until the answer is out; a query waiting for memory polls for nothing.
+      const short want = !c.out.empty() ? POLLOUT : c.waiting ? 0 : POLLIN;
       fds.push_back({c.fd, want, 0});
     }
     if (poll(fds.data(), fds.size(), 200) < 0 && errno != EINTR) break;
@@ -194,7 +190,9 @@ void dns_tcp_server::run() {
     size_t kept = 0;
     for (size_t i = 0; i < conns.size(); ++i) {
       connection& c = conns[i];
-      closed why = fds[i + 1].revents ? serve(c, fds[i + 1].revents) : closed::no;
+      // A query waiting for memory is looked at every round (it polls for nothing).
+      const short revents = fds[i + 1].revents;
+      closed why = revents || c.waiting ? serve(c, revents) : closed::no;
       if (why == closed::no) why = expire(c);
       if (why == closed::idle) stats_.idle_closed.fetch_add(1, std::memory_order_relaxed);
       if (why == closed::deadline) {
@@ -263,6 +261,19 @@ dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
       if (c.head_len < 2) return closed::no;
     }
     const size_t len = c.query_len();
+    uint8_t* msg = scratch_.data() + 2;
+    if (c.query.empty() && len > 0) {
+      // Usually the whole query is here already: it goes straight to the scratch buffer,
+      // with nothing reserved, so only queries that arrive in pieces use tcp_memory (and a
+      // budget taken by those does not hold up anyone else's).
+      const ssize_t n = recv(c.fd, msg, len, MSG_PEEK);
+      if (n <= 0) return n < 0 && would_block() ? closed::no : closed::peer;
+      if (static_cast<size_t>(n) == len && recv(c.fd, msg, len, 0) == n) {
+        c.active = now_;
+        if (closed why = answer(c, len); why != closed::no) return why;
+        continue;
+      }
+    }
     if (c.body_unreserved()) {
       if (buffered_ + len > limits_.memory) {
         if (!c.waiting) stats_.memory_limited.fetch_add(1, std::memory_order_relaxed);
@@ -279,19 +290,20 @@ dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
       c.query_got += static_cast<size_t>(n);
       c.active = now_;
     }
-    if (closed why = answer(c); why != closed::no) return why;
+    if (len) std::memcpy(msg, c.query.data(), len);
+    buffered_ -= len;
+    std::vector<uint8_t>().swap(c.query);
+    c.query_got = 0;
+    if (closed why = answer(c, len); why != closed::no) return why;
   }
   return closed::no;
 }
 
-dns_tcp_server::closed dns_tcp_server::answer(connection& c) {
-  const size_t len = c.query.size();
+// Answers the query of `len` bytes at scratch_ + 2 and sends the answer.
+dns_tcp_server::closed dns_tcp_server::answer(connection& c, size_t len) {
   uint8_t* msg = scratch_.data() + 2;
-  if (len) std::memcpy(msg, c.query.data(), len);
-  buffered_ -= len;
-  std::vector<uint8_t>().swap(c.query);
-  c.query_got = 0;
   c.head_len = 0;
+  c.waiting = false;
   rte_rcu_qsbr_thread_online(dp_.qsbr, qsbr_id_);
   // acquire: pairs with the control thread's release store of the snapshot.
   const snapshot* snap = dp_.snap.load(std::memory_order_acquire);

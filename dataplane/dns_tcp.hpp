@@ -77,7 +77,7 @@ class dns_tcp_server {
   closed serve(connection& c, short revents);
   closed expire(const connection& c) const;
   closed send_out(connection& c);
-  closed answer(connection& c);
+  closed answer(connection& c, size_t len);
   void release(connection& c);
 
   dataplane& dp_;

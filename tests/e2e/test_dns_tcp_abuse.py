@@ -24,6 +24,7 @@ MAX_CONNECTIONS = 12
 PER_SOURCE = 4
 IDLE_TIMEOUT = 4
 MESSAGE_TIMEOUT = 1
+MEMORY = 4 * 65535 + 4  # four largest queries
 
 FERRY_TOML = f"""
 [dns]
@@ -32,7 +33,7 @@ tcp_connections = {MAX_CONNECTIONS}
 tcp_connections_per_source = {PER_SOURCE}
 tcp_idle_timeout = {IDLE_TIMEOUT}
 tcp_message_timeout = {MESSAGE_TIMEOUT}
-tcp_memory = 1048576
+tcp_memory = {MEMORY}
 """
 
 # Attackers' addresses beside the client's own 198.18.0.1 (which dig uses).
@@ -174,6 +175,15 @@ elif mode == "drip":
                 done[i] = round(time.time() - start, 2)
     print(json.dumps({"closed_after": sorted(done.values()), "open": len(socks) - len(done)}),
           flush=True)
+elif mode == "partial":
+    # Queries of the largest size that never arrive whole.
+    for src in spec["sources"]:
+        for _ in range(spec["per_source"]):
+            s = connect(src)
+            s.sendall(b"\xff\xff" + b"x" * 100)
+            socks.append(s)
+    print(json.dumps({"ready": True}), flush=True)
+    sys.stdin.readline()
 elif mode == "per_source":
     first = []
     for _ in range(spec["per_source"]):
@@ -321,3 +331,23 @@ def test_one_source_gets_at_most_its_share(ferry, sources):
                          "source": sources[-1], "per_source": PER_SOURCE})[-1]
     assert out == {"refused": True, "still_answering": PER_SOURCE}, out
     assert tcp_stats(ferry)["refused_connections"] == before["refused_connections"] + 1
+
+
+def test_memory_budget_holds_partial_queries_not_whole_ones(ferry, sources):
+    wait_idle_server(ferry)
+    before = tcp_stats(ferry)
+    # Five 64 KiB queries begun, never finished: four fit tcp_memory, the fifth waits.
+    bg = Background(ferry, {"mode": "partial", "sources": sources[:2], "per_source": 3})
+    try:
+        time.sleep(0.5)
+        # A query that arrives whole needs no buffer: answered at once meanwhile.
+        assert dig_tcp(ferry) == ["198.19.0.30"], ferry.log()
+        mid = tcp_stats(ferry)
+        # Then each is closed by its deadline (the waiting ones too).
+        time.sleep(MESSAGE_TIMEOUT + 0.7)
+        after = tcp_stats(ferry)
+        bg.finish()
+    finally:
+        bg.kill()
+    assert mid["memory_limited"] >= before["memory_limited"] + 2, mid
+    assert after["message_timeouts"] >= before["message_timeouts"] + 6, after
