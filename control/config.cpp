@@ -316,8 +316,9 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         c.dns.upstreams.emplace_back(*a, static_cast<uint16_t>(port));
       }
       auto& tcp = c.dns.tcp;
-      t.integer("tcp_connections", tcp.connections, 1, 4096);
-      t.integer("tcp_connections_per_source", tcp.connections_per_source, 1, 4096);
+      // Each connection is a file descriptor of ferryd's (RLIMIT_NOFILE).
+      t.integer("tcp_connections", tcp.connections, 1, 1024);
+      t.integer("tcp_connections_per_source", tcp.connections_per_source, 1, 1024);
       t.integer("tcp_idle_timeout", tcp.idle_timeout, 1, 3600);
       t.integer("tcp_message_timeout", tcp.message_timeout, 1, 3600);
       // At least two largest messages: one query being read, one answer being sent.

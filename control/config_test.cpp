@@ -268,7 +268,7 @@ TEST(parse_config, reads_the_dns_tcp_limits) {
   ASSERT_TRUE(r.ok()) << r.message();
   EXPECT_EQ(r->dns.tcp, (dns_config::tcp_limits{12, 4, 4, 1, 1048576}));
   EXPECT_EQ(config_err(base + "tcp_connections = 0\n", "d.toml"),
-            "d.toml: dns.tcp_connections: must be between 1 and 4096, got 0");
+            "d.toml: dns.tcp_connections: must be between 1 and 1024, got 0");
   EXPECT_EQ(config_err(base + "tcp_message_timeout = 0\n", "d.toml"),
             "d.toml: dns.tcp_message_timeout: must be between 1 and 3600, got 0");
   // Below two largest messages one query and one answer could not both be held.

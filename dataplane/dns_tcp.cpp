@@ -268,7 +268,8 @@ dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
       // budget taken by those does not hold up anyone else's).
       const ssize_t n = recv(c.fd, msg, len, MSG_PEEK);
       if (n <= 0) return n < 0 && would_block() ? closed::no : closed::peer;
-      if (static_cast<size_t>(n) == len && recv(c.fd, msg, len, 0) == n) {
+      if (static_cast<size_t>(n) == len) {
+        if (recv(c.fd, msg, len, 0) != n) return closed::peer;  // we are its only reader
         c.active = now_;
         if (closed why = answer(c, len); why != closed::no) return why;
         continue;
