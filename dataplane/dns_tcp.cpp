@@ -178,8 +178,11 @@ void dns_tcp_server::run() {
   std::vector<connection> conns;
   std::vector<pollfd> fds;
   while (!stop_.load(std::memory_order_relaxed)) {
-    // Slot 0: the listening socket; then one slot per connection, in conns' order.
+    // Slot 0: the listening socket; then one slot per connection, in conns' order, from
+    // `first`. Another kind of descriptor gets slots of its own before `first` and its own
+    // handler below.
     fds.assign(1, pollfd{listen_fd_, POLLIN, 0});
+    const size_t first = fds.size();
     for (const auto& c : conns) {
       // No reading until the answer is out; a query waiting for memory polls for nothing.
       const short want = !c.out.empty() ? POLLOUT : c.waiting ? 0 : POLLIN;
@@ -191,7 +194,7 @@ void dns_tcp_server::run() {
     for (size_t i = 0; i < conns.size(); ++i) {
       connection& c = conns[i];
       // A query waiting for memory is looked at every round (it polls for nothing).
-      const short revents = fds[i + 1].revents;
+      const short revents = fds[first + i].revents;
       closed why = revents || c.waiting ? serve(c, revents) : closed::no;
       if (why == closed::no) why = expire(c);
       if (why == closed::idle) stats_.idle_closed.fetch_add(1, std::memory_order_relaxed);
