@@ -315,6 +315,8 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
         if (!ok) t.fail("upstreams", "\"" + text + "\" is not an IPv4 address or address:port");
         c.dns.upstreams.emplace_back(*a, static_cast<uint16_t>(port));
       }
+      t.integer("external_ttl_max", c.dns.external_ttl_max, 0, 86400);
+      t.integer("external_cache_size", c.dns.external_cache_size, 0, 1 << 20);
       if (!upstreams.empty() && c.dns.addresses.empty()) {
         t.fail("upstreams", "needs addresses: DNS is off without them");
       }

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "dataplane.hpp"
+#include "dns_resolver.hpp"
 #include "ferry/dns.hpp"
 #include "ferry/result.hpp"
 
@@ -37,13 +38,16 @@ class dns_tcp_server {
 
   void start();
   const stats& counters() const { return stats_; }
+  /// Answers UDP queries whose CNAME chain leaves the zone (dns_resolver.hpp).
+  const dns_resolver* resolver() const { return resolver_.get(); }
 
   static constexpr size_t kMaxConnections = 256;
   static constexpr int kIdleSeconds = 10;  // RFC 7766: close idle connections, seconds
 
  private:
-  dns_tcp_server(dataplane& dp, int listen_fd, unsigned qsbr_id)
-      : dp_(dp), listen_fd_(listen_fd), qsbr_id_(qsbr_id) {}
+  dns_tcp_server(dataplane& dp, int listen_fd, unsigned qsbr_id,
+                 std::unique_ptr<dns_resolver> resolver)
+      : dp_(dp), listen_fd_(listen_fd), qsbr_id_(qsbr_id), resolver_(std::move(resolver)) {}
   void run();
 
   dataplane& dp_;
@@ -52,6 +56,7 @@ class dns_tcp_server {
   std::atomic<bool> stop_{false};
   std::thread thread_;
   stats stats_;
+  std::unique_ptr<dns_resolver> resolver_;
 };
 
 }  // namespace ferry::dp

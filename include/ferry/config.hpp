@@ -68,6 +68,10 @@ struct dns_config {
   // Where queries for names outside ferry's zones go (UDP; address, port), spread over them
   // by Maglev like a Service's backends. Empty: such queries are REFUSED.
   std::vector<std::pair<uint32_t, uint16_t>> upstreams;
+  // ExternalName targets outside the zone, resolved through the upstreams by the DNS thread:
+  // their records' TTLs are capped at this (seconds), and this many answers are cached.
+  uint32_t external_ttl_max = 60;
+  uint32_t external_cache_size = 1024;
 
   bool enabled() const { return !addresses.empty(); }
   bool operator==(const dns_config&) const = default;
