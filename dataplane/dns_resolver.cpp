@@ -1,8 +1,10 @@
 #include "dns_resolver.hpp"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <rte_rcu_qsbr.h>
+#include <sched.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -218,12 +220,15 @@ result<std::unique_ptr<dns_resolver>> dns_resolver::open(const dataplane& dp) {
       new dns_resolver(std::move(fds), dp.dns_addresses.empty() ? 0 : dp.dns_addresses.front(),
                        dp.dns_external_ttl_max, dp.dns_external_cache));
   if (getrandom(&r->rng_, sizeof(r->rng_), 0) != sizeof(r->rng_)) r->rng_ = 0x9e3779b97f4a7c15ULL;
+  r->netns_fd_ = ::open("/proc/thread-self/ns/net", O_RDONLY | O_CLOEXEC);
+  if (r->netns_fd_ < 0) return make_error(std::string("open netns: ") + std::strerror(errno));
   return r;
 }
 
 dns_resolver::~dns_resolver() {
   for (int fd : client_fds_) ::close(fd);
   for (auto& f : inflight_) ::close(f.fd);
+  if (netns_fd_ >= 0) ::close(netns_fd_);
 }
 
 void dns_resolver::poll_fds(std::vector<pollfd>& fds) const {
@@ -232,6 +237,7 @@ void dns_resolver::poll_fds(std::vector<pollfd>& fds) const {
 }
 
 void dns_resolver::serve(const pollfd* fds, dataplane& dp, unsigned qsbr_id) {
+  if (!in_netns_) in_netns_ = setns(netns_fd_, CLONE_NEWNET) == 0;
   const auto now = clock::now();
   // Replies and timeouts first (inflight_ is what poll_fds saw), then new queries.
   const size_t n = inflight_.size();

@@ -129,6 +129,10 @@ class dns_resolver {
   void reply(const waiter& w);
 
   std::vector<int> client_fds_;
+  // The DNS namespace: the server's thread joins it before making the upstream sockets
+  // (a thread made elsewhere, it starts in ferryd's namespace).
+  int netns_fd_ = -1;
+  bool in_netns_ = false;
   uint32_t source_;  // the DNS address upstream queries leave from
   uint32_t ttl_max_;
   size_t cache_size_;
