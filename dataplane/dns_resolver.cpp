@@ -103,6 +103,7 @@ bool parse_upstream(const uint8_t* msg, size_t len, uint16_t id, const std::stri
   if (flags & kTc) out.rcode = kServFail;  // no TCP retry here: the client may ask again
   out.ttl = ttl_max;
   std::vector<std::string> chain = {name};  // names the kept records lead to
+  size_t bytes = 0;
   const uint16_t an = get16(msg + 6), ns = get16(msg + 8);
   for (uint32_t i = 0; i < an + ns; ++i) {
     pos = read_name(msg, len, pos, owner);
@@ -131,7 +132,8 @@ bool parse_upstream(const uint8_t* msg, size_t len, uint16_t id, const std::stri
     } else {
       continue;
     }
-    if (out.records.size() >= kMaxUpstreamRecords) continue;
+    bytes += rec.owner.size() + 10 + rec.rdata.size();
+    if (out.records.size() >= kMaxUpstreamRecords || bytes > kMaxUpstreamBytes) continue;
     out.ttl = std::min(out.ttl, rec.ttl);
     out.records.push_back(std::move(rec));
   }

@@ -42,7 +42,9 @@ struct upstream_answer {
   std::vector<record> records;
 };
 
-constexpr size_t kMaxUpstreamRecords = 64;  // kept per answer; the rest are left out
+// Kept per answer (the rest are left out): more would not fit a UDP answer anyway, and it
+// bounds the cache at about external_cache_size * 4 KiB.
+constexpr size_t kMaxUpstreamRecords = 64, kMaxUpstreamBytes = 4096;
 
 /// A query for `name` (lower-case wire) and `qtype`, with EDNS (kEdnsSize) and RD.
 std::string upstream_query(uint16_t id, const std::string& name, uint16_t qtype);

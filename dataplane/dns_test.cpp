@@ -691,6 +691,18 @@ TEST_F(DnsTest, UpstreamAnswerIsAppendedCapped) {
     EXPECT_FALSE(dns::parse_upstream(part.data(), part.size(), 0x4321, target, dns::kTypeA, 60, a));
   }
   ASSERT_TRUE(dns::parse_upstream(up.data(), up.size(), 0x4321, target, dns::kTypeA, 60, a));
+  {  // 100 records for the target: 64 kept
+    bytes flood(up.begin(), up.begin() + 12 + static_cast<long>(target.size()) + 4);
+    flood[7] = 100;
+    for (int i = 0; i < 100; ++i) {
+      flood.insert(flood.end(),
+                   {0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 10, 0, 0, static_cast<uint8_t>(i)});
+    }
+    dns::upstream_answer f;
+    ASSERT_TRUE(
+        dns::parse_upstream(flood.data(), flood.size(), 0x4321, target, dns::kTypeA, 60, f));
+    EXPECT_EQ(f.records.size(), dns::kMaxUpstreamRecords);
+  }
 
   bytes q = query("ext.shop.svc.cluster.local", dns::kTypeA, 1232);
   const size_t qlen = q.size();
