@@ -4,7 +4,8 @@
 // changes). There the DNS addresses sit on the TAP, and this server's thread answers on a
 // listening socket from the same snapshot the workers use: it is a QSBR reader like them,
 // online only while it answers. The kernel's segments come back through the TAP and the
-// workers route them to the client like any other packet.
+// workers route them to the client like any other packet. The same thread serves the UDP
+// queries the workers hand over because their CNAME chain leaves the zone (dns_resolver.hpp).
 //
 // Thread-safety: open() runs on the main lcore before the workers start; afterwards the
 // server's own thread is the only user of its sockets, and stats() may be read from any thread.
