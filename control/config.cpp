@@ -323,6 +323,8 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("tcp_message_timeout", tcp.message_timeout, 1, 3600);
       // At least two largest messages: one query being read, one answer being sent.
       t.integer("tcp_memory", tcp.memory, 2 * 65537, 1 << 30);
+      t.integer("external_ttl_max", c.dns.external_ttl_max, 0, 86400);
+      t.integer("external_cache_size", c.dns.external_cache_size, 0, 1 << 20);
       if (!upstreams.empty() && c.dns.addresses.empty()) {
         t.fail("upstreams", "needs addresses: DNS is off without them");
       }

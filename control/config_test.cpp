@@ -221,7 +221,8 @@ TEST(parse_config, reads_the_dns_table) {
   auto r = parse_config(base +
                             "[dns]\naddresses = [\"10.96.0.10\", \"198.18.0.53\"]\n"
                             "zone = \"Edge.Example.\"\nttl = 30\n"
-                            "upstreams = [\"198.18.0.1\", \"198.18.0.2:5353\"]\n",
+                            "upstreams = [\"198.18.0.1\", \"198.18.0.2:5353\"]\n"
+                            "external_ttl_max = 10\nexternal_cache_size = 0\n",
                         "d.toml");
   ASSERT_TRUE(r.ok()) << r.message();
   EXPECT_TRUE(r->dns.enabled());
@@ -230,6 +231,14 @@ TEST(parse_config, reads_the_dns_table) {
   EXPECT_EQ(r->dns.ttl, 30u);
   EXPECT_EQ(r->dns.upstreams,
             (std::vector<std::pair<uint32_t, uint16_t>>{{0xc6120001, 53}, {0xc6120002, 5353}}));
+  EXPECT_EQ(r->dns.external_ttl_max, 10u);
+  EXPECT_EQ(r->dns.external_cache_size, 0u);
+  EXPECT_EQ(parse_config(kFullConfig, "f")->dns.external_ttl_max, 60u);
+  EXPECT_EQ(parse_config(kFullConfig, "f")->dns.external_cache_size, 1024u);
+  EXPECT_EQ(
+      config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nexternal_ttl_max = 86401\n", "d.toml")
+          .substr(0, 31),
+      "d.toml: dns.external_ttl_max: m");
   EXPECT_FALSE(parse_config(kFullConfig, "f")->dns.enabled());
   EXPECT_EQ(parse_config(kFullConfig, "f")->dns.zone, "cluster.local");
 

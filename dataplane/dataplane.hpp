@@ -78,6 +78,10 @@ struct dataplane {
   // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
   static constexpr uint16_t kNoPort = 0xffff;
   uint16_t dns_tcp_port = kNoPort;
+  // [dns] external_ttl_max / external_cache_size: the DNS thread's resolver of ExternalName
+  // targets outside the zone (dns_resolver.hpp).
+  uint32_t dns_external_ttl_max = 60;
+  uint32_t dns_external_cache = 1024;
   // [fragments]. frag_indirect: the indirect mbufs that egress
   // fragmentation attaches to a datagram's data; null when fragments are off.
   bool frag_enabled = false;

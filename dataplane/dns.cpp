@@ -82,10 +82,104 @@ void put_opt(uint8_t* at, uint8_t extended_rcode) {
   put16(at + 9, 0);  // no options
 }
 
+// Length of the uncompressed name at msg[at, end) (the zone writes CNAME targets whole, lower
+// case); 0 when it is not one.
+size_t plain_name_len(const uint8_t* msg, size_t at, size_t end) {
+  for (size_t pos = at; pos < end && pos - at < kMaxName;) {
+    const uint8_t l = msg[pos];
+    if (l & 0xC0) return 0;
+    pos += 1u + l;
+    if (!l) return pos <= end && pos - at <= kMaxName ? pos - at : 0;
+  }
+  return 0;
+}
+
+// The zone's target of a CNAME record set (its one record's data).
+const uint8_t* cname_target(const rrset& s, size_t& len) {
+  const auto* rr = reinterpret_cast<const uint8_t*>(s.wire.data());
+  len = s.wire.size() >= 12 ? plain_name_len(rr, 12, s.wire.size()) : 0;
+  return rr + 12;
+}
+
+// True when following the CNAME at `e` (through the zone, kMaxCnameChain links) ends at a
+// name outside every zone: read only, so a worker can decide before it writes anything.
+bool chain_leaves_zones(const zone& z, const name_entry* e) {
+  for (size_t hop = 0; hop < kMaxCnameChain && e && e->is_cname(); ++hop) {
+    size_t len = 0;
+    const uint8_t* target = cname_target(e->sets[0], len);
+    if (!len) return false;
+    const name_entry* next = z.find(target, len, name_hash(target, len));
+    if (!next) return !z.authority_for(target, len);
+    e = next;
+  }
+  return false;
+}
+
+struct chased {
+  uint16_t rcode = 0, answers = 0, authority = 0;
+  bool truncated = false;
+  size_t outside_at = 0;  // the last target, when it is outside every zone
+};
+
+// RFC 1034 4.3.2 step 3a: the CNAME at cname_rr (already written) is followed through the
+// zone; each target's records are copied with their owner (a pointer to the question) turned
+// into a pointer to the previous CNAME's data. The RCODE and any SOA are the last name's
+// (RFC 6604). Bounded by kMaxCnameChain links, so a loop ends.
+chased follow_cname(const zone& z, writer& w, size_t cname_rr, uint16_t qtype) {
+  chased c;
+  for (size_t hop = 0; hop < kMaxCnameChain; ++hop) {
+    const size_t target_at = cname_rr + 12;
+    const size_t len = plain_name_len(w.msg, target_at, w.pos);
+    if (!len || target_at > 0x3FFF) return c;  // no pointer can reach it: stop here
+    const uint8_t* target = w.msg + target_at;
+    const name_entry* e = z.find(target, len, name_hash(target, len));
+    const authority* auth = z.authority_for(target, len);
+    if (!e && !auth) {
+      c.outside_at = target_at;
+      return c;
+    }
+    bool any = false;
+    if (e) {
+      for (const auto& s : e->sets) {
+        if (e->is_cname() || qtype == kTypeAny || s.type == qtype) any = true;
+      }
+    }
+    if (!any) {  // NXDOMAIN or NODATA at the target: its zone's SOA says for how long
+      if (!e) c.rcode = kNxDomain;
+      if (auth) {
+        if (!put_soa(w, *auth, target_at + len - auth->origin.size())) {
+          c.truncated = true;
+          return c;
+        }
+        c.authority = 1;
+      }
+      return c;
+    }
+    size_t next_cname = 0;
+    for (const auto& s : e->sets) {
+      if (!(e->is_cname() || qtype == kTypeAny || s.type == qtype)) continue;
+      if (!w.fits(s.wire.size())) {
+        c.truncated = true;
+        return c;
+      }
+      const size_t at = w.pos;
+      w.put(s.wire);
+      for (size_t rr = at; rr + 12 <= w.pos; rr += 12u + get16(w.msg + rr + 10)) {
+        put16(w.msg + rr, static_cast<uint16_t>(0xC000 | target_at));
+      }
+      c.answers += s.count;
+      if (s.type == kTypeCname) next_cname = at;
+    }
+    if (!next_cname || qtype == kTypeCname) return c;
+    cname_rr = next_cname;
+  }
+  return c;
+}
+
 }  // namespace
 
 answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp,
-                     bool forward_outside) {
+                     bool forward_outside, chase outside) {
   answer_result r;
   if (len < kHeaderSize || cap < len) return r;
   const uint16_t flags = get16(msg + 2);
@@ -173,6 +267,10 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
       const rrset* only = nullptr;
       bool all = false;
       if (e && e->is_cname()) {
+        if (outside == chase::hand_off && qtype != kTypeCname && chain_leaves_zones(*z, e)) {
+          r.how = outcome::resolve;  // nothing written yet: the query goes on as it came
+          return r;
+        }
         only = &e->sets[0];
       } else if (e && qtype == kTypeAny) {
         all = !e->sets.empty();
@@ -180,6 +278,7 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
         only = e->find(qtype);
       }
       if (only || all) {
+        r.how = outcome::noerror;
         size_t bytes = 0;
         for (const auto& s : e->sets) {
           if (all || &s == only) bytes += s.wire.size();
@@ -192,12 +291,22 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
             w.put(s.wire);
             ancount += s.count;
           }
-          if ((qtype == kTypeSrv || all) && e->extra_count && w.fits(e->extra.size())) {
+          if (e->is_cname() && qtype != kTypeCname) {
+            const chased c = follow_cname(*z, w, question_end, qtype);
+            ancount += c.answers;
+            nscount += c.authority;
+            rcode = c.rcode;
+            r.truncated = c.truncated;
+            if (c.rcode == kNxDomain) r.how = outcome::nxdomain;
+            if (c.outside_at && outside == chase::write) {
+              r.how = outcome::resolve;
+              r.target_at = c.outside_at;
+            }
+          } else if ((qtype == kTypeSrv || all) && e->extra_count && w.fits(e->extra.size())) {
             w.put(e->extra);
             arcount += e->extra_count;
           }
         }
-        r.how = outcome::noerror;
       } else {
         r.how = e ? outcome::nodata : outcome::nxdomain;
         if (!e) rcode = kNxDomain;
@@ -227,6 +336,7 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
   put16(msg + 8, nscount);
   put16(msg + 10, arcount);
   r.len = w.pos;
+  r.limit = limit;
   return r;
 }
 

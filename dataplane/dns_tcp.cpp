@@ -107,6 +107,7 @@ result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsi
   result<port_info> info = make_error("not started");
   result<rte_ether_addr> mac = make_error("not started");
   result<int> fd = make_error("not started");
+  result<std::unique_ptr<dns_resolver>> resolver = make_error("not started");
   std::thread t([&] {
     if (unshare(CLONE_NEWNET) != 0) {
       port = make_error(errno_text("unshare(CLONE_NEWNET)"));
@@ -119,6 +120,7 @@ result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsi
     mac = configure_kernel_side(dp.dns_addresses);
     if (!mac) return;
     fd = listen_tcp53();
+    if (fd) resolver = dns_resolver::open(dp);
   });
   t.join();
   std::string where = "dns: TCP server: ";
@@ -126,6 +128,7 @@ result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsi
   if (!info) return make_error(where + info.message());
   if (!mac) return make_error(where + mac.message());
   if (!fd) return make_error(where + fd.message());
+  if (!resolver) return make_error(where + resolver.message());
   if (dp.ports.size() >= kMaxPorts) {
     return make_error(where + "needs a port slot of its own: use at most " +
                       std::to_string(kMaxPorts - 1) + " [[port]]s with [dns]");
@@ -133,7 +136,8 @@ result<std::unique_ptr<dns_tcp_server>> dns_tcp_server::open(dataplane& dp, unsi
   info->mac = *mac;  // what the workers address the kernel's frames to
   dp.dns_tcp_port = static_cast<uint16_t>(dp.ports.size());
   dp.ports.push_back(*info);
-  return std::unique_ptr<dns_tcp_server>(new dns_tcp_server(dp, *fd, qsbr_id, limits));
+  return std::unique_ptr<dns_tcp_server>(
+      new dns_tcp_server(dp, *fd, qsbr_id, limits, std::move(*resolver)));
 }
 
 dns_tcp_server::~dns_tcp_server() {
@@ -188,7 +192,10 @@ void dns_tcp_server::run() {
       const short want = !c.out.empty() ? POLLOUT : c.waiting ? 0 : POLLIN;
       fds.push_back({c.fd, want, 0});
     }
+    const size_t resolver_at = fds.size();
+    resolver_->poll_fds(fds);
     if (poll(fds.data(), fds.size(), 200) < 0 && errno != EINTR) break;
+    resolver_->serve(fds.data() + resolver_at, dp_, qsbr_id_);
     now_ = std::chrono::steady_clock::now();
     size_t kept = 0;
     for (size_t i = 0; i < conns.size(); ++i) {

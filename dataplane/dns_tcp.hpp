@@ -4,7 +4,8 @@
 // changes). There the DNS addresses sit on the TAP, and this server's thread answers on a
 // listening socket from the same snapshot the workers use: it is a QSBR reader like them,
 // online only while it answers. The kernel's segments come back through the TAP and the
-// workers route them to the client like any other packet.
+// workers route them to the client like any other packet. The same thread serves the UDP
+// queries the workers hand over because their CNAME chain leaves the zone (dns_resolver.hpp).
 //
 // Bounds, since anyone who reaches a DNS address can connect ([dns] tcp_*, config.hpp):
 // - one query at a time per connection: the next is read only once the previous answer has
@@ -29,6 +30,7 @@
 #include <vector>
 
 #include "dataplane.hpp"
+#include "dns_resolver.hpp"
 #include "ferry/config.hpp"
 #include "ferry/dns.hpp"
 #include "ferry/result.hpp"
@@ -57,6 +59,8 @@ class dns_tcp_server {
 
   void start();
   const stats& counters() const { return stats_; }
+  /// Answers UDP queries whose CNAME chain leaves the zone (dns_resolver.hpp).
+  const dns_resolver* resolver() const { return resolver_.get(); }
 
   // Kernel send and receive buffer of each connection (the kernel doubles it): what a client
   // that never reads can make the kernel hold, beside the server's own tcp_memory.
@@ -70,8 +74,12 @@ class dns_tcp_server {
   enum class closed : uint8_t { no, peer, idle, deadline, memory };
 
   dns_tcp_server(dataplane& dp, int listen_fd, unsigned qsbr_id,
-                 const dns_config::tcp_limits& limits)
-      : dp_(dp), listen_fd_(listen_fd), qsbr_id_(qsbr_id), limits_(limits) {}
+                 const dns_config::tcp_limits& limits, std::unique_ptr<dns_resolver> resolver)
+      : dp_(dp),
+        listen_fd_(listen_fd),
+        qsbr_id_(qsbr_id),
+        limits_(limits),
+        resolver_(std::move(resolver)) {}
   void run();
   void accept_all(std::vector<connection>& conns);
   closed serve(connection& c, short revents);
@@ -92,6 +100,7 @@ class dns_tcp_server {
   size_t buffered_ = 0;
   std::vector<uint8_t> scratch_;
   std::chrono::steady_clock::time_point now_;
+  std::unique_ptr<dns_resolver> resolver_;
 };
 
 }  // namespace ferry::dp

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "dns_resolver.hpp"
 #include "dns_zone.hpp"
 #include "ferry/net.hpp"
 #include "node.hpp"
@@ -198,10 +199,12 @@ class DnsTest : public ::testing::Test {
   }
 
   // Runs the responder over UDP (or TCP) and decodes what it wrote.
-  response ask(bytes q, dns::outcome want, size_t max_udp = 1472, bool udp = true) {
+  response ask(bytes q, dns::outcome want, size_t max_udp = 1472, bool udp = true,
+               dns::chase outside = dns::chase::stop) {
     const size_t len = q.size();
     q.resize(4096);
-    auto r = dns::answer(snap_->dns.get(), q.data(), len, q.size(), udp, max_udp);
+    auto r = dns::answer(snap_->dns.get(), q.data(), len, q.size(), udp, max_udp, false, outside);
+    last_target_at_ = r.target_at;
     EXPECT_EQ(r.how, want);
     q.resize(r.len);
     last_truncated_ = r.truncated;
@@ -212,6 +215,7 @@ class DnsTest : public ::testing::Test {
   std::unique_ptr<control::node> node_;
   std::unique_ptr<const snapshot> snap_;
   bool last_truncated_ = false;
+  size_t last_target_at_ = 0;
 };
 
 constexpr uint16_t kAa = 0x0400, kTc = 0x0200, kQr = 0x8000;
@@ -482,6 +486,263 @@ TEST_F(DnsTest, OutsideTheZoneIsForwardedUntouchedWhenAsked) {
   q.resize(600);
   EXPECT_EQ(dns::answer(snap_->dns.get(), q.data(), len1, q.size(), true, 1472, true).how,
             dns::outcome::badvers);
+}
+
+// RFC 1034 4.3.2, as CoreDNS answers ExternalName: a CNAME whose target is in the zone is
+// followed in the same response, owner names pointing into the CNAME's data.
+TEST_F(DnsTest, CnameIntoTheZoneIsFollowed) {
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: alias, namespace: shop}
+spec: {type: ExternalName, externalName: web.shop.svc.cluster.local.}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias2, namespace: other}
+spec: {type: ExternalName, externalName: alias.shop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dbalias, namespace: shop}
+spec: {type: ExternalName, externalName: db.shop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: dangling, namespace: shop}
+spec: {type: ExternalName, externalName: gone.shop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: toext, namespace: shop}
+spec: {type: ExternalName, externalName: ext.shop.svc.cluster.local}
+)");
+  const std::string svc = ".shop.svc.cluster.local";
+  auto r = ask(query("ALIAS" + svc, dns::kTypeA), dns::outcome::noerror);
+  EXPECT_EQ(r.rcode, 0);
+  EXPECT_TRUE(r.flags & kAa);
+  ASSERT_EQ(r.answers.size(), 2u);
+  EXPECT_EQ(r.answers[0].name, "ALIAS" + svc);
+  EXPECT_EQ(r.answers[0].data, "web" + svc);
+  EXPECT_EQ(r.answers[1].name, "web" + svc);
+  EXPECT_EQ(r.answers[1].type, dns::kTypeA);
+  EXPECT_EQ(r.answers[1].data, "10.96.0.20");
+
+  // A chain of two, across namespaces; and into a headless Service's endpoints.
+  r = ask(query("alias2.other.svc.cluster.local", dns::kTypeA), dns::outcome::noerror);
+  EXPECT_EQ(r.answer_set(),
+            (std::set<std::string>{"alias2.other.svc.cluster.local 5 alias" + svc,
+                                   "alias" + svc + " 5 web" + svc, "web" + svc + " 1 10.96.0.20"}));
+  r = ask(query("dbalias" + svc, dns::kTypeA), dns::outcome::noerror);
+  EXPECT_EQ(r.answer_set(),
+            (std::set<std::string>{"dbalias" + svc + " 5 db" + svc, "db" + svc + " 1 198.18.1.11",
+                                   "db" + svc + " 1 198.18.1.12"}));
+
+  // The last name decides the RCODE (RFC 6604), with its zone's SOA: NXDOMAIN and NODATA.
+  r = ask(query("dangling" + svc, dns::kTypeA), dns::outcome::nxdomain);
+  EXPECT_EQ(r.rcode, 3);
+  ASSERT_EQ(r.answers.size(), 1u);
+  ASSERT_EQ(r.authority.size(), 1u);
+  EXPECT_EQ(r.authority[0].type, dns::kTypeSoa);
+  EXPECT_EQ(r.authority[0].name, "cluster.local");
+  r = ask(query("alias" + svc, dns::kTypeAaaa), dns::outcome::noerror);
+  EXPECT_EQ(r.rcode, 0);
+  EXPECT_EQ(r.answers.size(), 1u);
+  ASSERT_EQ(r.authority.size(), 1u);
+  EXPECT_EQ(r.authority[0].type, dns::kTypeSoa);
+
+  // Asked for the CNAME itself: nothing is followed.
+  r = ask(query("alias" + svc, dns::kTypeCname), dns::outcome::noerror);
+  EXPECT_EQ(r.answers.size(), 1u);
+
+  // Into the zone, then out of it: without upstreams the chain so far.
+  r = ask(query("toext" + svc, dns::kTypeA), dns::outcome::noerror);
+  EXPECT_EQ(r.answer_set(), (std::set<std::string>{"toext" + svc + " 5 ext" + svc,
+                                                   "ext" + svc + " 5 db.example.com"}));
+  // Over UDP a chain that does not fit is truncated whole.
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: bigalias, namespace: shop}
+spec: {type: ExternalName, externalName: big.shop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: big, namespace: shop}
+spec: {clusterIP: None}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: big-1, namespace: shop, labels: {kubernetes.io/service-name: big}}
+addressType: IPv4
+endpoints:
+)" + [] {
+    std::string eps;
+    for (int i = 1; i <= 60; ++i)
+      eps += "  - {addresses: [\"198.18.2." + std::to_string(i) + "\"]}\n";
+    return eps;
+  }());
+  r = ask(query("bigalias" + svc, dns::kTypeA), dns::outcome::noerror, 512);
+  EXPECT_TRUE(r.flags & kTc);
+  EXPECT_TRUE(r.answers.empty());
+  r = ask(query("bigalias" + svc, dns::kTypeA), dns::outcome::noerror, 0, false);
+  EXPECT_EQ(r.answers.size(), 61u);
+}
+
+TEST_F(DnsTest, CnameLoopsEndAtTheBound) {
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: a, namespace: loop}
+spec: {type: ExternalName, externalName: b.loop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: b, namespace: loop}
+spec: {type: ExternalName, externalName: a.loop.svc.cluster.local}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: self, namespace: loop}
+spec: {type: ExternalName, externalName: self.loop.svc.cluster.local}
+)");
+  auto r = ask(query("a.loop.svc.cluster.local", dns::kTypeA), dns::outcome::noerror);
+  EXPECT_EQ(r.answers.size(), 1 + dns::kMaxCnameChain);
+  r = ask(query("self.loop.svc.cluster.local", dns::kTypeA), dns::outcome::noerror, 1472, false);
+  EXPECT_EQ(r.answers.size(), 1 + dns::kMaxCnameChain);
+  // A loop never counts as leaving the zone.
+  bytes q = query("a.loop.svc.cluster.local", dns::kTypeA);
+  const size_t len = q.size();
+  q.resize(600);
+  EXPECT_EQ(
+      dns::answer(snap_->dns.get(), q.data(), len, q.size(), true, 1472, true, dns::chase::hand_off)
+          .how,
+      dns::outcome::noerror);
+}
+
+// A chain that leaves the zones: a worker hands the query on untouched; the DNS thread gets
+// the chain written and where its last target is, to append what an upstream says.
+TEST_F(DnsTest, CnameOutOfTheZoneIsHandedOn) {
+  apply(R"(apiVersion: v1
+kind: Service
+metadata: {name: toext, namespace: shop}
+spec: {type: ExternalName, externalName: ext.shop.svc.cluster.local}
+)");
+  for (const std::string name : {"ext", "toext"}) {
+    bytes q = query(name + ".shop.svc.cluster.local", dns::kTypeA, 1232);
+    const bytes before = q;
+    q.resize(600);
+    auto r = dns::answer(snap_->dns.get(), q.data(), before.size(), q.size(), true, 1472, true,
+                         dns::chase::hand_off);
+    EXPECT_EQ(r.how, dns::outcome::resolve);
+    EXPECT_EQ(r.len, 0u);
+    EXPECT_TRUE(std::equal(before.begin(), before.end(), q.begin()));
+  }
+  auto r = ask(query("toext.shop.svc.cluster.local", dns::kTypeA, 1232), dns::outcome::resolve,
+               1472, true, dns::chase::write);
+  EXPECT_EQ(r.answers.size(), 2u);
+  ASSERT_GT(last_target_at_, 12u);
+  bytes q = query("toext.shop.svc.cluster.local", dns::kTypeA, 1232);
+  const size_t len = q.size();
+  q.resize(4096);
+  auto w =
+      dns::answer(snap_->dns.get(), q.data(), len, q.size(), true, 1472, true, dns::chase::write);
+  ASSERT_EQ(w.how, dns::outcome::resolve);
+  EXPECT_EQ(w.limit, 1232u);
+  EXPECT_EQ(std::string(q.begin() + w.target_at, q.begin() + w.target_at + 16),
+            std::string("\2db\7example\3com\0", 16));
+  // The CNAME itself asked: no hand-off.
+  r = ask(query("ext.shop.svc.cluster.local", dns::kTypeCname), dns::outcome::noerror, 1472, true,
+          dns::chase::hand_off);
+  EXPECT_EQ(r.answers.size(), 1u);
+}
+
+// What the DNS thread does with an upstream's answer about an ExternalName target outside
+// the zone: only the records hanging off the target are kept, TTLs capped, then appended
+// after the chain with owners pointing at the CNAME's data.
+TEST_F(DnsTest, UpstreamAnswerIsAppendedCapped) {
+  const std::string target("\2db\7example\3com\0", 16);
+  // id 0x4321, QR RD RA, the question, then: target CNAME x.cdn.net (compressed owner),
+  // x.cdn.net A 192.0.2.7, an unrelated A (dropped), and an MX (not kept).
+  bytes up = {0x43, 0x21, 0x81, 0x80, 0, 1, 0, 4, 0, 0, 0, 0};
+  up.insert(up.end(), target.begin(), target.end());
+  up.insert(up.end(), {0, 1, 0, 1});
+  const size_t cname_at = up.size() + 12;
+  up.insert(up.end(), {0xC0, 0x0C, 0, 5,   0,   1,   0, 0,   0x0e, 0x10, 0, 11,
+                       1,    'x',  3, 'c', 'd', 'n', 3, 'n', 'e',  't',  0});
+  up.insert(up.end(), {static_cast<uint8_t>(0xC0 | cname_at >> 8), static_cast<uint8_t>(cname_at),
+                       0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 192, 0, 2, 7});
+  up.insert(up.end(), {1, 'y', 0, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 6, 6, 6, 6});
+  up.insert(up.end(), {0xC0, 0x0C, 0, 15, 0, 1, 0, 0, 0, 20, 0, 4, 0, 1, 0xC0, 0x0C});
+  dns::upstream_answer a;
+  ASSERT_TRUE(dns::parse_upstream(up.data(), up.size(), 0x4321, target, dns::kTypeA, 60, a));
+  ASSERT_EQ(a.records.size(), 2u);
+  EXPECT_EQ(a.records[0].ttl, 60u);  // 3600, capped
+  EXPECT_EQ(a.records[1].ttl, 20u);
+  EXPECT_EQ(a.ttl, 20u);
+  EXPECT_EQ(a.capped, 1u);
+  // Not the answer to that query: another id, another name, or a pointer that goes forward.
+  EXPECT_FALSE(dns::parse_upstream(up.data(), up.size(), 0x4322, target, dns::kTypeA, 60, a));
+  EXPECT_FALSE(dns::parse_upstream(up.data(), up.size(), 0x4321, std::string("\1x\0", 3),
+                                   dns::kTypeA, 60, a));
+  bytes loop = up;
+  loop[12] = 0xC0;  // the question's name a pointer to itself
+  loop[13] = 12;
+  EXPECT_FALSE(dns::parse_upstream(loop.data(), loop.size(), 0x4321, target, dns::kTypeA, 60, a));
+  for (size_t cut = 0; cut < up.size(); ++cut) {  // every truncation is refused, in bounds
+    bytes part(up.begin(), up.begin() + static_cast<long>(cut));
+    EXPECT_FALSE(dns::parse_upstream(part.data(), part.size(), 0x4321, target, dns::kTypeA, 60, a));
+  }
+  ASSERT_TRUE(dns::parse_upstream(up.data(), up.size(), 0x4321, target, dns::kTypeA, 60, a));
+  {  // 100 records for the target: 64 kept
+    bytes flood(up.begin(), up.begin() + 12 + static_cast<long>(target.size()) + 4);
+    flood[7] = 100;
+    for (int i = 0; i < 100; ++i) {
+      flood.insert(flood.end(),
+                   {0xC0, 0x0C, 0, 1, 0, 1, 0, 0, 0, 20, 0, 4, 10, 0, 0, static_cast<uint8_t>(i)});
+    }
+    dns::upstream_answer f;
+    ASSERT_TRUE(
+        dns::parse_upstream(flood.data(), flood.size(), 0x4321, target, dns::kTypeA, 60, f));
+    EXPECT_EQ(f.records.size(), dns::kMaxUpstreamRecords);
+  }
+
+  bytes q = query("ext.shop.svc.cluster.local", dns::kTypeA, 1232);
+  const size_t qlen = q.size();
+  q.resize(4096);
+  auto r =
+      dns::answer(snap_->dns.get(), q.data(), qlen, q.size(), true, 1472, true, dns::chase::write);
+  ASSERT_EQ(r.how, dns::outcome::resolve);
+  q.resize(dns::complete(q.data(), r.len, q.size(), r, a, 5));
+  const response got = decode(q);
+  EXPECT_EQ(got.rcode, 0);
+  ASSERT_EQ(got.answers.size(), 3u);
+  EXPECT_EQ(got.answers[1].name, "db.example.com");
+  EXPECT_EQ(got.answers[1].data, "x.cdn.net");
+  EXPECT_EQ(got.answers[1].ttl, 55u);  // aged
+  EXPECT_EQ(got.answers[2].name, "x.cdn.net");
+  EXPECT_EQ(got.answers[2].data, "192.0.2.7");
+  ASSERT_EQ(got.additional.size(), 1u);  // the OPT, still last
+  EXPECT_EQ(got.additional[0].type, dns::kTypeOpt);
+
+  // An answer that does not fit the client's size: TC and no records, as the responder does.
+  dns::upstream_answer many = a;
+  many.records.assign(40, a.records[1]);
+  q = query("ext.shop.svc.cluster.local", dns::kTypeA);
+  q.resize(4096);
+  r = dns::answer(snap_->dns.get(), q.data(), 44, q.size(), true, 1472, true, dns::chase::write);
+  ASSERT_EQ(r.how, dns::outcome::resolve);
+  q.resize(dns::complete(q.data(), r.len, q.size(), r, many, 0));
+  const response tc = decode(q);
+  EXPECT_TRUE(tc.flags & kTc);
+  EXPECT_TRUE(tc.answers.empty());
+  // NXDOMAIN from upstream is the answer's RCODE; SERVFAIL keeps the chain.
+  dns::upstream_answer nx;
+  nx.rcode = 3;
+  q = query("ext.shop.svc.cluster.local", dns::kTypeA);
+  q.resize(4096);
+  r = dns::answer(snap_->dns.get(), q.data(), 44, q.size(), true, 1472, true, dns::chase::write);
+  q.resize(dns::complete(q.data(), r.len, q.size(), r, nx, 0));
+  EXPECT_EQ(decode(q).rcode, 3);
+  dns::servfail(q.data(), q.size());
+  EXPECT_EQ(decode(q).rcode, 2);
 }
 
 TEST(DnsWire, Names) {

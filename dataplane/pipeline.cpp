@@ -325,6 +325,7 @@ void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
 }
 
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p);
+void to_dns_tcp(worker& w, rte_mbuf* m);
 
 // A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone (or
 // sent on to an upstream resolver when the name is outside it).
@@ -340,10 +341,14 @@ void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_
   const size_t cap = static_cast<uint8_t*>(m->buf_addr) + m->buf_len - msg;
   const size_t max_udp = w.dp->ports[in_port].mtu - ihl - sizeof(rte_udp_hdr);
   const service_port_entry* upstream = snap ? snap->dns_upstream.get() : nullptr;
+  // A CNAME chain that leaves the zone needs an upstream's answer: the DNS thread waits for
+  // it (dns_resolver.hpp), reached through the TAP port like TCP.
+  const bool resolver = upstream && w.dp->dns_tcp_port != dataplane::kNoPort;
   const dns::answer_result r =
       dns::answer(snap ? snap->dns.get() : nullptr, msg, udp_len - sizeof(rte_udp_hdr), cap, true,
-                  max_udp, upstream != nullptr);
+                  max_udp, upstream != nullptr, resolver ? dns::chase::hand_off : dns::chase::stop);
   w.counters.dns[static_cast<size_t>(r.how)].add();
+  if (r.how == dns::outcome::resolve) return to_dns_tcp(w, m);
   if (r.how == dns::outcome::forward) {
     // Not ours: on to an upstream resolver, tracked and translated like a Service's flow.
     p.hash = conntrack::hash(p.key);
@@ -801,6 +806,13 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     rewrite(p, false, (*from)->vip, (*from)->port);
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, p.key.dst_ip);
+  }
+  // An upstream resolver answering the DNS thread (it asks from a DNS address for the
+  // ExternalName targets it resolves, dns_resolver.hpp): back through the TAP port.
+  if (p.key.proto == kProtoUdp && snap && snap->dns_upstream &&
+      w.dp->dns_tcp_port != dataplane::kNoPort && w.dp->is_dns(p.key.dst_ip) &&
+      snap->dns_upstream->active(p.key.src_ip, p.key.src_port)) {
+    return to_dns_tcp(w, m);
   }
   free_drop(w, m, drop::not_service);
 }

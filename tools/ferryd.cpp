@@ -214,6 +214,17 @@ json dns_tcp_view(const dp::dns_tcp_server::stats& s) {
   return out;
 }
 
+// The DNS thread's resolver of ExternalName targets outside the zone.
+json dns_external_view(const dp::dns_resolver::stats& s) {
+  return {{"queries", s.queries.load()},
+          {"cache_hits", s.cache_hits.load()},
+          {"upstream_queries", s.upstream_queries.load()},
+          {"servfail", s.servfail.load()},
+          {"pending_full", s.pending_full.load()},
+          {"cache_evicted", s.cache_evicted.load()},
+          {"ttl_capped", s.ttl_capped.load()}};
+}
+
 // The sources' health for `ferryctl stats`: the Kubernetes API per resource.
 json sources_view(const control::kube::watcher* api, uint64_t refused) {
   if (!api) return json::object();
@@ -342,6 +353,8 @@ int run(const node_config& cfg) {
   d.max_service_ports = cfg.max_service_ports;
   d.filter_max_rules = cfg.filter_max_rules;
   d.dns_addresses = cfg.dns.addresses;
+  d.dns_external_ttl_max = cfg.dns.external_ttl_max;
+  d.dns_external_cache = cfg.dns.external_cache_size;
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
@@ -445,6 +458,7 @@ int run(const node_config& cfg) {
         json out = stats_view(d, workers, baselines);
         out["sources"] = sources_view(api.get(), ctl.api_refused());
         if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
+        if (dns_tcp) out["dns"]["external"] = dns_external_view(dns_tcp->resolver()->counters());
         out["filters"] = ctl.filter_list()["rules"];
         out["snapshot"] = {{"generation", pub.current()->generation},
                            {"published_unix_ns", published_ns}};

@@ -77,6 +77,10 @@ struct dns_config {
     uint32_t memory = 8u << 20;            // bytes of queries and answers buffered, in all
     bool operator==(const tcp_limits&) const = default;
   } tcp;
+  // ExternalName targets outside the zone, resolved through the upstreams by the DNS thread:
+  // their records' TTLs are capped at this (seconds), and this many answers are cached.
+  uint32_t external_ttl_max = 60;
+  uint32_t external_cache_size = 1024;
 
   bool enabled() const { return !addresses.empty(); }
   bool operator==(const dns_config&) const = default;

@@ -116,16 +116,34 @@ enum class outcome : uint8_t {
   badvers,   // EDNS version other than 0
   drop,      // not answerable: shorter than a header, or a response (QR set)
   forward,   // outside every zone, and upstreams exist: the query goes there untouched
+  resolve,   // a CNAME chain leaving the zones: the rest is resolved upstream (see `chase`)
 };
-constexpr size_t kNumOutcomes = 9;
-constexpr std::string_view kOutcomeNames[kNumOutcomes] = {"noerror", "nodata",  "nxdomain",
-                                                          "refused", "formerr", "notimp",
-                                                          "badvers", "dropped", "forwarded"};
+constexpr size_t kNumOutcomes = 10;
+constexpr std::string_view kOutcomeNames[kNumOutcomes] = {
+    "noerror", "nodata",  "nxdomain", "refused",   "formerr",
+    "notimp",  "badvers", "dropped",  "forwarded", "cname_upstream"};
+
+/// CNAME chains (ExternalName Services) are followed through the zone for this many links
+/// at most, as CoreDNS does (RFC 1034 4.3.2); a longer chain, or a loop, is answered as far
+/// as it got.
+constexpr size_t kMaxCnameChain = 8;
+
+/// What the responder does when a CNAME chain leaves every zone ferry serves.
+enum class chase : uint8_t {
+  stop,      // answer the chain so far (no upstreams)
+  hand_off,  // outcome resolve with the buffer untouched, for the caller to pass the query
+             // to something that can wait for an upstream (a worker hands it to the DNS thread)
+  write,     // write the chain, then outcome resolve with `target_at`: the caller appends the
+             // target's records (the DNS thread, after asking an upstream)
+};
 
 struct answer_result {
   size_t len = 0;  // bytes of the response (0: drop)
   outcome how = outcome::drop;
   bool truncated = false;  // TC set: the answer did not fit
+  // outcome resolve, chase::write: where the chain's last target name (uncompressed, lower
+  // case) starts in the message, and how long the response may grow (the client's UDP size).
+  size_t target_at = 0, limit = 0;
 };
 
 /// Answers the query in msg[0, len) in place: the response overwrites the buffer (header
@@ -134,8 +152,11 @@ struct answer_result {
 /// false) only `cap` limits it. Never reads outside [0, len) nor writes outside [0, cap).
 /// `forward_outside`: a name outside every zone ferry serves (class IN) gives outcome
 /// forward with the buffer untouched, for the caller to send upstream, instead of REFUSED.
+/// A CNAME at the name asked is followed through the zone (kMaxCnameChain links): its
+/// targets' records follow it, owners pointing at the CNAME's data, and the RCODE is the last
+/// name's (RFC 6604); `outside` says what happens when the chain leaves the zones.
 /// No allocation, no exceptions: safe on a worker.
 answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp,
-                     bool forward_outside = false);
+                     bool forward_outside = false, chase outside = chase::stop);
 
 }  // namespace ferry::dns

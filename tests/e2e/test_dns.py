@@ -7,6 +7,7 @@ Names outside the zone go to an upstream (a stub resolver in a pod's namespace),
 node's address as their source. Two DNS addresses: 198.19.0.53 in the ClusterIP range (routed to ferryd, as kube-dns's
 Service address is) and 198.18.0.53 on the client's own subnet (ferryd answers ARP for it).
 """
+import os
 import shutil
 import subprocess
 import time
@@ -27,6 +28,7 @@ FERRY_TOML = f"""
 addresses = ["{DNS}", "{DNS_ONLINK}"]
 ttl = 7
 upstreams = ["{UPSTREAM}:5353"]
+external_ttl_max = 30
 """
 
 STUB = """
@@ -38,7 +40,9 @@ print("ready", flush=True)
 while True:
     data, peer = s.recvfrom(4096)
     q = DNS(data)
-    print("from", peer[0], flush=True)
+    print("from", peer[0], q.qd.qname.decode(), flush=True)
+    if q.qd.qname.startswith(b"silent."):
+        continue  # never answers: the resolver times out
     a = DNS(id=q.id, qr=1, aa=0, rd=q.rd, ra=1, qd=q.qd,
             an=DNSRR(rrname=q.qd.qname, type="A", ttl=60, rdata="198.18.9.9"))
     s.sendto(bytes(a), peer)
@@ -90,6 +94,22 @@ spec: {clusterIP: None}
 kind: Service
 metadata: {name: ext, namespace: shop}
 spec: {type: ExternalName, externalName: api.example.org}
+""",
+        # ExternalName into the zone (a chain of two), and to a name nobody answers.
+        """apiVersion: v1
+kind: Service
+metadata: {name: alias, namespace: shop}
+spec: {type: ExternalName, externalName: web.shop.svc.cluster.local}
+""",
+        """apiVersion: v1
+kind: Service
+metadata: {name: alias2, namespace: data}
+spec: {type: ExternalName, externalName: alias.shop.svc.cluster.local}
+""",
+        """apiVersion: v1
+kind: Service
+metadata: {name: mute, namespace: shop}
+spec: {type: ExternalName, externalName: silent.example.org}
 """,
         # 80 ready endpoints: the A answer does not fit 512 bytes.
         """apiVersion: v1
@@ -201,11 +221,62 @@ def test_headless(ferry):
     assert status(dig(ferry, f"nobody.data.svc.{ZONE}")) == "NXDOMAIN"
 
 
-def test_external_name_is_a_cname(ferry):
+@pytest.fixture
+def resolv_conf(ferry):
+    """The client namespace's resolver pointed at ferry (`ip netns exec` bind-mounts
+    /etc/netns/<ns>/resolv.conf over /etc/resolv.conf), for glibc's getaddrinfo."""
+    d = f"/etc/netns/{ferry.client_ns}"
+    os.makedirs(d, exist_ok=True)
+    with open(f"{d}/resolv.conf", "w") as f:
+        f.write(f"nameserver {DNS}\noptions timeout:3 attempts:2\n")
+    yield
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def getent(ferry, name):
+    r = ferry.client(["getent", "ahostsv4", name], timeout=30)
+    return r.returncode, sorted({line.split()[0] for line in r.stdout.splitlines()})
+
+
+def test_external_name_into_the_zone_is_followed(ferry, resolv_conf):
+    """RFC 1034 4.3.2, as CoreDNS answers: the CNAME, then its target's records."""
+    out = dig(ferry, f"alias2.data.svc.{ZONE}", "A")
+    assert status(out) == "NOERROR" and "aa" in out.split("flags:")[1].split(";")[0]
+    assert section(out, "ANSWER") == [
+        (f"alias2.data.svc.{ZONE}.", "7", "IN", "CNAME", f"alias.shop.svc.{ZONE}."),
+        (f"alias.shop.svc.{ZONE}.", "7", "IN", "CNAME", f"web.shop.svc.{ZONE}."),
+        (f"web.shop.svc.{ZONE}.", "7", "IN", "A", "198.19.0.30")]
+    # glibc's resolver, as an application in a pod asks.
+    assert getent(ferry, f"alias.shop.svc.{ZONE}") == (0, ["198.19.0.30"])
+    assert getent(ferry, f"alias2.data.svc.{ZONE}") == (0, ["198.19.0.30"])
+
+
+def test_external_name_outside_is_resolved_upstream(ferry, upstream, resolv_conf):
+    """The target outside the zone is asked of the upstream by ferryd and appended, its TTL
+    capped at external_ttl_max (the stub says 60); answers are cached."""
+    before = ferry.stats()["dns"]
+    asked = upstream.read_text().count("api.example.org")
     out = dig(ferry, f"ext.shop.svc.{ZONE}", "A")
-    assert status(out) == "NOERROR"
-    assert section(out, "ANSWER") == [(f"ext.shop.svc.{ZONE}.", "7", "IN", "CNAME",
-                                       "api.example.org.")]
+    assert status(out) == "NOERROR", out
+    assert section(out, "ANSWER") == [
+        (f"ext.shop.svc.{ZONE}.", "7", "IN", "CNAME", "api.example.org."),
+        ("api.example.org.", "30", "IN", "A", "198.18.9.9")], out
+    assert getent(ferry, f"ext.shop.svc.{ZONE}") == (0, ["198.18.9.9"])
+    # One upstream query for both (the second from the cache), from the DNS address.
+    assert upstream.read_text().count("api.example.org") == asked + 1
+    assert f"from {DNS} api.example.org." in upstream.read_text()
+    after = ferry.stats()["dns"]
+    assert after["cname_upstream"] >= before["cname_upstream"] + 2
+    ext = after["external"]
+    assert ext["cache_hits"] >= before["external"]["cache_hits"] + 1, ext
+    assert ext["ttl_capped"] >= before["external"]["ttl_capped"] + 1, ext
+    # Asked for the CNAME itself: nothing to resolve.
+    assert section(dig(ferry, f"ext.shop.svc.{ZONE}", "CNAME"), "ANSWER") == [
+        (f"ext.shop.svc.{ZONE}.", "7", "IN", "CNAME", "api.example.org.")]
+    # An upstream that never answers: SERVFAIL, counted.
+    out = dig(ferry, "+tries=1", "+time=5", f"mute.shop.svc.{ZONE}", "A")
+    assert status(out) == "SERVFAIL", out
+    assert ferry.stats()["dns"]["external"]["servfail"] >= ext["servfail"] + 1
 
 
 def test_nxdomain_and_nodata_carry_the_soa(ferry):
@@ -225,6 +296,7 @@ def test_nxdomain_and_nodata_carry_the_soa(ferry):
 
 def test_outside_the_zone_goes_upstream(ferry, upstream):
     before = ferry.stats()["dns"]["forwarded"]
+    seen = len(upstream.read_text())
     out = dig(ferry, "www.example.org", "A")
     assert status(out) == "NOERROR", out
     # The upstream's answer, from the DNS address the client asked, not authoritative.
@@ -232,11 +304,12 @@ def test_outside_the_zone_goes_upstream(ferry, upstream):
     assert f"SERVER: {DNS}#53" in out and "aa" not in out.split("flags:")[1].split(";")[0]
     assert short(ferry, "example.net", server=DNS_ONLINK) == ["198.18.9.9"]
     # The upstream saw the node's address (SNAT), so its answer came back through ferryd.
-    assert set(upstream.read_text().split("from ")[1:]) == {"198.18.1.254\n"}
+    log = upstream.read_text()[seen:]
+    assert {line.split()[1] for line in log.splitlines()} == {"198.18.1.254"}, log
     assert ferry.stats()["dns"]["forwarded"] == before + 2
     # Names of the zone never go there.
     assert short(ferry, f"web.shop.svc.{ZONE}") == ["198.19.0.30"]
-    assert upstream.read_text().count("from ") == 2
+    assert upstream.read_text()[seen:].count("from ") == 2
 
 
 def test_other_classes_are_refused(ferry):
