@@ -701,8 +701,8 @@ TEST(store_node_ports, sctp_node_port_is_one_services_whatever_the_protocol) {
   }
   // The same Service may use it for TCP as well.
   apply_ok(st, typed_service_yaml("diameter", "NodePort", "",
-                                  "    - {port: 3868, protocol: SCTP, nodePort: 30868}\n"
-                                  "    - {port: 3868, protocol: TCP, nodePort: 30868}\n"));
+                                  "    - {name: s, port: 3868, protocol: SCTP, nodePort: 30868}\n"
+                                  "    - {name: t, port: 3868, protocol: TCP, nodePort: 30868}\n"));
 }
 
 TEST(store_node_ports, node_port_taken_by_an_allocation_is_refused) {
