@@ -1940,6 +1940,26 @@ TEST_F(pipeline, TranslatesIcmpErrorsOfAMasqueradedFlow) {
   EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 2u);
 }
 
+// An ICMP error about an SCTP association (path MTU discovery matters to SCTP too) is
+// translated back like TCP's and UDP's; the quoted CRC32c is left as quoted, as Linux does.
+TEST_F(sctp_flows, IcmpErrorsAboutAnAssociationAreTranslated) {
+  const bytes init = init_chunk(chunk::kInit, 1);
+  ASSERT_EQ(run(to_vip(40030, 0, init), 0).size(), 1u);
+  const bytes pod_got = at_pod(40030, 0, init);
+  bytes client_sent =
+      sctp_packet(kPort0, kClientMac, kClient, 40030, kSctpVip, 3868, 0, init, {.ttl = 63});
+  std::copy(pod_got.begin() + 34 + 8, pod_got.begin() + 34 + 12, client_sent.begin() + 34 + 8);
+  for (size_t n : {28u, 48u}) {
+    SCOPED_TRACE(n);
+    auto out = run(
+        ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(3, 4, 1400, ip_part(pod_got, n)), -1), 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kSctpVip, kClient, 1,
+                                 icmp_msg(3, 4, 1400, ip_part(client_sent, n)), -1, {.ttl = 63}));
+  }
+  EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 2u);
+}
+
 TEST_F(pipeline, DropsIcmpErrorsWithBadQuotesOrNoFlow) {
   ASSERT_EQ(run(udp(kPort0, kClientMac, kClient, 5000, kUdpVip, 53, "query"), 0).size(), 1u);
   const bytes pod_got = udp(kPodMac, kPort1, kClient, 5000, kPod, 9376, "query", true, {.ttl = 63});
