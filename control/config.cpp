@@ -339,6 +339,9 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.integer("tcp_rst_timeout", c.conntrack.tcp_rst_timeout, 1, 86400 * 7);
       t.integer("syn_max", c.conntrack.syn_max, 1, 1 << 28);
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
+      t.integer("sctp_init_timeout", c.conntrack.sctp_init_timeout, 1, 86400 * 7);
+      t.integer("sctp_established_timeout", c.conntrack.sctp_established_timeout, 1, 86400 * 7);
+      t.integer("sctp_closing_timeout", c.conntrack.sctp_closing_timeout, 1, 86400 * 7);
       t.integer("affinity_capacity", c.conntrack.affinity_capacity, 1024, 1 << 26);
       t.integer("removed_backend_grace", c.conntrack.removed_backend_grace, 0, 86400);
       if (t.find("tcp_fin_timeout") && t.find("tcp_closing_timeout")) {

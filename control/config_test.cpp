@@ -76,6 +76,25 @@ void expect_names_source(const std::string& msg, const std::string& source = "te
   EXPECT_EQ(msg.rfind(source + ": ", 0), 0u) << msg;
 }
 
+// SCTP associations: their three timeouts, with defaults and ranges.
+TEST(config, reads_sctp_timeouts) {
+  auto d = parse_config(kOnePort, "t.toml");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_EQ(d->conntrack.sctp_init_timeout, 5u);
+  EXPECT_EQ(d->conntrack.sctp_established_timeout, 210u);
+  EXPECT_EQ(d->conntrack.sctp_closing_timeout, 10u);
+  auto r = parse_config(std::string(kOnePort) +
+                            "[conntrack]\nsctp_init_timeout = 3\nsctp_established_timeout = 600\n"
+                            "sctp_closing_timeout = 4\n",
+                        "t.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->conntrack.sctp_init_timeout, 3u);
+  EXPECT_EQ(r->conntrack.sctp_established_timeout, 600u);
+  EXPECT_EQ(r->conntrack.sctp_closing_timeout, 4u);
+  auto msg = config_err(std::string(kOnePort) + "[conntrack]\nsctp_init_timeout = 0\n");
+  EXPECT_TRUE(has(msg, "conntrack.sctp_init_timeout: must be between 1")) << msg;
+}
+
 // TCP abuse: the SYN cap and the RST/FIN timeouts.
 TEST(config, reads_tcp_abuse_keys_with_defaults_and_ranges) {
   auto d = parse_config(kOnePort, "t.toml");

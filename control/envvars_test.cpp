@@ -164,13 +164,38 @@ MY_WEB_APP_PORT_514_UDP_ADDR=10.0.0.20
 }
 
 TEST(envvars, sctp_first_port) {
-  // ferry's manifest decoder refuses SCTP ports today, so straight from the model: a first
-  // port in SCTP gives the first-port link in sctp:// too.
+  // Straight from the model: a first port in SCTP gives the first-port link in sctp:// too.
   model::service svc;
   svc.meta.name = "diameter";
   svc.ports.push_back({.name = "diameter", .protocol = 132, .port = 3868});
   svc.ports.push_back({.name = "metrics", .protocol = 6, .port = 9090});
   EXPECT_EQ(lines(service_variables(svc, "10.0.0.21")), R"(DIAMETER_SERVICE_HOST=10.0.0.21
+DIAMETER_SERVICE_PORT=3868
+DIAMETER_SERVICE_PORT_DIAMETER=3868
+DIAMETER_SERVICE_PORT_METRICS=9090
+DIAMETER_PORT=sctp://10.0.0.21:3868
+DIAMETER_PORT_3868_SCTP=sctp://10.0.0.21:3868
+DIAMETER_PORT_3868_SCTP_PROTO=sctp
+DIAMETER_PORT_3868_SCTP_PORT=3868
+DIAMETER_PORT_3868_SCTP_ADDR=10.0.0.21
+DIAMETER_PORT_9090_TCP=tcp://10.0.0.21:9090
+DIAMETER_PORT_9090_TCP_PROTO=tcp
+DIAMETER_PORT_9090_TCP_PORT=9090
+DIAMETER_PORT_9090_TCP_ADDR=10.0.0.21
+)");
+}
+
+// An SCTP Service from a manifest keeps its variables (kubelet gives SCTP ports the same forms
+// as TCP and UDP: _SCTP and sctp://).
+TEST(envvars, sctp_service_from_a_manifest) {
+  constexpr std::string_view yaml = R"(apiVersion: v1
+kind: Service
+metadata: {name: diameter}
+spec:
+  clusterIP: 10.0.0.21
+  ports: [{name: diameter, port: 3868, protocol: SCTP}, {name: metrics, port: 9090}]
+)";
+  EXPECT_EQ(env_of(yaml, "default"), R"(DIAMETER_SERVICE_HOST=10.0.0.21
 DIAMETER_SERVICE_PORT=3868
 DIAMETER_SERVICE_PORT_DIAMETER=3868
 DIAMETER_SERVICE_PORT_METRICS=9090

@@ -492,7 +492,7 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
       out.push_back(std::move(*o));
       return;
     }
-    // The API server accepted it, but ferry cannot forward it (an SCTP port, say): it is
+    // The API server accepted it, but ferry cannot decode it (a field it refuses): it is
     // left out, and said so, rather than stopping the whole source.
     note(index, [](resource_status& s) { ++s.skipped; });
     spdlog::warn("kubernetes: skipped {}", o.message());

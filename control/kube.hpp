@@ -79,7 +79,7 @@ struct resource_status {
   std::string resource_version;
   int64_t last_event_ms = 0;  // unix time of the last event, list or bookmark (0: never)
   uint64_t events = 0, bookmarks = 0, relists = 0, errors = 0;
-  uint64_t skipped = 0;  // objects that did not decode (an SCTP port, say): left out
+  uint64_t skipped = 0;  // objects that did not decode (a field ferry refuses): left out
   std::string last_error;
 };
 

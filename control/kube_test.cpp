@@ -171,6 +171,20 @@ TEST(parse_object, decodes_an_api_object_as_its_manifest_would_be) {
       << bad.message();
 }
 
+// An SCTP Service from the API is kept whole (it used to be skipped, variables, DNS and all).
+TEST(parse_object, keeps_an_sctp_service) {
+  auto json = nlohmann::json::parse(R"({"kind": "Service", "apiVersion": "v1",
+    "metadata": {"name": "diameter", "namespace": "prod", "resourceVersion": "7"},
+    "spec": {"clusterIP": "10.96.0.30", "ports": [{"name": "diameter", "port": 3868,
+             "protocol": "SCTP"}, {"name": "m", "port": 9090, "protocol": "TCP"}]}})");
+  auto o = model::parse_object(json, "api");
+  ASSERT_TRUE(o) << o.message();
+  const auto& svc = std::get<model::service>(*o);
+  ASSERT_EQ(svc.ports.size(), 2u);
+  EXPECT_EQ(svc.ports[0].protocol, kProtoSctp);
+  EXPECT_EQ(svc.ports[1].protocol, kProtoTcp);
+}
+
 // The API path reads JSON values directly; it must accept and refuse exactly what the text
 // path does, with the same messages.
 TEST(parse_object, agrees_with_the_text_decoder) {

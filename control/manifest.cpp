@@ -471,9 +471,6 @@ service_port decode_service_port(const value& n, const std::string& path) {
   sp.name = string_or_empty(child(n, "name"), join(path, "name"));
   if (!sp.name.empty() && !is_dns_label(sp.name)) fail_not_dns_label(join(path, "name"), sp.name);
   sp.protocol = protocol_of(child(n, "protocol"), join(path, "protocol"));
-  if (sp.protocol != kProtoTcp && sp.protocol != kProtoUdp) {
-    fail(join(path, "protocol"), "SCTP is not supported by ferry (TCP and UDP only)");
-  }
   sp.port = required_port(child(n, "port"), join(path, "port"));
   sp.node_port = opt_port(child(n, "nodePort"), join(path, "nodePort"), true).value_or(0);
 

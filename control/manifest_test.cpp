@@ -266,12 +266,47 @@ spec:
   EXPECT_EQ(std::get<uint16_t>(d.ports[0].target_port), 8080);
 }
 
-TEST(Manifest, SctpServicePortIsRefused) {
-  auto r = parse_manifests(service_with_port("{port: 9000, protocol: SCTP}"), "t.yaml");
-  ASSERT_FALSE(r.ok());
-  EXPECT_NE(r.message().find("spec.ports[0].protocol: SCTP is not supported by ferry"),
-            std::string::npos)
-      << r.message();
+// SCTP is a Service protocol like TCP and UDP (kube-proxy forwards it): Service ports,
+// EndpointSlice ports, Endpoints ports and container ports all take it.
+TEST(Manifest, SctpPortsAreKept) {
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: Service
+metadata: {name: diameter}
+spec:
+  clusterIP: 198.19.0.30
+  type: NodePort
+  ports: [{name: diameter, port: 3868, protocol: SCTP, nodePort: 30868}, {name: m, port: 3868}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: diameter-1, labels: {kubernetes.io/service-name: diameter}}
+addressType: IPv4
+ports: [{name: diameter, port: 3869, protocol: SCTP}]
+endpoints: [{addresses: ["198.18.1.11"]}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: diameter}
+subsets: [{addresses: [{ip: 198.18.1.12}], ports: [{name: diameter, port: 3869, protocol: SCTP}]}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: d-0}
+spec: {containers: [{name: c, ports: [{name: diam, containerPort: 3869, protocol: SCTP}]}]}
+)");
+  ASSERT_GE(objs.size(), 3u);
+  const auto& svc = std::get<service>(objs[0]);
+  ASSERT_EQ(svc.ports.size(), 2u);
+  EXPECT_EQ(svc.ports[0].protocol, kProtoSctp);
+  EXPECT_EQ(svc.ports[0].node_port, 30868);
+  // The same number over TCP is another port (Kubernetes keys ports by number and protocol).
+  EXPECT_EQ(svc.ports[1].protocol, kProtoTcp);
+  const auto& slice = std::get<endpoint_slice>(objs[1]);
+  ASSERT_EQ(slice.group.ports.size(), 1u);
+  EXPECT_EQ(slice.group.ports[0].protocol, kProtoSctp);
+  const auto& eps = std::get<endpoints>(objs[2]);
+  ASSERT_EQ(eps.subsets.size(), 1u);
+  EXPECT_EQ(eps.subsets[0].ports[0].protocol, kProtoSctp);
 }
 
 // The fields of kube-proxy's service semantics, in the shape `kubectl get svc -o yaml` prints.

@@ -131,11 +131,11 @@ result<void> store::settle_service(
   const std::string range =
       std::to_string(ranges_.node_port_min) + "-" + std::to_string(ranges_.node_port_max);
   // A nodePort number belongs to one Service, whatever the protocol (as the API server's
-  // allocator has it); one Service may use it for both TCP and UDP. Explicit ones are
+  // allocator has it); one Service may use it for TCP, UDP and SCTP. Explicit ones are
   // checked and reserved first, then the missing ones allocated around them.
   const key self{"Service", svc.meta.ns, svc.meta.name};
   auto other_holder = [&](uint16_t v) -> std::optional<key> {
-    for (uint8_t proto : {kProtoTcp, kProtoUdp}) {
+    for (uint8_t proto : {kProtoTcp, kProtoUdp, kProtoSctp}) {
       if (auto h = frontend_holder(service_key(0, proto, v)); h && *h != self) return h;
     }
     return std::nullopt;

@@ -680,6 +680,31 @@ TEST(store_node_ports, node_port_taken_by_another_service_is_refused_naming_both
   EXPECT_EQ(find_service(st, "web"), nullptr);
 }
 
+// A nodePort number is one Service's whatever the protocol: SCTP too, both ways.
+TEST(store_node_ports, sctp_node_port_is_one_services_whatever_the_protocol) {
+  store st(cidr());
+  apply_ok(st, typed_service_yaml("other", "NodePort", "", "    - {port: 80, nodePort: 30080}\n"));
+  EXPECT_EQ(
+      refused(st, typed_service_yaml("diameter", "NodePort", "",
+                                     "    - {port: 3868, protocol: SCTP, nodePort: 30080}\n")),
+      "Service default/diameter: spec.ports[0].nodePort: node port 30080/SCTP is already "
+      "used by Service default/other");
+  apply_ok(st, typed_service_yaml("diameter", "NodePort", "",
+                                  "    - {port: 3868, protocol: SCTP, nodePort: 30868}\n"));
+  EXPECT_EQ(node_port_of(st, "diameter"), 30868);
+  // Held over SCTP only: a TCP or UDP port of another Service may not take the number.
+  for (const char* proto : {"TCP", "UDP"}) {
+    auto msg = refused(st, typed_service_yaml("web", "NodePort", "",
+                                              std::string("    - {port: 80, protocol: ") + proto +
+                                                  ", nodePort: 30868}\n"));
+    EXPECT_TRUE(has(msg, "already used by Service default/diameter")) << msg;
+  }
+  // The same Service may use it for TCP as well.
+  apply_ok(st, typed_service_yaml("diameter", "NodePort", "",
+                                  "    - {name: s, port: 3868, protocol: SCTP, nodePort: 30868}\n"
+                                  "    - {name: t, port: 3868, protocol: TCP, nodePort: 30868}\n"));
+}
+
 TEST(store_node_ports, node_port_taken_by_an_allocation_is_refused) {
   store st(cidr());
   apply_ok(st, typed_service_yaml("auto", "NodePort"));

@@ -26,6 +26,12 @@ const char* flow_state_name(flow_state s) {
       return "RESET";
     case flow_state::udp:
       return "UDP";
+    case flow_state::sctp_init:
+      return "SCTP_INIT";
+    case flow_state::sctp_established:
+      return "SCTP_ESTABLISHED";
+    case flow_state::sctp_closing:
+      return "SCTP_CLOSING";
     case flow_state::count:
       break;
   }
@@ -64,6 +70,10 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
   timeouts_[static_cast<size_t>(flow_state::tcp_closing)] = tsc_hz * cfg.tcp_closing_timeout;
   timeouts_[static_cast<size_t>(flow_state::tcp_reset)] = tsc_hz * cfg.tcp_rst_timeout;
   timeouts_[static_cast<size_t>(flow_state::udp)] = tsc_hz * cfg.udp_timeout;
+  timeouts_[static_cast<size_t>(flow_state::sctp_init)] = tsc_hz * cfg.sctp_init_timeout;
+  timeouts_[static_cast<size_t>(flow_state::sctp_established)] =
+      tsc_hz * cfg.sctp_established_timeout;
+  timeouts_[static_cast<size_t>(flow_state::sctp_closing)] = tsc_hz * cfg.sctp_closing_timeout;
   const uint32_t syn_total = cfg.syn_max ? std::min(cfg.syn_max, capacity_) : capacity_ / 8;
   syn_max_ = std::max<uint32_t>(1, syn_total / workers_);
   lines_per_row_ = (2 * workers_ + 7) / 8;

@@ -48,6 +48,9 @@ namespace ferry::dp {
 // tcp_syn: the client's SYN; tcp_syn_recv: the backend's SYN-ACK too (both embryonic, until
 // the client's ACK); tcp_closing: a FIN was seen (tcp_fin_timeout); tcp_reset: a RST
 // (tcp_rst_timeout).
+// SCTP, Linux conntrack's states folded to the three ferry needs to expire entries:
+// sctp_init from the client's INIT until a COOKIE-ACK (COOKIE_WAIT and COOKIE_ECHOED;
+// embryonic), sctp_established, sctp_closing after SHUTDOWN, SHUTDOWN-ACK/COMPLETE or ABORT.
 enum class flow_state : uint8_t {
   free = 0,
   tcp_syn,
@@ -56,12 +59,15 @@ enum class flow_state : uint8_t {
   tcp_closing,
   tcp_reset,
   udp,
+  sctp_init,
+  sctp_established,
+  sctp_closing,
   count
 };
 const char* flow_state_name(flow_state s);
-/// SYN_SENT or SYN_RECV: the handshake has not finished; capped by syn_max.
+/// SYN_SENT, SYN_RECV or SCTP_INIT: the handshake has not finished; capped by syn_max.
 constexpr bool embryonic_state(flow_state s) {
-  return s == flow_state::tcp_syn || s == flow_state::tcp_syn_recv;
+  return s == flow_state::tcp_syn || s == flow_state::tcp_syn_recv || s == flow_state::sctp_init;
 }
 
 /// A flow's addresses as seen on the wire (host order).

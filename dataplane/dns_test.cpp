@@ -28,13 +28,14 @@ spec:
     - {name: http, port: 80, protocol: TCP}
     - {name: metrics, port: 9100, protocol: UDP}
     - {name: alt, port: 81}
+    - {name: diameter, port: 3868, protocol: SCTP}
 ---
 apiVersion: v1
 kind: Service
 metadata: {name: db, namespace: shop}
 spec:
   clusterIP: None
-  ports: [{name: pg, port: 5432}]
+  ports: [{name: pg, port: 5432}, {name: sigtran, port: 2905, protocol: SCTP}]
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -43,7 +44,7 @@ metadata:
   namespace: shop
   labels: {kubernetes.io/service-name: db}
 addressType: IPv4
-ports: [{name: pg, port: 5432, protocol: TCP}]
+ports: [{name: pg, port: 5432, protocol: TCP}, {name: sigtran, port: 2905, protocol: SCTP}]
 endpoints:
   - {addresses: ["198.18.1.11"], hostname: db-0}
   - {addresses: ["198.18.1.12"], conditions: {ready: true}}
@@ -245,6 +246,17 @@ TEST_F(DnsTest, Table) {
        dns::outcome::noerror,
        {"_metrics._udp.web" + svc + " 33 0 100 9100 web" + svc}},
       {"_http._udp.web" + svc, dns::kTypeSrv, dns::outcome::nxdomain, {}},
+      // SCTP ports too, under _sctp (the Kubernetes DNS specification, 2.4.2 and 2.5.2).
+      {"_diameter._sctp.web" + svc,
+       dns::kTypeSrv,
+       dns::outcome::noerror,
+       {"_diameter._sctp.web" + svc + " 33 0 100 3868 web" + svc}},
+      {"_diameter._tcp.web" + svc, dns::kTypeSrv, dns::outcome::nxdomain, {}},
+      {"_sigtran._sctp.db" + svc,
+       dns::kTypeSrv,
+       dns::outcome::noerror,
+       {"_sigtran._sctp.db" + svc + " 33 0 50 2905 db-0.db" + svc,
+        "_sigtran._sctp.db" + svc + " 33 0 50 2905 198-18-1-12.db" + svc}},
       {"_tcp.web" + svc, dns::kTypeSrv, dns::outcome::nodata, {}},  // empty non-terminal
       {"20.0.96.10.in-addr.arpa",
        dns::kTypePtr,

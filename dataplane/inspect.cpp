@@ -178,7 +178,7 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
                std::string(kDropNames[static_cast<size_t>(refused_as)]);
     return t;
   };
-  if (dst_port == dns::kPort && dp.is_dns(dst_ip)) {
+  if (dst_port == dns::kPort && proto != kProtoSctp && dp.is_dns(dst_ip)) {
     if (refused) return refuse();
     t.match = trace_result::match_kind::dns;
     if (proto == kProtoUdp) {

@@ -1,11 +1,14 @@
-// Test support: builds Ethernet/IPv4/TCP/UDP/ARP frames as byte vectors with correct
+// Test support: builds Ethernet/IPv4/TCP/UDP/SCTP/ARP frames as byte vectors with correct
 // checksums, so a table-driven test can state an input packet and the exact expected output.
 #pragma once
 
 #include <arpa/inet.h>
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include "checksum.hpp"
@@ -100,6 +103,43 @@ inline bytes udp(const mac& dst, const mac& src, uint32_t sip, uint16_t sport, u
   put16(l4, 4, static_cast<uint16_t>(l4.size()));
   std::memcpy(&l4[8], payload.data(), payload.size());
   return ipv4(dst, src, sip, dip, 17, l4, checksum ? 6 : -1, o);
+}
+
+// SCTP's CRC32c, bit by bit (the reflected Castagnoli polynomial): independent of the
+// rte_hash_crc the packet path uses, so a test compares the two.
+inline uint32_t crc32c_bitwise(const uint8_t* p, size_t n) {
+  uint32_t c = 0xffffffff;
+  for (size_t i = 0; i < n; ++i) {
+    c ^= p[i];
+    for (int k = 0; k < 8; ++k) c = (c & 1) ? (c >> 1) ^ 0x82f63b78u : c >> 1;
+  }
+  return ~c;
+}
+
+/// One SCTP chunk: type, flags, value (padded to 4 bytes; the length field leaves the padding out).
+inline bytes sctp_chunk(uint8_t type, const bytes& value = {}, uint8_t flags = 0) {
+  bytes c(4 + value.size(), 0);
+  c[0] = type;
+  c[1] = flags;
+  put16(c, 2, static_cast<uint16_t>(c.size()));
+  std::memcpy(c.data() + 4, value.data(), value.size());
+  c.resize((c.size() + 3) & ~size_t{3}, 0);
+  return c;
+}
+
+/// An SCTP packet (common header + the chunks as given) with its CRC32c right, stored least
+/// significant byte first as RFC 9260 appendix A has it (crc_delta spoils it).
+inline bytes sctp_packet(const mac& dst, const mac& src, uint32_t sip, uint16_t sport, uint32_t dip,
+                         uint16_t dport, uint32_t vtag, const bytes& chunks, const ip_opts& o = {},
+                         uint32_t crc_delta = 0) {
+  bytes l4(12, 0);
+  put16(l4, 0, sport);
+  put16(l4, 2, dport);
+  put32(l4, 4, vtag);
+  l4.insert(l4.end(), chunks.begin(), chunks.end());
+  const uint32_t crc = crc32c_bitwise(l4.data(), l4.size()) ^ crc_delta;
+  for (int i = 0; i < 4; ++i) l4[8 + i] = static_cast<uint8_t>(crc >> (8 * i));
+  return ipv4(dst, src, sip, dip, 132, l4, -1, o);
 }
 
 inline bytes arp(const mac& dst, const mac& src, uint16_t op, const mac& sha, uint32_t sip,

@@ -17,6 +17,7 @@
 #include "dataplane.hpp"
 #include "decide.hpp"
 #include "fragments.hpp"
+#include "sctp.hpp"
 
 namespace ferry::dp {
 namespace {
@@ -48,8 +49,10 @@ struct parsed {
   drop reason;
   bool local;  // addressed to the node (a masqueraded reply, or nothing of ours)
   uint8_t tcp_flags;
-  uint16_t l4_len;   // bytes of L4 header + payload
-  uint16_t in_port;  // where it came in: the address ferry's own ICMP errors come from
+  bool crc_stale;        // SCTP: a port was rewritten, the CRC32c is to be summed again
+  uint16_t sctp_chunks;  // SCTP: the chunk types of the packet (sctp::bit), for conntrack
+  uint16_t l4_len;       // bytes of L4 header + payload
+  uint16_t in_port;      // where it came in: the address ferry's own ICMP errors come from
   rte_ipv4_hdr* ip;
   uint8_t* l4;
   flow_key key;
@@ -481,6 +484,10 @@ void rewrite(parsed& p, bool dst, uint32_t ip_host, uint16_t port_host) {
   if (p.key.proto == kProtoTcp) {
     auto* th = reinterpret_cast<rte_tcp_hdr*>(p.l4);
     th->cksum = csum_update16(csum_update32(th->cksum, addr, new_ip), port, new_port);
+  } else if (p.key.proto == kProtoSctp) {
+    // No pseudo-header: only a port change touches the CRC32c, summed once after the last
+    // rewrite (sctp_finish).
+    if (port != new_port) p.crc_stale = true;
   } else {
     auto* uh = reinterpret_cast<rte_udp_hdr*>(p.l4);
     if (uh->dgram_cksum != 0) {  // 0: the sender did not checksum, and neither do we
@@ -490,6 +497,36 @@ void rewrite(parsed& p, bool dst, uint32_t ip_host, uint16_t port_host) {
   }
   std::memcpy(addr_at, &new_ip, 4);
   std::memcpy(port_at, &new_port, 2);
+}
+
+// SCTP: after a rewrite that changed a port, the CRC32c of the whole packet (every segment)
+// again. parse checked the old one, so a corrupt packet is never made to look right.
+void sctp_finish(rte_mbuf* m, parsed& p) {
+  if (!p.crc_stale) return;
+  const auto off = static_cast<uint32_t>(p.l4 - rte_pktmbuf_mtod(m, uint8_t*));
+  sctp::store_crc(p.l4, sctp::crc32c(m, off, p.l4_len));
+  p.crc_stale = false;
+}
+
+// An SCTP association's state after one of its packets, from its chunks (Linux conntrack's
+// states, folded): ABORT or SHUTDOWN* either way -> SCTP_CLOSING; a COOKIE ACK -> established;
+// while embryonic, DATA, SACK or HEARTBEAT* from the backend prove it has the association (an
+// entry picked up mid-stream) -> established; a new INIT from the client on a closed entry
+// reuses it (same ports, same backend). A spoofed INIT only ever gets an INIT ACK back, so its
+// entry stays embryonic and counts against syn_max until it times out.
+void sctp_track(worker& w, flow_entry& e, flow_dir dir, uint16_t chunks) {
+  const flow_state s = e.state.load(std::memory_order_relaxed);
+  flow_state next = s;
+  if (chunks & sctp::kEnds) {
+    next = flow_state::sctp_closing;
+  } else if (s == flow_state::sctp_init && ((chunks & sctp::bit(sctp::cookie_ack)) ||
+                                            (dir == flow_dir::reply && (chunks & sctp::kLive)))) {
+    next = flow_state::sctp_established;
+  } else if (s == flow_state::sctp_closing && dir == flow_dir::forward &&
+             (chunks & sctp::bit(sctp::init))) {
+    next = flow_state::sctp_init;
+  }
+  if (next != s) w.dp->ct->set_state(w.index, e, s, next);
 }
 
 // A flow's TCP state after one of its packets. RST (either way) -> RESET, FIN -> CLOSING.
@@ -602,7 +639,8 @@ int on_filter_match(unsigned id, unsigned long long /*from*/, unsigned long long
   if (!fs.may_match(p.key.dst_ip, p.key.proto, p.key.dst_port, service)) return false;
   const uint32_t hdr = p.key.proto == kProtoTcp
                            ? (reinterpret_cast<const rte_tcp_hdr*>(p.l4)->data_off >> 4) * 4u
-                           : uint32_t{sizeof(rte_udp_hdr)};
+                       : p.key.proto == kProtoSctp ? uint32_t{sctp::kHeader}
+                                                   : uint32_t{sizeof(rte_udp_hdr)};
   const uint8_t* payload = p.l4 + hdr;
   const auto* seg_end = rte_pktmbuf_mtod(m, const uint8_t*) + m->data_len;
   const uint8_t* l4_end = p.l4 + p.l4_len;
@@ -708,6 +746,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       if (e.snat_ip) rewrite(p, true, e.client_ip, e.client_port);
     }
     if (p.key.proto == kProtoTcp) tcp_track(w, e, hit.dir, p.tcp_flags);
+    if (p.key.proto == kProtoSctp) {
+      sctp_finish(m, p);
+      sctp_track(w, e, hit.dir, p.sctp_chunks);
+    }
     ct.touch(e, w.now);
     count_service(w, e.service_id, m, false);
     set_ttl(p.ip, p.ip->time_to_live - 1);
@@ -749,15 +791,23 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     // reply path below), which spoofed packets never get. A RST makes no entry either.
     const bool tcp = p.key.proto == kProtoTcp;
     const bool syn = tcp && (p.tcp_flags & (kTcpSyn | kTcpAck | kTcpRst)) == kTcpSyn;
-    const flow_state state = tcp ? flow_state::tcp_syn : flow_state::udp;
-    bool track = !tcp || syn || (masquerade && !(p.tcp_flags & kTcpRst));
-    if (track && tcp && !ct.syn_admit(w.ct)) {
+    // SCTP the same way: an INIT opens an association (embryonic, capped with the SYNs); other
+    // chunks without an entry go by Maglev; an ABORT or SHUTDOWN* makes no entry.
+    const bool is_sctp = p.key.proto == kProtoSctp;
+    const bool init = is_sctp && (p.sctp_chunks & sctp::bit(sctp::init));
+    const bool handshake = tcp || is_sctp, opens = syn || init;
+    const bool ends = tcp ? (p.tcp_flags & kTcpRst) != 0 : is_sctp && (p.sctp_chunks & sctp::kEnds);
+    const flow_state state = tcp       ? flow_state::tcp_syn
+                             : is_sctp ? flow_state::sctp_init
+                                       : flow_state::udp;
+    bool track = !handshake || opens || (masquerade && !ends);
+    if (track && handshake && !ct.syn_admit(w.ct)) {
       // The worker's embryonic entries are at syn_max (a SYN flood): established entries
       // stay, and the SYN goes on statelessly; a masqueraded one cannot.
       if (masquerade) return free_drop(w, m, drop::syn_flood);
       w.counters.syn_stateless.add();
       track = false;
-    } else if (tcp && !track && !(p.tcp_flags & kTcpRst)) {
+    } else if (handshake && !track && !ends) {
       w.counters.ack_stateless.add();
     }
     // The client reused its source port for another frontend of the same backend: the reply
@@ -775,7 +825,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
       w.counters.flows_created.add();
       if (masquerade) w.counters.snat_flows.add();
-      if (tcp && !syn) w.counters.flows_picked_up.add();
+      if (handshake && !opens) w.counters.flows_picked_up.add();
     } else if (translate_src) {
       // Without an entry the reply could not be turned back: nothing to forward.
       return free_drop(w, m, drop::snat_failed);
@@ -783,9 +833,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       if (track) w.counters.flows_table_full.add();
       w.counters.stateless_forward.add();
     }
-    count_service(w, s.id, m, !tcp || syn);
+    count_service(w, s.id, m, !handshake || opens);
     rewrite(p, true, b.ip, b.port);
     if (translate_src) rewrite(p, false, nat.snat_ip, nat.snat_port);
+    sctp_finish(m, p);
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, b.ip);
   }
@@ -804,6 +855,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     adopt_from_reply(w, snap, p, **from);
     count_service(w, (*from)->id, m, false);
     rewrite(p, false, (*from)->vip, (*from)->port);
+    sctp_finish(m, p);
     set_ttl(p.ip, p.ip->time_to_live - 1);
     return send_ip(w, m, p.key.dst_ip);
   }
@@ -832,8 +884,10 @@ void rewrite_quoted(rte_ipv4_hdr* ip, uint8_t* l4, uint16_t l4_len, bool dst, ui
   std::memcpy(&addr, addr_at, 4);
   std::memcpy(&port, port_at, 2);
   ip->hdr_checksum = csum_update32(ip->hdr_checksum, addr, new_ip);
+  // SCTP's CRC32c covers the whole packet, which a quote rarely holds: left as it is (as
+  // Linux's NAT leaves it).
   const size_t check_at = ip->next_proto_id == kProtoTcp ? 16 : 6;
-  if (l4_len >= check_at + 2) {
+  if (ip->next_proto_id != kProtoSctp && l4_len >= check_at + 2) {
     uint16_t c;
     std::memcpy(&c, l4 + check_at, 2);
     if (ip->next_proto_id == kProtoTcp || c != 0) {
@@ -936,7 +990,8 @@ void set_address(rte_ipv4_hdr* ip, bool dst, uint32_t ip_host) {
   // Never about an ICMP error (nor any ICMP: ferry tracks no ICMP flows), and a later
   // fragment quotes no ports.
   p.reason = drop::icmp_no_flow;
-  if ((in_ip->next_proto_id != kProtoTcp && in_ip->next_proto_id != kProtoUdp) ||
+  if ((in_ip->next_proto_id != kProtoTcp && in_ip->next_proto_id != kProtoUdp &&
+       in_ip->next_proto_id != kProtoSctp) ||
       (in_ip->fragment_offset & RTE_BE16(RTE_IPV4_HDR_OFFSET_MASK))) {
     return;
   }
@@ -1023,10 +1078,13 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.dst_ip = rte_be_to_cpu_32(ip->dst_addr);
   p.key.proto = ip->next_proto_id;
   p.tcp_flags = 0;
+  p.crc_stale = false;
+  p.sctp_chunks = 0;
   p.local = w.dp->is_local(p.key.dst_ip);
   p.in_port = in_port;
   if (p.key.proto == kProtoIcmp) return parse_icmp(w, p, in_first_seg);
-  if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp) {
+  if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp &&
+      p.key.proto != kProtoSctp) {
     p.k = refuse_new(*w.dp, p, false, p.reason) ? kind::dropped : kind::local;
     return;
   }
@@ -1054,6 +1112,25 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
       p.reason = drop::l4_bad_length;
       return;
     }
+  } else if (p.key.proto == kProtoSctp) {
+    // The common header and the first chunk's header in the first segment; at least one
+    // chunk, none shorter than its header; the CRC32c right (unless the NIC checked it), as
+    // Linux conntrack checks it: a rewrite of the ports sums it again, which must not make a
+    // corrupt packet look whole.
+    if (p.l4_len < sctp::kHeader + sctp::kChunkHeader ||
+        in_first_seg < sctp::kHeader + sctp::kChunkHeader) {
+      p.reason = drop::l4_truncated;
+      return;
+    }
+    if (!sctp::chunk_types(p.l4, std::min<uint32_t>(in_first_seg, p.l4_len), p.sctp_chunks)) {
+      p.reason = drop::l4_bad_length;
+      return;
+    }
+    if (!(ol & RTE_MBUF_F_RX_L4_CKSUM_GOOD) &&
+        sctp::crc32c(m, kEthHdr + ihl, p.l4_len) != sctp::stored_crc(p.l4)) {
+      p.reason = drop::l4_bad_checksum;
+      return;
+    }
   } else {
     p.reason = drop::l4_unsupported;
     return;
@@ -1062,7 +1139,7 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.src_port = rte_be_to_cpu_16(ports[0]);
   p.key.dst_port = rte_be_to_cpu_16(ports[1]);
   // The DNS addresses take port 53 before any Service does.
-  if (p.key.dst_port == dns::kPort && w.dp->is_dns(p.key.dst_ip)) {
+  if (p.key.dst_port == dns::kPort && p.key.proto != kProtoSctp && w.dp->is_dns(p.key.dst_ip)) {
     if (refuse_new(*w.dp, p, true, p.reason)) return;
     p.k = p.key.proto == kProtoUdp ? kind::dns : kind::dns_tcp;
     return;

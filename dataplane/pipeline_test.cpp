@@ -5,6 +5,7 @@
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
 
+#include <algorithm>
 #include <map>
 #include <optional>
 #include <string>
@@ -14,6 +15,7 @@
 #include "inspect.hpp"
 #include "offline.hpp"
 #include "packet_builder.hpp"
+#include "sctp.hpp"
 #include "test_eal.hpp"
 
 namespace ferry::dp {
@@ -284,6 +286,288 @@ TEST_F(pipeline, EstablishedFlowKeepsItsBackendWhenEndpointsChange) {
   out = run(tcp(kPort0, kClientMac, kClient, 40001, kVip, 80, 0x02), 0);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].frame[14 + 9], kProtoIcmp);
+}
+
+// ---- SCTP: NAT with the CRC32c summed again when a port changes; associations tracked -----
+
+const char* kSctpManifests = R"yaml(
+apiVersion: v1
+kind: Service
+metadata: {name: diameter}
+spec:
+  clusterIP: 198.19.10.60
+  ports: [{port: 3868, targetPort: 3869, protocol: SCTP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: diameter}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 3869, protocol: SCTP}]}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sigtran}
+spec:
+  clusterIP: 198.19.10.61
+  ports: [{port: 2905, protocol: SCTP}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: sigtran}
+subsets: [{addresses: [{ip: 198.18.1.11}], ports: [{port: 2905, protocol: SCTP}]}]
+)yaml";
+constexpr uint32_t kSctpVip = 0xc6130a00 + 60;  // 198.19.10.60:3868 -> pod:3869
+constexpr uint32_t kSameVip = 0xc6130a00 + 61;  // 198.19.10.61:2905 -> pod:2905
+
+namespace chunk {
+constexpr uint8_t kData = 0, kInit = 1, kInitAck = 2, kSack = 3, kHeartbeat = 4, kAbort = 6,
+                  kShutdown = 7, kShutdownAck = 8, kCookieEcho = 10, kCookieAck = 11,
+                  kShutdownComplete = 14;
+}
+// An INIT (or INIT ACK) with its tag, window, streams and TSN.
+bytes init_chunk(uint8_t type, uint32_t tag) {
+  bytes v(16, 0);
+  put32(v, 0, tag);
+  put32(v, 4, 65535);
+  put16(v, 8, 10);
+  put16(v, 10, 10);
+  put32(v, 12, 1);
+  return sctp_chunk(type, v);
+}
+bytes data_chunk(const std::string& text) {
+  bytes v(12, 0);
+  put32(v, 0, 1);  // TSN
+  v.insert(v.end(), text.begin(), text.end());
+  return sctp_chunk(chunk::kData, v, 0x03);
+}
+
+class sctp_flows : public pipeline {
+ protected:
+  void SetUp() override {
+    pipeline::SetUp();
+    use(kSctpManifests);
+  }
+  flow_entry* entry(uint32_t vip, uint16_t vport, uint16_t sport) const {
+    flow_key k{kClient, vip, sport, vport, kProtoSctp};
+    return dp_->ct->lookup(k, conntrack::hash(k)).entry;
+  }
+  // The state of the client's association from sport to diameter; free when it has no entry.
+  flow_state state(uint16_t sport) const {
+    const flow_entry* e = entry(kSctpVip, 3868, sport);
+    return e ? e->state.load() : flow_state::free;
+  }
+  // Client -> VIP:3868 and what the pod must get (pod:3869), and the pod's answer both ways.
+  static bytes to_vip(uint16_t sport, uint32_t tag, const bytes& chunks, uint32_t delta = 0) {
+    return sctp_packet(kPort0, kClientMac, kClient, sport, kSctpVip, 3868, tag, chunks, {}, delta);
+  }
+  static bytes at_pod(uint16_t sport, uint32_t tag, const bytes& chunks) {
+    return sctp_packet(kPodMac, kPort1, kClient, sport, kPod, 3869, tag, chunks, {.ttl = 63});
+  }
+  static bytes from_pod(uint16_t sport, uint32_t tag, const bytes& chunks) {
+    return sctp_packet(kPort1, kPodMac, kPod, 3869, kClient, sport, tag, chunks);
+  }
+  static bytes at_client(uint16_t sport, uint32_t tag, const bytes& chunks) {
+    return sctp_packet(kClientMac, kPort0, kSctpVip, 3868, kClient, sport, tag, chunks,
+                       {.ttl = 63});
+  }
+};
+
+TEST_F(sctp_flows, AnAssociationIsNatedWithItsChecksumAndTrackedToTheEnd) {
+  const uint32_t ctag = 0x11223344, ptag = 0x55667788;
+  struct step {
+    const char* name;
+    bool forward;
+    uint32_t tag;
+    bytes chunks;
+    flow_state after;
+  };
+  const step steps[] = {
+      {"INIT is DNATed to the pod's port, CRC32c summed again", true, 0,
+       init_chunk(chunk::kInit, ctag), flow_state::sctp_init},
+      {"INIT ACK comes back un-NATed", false, ctag,
+       init_chunk(chunk::kInitAck, ptag) /* a state cookie would follow */, flow_state::sctp_init},
+      {"COOKIE ECHO", true, ptag, sctp_chunk(chunk::kCookieEcho, bytes(24, 0xc0)),
+       flow_state::sctp_init},
+      {"COOKIE ACK: established", false, ctag, sctp_chunk(chunk::kCookieAck),
+       flow_state::sctp_established},
+      {"DATA", true, ptag, data_chunk("CER diameter"), flow_state::sctp_established},
+      {"SACK + DATA back", false, ctag,
+       [] {
+         bytes c = sctp_chunk(chunk::kSack, bytes(12, 0));
+         bytes d = data_chunk("CEA!");
+         c.insert(c.end(), d.begin(), d.end());
+         return c;
+       }(),
+       flow_state::sctp_established},
+      {"HEARTBEAT", true, ptag, sctp_chunk(chunk::kHeartbeat, bytes(8, 0x42)),
+       flow_state::sctp_established},
+      {"SHUTDOWN: closing", true, ptag, sctp_chunk(chunk::kShutdown, bytes(4, 0)),
+       flow_state::sctp_closing},
+      {"SHUTDOWN ACK", false, ctag, sctp_chunk(chunk::kShutdownAck), flow_state::sctp_closing},
+      {"SHUTDOWN COMPLETE", true, ptag, sctp_chunk(chunk::kShutdownComplete, {}, 0),
+       flow_state::sctp_closing},
+  };
+  // What trace says first: Maglev's pod, at the target port.
+  dp_->snap.store(snap_.get());
+  trace_result t = trace(*dp_, kProtoSctp, kClient, 40000, kSctpVip, 3868);
+  EXPECT_STREQ(t.verdict, "forward");
+  EXPECT_STREQ(t.decision, "maglev");
+  EXPECT_EQ(t.nat_dst_ip, kPod);
+  EXPECT_EQ(t.nat_dst_port, 3869);
+  for (const auto& st : steps) {
+    SCOPED_TRACE(st.name);
+    if (st.after == flow_state::sctp_closing && st.forward) {
+      // Before SHUTDOWN: trace shows the association.
+      t = trace(*dp_, kProtoSctp, kClient, 40000, kSctpVip, 3868);
+      EXPECT_STREQ(t.decision, "existing_flow");
+      ASSERT_TRUE(t.flow.has_value());
+      EXPECT_STREQ(t.flow->state, flow_state_name(state(40000)));
+    }
+    auto out =
+        run(st.forward ? to_vip(40000, st.tag, st.chunks) : from_pod(40000, st.tag, st.chunks),
+            st.forward ? 0 : 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].port, st.forward ? 1 : 0);
+    EXPECT_EQ(out[0].frame,
+              st.forward ? at_pod(40000, st.tag, st.chunks) : at_client(40000, st.tag, st.chunks));
+    EXPECT_EQ(state(40000), st.after) << flow_state_name(state(40000));
+  }
+  EXPECT_STREQ(flow_state_name(flow_state::sctp_closing), "SCTP_CLOSING");
+  EXPECT_EQ(w_->counters.flows_created.get(), 1u);
+  for (size_t d = 0; d < kNumDrops; ++d)
+    EXPECT_EQ(w_->counters.drops[d].get(), 0u) << kDropNames[d];
+  // sctp_closing_timeout (10 s) by default.
+  const uint64_t later = rte_rdtsc() + 11 * dp_->tsc_hz;
+  dp_->ct->sweep(w_->ct, later, dp_->ct->capacity());
+  EXPECT_EQ(entry(kSctpVip, 3868, 40000), nullptr);
+  dp_->snap.store(nullptr);
+}
+
+TEST_F(sctp_flows, SamePortsKeepTheChecksumAsItCame) {
+  // No port changes: the CRC32c (no pseudo-header) is left alone, and is still right.
+  const bytes init = init_chunk(chunk::kInit, 7);
+  auto out = run(sctp_packet(kPort0, kClientMac, kClient, 40000, kSameVip, 2905, 0, init), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame,
+            sctp_packet(kPodMac, kPort1, kClient, 40000, kPod, 2905, 0, init, {.ttl = 63}));
+}
+
+TEST_F(sctp_flows, AbortClosesAndASpoofedInitStaysEmbryonic) {
+  run(to_vip(40001, 0, init_chunk(chunk::kInit, 1)), 0);
+  run(from_pod(40001, 1, init_chunk(chunk::kInitAck, 2)), 1);
+  // Only the INIT ACK came back (a spoofed source never echoes the cookie): embryonic.
+  EXPECT_EQ(state(40001), flow_state::sctp_init);
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);
+  run(to_vip(40001, 2, sctp_chunk(chunk::kCookieEcho, bytes(8, 1))), 0);
+  run(from_pod(40001, 1, sctp_chunk(chunk::kCookieAck)), 1);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // ABORT from the pod: closing.
+  auto out = run(from_pod(40001, 1, sctp_chunk(chunk::kAbort)), 1);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, at_client(40001, 1, sctp_chunk(chunk::kAbort)));
+  EXPECT_EQ(state(40001), flow_state::sctp_closing);
+  // A new INIT on the same ports reuses the entry, embryonic again.
+  run(to_vip(40001, 0, init_chunk(chunk::kInit, 3)), 0);
+  EXPECT_EQ(state(40001), flow_state::sctp_init);
+  EXPECT_EQ(dp_->ct->embryonic(0), 1u);
+  // sctp_init_timeout (5 s) by default.
+  const uint64_t later = rte_rdtsc() + 6 * dp_->tsc_hz;
+  dp_->ct->sweep(w_->ct, later, dp_->ct->capacity());
+  EXPECT_EQ(entry(kSctpVip, 3868, 40001), nullptr);
+  EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+  // Without an entry, DATA goes by Maglev and makes none; an ABORT neither.
+  out = run(to_vip(40002, 9, data_chunk("x")), 0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, at_pod(40002, 9, data_chunk("x")));
+  run(to_vip(40003, 9, sctp_chunk(chunk::kAbort)), 0);
+  EXPECT_EQ(entry(kSctpVip, 3868, 40002), nullptr);
+  EXPECT_EQ(entry(kSctpVip, 3868, 40003), nullptr);
+}
+
+TEST_F(sctp_flows, BadChecksumsAndChunksAreDropped) {
+  struct bad {
+    const char* name;
+    bytes in;
+    drop why;
+  };
+  bytes zero_len = init_chunk(chunk::kInit, 1);
+  put16(zero_len, 2, 0);
+  const bad rows[] = {
+      {"wrong CRC32c, port rewritten", to_vip(40010, 0, init_chunk(chunk::kInit, 1), 1),
+       drop::l4_bad_checksum},
+      {"wrong CRC32c, same port",
+       sctp_packet(kPort0, kClientMac, kClient, 40011, kSameVip, 2905, 0,
+                   init_chunk(chunk::kInit, 1), {}, 0x80000000),
+       drop::l4_bad_checksum},
+      {"the CRC of the Internet checksum's byte order",
+       [] {
+         bytes b = to_vip(40012, 0, init_chunk(chunk::kInit, 1));
+         std::reverse(b.begin() + 34 + 8, b.begin() + 34 + 12);
+         return b;
+       }(),
+       drop::l4_bad_checksum},
+      {"no chunk", to_vip(40013, 0, {}), drop::l4_truncated},
+      {"a chunk shorter than its header", to_vip(40014, 0, zero_len), drop::l4_bad_length},
+  };
+  for (const auto& r : rows) {
+    SCOPED_TRACE(r.name);
+    const uint64_t before = drops(r.why);
+    EXPECT_TRUE(run(r.in, 0).empty());
+    EXPECT_EQ(drops(r.why), before + 1);
+  }
+  EXPECT_EQ(w_->counters.flows_created.get(), 0u);
+  // The NIC's verdict, when it gave one, stands for ours.
+  auto out = run(to_vip(40015, 0, init_chunk(chunk::kInit, 1), 1), 0, RTE_MBUF_F_RX_L4_CKSUM_GOOD);
+  EXPECT_EQ(out.size(), 1u);
+}
+
+TEST_F(sctp_flows, ChainedMbufsAreSummedOverEverySegment) {
+  const bytes chunks = data_chunk(std::string(700, 'd'));
+  const bytes in = to_vip(40020, 5, chunks);
+  // Split after the first chunk's header: the rest of the packet in a second segment.
+  const size_t first = 14 + 20 + 12 + 16 + 3;
+  rte_mbuf* a = rte_pktmbuf_alloc(dp_->pool);
+  rte_mbuf* b = rte_pktmbuf_alloc(dp_->pool);
+  std::memcpy(rte_pktmbuf_append(a, first), in.data(), first);
+  std::memcpy(rte_pktmbuf_append(b, static_cast<uint16_t>(in.size() - first)), in.data() + first,
+              in.size() - first);
+  ASSERT_EQ(rte_pktmbuf_chain(a, b), 0);
+  w_->now = rte_rdtsc();
+  process_burst(*w_, snap_.get(), &a, 1, 0);
+  auto out = take();
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].frame, at_pod(40020, 5, chunks));
+  // And a wrong checksum is found past the first segment too.
+  bytes spoiled = in;
+  spoiled.back() ^= 1;
+  a = rte_pktmbuf_alloc(dp_->pool);
+  b = rte_pktmbuf_alloc(dp_->pool);
+  std::memcpy(rte_pktmbuf_append(a, first), spoiled.data(), first);
+  std::memcpy(rte_pktmbuf_append(b, static_cast<uint16_t>(in.size() - first)),
+              spoiled.data() + first, in.size() - first);
+  ASSERT_EQ(rte_pktmbuf_chain(a, b), 0);
+  const uint64_t before = drops(drop::l4_bad_checksum);
+  process_burst(*w_, snap_.get(), &a, 1, 0);
+  EXPECT_TRUE(take().empty());
+  EXPECT_EQ(drops(drop::l4_bad_checksum), before + 1);
+}
+
+// The CRC32c the packet path computes (rte_hash_crc) agrees with scapy's: the INIT scapy
+// builds as SCTP(sport=40000, dport=3868)/SCTPChunkInit(init_tag=0x11223344, a_rwnd=65535,
+// n_out_streams=10, n_in_streams=10, init_tsn=1) carries bytes 4c 6a c8 63.
+TEST_F(sctp_flows, ChecksumAgreesWithScapy) {
+  const bytes frame = to_vip(40000, 0, init_chunk(chunk::kInit, 0x11223344));
+  ASSERT_EQ(frame[14 + 9], 132);
+  // Swapped port (3868): scapy's bytes for that packet.
+  bytes l4(frame.begin() + 34, frame.end());
+  EXPECT_EQ(l4[8], 0x4c);
+  EXPECT_EQ(l4[9], 0x6a);
+  EXPECT_EQ(l4[10], 0xc8);
+  EXPECT_EQ(l4[11], 0x63);
+  rte_mbuf* m = rte_pktmbuf_alloc(dp_->pool);
+  std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(l4.size())), l4.data(), l4.size());
+  EXPECT_EQ(sctp::crc32c(m, 0, static_cast<uint32_t>(l4.size())), 0x63c86a4cu);
+  EXPECT_EQ(sctp::stored_crc(l4.data()), 0x63c86a4cu);
+  rte_pktmbuf_free(m);
 }
 
 struct drop_row {
@@ -1653,6 +1937,26 @@ TEST_F(pipeline, TranslatesIcmpErrorsOfAMasqueradedFlow) {
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(out[0].frame, ipv4(kPodMac, kPort1, kNode1, kPod, 1,
                                icmp_msg(3, 3, 0, ip_part(pod_sent, 40)), -1, t63));
+  EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 2u);
+}
+
+// An ICMP error about an SCTP association (path MTU discovery matters to SCTP too) is
+// translated back like TCP's and UDP's; the quoted CRC32c is left as quoted, as Linux does.
+TEST_F(sctp_flows, IcmpErrorsAboutAnAssociationAreTranslated) {
+  const bytes init = init_chunk(chunk::kInit, 1);
+  ASSERT_EQ(run(to_vip(40030, 0, init), 0).size(), 1u);
+  const bytes pod_got = at_pod(40030, 0, init);
+  bytes client_sent =
+      sctp_packet(kPort0, kClientMac, kClient, 40030, kSctpVip, 3868, 0, init, {.ttl = 63});
+  std::copy(pod_got.begin() + 34 + 8, pod_got.begin() + 34 + 12, client_sent.begin() + 34 + 8);
+  for (size_t n : {28u, 48u}) {
+    SCOPED_TRACE(n);
+    auto out = run(
+        ipv4(kPort1, kPodMac, kPod, kClient, 1, icmp_msg(3, 4, 1400, ip_part(pod_got, n)), -1), 1);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(out[0].frame, ipv4(kClientMac, kPort0, kSctpVip, kClient, 1,
+                                 icmp_msg(3, 4, 1400, ip_part(client_sent, n)), -1, {.ttl = 63}));
+  }
   EXPECT_EQ(w_->counters.icmp_errors_translated.get(), 2u);
 }
 

@@ -250,10 +250,14 @@ struct flow_filters {
     sub->add_option("--service", service, "flows to NS/NAME, VIP or VIP:PORT");
     sub->add_option("--backend", backend, "flows to backend IP or IP:PORT");
     sub->add_option("--client", client, "flows from client IP or IP:PORT");
-    sub->add_option("--state", state, "syn_sent, syn_recv, established, closing, reset or udp")
-        ->check(CLI::IsMember({"syn_sent", "established", "closing", "udp"}, CLI::ignore_case));
-    sub->add_option("--protocol", protocol, "tcp or udp")
-        ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));
+    sub->add_option("--state", state,
+                    "syn_sent, syn_recv, established, closing, reset, udp, sctp_init, "
+                    "sctp_established or sctp_closing")
+        ->check(CLI::IsMember({"syn_sent", "established", "closing", "udp", "sctp_init",
+                               "sctp_established", "sctp_closing"},
+                              CLI::ignore_case));
+    sub->add_option("--protocol", protocol, "tcp, udp or sctp")
+        ->check(CLI::IsMember({"tcp", "udp", "sctp"}, CLI::ignore_case));
   }
 
   bool empty() const {
@@ -396,8 +400,8 @@ int main(int argc, char** argv) {
   auto* trace = app.add_subcommand("trace", "what a packet would get now: SRC:PORT DST:PORT");
   trace->add_option("source", trace_source, "client IP:PORT")->required();
   trace->add_option("destination", trace_destination, "destination IP:PORT")->required();
-  trace->add_option("protocol", trace_protocol, "tcp (default) or udp")
-      ->check(CLI::IsMember({"tcp", "udp"}, CLI::ignore_case));
+  trace->add_option("protocol", trace_protocol, "tcp (default), udp or sctp")
+      ->check(CLI::IsMember({"tcp", "udp", "sctp"}, CLI::ignore_case));
 
   std::string weight_target, weight_address;
   int weight_value = -1;

@@ -86,19 +86,23 @@ std::optional<std::string> parse_filter(const snapshot* snap, const json& req, d
   std::string v;
   if (auto e = text("protocol", v)) return e;
   if (!v.empty()) {
-    if (lower(v) != "tcp" && lower(v) != "udp") return bad("protocol", v, "tcp or udp");
-    f.proto = lower(v) == "tcp" ? kProtoTcp : kProtoUdp;
+    auto proto = parse_proto(lower(v));
+    if (!proto) return bad("protocol", v, "tcp, udp or sctp");
+    f.proto = *proto;
   }
   v.clear();
   if (auto e = text("state", v)) return e;
   if (!v.empty()) {
-    for (auto s :
-         {dp::flow_state::tcp_syn, dp::flow_state::tcp_syn_recv, dp::flow_state::tcp_established,
-          dp::flow_state::tcp_closing, dp::flow_state::tcp_reset, dp::flow_state::udp}) {
+    for (auto s : {dp::flow_state::tcp_syn, dp::flow_state::tcp_syn_recv,
+                   dp::flow_state::tcp_established, dp::flow_state::tcp_closing,
+                   dp::flow_state::tcp_reset, dp::flow_state::udp, dp::flow_state::sctp_init,
+                   dp::flow_state::sctp_established, dp::flow_state::sctp_closing}) {
       if (lower(v) == lower(dp::flow_state_name(s))) f.state = s;
     }
     if (!f.state)
-      return bad("state", v, "one of syn_sent, syn_recv, established, closing, reset, udp");
+      return bad("state", v,
+                 "one of syn_sent, syn_recv, established, closing, reset, udp, sctp_init, "
+                 "sctp_established, sctp_closing");
   }
   for (const char* name : {"backend", "client"}) {
     v.clear();
@@ -234,10 +238,9 @@ json trace(const dp::dataplane& d, const json& req) {
     return req.contains(name) && req[name].is_string() ? req[name].get<std::string>() : "";
   };
   const std::string proto_text = lower(field("protocol").empty() ? "tcp" : field("protocol"));
-  if (proto_text != "tcp" && proto_text != "udp") {
-    return {{"error", "bad request: \"protocol\" must be tcp or udp"}};
-  }
-  const uint8_t proto = proto_text == "tcp" ? kProtoTcp : kProtoUdp;
+  const auto parsed_proto = parse_proto(proto_text);
+  if (!parsed_proto) return {{"error", "bad request: \"protocol\" must be tcp, udp or sctp"}};
+  const uint8_t proto = *parsed_proto;
   auto src = parse_addr_port(field("source"));
   auto dst = parse_addr_port(field("destination"));
   if (!src || !src->second) {

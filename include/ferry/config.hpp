@@ -41,6 +41,12 @@ struct conntrack_config {
   // TCP abuse: after a RST, and the cap on embryonic (SYN_SENT) entries.
   uint32_t tcp_rst_timeout = 2;
   uint32_t syn_max = 0;  // entries in SYN_SENT, whole table (split by worker); 0: capacity / 8
+  // SCTP associations (as Linux conntrack): INIT until COOKIE-ACK (embryonic, capped by
+  // syn_max with the SYN_SENT ones), established (heartbeats every 30 s keep it alive), and
+  // after SHUTDOWN or ABORT.
+  uint32_t sctp_init_timeout = 5;
+  uint32_t sctp_established_timeout = 210;
+  uint32_t sctp_closing_timeout = 10;
   uint32_t affinity_capacity = 65536;  // sessionAffinity: ClientIP entries (client, service)
   // Seconds a TCP flow to a backend that left its service port keeps that backend before it
   // is flushed (UDP ones: at once); like a pod's terminationGracePeriodSeconds (30).

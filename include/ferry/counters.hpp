@@ -47,11 +47,11 @@ class counter {
   X(frag_no_room)            /* max_held fragments already held */                          \
   X(frag_malformed)          /* empty, or MF and not a multiple of 8 */                     \
   X(ip_ttl_exceeded)         /* TTL would reach zero (time exceeded sent) */                \
-  X(l4_truncated)            /* TCP/UDP header beyond the IP payload */                     \
-  X(l4_bad_length)           /* TCP data offset < 5, UDP length < 8 or past payload */      \
-  X(l4_bad_checksum)         /* NIC flagged the TCP/UDP checksum (never checked here) */    \
+  X(l4_truncated)            /* TCP/UDP/SCTP header beyond the IP payload */                \
+  X(l4_bad_length)           /* TCP offset < 5, UDP length < 8, SCTP chunk length < 4 */    \
+  X(l4_bad_checksum)         /* NIC flagged the L4 checksum; SCTP's CRC32c is checked */    \
   X(port_zero)               /* TCP/UDP source or destination port 0 */                     \
-  X(l4_unsupported)          /* protocol other than TCP/UDP to a service */                 \
+  X(l4_unsupported)          /* protocol other than TCP/UDP/SCTP to a service */            \
   X(icmp_to_service)         /* ICMP echo to a service address (no ping by default) */      \
   X(icmp_echo_rate_limited)  /* echo over [icmp] echo_rate: unanswered */                   \
   X(icmp_malformed)          /* ICMP error: short, bad sum, bad quoted header */            \

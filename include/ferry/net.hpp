@@ -14,6 +14,7 @@ enum class l4_proto : uint8_t { tcp = 6, udp = 17, sctp = 132 };
 constexpr uint8_t kProtoIcmp = 1;
 constexpr uint8_t kProtoTcp = 6;
 constexpr uint8_t kProtoUdp = 17;
+constexpr uint8_t kProtoSctp = 132;
 
 /// Parses dotted-quad IPv4 ("198.18.0.1"); nullopt on anything else.
 std::optional<uint32_t> parse_ipv4(std::string_view text);

@@ -123,7 +123,7 @@ def test_flow_filters(ferry):
         limited = op(ferry, {"op": "get", "resource": "flows", "limit": 0})
         assert limited["items"] == [] and limited["matched"] == limited["total"]
     for bad, word in [({"state": "open"}, "state"), ({"backend": "1.2.3"}, "backend"),
-                      ({"client": "1.2.3.4:99999"}, "client"), ({"protocol": "sctp"}, "protocol"),
+                      ({"client": "1.2.3.4:99999"}, "client"), ({"protocol": "icmp"}, "protocol"),
                       ({"service": "default/nope"}, "service"), ({"limit": -1}, "limit")]:
         msg = op(ferry, {"op": "get", "resource": "flows", **bad}, ok=False)
         assert word in msg, (bad, msg)

@@ -28,19 +28,19 @@ struct harness {
     od->learn(1, 0xc612010b, {{2, 0xb0, 0, 0, 0, 1}});
     // Every kind of frontend: ClusterIP, NodePort (SNAT to a remote pod), an LB address of
     // the pool with source ranges (answered by ARP), an externalIP, ClientIP affinity, and
-    // a Local policy with no local endpoint.
+    // a Local policy with no local endpoint; TCP, UDP and SCTP (its port changed: CRC32c).
     control::store st(control::service_ranges{.service_cidr = {0xc6130000, 16},
                                               .load_balancer_pool = {{0xc61200f0, 29}}});
     auto objs = model::parse_manifests(R"(
 apiVersion: v1
 kind: Service
 metadata: {name: web}
-spec: {clusterIP: 198.19.0.10, ports: [{name: t, port: 80, targetPort: 9376}, {name: u, port: 53, protocol: UDP}]}
+spec: {clusterIP: 198.19.0.10, ports: [{name: t, port: 80, targetPort: 9376}, {name: u, port: 53, protocol: UDP}, {name: s, port: 3868, targetPort: 3869, protocol: SCTP}]}
 ---
 apiVersion: v1
 kind: Endpoints
 metadata: {name: web}
-subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.77}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}]}]
+subsets: [{addresses: [{ip: 198.18.1.11}, {ip: 198.18.1.77}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}, {name: s, port: 3869, protocol: SCTP}]}]
 ---
 apiVersion: v1
 kind: Service
@@ -56,12 +56,12 @@ spec:
   sessionAffinity: ClientIP
   externalIPs: [198.18.0.77]
   loadBalancerSourceRanges: [198.18.0.0/28]
-  ports: [{name: t, port: 80, targetPort: 9376, nodePort: 30080}, {name: u, port: 53, protocol: UDP, nodePort: 30053}]
+  ports: [{name: t, port: 80, targetPort: 9376, nodePort: 30080}, {name: u, port: 53, protocol: UDP, nodePort: 30053}, {name: s, port: 3868, targetPort: 3869, protocol: SCTP, nodePort: 30868}]
 ---
 apiVersion: v1
 kind: Endpoints
 metadata: {name: edge}
-subsets: [{addresses: [{ip: 198.18.1.11, nodeName: other}, {ip: 198.18.1.77, nodeName: fuzz}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}]}]
+subsets: [{addresses: [{ip: 198.18.1.11, nodeName: other}, {ip: 198.18.1.77, nodeName: fuzz}], ports: [{name: t, port: 9376}, {name: u, port: 53, protocol: UDP}, {name: s, port: 3869, protocol: SCTP}]}]
 ---
 apiVersion: v1
 kind: Service
