@@ -33,9 +33,10 @@
 //   any worker handling a packet of the flow moves it forward (relaxed loads and stores).
 //   Stores are rare: only when the end moved on by more than a quarter of tcp_rst_window (so
 //   forward and reply traffic on two workers do not bounce the line on every packet), when
-//   it was unknown (learned from the peer's ACK, for flows picked up mid-stream), or when a
-//   new SYN restarts the flow. A lost update (two workers racing) leaves the end behind by at
-//   most that tick: the RST check allows for it.
+//   it was unknown (the first segment from that side), or when a SYN or SYN-ACK sets it
+//   (tcp_syn_seen, tcp_restart). A flow picked up mid-stream is seeded at insert from its
+//   first segment's seq and ACK. A lost update (two workers racing) leaves the end behind by
+//   about a tick: the RST check allows for a tick, and the next segment writes it again.
 #pragma once
 
 #include <rte_prefetch.h>
