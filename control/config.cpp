@@ -337,6 +337,7 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       // TCP abuse: tcp_fin_timeout is the newer name of tcp_closing_timeout (either works).
       t.integer("tcp_fin_timeout", c.conntrack.tcp_closing_timeout, 1, 86400 * 7);
       t.integer("tcp_rst_timeout", c.conntrack.tcp_rst_timeout, 1, 86400 * 7);
+      t.integer("tcp_rst_window", c.conntrack.tcp_rst_window, 0, 1u << 30);
       t.integer("syn_max", c.conntrack.syn_max, 1, 1 << 28);
       t.integer("udp_timeout", c.conntrack.udp_timeout, 1, 86400 * 7);
       t.integer("sctp_init_timeout", c.conntrack.sctp_init_timeout, 1, 86400 * 7);

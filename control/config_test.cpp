@@ -115,6 +115,12 @@ TEST(config, reads_tcp_abuse_keys_with_defaults_and_ranges) {
   EXPECT_TRUE(has(msg, "conntrack.syn_max: must not exceed capacity (4096)")) << msg;
   msg = config_err(std::string(kOnePort) + "[conntrack]\ntcp_rst_timeout = 0\n");
   EXPECT_TRUE(has(msg, "conntrack.tcp_rst_timeout: must be between 1")) << msg;
+  EXPECT_EQ(d->conntrack.tcp_rst_window, 65536u);
+  auto w = parse_config(std::string(kOnePort) + "[conntrack]\ntcp_rst_window = 0\n", "t.toml");
+  ASSERT_TRUE(w.ok()) << w.message();
+  EXPECT_EQ(w->conntrack.tcp_rst_window, 0u);
+  msg = config_err(std::string(kOnePort) + "[conntrack]\ntcp_rst_window = 2000000000\n");
+  EXPECT_TRUE(has(msg, "conntrack.tcp_rst_window: must be between 0")) << msg;
   msg = config_err(std::string(kOnePort) +
                    "[conntrack]\ntcp_fin_timeout = 5\ntcp_closing_timeout = 6\n");
   EXPECT_TRUE(has(msg, "conntrack.tcp_fin_timeout: is the new name")) << msg;

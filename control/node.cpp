@@ -267,18 +267,31 @@ result<std::vector<change>> node::sync_api(kube::update u) {
   }
   // One batch; when ferry refuses it (a Service that conflicts with a local one, say), one
   // object at a time, so one refusal does not hold back the rest.
+  // Each object's apply is O(log store) (a full service range refuses in O(1)), so the
+  // fallback is bounded by the update's size; it still checks for a stop between objects.
   auto batch = store_.apply(u.upserts, source::api, &undo);
   if (batch) {
     changes.insert(changes.end(), batch->begin(), batch->end());
   } else {
+    size_t refused = 0;
     for (auto& o : u.upserts) {
+      if (stop_ && stop_->load(std::memory_order_relaxed)) {
+        store_.revert(std::move(undo));
+        return make_error("kubernetes: update interrupted: ferryd is stopping");
+      }
       auto one = store_.apply({o}, source::api, &undo);
       if (one) {
         changes.insert(changes.end(), one->begin(), one->end());
       } else {
         ++api_refused_;
-        spdlog::warn("kubernetes: refused {}", one.message());
+        if (++refused <= kMaxRefusalLines) spdlog::warn("kubernetes: refused {}", one.message());
       }
+    }
+    if (refused > kMaxRefusalLines) {
+      spdlog::warn(
+          "kubernetes: {} more objects of this update refused, not logged "
+          "(ferryctl stats: sources.kubernetes.refused)",
+          refused - kMaxRefusalLines);
     }
   }
   if (auto r = recompile(dirty_from(undo)); !r) {

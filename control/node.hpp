@@ -3,6 +3,7 @@
 // decode their input and call these. Control thread only (not thread-safe).
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <map>
@@ -76,8 +77,14 @@ class node {
   /// the whole update. The API wins a name clash: its object replaces a local one, and
   /// apply/delete from a file or the socket may not touch an object the API holds. Nothing
   /// is published when nothing changed (a re-list that found nothing new).
+  /// Long work (an API update's objects, one at a time) is bounded: it gives up, changing
+  /// nothing, once `stop` is set (ferryd is stopping), and logs only the first refusals of
+  /// each update (kMaxRefusalLines) and a count of the rest.
   result<std::vector<change>> sync_api(kube::update u);
   uint64_t api_refused() const { return api_refused_; }
+  /// The flag that tells long control work ferryd is stopping (SIGTERM); nullptr: none.
+  void set_stop(const std::atomic<bool>* stop) { stop_ = stop; }
+  static constexpr size_t kMaxRefusalLines = 10;
 
   /// Loads [sources] manifests and the built-in manifests (at start).
   /// log: log each change (false for the dry runs that only check the files).
@@ -179,6 +186,7 @@ class node {
   view_fn flows_, stats_;
   std::map<std::string, view_fn> views_;
   uint64_t api_refused_ = 0;
+  const std::atomic<bool>* stop_ = nullptr;
   bool compiled_ = false;  // a snapshot was published
 
   // Payload signature filter.

@@ -5,6 +5,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -225,6 +228,62 @@ TEST(NodeApi, ARefusedObjectIsSkippedAndTheRestApplies) {
   EXPECT_FALSE(a.has("Service", "thief"));
   EXPECT_TRUE(a.has("Service", "ok"));
   EXPECT_EQ(a.n.api_refused(), 1u);
+}
+
+// issue 16, 9: an API update flooding a full service range with Services that need a
+// ClusterIP is refused object by object in bounded time, and gives up at once when ferryd is
+// stopping (changing nothing).
+std::vector<model::object> flood_services(uint32_t n) {
+  auto tmpl = objects(
+      "apiVersion: v1\nkind: Service\nmetadata: {name: t}\nspec:\n"
+      "  ports: [{port: 80, targetPort: 8080}]\n");
+  std::vector<model::object> out;
+  for (uint32_t i = 0; i < n; ++i) {
+    model::object o = tmpl.at(0);
+    std::get<model::service>(o).meta.name = "flood-" + std::to_string(i);
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+TEST(NodeApi, AFloodIntoAFullRangeIsRefusedQuicklyAndAStopInterruptsIt) {
+  node_config cfg;
+  cfg.service_cidr = {0xc6130000, 20};  // 4094 addresses
+  node n{cfg, [](std::unique_ptr<const snapshot>) {}};
+  auto has = [&](const std::string& kind, const std::string& name) {
+    return n.objects().objects().count({kind, "default", name}) > 0;
+  };
+  // Fill the range: 4094 Services with explicit ClusterIPs, one update.
+  auto fill = flood_services(4094);
+  for (uint32_t i = 0; i < fill.size(); ++i) {
+    auto& svc = std::get<model::service>(fill[i]);
+    svc.meta.name = "fill-" + std::to_string(i);
+    svc.cluster_ip = 0xc6130001 + i;
+  }
+  ASSERT_TRUE(n.sync_api({.upserts = std::move(fill)}));
+  // 20,000 more that need one (each scanned the whole range: ~25 s in all), and an
+  // EndpointSlice, which needs no address and goes in.
+  auto flood = flood_services(20000);
+  flood.push_back(objects(slice("ok-1", "fill-1", {"10.0.0.1"})).at(0));
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(n.sync_api({.upserts = flood}));
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("20,000 refusals at a full range: %.3f s\n", took);
+  EXPECT_LT(took, 10.0) << "20,000 refusals";
+  EXPECT_EQ(n.api_refused(), 20000u);
+  EXPECT_TRUE(has("EndpointSlice", "ok-1"));
+  EXPECT_FALSE(has("Service", "flood-0"));
+  // ferryd stopping: the one-at-a-time pass gives up and nothing of the update is applied.
+  std::atomic<bool> stop{true};
+  n.set_stop(&stop);
+  auto more = flood_services(10);
+  more.push_back(objects(slice("ok-2", "fill-2", {"10.0.0.2"})).at(0));
+  const size_t before = n.objects().objects().size();
+  auto r = n.sync_api({.upserts = std::move(more)});
+  ASSERT_FALSE(r);
+  EXPECT_NE(r.message().find("ferryd is stopping"), std::string::npos) << r.message();
+  EXPECT_FALSE(has("EndpointSlice", "ok-2"));
+  EXPECT_EQ(n.objects().objects().size(), before);
 }
 
 TEST(NodeApi, ThisNodesZoneRecompilesEveryService) {

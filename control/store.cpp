@@ -100,15 +100,44 @@ std::optional<uint32_t> store::allocate(const std::string& name, uint32_t first,
 }
 
 std::optional<uint32_t> store::allocate_cluster_ip(
-    const std::string& name, const std::function<bool(uint32_t)>& is_free) const {
+    const std::string& name, uint32_t batch_taken,
+    const std::function<bool(uint32_t)>& is_free) const {
   auto [first, size] = usable(ranges_.service_cidr);
-  return allocate(name, first, size, is_free);
+  if (size == 0 || uint64_t{addr_refs_.size()} + batch_taken >= size) return std::nullopt;
+  // From the name's hash, skip each run of addresses the store holds by walking addr_refs_
+  // in order (no per-address lookups), and check the gaps against the batch.
+  const auto start = static_cast<uint32_t>(hash2(std::hash<std::string>{}(name), 0, 7) % size);
+  uint32_t offset = start;
+  auto it = addr_refs_.lower_bound(first + offset);
+  for (uint32_t visited = 0; visited < size; ++visited) {
+    const uint32_t a = first + offset;
+    if (it != addr_refs_.end() && it->first == a) {
+      ++it;
+    } else if (is_free(a)) {
+      return a;
+    }
+    if (++offset == size) {
+      offset = 0;
+      it = addr_refs_.lower_bound(first);
+    }
+  }
+  return std::nullopt;
+}
+
+void store::ref_address(uint32_t ip, int delta) {
+  auto [first, size] = usable(ranges_.service_cidr);
+  if (ip - first >= size) return;  // outside the range: not counted
+  if (delta > 0) {
+    ++addr_refs_[ip];
+  } else if (auto it = addr_refs_.find(ip); it != addr_refs_.end() && --it->second == 0) {
+    addr_refs_.erase(it);
+  }
 }
 
 result<void> store::settle_service(
     model::service& svc, const std::string& name, const model::service* before,
     const std::function<std::optional<key>(uint64_t)>& frontend_holder,
-    const std::function<bool(uint32_t)>& address_taken) const {
+    const std::function<bool(uint32_t)>& address_taken, uint32_t batch_taken) const {
   using model::service_type;
   auto refuse = [&](const std::string& field, const std::string& why) {
     return make_error("Service " + name + ": " + field + ": " + why);
@@ -116,7 +145,8 @@ result<void> store::settle_service(
   if (!svc.cluster_ip && !svc.headless && svc.type != service_type::external_name) {
     if (before && before->cluster_ip) {
       svc.cluster_ip = before->cluster_ip;  // fixed for the Service's life
-    } else if (auto ip = allocate_cluster_ip(name, [&](uint32_t a) { return !address_taken(a); })) {
+    } else if (auto ip = allocate_cluster_ip(name, batch_taken,
+                                             [&](uint32_t a) { return !address_taken(a); })) {
       svc.cluster_ip = *ip;
     } else {
       return refuse("spec.clusterIP",
@@ -212,12 +242,18 @@ void store::put(const key& k, std::optional<stored_object> obj) {
   const stored_object* old = it == objects_.end() ? nullptr : &it->second;
   if (const auto* svc = as_service(old); svc && svc->cluster_ip) {
     auto ip = cluster_ips_.find(*svc->cluster_ip);
-    if (ip != cluster_ips_.end() && ip->second == k) cluster_ips_.erase(ip);
+    if (ip != cluster_ips_.end() && ip->second == k) {
+      cluster_ips_.erase(ip);
+      ref_address(*svc->cluster_ip, -1);
+    }
   }
   if (const auto* svc = as_service(old)) {
     for (const auto& f : frontends_of(*svc)) {
       auto it2 = frontends_.find(f.key);
-      if (it2 != frontends_.end() && it2->second == k) frontends_.erase(it2);
+      if (it2 != frontends_.end() && it2->second == k) {
+        frontends_.erase(it2);
+        ref_address(static_cast<uint32_t>(f.key >> 32), -1);
+      }
     }
   }
   if (const auto* s = old ? std::get_if<model::endpoint_slice>(&old->obj) : nullptr) {
@@ -231,10 +267,18 @@ void store::put(const key& k, std::optional<stored_object> obj) {
     if (it != objects_.end()) objects_.erase(it);
     return;
   }
-  if (const auto* svc = as_service(&*obj); svc && svc->cluster_ip)
-    cluster_ips_[*svc->cluster_ip] = k;
+  // An index entry that changes holder (a batch moving an address) is counted once.
+  if (const auto* svc = as_service(&*obj); svc && svc->cluster_ip) {
+    if (cluster_ips_.insert_or_assign(*svc->cluster_ip, k).second) {
+      ref_address(*svc->cluster_ip, 1);
+    }
+  }
   if (const auto* svc = as_service(&*obj)) {
-    for (const auto& f : frontends_of(*svc)) frontends_[f.key] = k;
+    for (const auto& f : frontends_of(*svc)) {
+      if (frontends_.insert_or_assign(f.key, k).second) {
+        ref_address(static_cast<uint32_t>(f.key >> 32), 1);
+      }
+    }
   }
   if (const auto* s = std::get_if<model::endpoint_slice>(&obj->obj))
     slices_[{s->meta.ns, s->service_name}].insert(s->meta.name);
@@ -287,13 +331,23 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
     return false;
   };
 
+  // Service-range addresses the batch claims that the store does not hold: with addr_refs_,
+  // how full the range is (an address the batch frees is not counted back: conservative).
+  std::set<uint32_t> batch_taken;
+  const auto [range_first, range_size] = usable(ranges_.service_cidr);
+  auto claim_address = [&](uint32_t ip) {
+    if (ip - range_first < range_size && !addr_refs_.count(ip)) batch_taken.insert(ip);
+  };
+
   std::vector<change> changes;
   for (auto& obj : objects) {
     key k = key_of(obj);
     if (auto* svc = std::get_if<model::service>(&obj)) {
       std::string name = svc->meta.ns + "/" + svc->meta.name;
       const auto* before = as_service(current(k));
-      if (auto r = settle_service(*svc, name, before, frontend_holder, address_taken); !r) {
+      if (auto r = settle_service(*svc, name, before, frontend_holder, address_taken,
+                                  static_cast<uint32_t>(batch_taken.size()));
+          !r) {
         return r.err();
       }
       if (before && before->cluster_ip) claimed.erase(*before->cluster_ip);
@@ -311,6 +365,7 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
                             " is already allocated to " + describe(*other));
         }
         claimed[*svc->cluster_ip] = k;
+        claim_address(*svc->cluster_ip);
       }
       std::map<uint64_t, std::string> mine;
       for (const auto& f : frontends_of(*svc)) {
@@ -323,7 +378,10 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
                             " is already used by " + describe(*other));
         }
       }
-      for (const auto& [f, field] : mine) claimed_frontends[f] = k;
+      for (const auto& [f, field] : mine) {
+        claimed_frontends[f] = k;
+        claim_address(static_cast<uint32_t>(f >> 32));
+      }
     }
     const stored_object* before = current(k);
     std::string action = !before ? "created" : before->obj == obj ? "unchanged" : "configured";

@@ -88,15 +88,22 @@ class store {
   // [first, first + size).
   static std::optional<uint32_t> allocate(const std::string& name, uint32_t first, uint32_t size,
                                           const std::function<bool(uint32_t)>& is_free);
-  std::optional<uint32_t> allocate_cluster_ip(const std::string& name,
+  // A ClusterIP for a Service: the first address free in the store and in the batch
+  // (`is_free`) from a hash of the name. `batch_taken`: service-range addresses the batch has
+  // claimed that the store does not hold. O(1) when the range is full (counted); otherwise it
+  // walks the store's taken addresses in order from the hash (a cheap step each), not the range.
+  std::optional<uint32_t> allocate_cluster_ip(const std::string& name, uint32_t batch_taken,
                                               const std::function<bool(uint32_t)>& is_free) const;
+  // Counts an address index entry in (delta 1) or out (-1) of addr_refs_.
+  void ref_address(uint32_t ip, int delta);
 
   // Fills in what a Service leaves to the cluster (ClusterIP, nodePorts, load balancer
   // address), reusing what `before` had, and checks what it names against the ranges.
   result<void> settle_service(model::service& svc, const std::string& name,
                               const model::service* before,
                               const std::function<std::optional<key>(uint64_t)>& frontend_holder,
-                              const std::function<bool(uint32_t)>& address_taken) const;
+                              const std::function<bool(uint32_t)>& address_taken,
+                              uint32_t batch_taken = 0) const;
 
   // Replaces (or with nullopt erases) one object, keeping the indexes in step.
   void put(const key& k, std::optional<stored_object> obj);
@@ -105,6 +112,9 @@ class store {
   std::map<key, stored_object> objects_;
   std::map<uint32_t, key> cluster_ips_;  // ClusterIP -> the Service holding it
   std::map<uint64_t, key> frontends_;    // every Service's frontend keys -> the Service
+  // Addresses of the service range that cluster_ips_ or frontends_ name -> how many entries
+  // name each; its size is how full the range is (a refusal at a full range is O(1)).
+  std::map<uint32_t, uint32_t> addr_refs_;
   // (namespace, service) -> its EndpointSlices' names: a change resolves one Service
   // without walking every slice in the namespace.
   std::map<std::pair<std::string, std::string>, std::set<std::string>> slices_;

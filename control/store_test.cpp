@@ -2,6 +2,8 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <cstdio>
 #include <map>
 #include <set>
 #include <string>
@@ -267,6 +269,64 @@ TEST(store, exhausted_service_cidr_is_refused) {
   EXPECT_TRUE(has(r.message(), "no free address")) << r.message();
   EXPECT_TRUE(same_objects(st.objects(), before));
   EXPECT_EQ(st.version(), version);
+}
+
+// issue 16, 9: a full service range refuses each Service that needs a ClusterIP at once (the
+// range is counted, not scanned), and a Service deleted frees its address again.
+std::vector<model::object> services_named(const std::string& prefix, uint32_t n,
+                                          uint32_t first_ip = 0) {
+  auto tmpl = parse(service_yaml("tmpl"));
+  std::vector<model::object> out;
+  out.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    model::object o = tmpl.at(0);
+    auto& svc = std::get<model::service>(o);
+    svc.meta.name = prefix + std::to_string(i);
+    if (first_ip) svc.cluster_ip = first_ip + i;
+    out.push_back(std::move(o));
+  }
+  return out;
+}
+
+TEST(store, refusals_at_a_full_range_take_constant_time) {
+  // A /16 filled with explicit ClusterIPs: 65534 Services.
+  store st(cidr());
+  ASSERT_TRUE(st.apply(services_named("fill-", 65534, ip("198.19.0.1")), source::api).ok());
+  const uint64_t version = st.version();
+  // 10,000 Services that need one: each refused (scanning the range took ~30 ms each).
+  auto flood = services_named("flood-", 10000);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto& o : flood) {
+    auto r = st.apply({o}, source::api);
+    ASSERT_FALSE(r.ok());
+    ASSERT_TRUE(has(r.message(), "no free address left in 198.19.0.0/16")) << r.message();
+  }
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("10,000 refusals at a full /16: %.3f s\n", seconds);
+  EXPECT_LT(seconds, 2.0) << "10,000 refusals";
+  EXPECT_EQ(st.version(), version);
+  // A Service deleted frees its address: the next one gets exactly it.
+  st.remove(std::vector<store::key>{{"Service", "default", "fill-1234"}});
+  apply_ok(st, service_yaml("late"));
+  ASSERT_TRUE(find_service(st, "late")->cluster_ip);
+  EXPECT_EQ(*find_service(st, "late")->cluster_ip, ip("198.19.0.1") + 1234);
+  EXPECT_FALSE(st.apply(parse(service_yaml("later")), source::api).ok());
+}
+
+TEST(store, a_full_small_range_refuses_100k_services_quickly) {
+  store st(*parse_ipv4_prefix("10.1.0.0/28"));
+  ASSERT_TRUE(st.apply(services_named("fill-", 14), source::api).ok());
+  auto flood = services_named("flood-", 100000);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (auto& o : flood) ASSERT_FALSE(st.apply({o}, source::api).ok());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  // Addresses taken by externalIPs or within one batch count too: one batch of 15 is refused.
+  store st2(*parse_ipv4_prefix("10.1.0.0/28"));
+  auto r = st2.apply(services_named("b-", 15), source::api);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(has(r.message(), "no free address")) << r.message();
+  EXPECT_TRUE(st2.apply(services_named("b-", 14), source::api).ok());
 }
 
 TEST(store, single_address_service_cidr_allocates_that_address) {

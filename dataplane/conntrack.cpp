@@ -76,6 +76,8 @@ conntrack::conntrack(uint32_t capacity, unsigned workers, rte_rcu_qsbr* qsbr, ui
   timeouts_[static_cast<size_t>(flow_state::sctp_closing)] = tsc_hz * cfg.sctp_closing_timeout;
   const uint32_t syn_total = cfg.syn_max ? std::min(cfg.syn_max, capacity_) : capacity_ / 8;
   syn_max_ = std::max<uint32_t>(1, syn_total / workers_);
+  rst_window_ = cfg.tcp_rst_window;
+  seq_tick_ = rst_window_ / 4;
   lines_per_row_ = (2 * workers_ + 7) / 8;
   ledger_ = std::make_unique<ledger_line[]>(size_t{workers_} * lines_per_row_);
 }
@@ -181,7 +183,7 @@ void conntrack::unlink(unsigned by, flow_entry& e) {
 }
 
 flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
-                              uint32_t service_id, flow_state state, uint64_t now) {
+                              uint32_t service_id, flow_state state, uint64_t now, tcp_seq seq) {
   if (w.free.empty()) return nullptr;
   uint32_t idx = w.free.back();
   flow_entry& e = entries_[idx];
@@ -199,6 +201,8 @@ flow_entry* conntrack::insert(conntrack_worker& w, const flow_key& fwd, const fl
   e.created = now;
   e.slots[0] = e.slots[1] = UINT32_MAX;
   e.last_seen.store(now, std::memory_order_relaxed);
+  e.seq_end[0].store(seq.forward, std::memory_order_relaxed);
+  e.seq_end[1].store(seq.reply, std::memory_order_relaxed);
   e.flushed.store(false, std::memory_order_relaxed);
   e.state.store(state, std::memory_order_relaxed);
   if (embryonic_state(state)) entered(w.index, w.index).add();

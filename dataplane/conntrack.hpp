@@ -27,6 +27,16 @@
 //   other workers' counters may lag by the moves in flight (nanoseconds): the cap holds to
 //   within a few entries, never drifts. These are per-connection events (a locked instruction
 //   per connection, on the entry's line); established packets never touch the ledger.
+// - TCP sequence tracking (blind RSTs): seq_end[d] is where the next byte direction d sends
+//   begins (the highest seq + length + SYN + FIN seen from d), 0 while unknown. The owner
+//   seeds it in insert() before linking (published by the link's release CAS); after that
+//   any worker handling a packet of the flow moves it forward (relaxed loads and stores).
+//   Stores are rare: only when the end moved on by more than a quarter of tcp_rst_window (so
+//   forward and reply traffic on two workers do not bounce the line on every packet), when
+//   it was unknown (the first segment from that side), or when a SYN or SYN-ACK sets it
+//   (tcp_syn_seen, tcp_restart). A flow picked up mid-stream is seeded at insert from its
+//   first segment's seq and ACK. A lost update (two workers racing) leaves the end behind by
+//   about a tick: the RST check allows for a tick, and the next segment writes it again.
 #pragma once
 
 #include <rte_prefetch.h>
@@ -91,6 +101,9 @@ struct alignas(64) flow_entry {
   uint16_t snat_port;                  // with snat_ip: the source port the backend sees
   uint32_t snat_ip;                    // 0, or the node address the client is masqueraded to
   std::atomic<uint64_t> last_seen{0};  // TSC; updated coarsely (see touch())
+  // TCP: per direction (flow_dir), where the next sequence number sent that way begins; 0:
+  // not known yet (see the header comment and tcp_rst_ok()).
+  std::atomic<uint32_t> seq_end[2]{};
 
   /// What the backend sees as its peer: the client, or the node when masqueraded.
   uint32_t peer_ip() const { return snat_ip ? snat_ip : client_ip; }
@@ -105,6 +118,11 @@ struct flow_nat {
   uint16_t backend_port = 0;
   uint32_t snat_ip = 0;
   uint16_t snat_port = 0;
+};
+
+/// A TCP flow's sequence ends when its entry is made (flow_entry::seq_end; 0: unknown).
+struct tcp_seq {
+  uint32_t forward = 0, reply = 0;
 };
 
 struct flow_match {
@@ -187,7 +205,41 @@ class conntrack {
   /// `nat` says where the flow goes: the backend and, when masqueraded, the source address
   /// and port the backend sees (snat_ip 0: the client's own).
   flow_entry* insert(conntrack_worker& w, const flow_key& fwd, const flow_nat& nat,
-                     uint32_t service_id, flow_state state, uint64_t now);
+                     uint32_t service_id, flow_state state, uint64_t now, tcp_seq seq = {});
+
+  /// TCP: notes that direction `dir` sent up to `end` (seq + length + SYN + FIN). Writes only
+  /// when the end is unknown, or moved on by more than a tick and at most a window and a
+  /// segment (kMaxSegment) beyond it: a forged segment far ahead cannot drag the end to where
+  /// its RST would fit (a gap from segments lost before ferry fills with their retransmissions).
+  void tcp_advance(flow_entry& e, flow_dir dir, uint32_t end) const {
+    std::atomic<uint32_t>& mine = e.seq_end[static_cast<unsigned>(dir)];
+    const uint32_t known = mine.load(std::memory_order_relaxed);
+    const uint32_t ahead = end - known;
+    if (!known || (ahead > seq_tick_ && ahead <= seq_tick_ + rst_window_ + kMaxSegment)) {
+      mine.store(end, std::memory_order_relaxed);
+    }
+  }
+  /// TCP: sets where `dir` is from its SYN (its initial sequence number + 1).
+  static void tcp_syn_seen(flow_entry& e, flow_dir dir, uint32_t syn_end) {
+    e.seq_end[static_cast<unsigned>(dir)].store(syn_end, std::memory_order_relaxed);
+  }
+  /// TCP: whether a RST from `dir` with sequence number `seq` is within the window around
+  /// where that direction is known to be (as Linux conntrack's tcp_in_window accepts one):
+  /// within tcp_rst_window below or above the tracked end (plus the tick it may lag by). An
+  /// unknown end accepts any (nothing to check against yet).
+  bool tcp_rst_ok(const flow_entry& e, flow_dir dir, uint32_t seq) const {
+    const uint32_t known = e.seq_end[static_cast<unsigned>(dir)].load(std::memory_order_relaxed);
+    return !known || seq - known + rst_window_ <= 2 * rst_window_ + seq_tick_;
+  }
+  /// TCP: restarts sequence tracking for a new SYN from the client on an entry being reused.
+  static void tcp_restart(flow_entry& e, uint32_t syn_end) {
+    e.seq_end[0].store(syn_end, std::memory_order_relaxed);
+    e.seq_end[1].store(0, std::memory_order_relaxed);
+  }
+  /// TCP: where `dir` is known to be (0: unknown).
+  static uint32_t tcp_end(const flow_entry& e, flow_dir dir) {
+    return e.seq_end[static_cast<unsigned>(dir)].load(std::memory_order_relaxed);
+  }
 
   /// Moves e from state `from` (as the caller loaded it) to `to`, for worker `by`. Moves
   /// into or out of the embryonic states are a CAS and counted in the embryonic ledger (false:
@@ -279,7 +331,8 @@ class conntrack {
   static constexpr uint64_t kEmpty = 0;
   static constexpr uint64_t kTomb = ~uint64_t{0};
   static constexpr unsigned kSlotsPerBucket = 8;
-  static constexpr unsigned kMaxProbe = 8;  // buckets
+  static constexpr unsigned kMaxProbe = 8;        // buckets
+  static constexpr uint32_t kMaxSegment = 65535;  // the most one TCP segment (IPv4) carries
 
   struct alignas(64) bucket {
     std::atomic<uint64_t> slot[kSlotsPerBucket];
@@ -309,7 +362,9 @@ class conntrack {
   uint64_t touch_tick_;
   uint64_t sweep_period_;
   uint64_t timeouts_[static_cast<size_t>(flow_state::count)];
-  uint32_t syn_max_;  // per worker
+  uint32_t syn_max_;     // per worker
+  uint32_t rst_window_;  // [conntrack] tcp_rst_window
+  uint32_t seq_tick_;    // rst_window_ / 4: how far seq_end may lag before it is written
   unsigned lines_per_row_;
   std::unique_ptr<ledger_line[]> ledger_;
 };

@@ -73,6 +73,41 @@ TEST_F(fixture, FindsBothDirections) {
   EXPECT_EQ(ct->lookup(other, conntrack::hash(other)).entry, nullptr);
 }
 
+// Blind RSTs: the sequence ends an entry starts from, how they follow the stream (written
+// only every quarter window, never dragged by a segment far ahead), and the RST window.
+TEST_F(fixture, SequenceEndsFollowTheStreamWithinTheWindow) {
+  flow_entry* e = ct->insert(ws[0], client(1), {0xc612010b, 9376}, 7, flow_state::tcp_established,
+                             100, {.forward = 1000, .reply = 0});
+  ASSERT_NE(e, nullptr);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::forward), 1000u);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::reply), 0u);
+  // Unknown: any RST goes; the first segment sets it.
+  EXPECT_TRUE(ct->tcp_rst_ok(*e, flow_dir::reply, 123));
+  ct->tcp_advance(*e, flow_dir::reply, 0xfffff000u);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::reply), 0xfffff000u);
+  // Small steps are not written (up to a quarter window, 16384); a bigger one is, across
+  // the wrap of the sequence space.
+  ct->tcp_advance(*e, flow_dir::reply, 0xfffff000u + 16384);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::reply), 0xfffff000u);
+  ct->tcp_advance(*e, flow_dir::reply, 0xfffff000u + 16385);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::reply), 0x00003001u);
+  // Far ahead (past a window, a tick and a segment), or behind: not followed.
+  ct->tcp_advance(*e, flow_dir::forward, 1000 + 16384 + 65536 + 65536);
+  ct->tcp_advance(*e, flow_dir::forward, 500);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::forward), 1000u);
+  // The RST window: 64 KiB below, 64 KiB and the tick above, modulo 2^32.
+  EXPECT_TRUE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000));
+  EXPECT_TRUE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000u - 65536));
+  EXPECT_FALSE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000u - 65537));
+  EXPECT_TRUE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000 + 65536 + 16384));
+  EXPECT_FALSE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000 + 65536 + 16385));
+  EXPECT_FALSE(ct->tcp_rst_ok(*e, flow_dir::forward, 1000 + 0x80000000u));
+  // A new SYN on a reused entry restarts both sides.
+  conntrack::tcp_restart(*e, 777);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::forward), 777u);
+  EXPECT_EQ(conntrack::tcp_end(*e, flow_dir::reply), 0u);
+}
+
 TEST_F(fixture, ExpiresPerStateAndRecyclesAfterGracePeriod) {
   flow_key a = client(1), b = client(2);
   ASSERT_NE(ct->insert(ws[0], a, {1, 1}, 0, flow_state::tcp_closing, 0), nullptr);      // 2 s

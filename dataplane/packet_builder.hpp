@@ -79,6 +79,23 @@ inline bytes ipv4(const mac& dst, const mac& src, uint32_t sip, uint32_t dip, ui
   return b;
 }
 
+/// A TCP segment with the given sequence and acknowledgment numbers.
+inline bytes tcp_seq_ack(const mac& dst, const mac& src, uint32_t sip, uint16_t sport, uint32_t dip,
+                         uint16_t dport, uint8_t flags, uint32_t seq, uint32_t ack,
+                         const std::string& payload = "", const ip_opts& o = {}) {
+  bytes l4(20 + payload.size(), 0);
+  put16(l4, 0, sport);
+  put16(l4, 2, dport);
+  put32(l4, 4, seq);
+  put32(l4, 8, ack);
+  l4[12] = 5 << 4;
+  l4[13] = flags;
+  put16(l4, 14, 65535);
+  std::memcpy(&l4[20], payload.data(), payload.size());
+  return ipv4(dst, src, sip, dip, 6, l4, 16, o);
+}
+
+/// A TCP segment with seq 1000 and, with ACK set, ack 2000.
 inline bytes tcp(const mac& dst, const mac& src, uint32_t sip, uint16_t sport, uint32_t dip,
                  uint16_t dport, uint8_t flags, const std::string& payload = "",
                  const ip_opts& o = {}) {

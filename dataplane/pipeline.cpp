@@ -535,28 +535,82 @@ void sctp_track(worker& w, flow_entry& e, flow_dir dir, uint16_t chunks) {
 // and counts against syn_max until it times out); any other ACK from the backend ->
 // ESTABLISHED (it only sends one on a connection it has). A new SYN from the client on a
 // closed entry reuses it (same flow, same backend). A reset entry the backend goes on
-// answering (ACK, no RST) comes back to ESTABLISHED: ferry checks no sequence numbers, so
-// the RST may have been forged, or lost on its way to the backend.
-void tcp_track(worker& w, flow_entry& e, flow_dir dir, uint8_t flags) {
+// answering (ACK, no RST) comes back to ESTABLISHED: the RST may have been lost on its way
+// to the backend, or a forged one may have guessed within the window.
+// Blind RSTs: each direction's sequence end is tracked (conntrack::tcp_advance), and a RST
+// counts only within [conntrack] tcp_rst_window of its sender's end; as Linux conntrack
+// checks, a RST from the backend to the client's SYN (SYN_SENT, the backend's side not known
+// yet) must acknowledge that SYN exactly.
+// tcp_rst_fits() says whether a RST fits; the caller drops one that does not
+// (tcp_rst_out_of_window) before anything else is done with it.
+bool tcp_rst_fits(const worker& w, const flow_entry& e, flow_dir dir, const parsed& p) {
+  const auto* th = reinterpret_cast<const rte_tcp_hdr*>(p.l4);
+  if (dir == flow_dir::reply && !conntrack::tcp_end(e, dir) &&
+      e.state.load(std::memory_order_relaxed) == flow_state::tcp_syn) {
+    // The backend refuses the client's SYN: RFC 793 gives that RST seq 0 and the SYN's
+    // seq + 1 as its ACK.
+    const uint32_t syn_end = conntrack::tcp_end(e, flow_dir::forward);
+    return (p.tcp_flags & kTcpAck) && (!syn_end || rte_be_to_cpu_32(th->recv_ack) == syn_end);
+  }
+  return w.dp->ct->tcp_rst_ok(e, dir, rte_be_to_cpu_32(th->sent_seq));
+}
+
+void tcp_track(worker& w, flow_entry& e, flow_dir dir, const parsed& p) {
+  conntrack& ct = *w.dp->ct;
+  const uint8_t flags = p.tcp_flags;
+  const auto* th = reinterpret_cast<const rte_tcp_hdr*>(p.l4);
+  const uint32_t seq = rte_be_to_cpu_32(th->sent_seq);
   const flow_state s = e.state.load(std::memory_order_relaxed);
   flow_state next = s;
   const uint8_t handshake = flags & (kTcpSyn | kTcpAck);
   if (flags & kTcpRst) {
-    next = flow_state::tcp_reset;
-  } else if (flags & kTcpFin) {
-    if (s != flow_state::tcp_reset) next = flow_state::tcp_closing;
-  } else if (dir == flow_dir::reply) {
-    if (s == flow_state::tcp_syn && handshake == (kTcpSyn | kTcpAck)) {
-      next = flow_state::tcp_syn_recv;
-    } else if (handshake == kTcpAck && (embryonic_state(s) || s == flow_state::tcp_reset)) {
-      next = flow_state::tcp_established;
+    next = flow_state::tcp_reset;  // tcp_rst_fits() let it through
+  } else {
+    if (handshake == kTcpSyn && dir == flow_dir::forward &&
+        (s == flow_state::tcp_syn || s == flow_state::tcp_closing || s == flow_state::tcp_reset)) {
+      // A SYN (retransmitted, or reusing the port) restarts the client's side: its ISN.
+      if (s == flow_state::tcp_syn) {
+        conntrack::tcp_syn_seen(e, dir, seq + 1);
+      } else {
+        conntrack::tcp_restart(e, seq + 1);
+      }
+    } else if (handshake == (kTcpSyn | kTcpAck) && dir == flow_dir::reply &&
+               s == flow_state::tcp_syn) {
+      // The backend's ISN; its ACK names the SYN it answers, which settles the client's
+      // side too (a SYN spoofed meanwhile does not get to move it).
+      conntrack::tcp_syn_seen(e, dir, seq + 1);
+      conntrack::tcp_syn_seen(e, flow_dir::forward, rte_be_to_cpu_32(th->recv_ack));
+    } else {
+      const uint32_t doff = (th->data_off >> 4) * 4u;
+      ct.tcp_advance(e, dir, seq + (p.l4_len - doff) + !!(flags & kTcpSyn) + !!(flags & kTcpFin));
     }
-  } else if (s == flow_state::tcp_syn_recv && handshake == kTcpAck) {
-    next = flow_state::tcp_established;  // the client's ACK ends the handshake
-  } else if ((s == flow_state::tcp_closing || s == flow_state::tcp_reset) && handshake == kTcpSyn) {
-    next = flow_state::tcp_syn;  // the client reuses the port: same flow, same backend
+    if (flags & kTcpFin) {
+      if (s != flow_state::tcp_reset) next = flow_state::tcp_closing;
+    } else if (dir == flow_dir::reply) {
+      if (s == flow_state::tcp_syn && handshake == (kTcpSyn | kTcpAck)) {
+        next = flow_state::tcp_syn_recv;
+      } else if (handshake == kTcpAck && (embryonic_state(s) || s == flow_state::tcp_reset)) {
+        next = flow_state::tcp_established;
+      }
+    } else if (s == flow_state::tcp_syn_recv && handshake == kTcpAck) {
+      next = flow_state::tcp_established;  // the client's ACK ends the handshake
+    } else if ((s == flow_state::tcp_closing || s == flow_state::tcp_reset) &&
+               handshake == kTcpSyn) {
+      next = flow_state::tcp_syn;  // the client reuses the port: same flow, same backend
+    }
   }
-  if (next != s) w.dp->ct->set_state(w.index, e, s, next);
+  if (next != s) ct.set_state(w.index, e, s, next);
+}
+
+// Where a TCP packet's sender will be after it (seq + length + SYN + FIN), and where its ACK
+// says the other side is (0 without ACK): the sequence ends a new entry starts from.
+tcp_seq tcp_seq_of(const parsed& p, flow_dir dir) {
+  const auto* th = reinterpret_cast<const rte_tcp_hdr*>(p.l4);
+  const uint32_t doff = (th->data_off >> 4) * 4u;
+  const uint32_t end = rte_be_to_cpu_32(th->sent_seq) + (p.l4_len - doff) +
+                       !!(p.tcp_flags & kTcpSyn) + !!(p.tcp_flags & kTcpFin);
+  const uint32_t ack = (p.tcp_flags & kTcpAck) ? rte_be_to_cpu_32(th->recv_ack) : 0;
+  return dir == flow_dir::forward ? tcp_seq{end, ack} : tcp_seq{ack, end};
 }
 
 // Whether a flow entry already answers to backend -> peer:port (the reply key a new flow of p
@@ -712,7 +766,7 @@ void adopt_from_reply(worker& w, const snapshot* snap, const parsed& p,
   }
   const flow_key fwd{p.key.dst_ip, s.vip, p.key.dst_port, s.port, p.key.proto};
   if (w.dp->ct->insert(w.ct, fwd, {p.key.src_ip, p.key.src_port}, s.id, flow_state::tcp_established,
-                       w.now)) {
+                       w.now, tcp_seq_of(p, flow_dir::reply))) {
     w.counters.flows_created.add();
     w.counters.flows_picked_up.add();
   } else {
@@ -735,6 +789,10 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     if (too_big(w, p, to, mtu)) [[unlikely]]
       return frag_needed(w, m, p, mtu);
     if (e.owner != w.index) w.counters.flows_foreign.add();
+    if (p.key.proto == kProtoTcp && (p.tcp_flags & kTcpRst) && !tcp_rst_fits(w, e, hit.dir, p))
+        [[unlikely]] {
+      return free_drop(w, m, drop::tcp_rst_out_of_window);
+    }
     if (hit.dir == flow_dir::forward) {
       if (snap && snap->filters && filter_drops(w, *snap->filters, m, p, e.service_id)) {
         return free_drop(w, m, drop::filter_drop);
@@ -745,7 +803,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       rewrite(p, false, e.vip, e.vport);
       if (e.snat_ip) rewrite(p, true, e.client_ip, e.client_port);
     }
-    if (p.key.proto == kProtoTcp) tcp_track(w, e, hit.dir, p.tcp_flags);
+    if (p.key.proto == kProtoTcp) tcp_track(w, e, hit.dir, p);
     if (p.key.proto == kProtoSctp) {
       sctp_finish(m, p);
       sctp_track(w, e, hit.dir, p.sctp_chunks);
@@ -822,7 +880,8 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
       w.counters.port_remapped.add();
     }
     const bool translate_src = nat.snat_ip != 0;
-    if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now)) {
+    if (track && ct.insert(w.ct, p.key, nat, s.id, state, w.now,
+                           tcp ? tcp_seq_of(p, flow_dir::forward) : tcp_seq{})) {
       w.counters.flows_created.add();
       if (masquerade) w.counters.snat_flows.add();
       if (handshake && !opens) w.counters.flows_picked_up.add();

@@ -2276,7 +2276,7 @@ TEST_F(tcp_abuse, AResetEntryComesBackWhenTheBackendGoesOnAndASynReusesIt) {
   run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
   EXPECT_EQ(e->state.load(), flow_state::tcp_established);
   EXPECT_EQ(dp_->ct->embryonic(0), 0u);
-  // A RST from the client side (perhaps forged: no sequence check here) ...
+  // A RST from the client side (within the window: perhaps lost on its way) ...
   run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x04), 0);
   EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
   // ... but the backend goes on: the connection lives.
@@ -2295,6 +2295,165 @@ TEST_F(tcp_abuse, AResetEntryComesBackWhenTheBackendGoesOnAndASynReusesIt) {
   run(tcp(kPort0, kClientMac, kClient, 40000, kVip, 80, 0x10), 0);
   EXPECT_EQ(e->state.load(), flow_state::tcp_established);
   EXPECT_EQ(dp_->ct->embryonic(0), 0u);
+}
+
+// Blind RSTs (issue 16, 17): a RST moves an entry to RESET only when its sequence number is
+// within [conntrack] tcp_rst_window (64 KiB) of where its sender is; others are dropped and
+// counted (drops.tcp_rst_out_of_window), and the entry stays as it was. (The tracked end may
+// lag by a quarter window, so the edges are not exact; tcp_rst_window = 0 is, see below.)
+class tcp_rst : public tcp_abuse {
+ protected:
+  static constexpr uint32_t kClientIsn = 100000, kPodIsn = 500000;
+  bytes from_client(uint16_t sport, uint8_t flags, uint32_t seq, uint32_t ack,
+                    const std::string& data = "") const {
+    return tcp_seq_ack(kPort0, kClientMac, kClient, sport, kVip, 80, flags, seq, ack, data);
+  }
+  bytes from_pod(uint16_t sport, uint8_t flags, uint32_t seq, uint32_t ack,
+                 const std::string& data = "") const {
+    const uint32_t pod = maglev_pod(kClient, sport);
+    return tcp_seq_ack(kPort1, pod_mac(pod - kPod), pod, 9376, kClient, sport, flags, seq, ack,
+                       data);
+  }
+  // A handshake and 5 bytes each way: the client is at kClientIsn + 6, the pod at kPodIsn + 6.
+  flow_entry* established(uint16_t sport) {
+    run(from_client(sport, 0x02, kClientIsn, 0), 0);
+    run(from_pod(sport, 0x12, kPodIsn, kClientIsn + 1), 1);
+    run(from_client(sport, 0x10, kClientIsn + 1, kPodIsn + 1), 0);
+    run(from_client(sport, 0x18, kClientIsn + 1, kPodIsn + 1, "hello"), 0);
+    run(from_pod(sport, 0x18, kPodIsn + 1, kClientIsn + 6, "world"), 1);
+    flow_entry* e = entry(kClient, sport);
+    EXPECT_NE(e, nullptr);
+    if (e) {
+      EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+    }
+    return e;
+  }
+};
+
+TEST_F(tcp_rst, ARstCountsOnlyWithinTheWindowOfItsSender) {
+  const uint32_t c = kClientIsn + 6, s = kPodIsn + 6;
+  struct row {
+    const char* name;
+    bool from_pod;
+    uint8_t flags;
+    uint32_t seq, ack;
+    bool fits;
+  } rows[] = {
+      {"client RST at its end", false, 0x04, c, 0, true},
+      {"client RST+ACK at its end", false, 0x14, c, s, true},
+      {"client RST a little behind (answering an old segment)", false, 0x04, c - 3000, 0, true},
+      {"client RST 60000 ahead (segments lost before ferry)", false, 0x04, c + 60000, 0, true},
+      {"client RST 60000 behind", false, 0x04, c - 60000, 0, true},
+      {"client RST 100000 behind", false, 0x04, c - 100000, 0, false},
+      {"client RST 1 MiB ahead", false, 0x04, c + (1u << 20), 0, false},
+      {"client RST half the space away", false, 0x04, c + 0x80000000u, 0, false},
+      {"client RST with seq 0", false, 0x04, 0, 0, false},
+      {"client RST with the pod's seq", false, 0x04, s, 0, false},
+      {"pod RST at its end", true, 0x04, s, 0, true},
+      {"pod RST+ACK at its end", true, 0x14, s, c, true},
+      {"pod RST+ACK with seq 0 (a SYN's answer, not this flow's)", true, 0x14, 0, c, false},
+      {"pod RST with the client's seq", true, 0x04, c, 0, false},
+      {"pod RST 2^30 behind", true, 0x04, s - (1u << 30), 0, false},
+  };
+  uint16_t sport = 42000;
+  uint64_t dropped = 0;
+  for (const row& r : rows) {
+    SCOPED_TRACE(r.name);
+    flow_entry* e = established(++sport);
+    ASSERT_NE(e, nullptr);
+    auto out = r.from_pod ? run(from_pod(sport, r.flags, r.seq, r.ack), 1)
+                          : run(from_client(sport, r.flags, r.seq, r.ack), 0);
+    EXPECT_EQ(out.size(), r.fits ? 1u : 0u);
+    EXPECT_EQ(e->state.load(), r.fits ? flow_state::tcp_reset : flow_state::tcp_established);
+    dropped += !r.fits;
+    EXPECT_EQ(drops(drop::tcp_rst_out_of_window), dropped);
+  }
+}
+
+TEST_F(tcp_rst, InSynSentTheBackendsRstMustAcknowledgeTheSyn) {
+  struct row {
+    const char* name;
+    bool from_pod;
+    uint8_t flags;
+    uint32_t seq, ack;
+    bool fits;
+  } rows[] = {
+      {"pod refuses: RST+ACK acking the SYN", true, 0x14, 0, kClientIsn + 1, true},
+      {"pod RST+ACK acking something else", true, 0x14, 0, kClientIsn + 2, false},
+      {"pod RST+ACK acking the ISN itself", true, 0x14, 0, kClientIsn, false},
+      {"pod RST without ACK", true, 0x04, kClientIsn + 1, 0, false},
+      {"client gives up: RST after its SYN", false, 0x04, kClientIsn + 1, 0, true},
+      {"client RST far away", false, 0x04, kClientIsn + 0x40000000u, 0, false},
+  };
+  uint16_t sport = 43000;
+  for (const row& r : rows) {
+    SCOPED_TRACE(r.name);
+    run(from_client(++sport, 0x02, kClientIsn, 0), 0);
+    flow_entry* e = entry(kClient, sport);
+    ASSERT_NE(e, nullptr);
+    auto out = r.from_pod ? run(from_pod(sport, r.flags, r.seq, r.ack), 1)
+                          : run(from_client(sport, r.flags, r.seq, r.ack), 0);
+    EXPECT_EQ(out.size(), r.fits ? 1u : 0u);
+    EXPECT_EQ(e->state.load(), r.fits ? flow_state::tcp_reset : flow_state::tcp_syn);
+  }
+}
+
+TEST_F(tcp_rst, TheEndsFollowTheStreamButNotAForgedLeap) {
+  flow_entry* e = established(44000);
+  ASSERT_NE(e, nullptr);
+  // 200 KB from the client in 1000-byte segments: far past the first window.
+  uint32_t c = kClientIsn + 6;
+  const std::string k(1000, 'x');
+  for (int i = 0; i < 200; ++i, c += 1000) {
+    ASSERT_EQ(run(from_client(44000, 0x18, c, kPodIsn + 6, k), 0).size(), 1u);
+  }
+  // A forged segment 1 GiB ahead is forwarded (the pod discards it) but not followed ...
+  EXPECT_EQ(run(from_client(44000, 0x18, c + (1u << 30), kPodIsn + 6, k), 0).size(), 1u);
+  EXPECT_TRUE(run(from_client(44000, 0x04, c + (1u << 30) + 1000, 0), 0).empty());
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  // ... and the client's own RST, where it really is, counts.
+  EXPECT_EQ(run(from_client(44000, 0x04, c, 0), 0).size(), 1u);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
+  // A new SYN on the reset entry starts from its new ISN; the pod's side is learned again.
+  run(from_client(44000, 0x02, 7000000, 0), 0);
+  ASSERT_EQ(e->state.load(), flow_state::tcp_syn);
+  EXPECT_TRUE(run(from_pod(44000, 0x14, 0, kClientIsn + 1), 1).empty());
+  EXPECT_EQ(e->state.load(), flow_state::tcp_syn);
+  run(from_pod(44000, 0x12, 9000000, 7000001), 1);
+  run(from_client(44000, 0x10, 7000001, 9000001), 0);
+  ASSERT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_TRUE(run(from_pod(44000, 0x04, kPodIsn + 6, 0), 1).empty());
+  EXPECT_EQ(run(from_pod(44000, 0x04, 9000001, 0), 1).size(), 1u);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
+  EXPECT_EQ(drops(drop::tcp_rst_out_of_window), 3u);
+}
+
+TEST_F(tcp_rst, AFlowPickedUpMidStreamLearnsBothEndsFromTheFirstAnswer) {
+  // No entry (ferryd restarted): the pod's ACK makes one, at its seq and its ACK.
+  const uint16_t sport = 45000;
+  run(from_pod(sport, 0x10, 3000000000u, 123456), 1);
+  flow_entry* e = entry(kClient, sport);
+  ASSERT_NE(e, nullptr);
+  ASSERT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_TRUE(run(from_client(sport, 0x04, 123456 + 0x10000000, 0), 0).empty());
+  EXPECT_TRUE(run(from_pod(sport, 0x04, 123456, 0), 1).empty());
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(run(from_client(sport, 0x04, 123456, 0), 0).size(), 1u);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
+}
+
+TEST_F(tcp_rst, AWindowOfZeroAcceptsOnlyTheExactEnd) {
+  conntrack_config cfg;
+  cfg.tcp_rst_window = 0;
+  dp_->ct = std::make_unique<conntrack>(4096, 1, dp_->qsbr, dp_->tsc_hz, cfg);
+  dp_->ct->init_worker(w_->ct, 0, 0);
+  flow_entry* e = established(46000);
+  ASSERT_NE(e, nullptr);
+  EXPECT_TRUE(run(from_client(46000, 0x04, kClientIsn + 5, 0), 0).empty());
+  EXPECT_TRUE(run(from_client(46000, 0x04, kClientIsn + 7, 0), 0).empty());
+  EXPECT_EQ(e->state.load(), flow_state::tcp_established);
+  EXPECT_EQ(run(from_client(46000, 0x04, kClientIsn + 6, 0), 0).size(), 1u);
+  EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
 }
 
 }  // namespace

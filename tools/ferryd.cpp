@@ -19,6 +19,7 @@
 #include <iostream>
 #include <map>
 #include <optional>
+#include <thread>
 
 #include "builtin.hpp"
 #include "config.hpp"
@@ -38,9 +39,60 @@ using nlohmann::json;
 using namespace ferry;
 
 std::atomic<bool> g_signalled{false};
+// SIGTERM stops ferryd within this long whatever the control thread is doing (see
+// stop_watchdog).
+constexpr auto kStopGrace = std::chrono::milliseconds(1500);
 std::atomic<bool> g_reload{false};
 void on_signal(int) { g_signalled.store(true); }
 void on_sighup(int) { g_reload.store(true); }
+
+// SIGTERM or SIGINT only sets g_signalled; the control loop sees it between requests (every
+// 200 ms at most), and long control work checks it too (node::set_stop). Work that does not
+// (a huge manifest being decoded, a compile) could still hold the loop for minutes, so this
+// thread, once the signal came, gives the loop kStopGrace to finish; after that it stops the
+// workers, removes the control socket and exits the process at once, as systemd's SIGKILL
+// would a little later (the kernel releases hugepages, sockets and devices), so a stop is
+// never held hostage. Exit status 0: the stop asked for is what happened.
+class stop_watchdog {
+ public:
+  stop_watchdog(std::atomic<bool>& workers_stop, std::string socket_path)
+      : socket_path_(std::move(socket_path)),
+        thread_([this, &workers_stop] { watch(workers_stop); }) {}
+  ~stop_watchdog() {
+    done_.store(true);
+    thread_.join();
+  }
+  stop_watchdog(const stop_watchdog&) = delete;
+  stop_watchdog& operator=(const stop_watchdog&) = delete;
+
+ private:
+  void watch(std::atomic<bool>& workers_stop) {
+    using clock = std::chrono::steady_clock;
+    constexpr auto kTick = std::chrono::milliseconds(20);
+    while (!g_signalled.load()) {
+      if (done_.load()) return;
+      std::this_thread::sleep_for(kTick);
+    }
+    const auto deadline = clock::now() + kStopGrace;
+    while (clock::now() < deadline) {
+      if (done_.load()) return;
+      std::this_thread::sleep_for(kTick);
+    }
+    if (done_.load()) return;
+    spdlog::error(
+        "ferryd stopping: the control thread is still busy {} ms after the signal; "
+        "exiting without waiting for it",
+        kStopGrace.count());
+    spdlog::default_logger()->flush();
+    workers_stop.store(true);
+    ::unlink(socket_path_.c_str());  // as the socket server's destructor would
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // workers leave their loops
+    std::_Exit(0);
+  }
+  std::string socket_path_;
+  std::atomic<bool> done_{false};
+  std::thread thread_;
+};
 
 // DPDK's runtime directory for a file prefix, as EAL picks it (eal_get_runtime_dir): root's
 // under /var/run, other users' under $XDG_RUNTIME_DIR or /tmp.
@@ -509,6 +561,8 @@ int run(const node_config& cfg) {
         wake_set wake;
         if (api) wake.add(api->wake_fd());
         if (metrics) wake.add(metrics->fd());
+        stop_watchdog watchdog(d.stop, cfg.socket_path);
+        ctl.set_stop(&g_signalled);
         while (!g_signalled.load()) {
           busy.tick(workers);
           const bool woken = (*server)->poll_once(200, wake.fd());

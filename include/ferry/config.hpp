@@ -40,6 +40,9 @@ struct conntrack_config {
   uint32_t udp_timeout = 30;
   // TCP abuse: after a RST, and the cap on embryonic (SYN_SENT) entries.
   uint32_t tcp_rst_timeout = 2;
+  // Blind RSTs: a RST counts only when its sequence number is within this many bytes of where
+  // its sender is known to be (below or above); others are dropped (tcp_rst_out_of_window).
+  uint32_t tcp_rst_window = 65536;
   uint32_t syn_max = 0;  // entries in SYN_SENT, whole table (split by worker); 0: capacity / 8
   // SCTP associations (as Linux conntrack): INIT until COOKIE-ACK (embryonic, capped by
   // syn_max with the SYN_SENT ones), established (heartbeats every 30 s keep it alive), and

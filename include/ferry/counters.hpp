@@ -68,6 +68,7 @@ class counter {
   X(snat_failed)             /* masquerade needed, but no connection entry to be had */     \
   X(snat_exhausted)          /* masquerade needed, no free source port in the slice */      \
   X(syn_flood)               /* masqueraded new TCP flow, embryonic entries at syn_max */   \
+  X(tcp_rst_out_of_window)   /* TCP RST whose sequence number is outside tcp_rst_window */  \
   X(source_denied)           /* client outside the loadBalancerSourceRanges */              \
   X(source_rate_limited)     /* new flow over [limits] new_flows_per_source */              \
   X(filter_drop)             /* a [[filter]] rule with action drop matched the payload */   \

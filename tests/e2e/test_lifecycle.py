@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import time
 
 from conftest import (FERRYCTL, PODS, POD_IPS, SEED_SERVICE, VIP, curl_names,
@@ -180,6 +181,43 @@ def test_sighup_reloads(ferry):
         assert time.time() < deadline, ferry.log()
         time.sleep(0.1)
     assert ferry.alive()
+
+
+def test_sigterm_stops_ferryd_while_the_control_thread_is_busy(ferry):
+    """Issue 16, 9: a flood of Services (20,000, each with endpoints, in one manifest file)
+    keeps the control thread busy for many seconds after a SIGHUP; SIGTERM still stops
+    ferryd within a few seconds (before, it waited for the reload to finish)."""
+    flood = "".join(
+        f"---\napiVersion: v1\nkind: Service\nmetadata: {{name: flood-{i}}}\n"
+        f"spec: {{ports: [{{port: 80, targetPort: 9376}}], selector: {{app: flood-{i}}}}}\n"
+        f"---\napiVersion: v1\nkind: Endpoints\nmetadata: {{name: flood-{i}}}\n"
+        f"subsets: [{{addresses: [{{ip: 198.18.1.11}}, {{ip: 198.18.1.12}}], "
+        f"ports: [{{port: 9376}}]}}]\n"
+        for i in range(20000))
+    ferry.write_manifests({"60-flood.yaml": flood})
+    try:
+        ferry.proc.send_signal(signal.SIGHUP)
+        deadline = time.time() + 10
+        while "SIGHUP: reloading" not in ferry.log():
+            assert time.time() < deadline, ferry.log()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        ferry.proc.send_signal(signal.SIGTERM)
+        try:
+            ferry.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+        took = time.monotonic() - t0
+        rc = ferry.stop_ferryd()  # SIGKILL if it is still there
+        print(f"SIGTERM during a busy reload: ferryd gone in {took:.2f} s, status {rc}")
+        assert took < 4, f"{took:.1f} s\n{ferry.log()}"
+        assert rc == 0, ferry.log()
+    finally:
+        (ferry.manifests / "60-flood.yaml").unlink()
+        if not ferry.alive():
+            ferry.start_ferryd()
+    assert set(curl_names(ferry, 30)) == PODS
 
 
 def test_second_ferryd_on_the_same_file_prefix_refused(ferry):

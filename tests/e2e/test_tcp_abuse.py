@@ -113,3 +113,69 @@ def test_ack_flood_makes_no_entries(ferry):
     assert after["created"] == before["created"], after
     assert not spoofed(ferry.flows(limit=100000), 192)
     assert after["stateless_replies"] > before["stateless_replies"], after  # the RSTs
+
+
+# Watches one segment of the live connection from VIP:80 to the client (in the client
+# namespace), then sends RSTs to VIP:80 as the client: `n` with sequence numbers far from the
+# client's (off-path guesses), or one with the client's own ("right": the ACK the pod sent).
+# Prints the client's port.
+BLIND_RST = """
+import random, sys
+from scapy.all import Ether, IP, TCP, conf, getmacbyip, sniff
+mode, n = sys.argv[1], int(sys.argv[2])
+seen = sniff(iface="eth0", filter="tcp and src host {vip} and src port 80", count=1, timeout=10)
+assert seen, "no segment of the stream seen"
+seg = seen[0][TCP]
+cport, mine = seg.dport, seg.ack
+mac = getmacbyip("198.18.0.254")
+me = seen[0][IP].dst
+rnd = random.Random(n)
+seqs = [mine] if mode == "right" else [
+    (mine + rnd.randrange(1 << 20, (1 << 32) - (1 << 20))) % (1 << 32) for _ in range(n)]
+s = conf.L2socket(iface="eth0")
+for q in seqs:
+    s.send(Ether(dst=mac) / IP(src=me, dst="{vip}") / TCP(sport=cport, dport=80, flags="R", seq=q))
+s.close()
+print(cport)
+"""
+
+
+def blind_rst(ferry, mode, n=1):
+    r = ferry.netns(ferry.client_ns, [PYTHON, "-c", BLIND_RST.format(vip=VIP), mode, str(n)],
+                    timeout=30)
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.split()[-1])
+
+
+def entry_of(ferry, cport):
+    items = [f for f in ferry.flows()["items"]
+             if f["client"].endswith(f":{cport}") and f["service"] == f"{VIP}:80"]
+    assert len(items) == 1, items
+    return items[0]
+
+
+def test_off_path_rsts_leave_a_live_connection_established(ferry):
+    """Issue 16, 17: RSTs with guessed sequence numbers are dropped and counted; the entry
+    stays ESTABLISHED and the stream runs to its end. One with the client's own sequence
+    number still resets the entry."""
+    before = ferry.stats()["drops"]["tcp_rst_out_of_window"]
+    with slow_stream(ferry, seconds=4):
+        cport = blind_rst(ferry, "wrong", 200)
+        assert entry_of(ferry, cport)["state"] == "ESTABLISHED"
+        after = ferry.stats()["drops"]["tcp_rst_out_of_window"]
+        print(f"blind RSTs: 200 sent, {after - before} dropped as tcp_rst_out_of_window")
+        assert after - before >= 150, (before, after)  # scapy may outrun the af_packet ring
+    # The right sequence number: the entry goes to RESET and the pod drops the connection
+    # (it sends nothing more: curl gives up at -m 8 with part of the stream).
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", ferry.client_ns, "curl", "-sS", "-N", "-m", "8",
+         f"http://{VIP}/slow/6"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        cport = blind_rst(ferry, "right")
+        assert entry_of(ferry, cport)["state"] == "RESET"
+        out, _ = proc.communicate(timeout=25)
+        assert len(out.split()) < 25, out  # cut short (a whole stream is 30 lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
