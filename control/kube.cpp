@@ -201,12 +201,12 @@ bool nested_deeper_than(std::string_view text, size_t max) {
 
 uint64_t backoff::next(int64_t now_ms) {
   if (!started_ || now_ms - last_start_ms_ > static_cast<int64_t>(kResetMs)) {
-    step_ms_ = kInitialMs;  // healthy since the last wait began: start again
+    step_ms_ = initial_ms_;  // healthy since the last wait began: start again
   }
   started_ = true;
   last_start_ms_ = now_ms;
   const uint64_t step = step_ms_;
-  step_ms_ = std::min(step_ms_ * 2, kMaxMs);
+  step_ms_ = std::min(step_ms_ * 2, max_ms_);
   rng_ ^= rng_ >> 12;
   rng_ ^= rng_ << 25;
   rng_ ^= rng_ >> 27;
@@ -635,7 +635,8 @@ void watcher::deliver_delete(object_key key) {
 }
 
 void watcher::run(size_t index) {
-  backoff wait_for(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^ index);
+  backoff wait_for(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^ index,
+                   cfg_.backoff_initial_ms, cfg_.backoff_max_ms);
   log_limiter log;
   std::string rv;  // the last resourceVersion seen: kept across errors to watch on from it
   // Every end of list_and_watch but a stop waits a back-off, as client-go's reflector

@@ -102,16 +102,19 @@ bool nested_deeper_than(std::string_view text, size_t max);
 /// from 800 ms to 30 s, and starting again from 800 ms only when the previous wait began
 /// more than 2 minutes ago (a healthy period). So a server that fails every call is asked
 /// at most about once every 30-60 s per resource and node, and nodes do not retry in step.
+/// ([kubernetes] backoff_initial_ms and backoff_max_ms change the 800 ms and 30 s.)
 class backoff {
  public:
   static constexpr uint64_t kInitialMs = 800, kMaxMs = 30000, kResetMs = 120000;
-  explicit backoff(uint64_t seed) : rng_(seed) {}
+  explicit backoff(uint64_t seed, uint64_t initial_ms = kInitialMs, uint64_t max_ms = kMaxMs)
+      : rng_(seed | 1), initial_ms_(initial_ms), max_ms_(max_ms), step_ms_(initial_ms) {}
   /// The wait for a failure at now_ms (a monotonic clock).
   uint64_t next(int64_t now_ms);
 
  private:
-  uint64_t rng_;  // xorshift64* state
-  uint64_t step_ms_ = kInitialMs;
+  uint64_t rng_;  // xorshift64* state (never 0)
+  uint64_t initial_ms_, max_ms_;
+  uint64_t step_ms_;
   int64_t last_start_ms_ = 0;
   bool started_ = false;
 };

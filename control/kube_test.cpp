@@ -409,6 +409,13 @@ TEST(backoff, doubles_from_800ms_to_30s_with_jitter_and_resets_after_a_healthy_p
   uint64_t after_rest = b.next(now + 120001);
   EXPECT_GE(after_rest, 800u);
   EXPECT_LT(after_rest, 1600u);
+
+  backoff lab(7, 100, 250);  // [kubernetes] backoff_initial_ms, backoff_max_ms
+  EXPECT_LT(lab.next(0), 200u);
+  EXPECT_GE(lab.next(1), 200u);
+  uint64_t capped = lab.next(2);
+  EXPECT_GE(capped, 250u);
+  EXPECT_LT(capped, 500u);
 }
 
 // Item 2: a watch ERROR event whose object nests 100,000 deep killed ferryd (dump()).

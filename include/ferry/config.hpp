@@ -62,6 +62,9 @@ struct kubernetes_config {
   uint32_t max_list_objects = 100000;             // objects in one (paged) list
   uint64_t max_list_bytes = uint64_t{256} << 20;  // bytes of one list, all pages
   uint32_t max_event_bytes = uint32_t{4} << 20;   // one watch event (line)
+  // Back-off between list-and-watch attempts: client-go's reflector numbers.
+  uint32_t backoff_initial_ms = 800;
+  uint32_t backoff_max_ms = 30000;
   bool operator==(const kubernetes_config&) const = default;
 };
 
