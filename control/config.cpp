@@ -274,6 +274,15 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       t.string("service_account_dir", k.service_account_dir);
       t.integer("page_size", k.page_size, 1, 100000);
       t.integer("watch_timeout", k.watch_timeout, 1, 86400);
+      t.integer("max_list_objects", k.max_list_objects, 1, 100000000);
+      t.integer("max_list_bytes", k.max_list_bytes, int64_t{1} << 16, int64_t{1} << 40);
+      t.integer("max_event_bytes", k.max_event_bytes, int64_t{1} << 12, int64_t{1} << 30);
+      t.integer("backoff_initial_ms", k.backoff_initial_ms, 1, 600000);
+      t.integer("backoff_max_ms", k.backoff_max_ms, 1, 3600000);
+      if (k.backoff_max_ms < k.backoff_initial_ms) {
+        t.fail("backoff_max_ms", "must not be below backoff_initial_ms (" +
+                                     std::to_string(k.backoff_initial_ms) + ")");
+      }
       if (k.in_cluster && !k.kubeconfig.empty()) {
         t.fail("in_cluster", "set either in_cluster or kubeconfig, not both");
       }

@@ -239,6 +239,28 @@ TEST(parse_config, reads_the_kubernetes_table) {
             "k.toml: kubernetes.in_cluster: set either in_cluster or kubeconfig, not both");
   EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = 1\n", "k.toml"),
             "k.toml: kubernetes.in_cluster: must be true or false");
+
+  // Bounds on what the API server sends, and the back-off: defaults and limits.
+  EXPECT_EQ(in->kubernetes.max_list_objects, 100000u);
+  EXPECT_EQ(in->kubernetes.max_list_bytes, uint64_t{256} << 20);
+  EXPECT_EQ(in->kubernetes.max_event_bytes, 4u << 20);
+  EXPECT_EQ(in->kubernetes.backoff_initial_ms, 800u);
+  EXPECT_EQ(in->kubernetes.backoff_max_ms, 30000u);
+  auto bounds = parse_config(base +
+                                 "[kubernetes]\nin_cluster = true\nmax_list_objects = 50\n"
+                                 "max_list_bytes = 8589934592\nmax_event_bytes = 65536\n"
+                                 "backoff_initial_ms = 100\nbackoff_max_ms = 2000\n",
+                             "k.toml");
+  ASSERT_TRUE(bounds.ok()) << bounds.message();
+  EXPECT_EQ(bounds->kubernetes.max_list_objects, 50u);
+  EXPECT_EQ(bounds->kubernetes.max_list_bytes, uint64_t{8} << 30);
+  EXPECT_EQ(bounds->kubernetes.max_event_bytes, 65536u);
+  EXPECT_EQ(bounds->kubernetes.backoff_initial_ms, 100u);
+  EXPECT_EQ(bounds->kubernetes.backoff_max_ms, 2000u);
+  EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = true\nmax_event_bytes = 100\n", "k"),
+            "k: kubernetes.max_event_bytes: must be between 4096 and 1073741824, got 100");
+  EXPECT_EQ(config_err(base + "[kubernetes]\nin_cluster = true\nbackoff_max_ms = 500\n", "k"),
+            "k: kubernetes.backoff_max_ms: must not be below backoff_initial_ms (800)");
 }
 
 TEST(parse_config, reads_the_dns_table) {

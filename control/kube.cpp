@@ -176,10 +176,87 @@ std::vector<resource> watched_resources(const std::string& node_name) {
   };
 }
 
+bool nested_deeper_than(std::string_view text, size_t max) {
+  size_t depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '{' || c == '[') {
+      if (++depth > max) return true;
+    } else if ((c == '}' || c == ']') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
+uint64_t backoff::next(int64_t now_ms) {
+  if (!started_ || now_ms - last_start_ms_ > static_cast<int64_t>(kResetMs)) {
+    step_ms_ = initial_ms_;  // healthy since the last wait began: start again
+  }
+  started_ = true;
+  last_start_ms_ = now_ms;
+  const uint64_t step = step_ms_;
+  step_ms_ = std::min(step_ms_ * 2, max_ms_);
+  rng_ ^= rng_ >> 12;
+  rng_ ^= rng_ << 25;
+  rng_ ^= rng_ >> 27;
+  const uint64_t r = rng_ * 0x2545F4914F6CDD1DULL;
+  return step + r % step;  // jitter 1.0: [step, 2 step)
+}
+
 namespace {
 
+// A status field never includes a value that came from the API server as JSON text: only
+// strings are read, and at most this much of each.
+constexpr size_t kMaxShown = 200;
+// Bodies of failed requests (a Status object) are read up to this size; bigger ones fail.
+constexpr size_t kMaxErrorBody = 64 << 10;
+// A watch shorter than this with no event is a failure, as client-go's reflector says
+// "very short watch": a server that answers 200 and closes at once must not be hammered.
+constexpr int64_t kShortWatchMs = 1000;
+
+std::string shown(std::string_view s) {
+  std::string out(s.substr(0, kMaxShown));
+  for (char& c : out) {
+    if (static_cast<unsigned char>(c) < 0x20) c = '?';
+  }
+  if (s.size() > kMaxShown) out += "...";
+  return out;
+}
+
+// A member of a JSON object: absent (nullptr), or there. Never inserts, never throws.
+const json* member(const json& obj, const char* key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() || it->is_null() ? nullptr : &*it;
+}
+
+// A string member: nullopt when absent; an error naming the field when it is not a string.
+struct field_error {
+  std::string message;
+};
+std::optional<std::string> string_member(const json& obj, const char* key, const char* path) {
+  const json* v = member(obj, key);
+  if (!v) return std::nullopt;
+  if (!v->is_string()) {
+    throw field_error{std::string(path) + " must be a string, got " + v->type_name()};
+  }
+  return v->get<std::string>();
+}
+
 // One libcurl handle, reused for every request of one resource (keep-alive). Lines of a
-// streamed body go to a callback as they arrive.
+// streamed body go to a callback as they arrive. Nothing thrown crosses libcurl (a C
+// library): the callbacks catch everything and end the transfer with an error.
 class http {
  public:
   http(const credentials& c, const std::atomic<bool>& stop) : creds_(c), stop_(stop) {
@@ -190,17 +267,20 @@ class http {
   }
 
   struct response {
-    long status = 0;       // 0: no HTTP answer (see error)
-    std::string body;      // whole body for non-streamed or non-200 answers
-    std::string error;     // transport error
-    bool stopped = false;  // the line callback or a stop ended it
+    long status = 0;         // 0: no HTTP answer (see error)
+    std::string body;        // whole body for non-streamed or non-200 answers
+    std::string error;       // transport error, or a bound that was exceeded
+    bool too_large = false;  // a body or line over its bound ended it
+    bool stopped = false;    // the line callback or a stop ended it
   };
 
+  // Returns false to end the stream; throws nothing (what it throws becomes an error).
   using line_fn = std::function<bool(std::string_view line)>;
 
+  // max_body bounds a 200 answer's body (not streamed) and max_line a streamed line.
   // on_open: called once when a 200 answer's headers are in (a watch stream is open).
-  response get(const std::string& path_query, long timeout_s, const line_fn& on_line = {},
-               const std::function<void()>& on_open = {}) {
+  response get(const std::string& path_query, long timeout_s, size_t max_body, size_t max_line,
+               const line_fn& on_line = {}, const std::function<void()>& on_open = {}) {
     response r;
     if (!curl_) {
       r.error = "cannot create a libcurl handle";
@@ -238,8 +318,17 @@ class http {
     if (!creds_.key_file.empty()) curl_easy_setopt(curl_, CURLOPT_SSLKEY, creds_.key_file.c_str());
     if (!creds_.cert_pem.empty()) set_blob(CURLOPT_SSLCERT_BLOB, creds_.cert_pem);
     if (!creds_.key_pem.empty()) set_blob(CURLOPT_SSLKEY_BLOB, creds_.key_pem);
+    // curl's own words for what failed (which TLS check, say): its generic text per code
+    // ("SSL connect error") does not tell an operator what to fix.
+    errbuf_[0] = '\0';
+    curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, errbuf_);
 
-    sink s{this, &r, on_line ? &on_line : nullptr, on_open ? &on_open : nullptr, {}};
+    sink s{.self = this,
+           .r = &r,
+           .on_line = on_line ? &on_line : nullptr,
+           .on_open = on_open ? &on_open : nullptr,
+           .max_body = max_body,
+           .max_line = max_line};
     curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &s);
     curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &http::on_data);
     curl_easy_setopt(curl_, CURLOPT_XFERINFODATA, &s);
@@ -247,14 +336,18 @@ class http {
     curl_easy_setopt(curl_, CURLOPT_XFERINFOFUNCTION, &http::on_progress);
     CURLcode rc = curl_easy_perform(curl_);
     curl_slist_free_all(headers);
+    curl_easy_setopt(curl_, CURLOPT_ERRORBUFFER, nullptr);
     if (!r.status) curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &r.status);
-    if (rc == CURLE_ABORTED_BY_CALLBACK) r.stopped = true;
-    if (rc == CURLE_PARTIAL_FILE) {
+    if (!r.error.empty()) {
+      r.stopped = false;  // a callback's error (a bound, a bad line) ended it
+    } else if (rc == CURLE_ABORTED_BY_CALLBACK || (rc == CURLE_WRITE_ERROR && r.stopped)) {
+      r.stopped = true;
+    } else if (rc == CURLE_PARTIAL_FILE) {
       r.error = "the connection closed in the middle of the answer";
-    } else if (rc != CURLE_OK && !r.stopped) {
+    } else if (rc != CURLE_OK) {
       r.error = curl_easy_strerror(rc);
+      if (errbuf_[0] && r.error != errbuf_) r.error += std::string(": ") + errbuf_;
     }
-    if (rc == CURLE_WRITE_ERROR && r.stopped) r.error.clear();
     return r;
   }
 
@@ -265,6 +358,8 @@ class http {
     const line_fn* on_line;
     const std::function<void()>* on_open;
     std::string partial;  // an unfinished line
+    size_t scanned = 0;   // bytes of partial known to hold no newline
+    size_t max_body = 0, max_line = 0;
   };
 
   // Reads the status once the headers are in, and says so once to on_open.
@@ -274,31 +369,64 @@ class http {
     if (s->r->status == 200 && s->on_open) (*s->on_open)();
   }
 
+  static size_t fail(sink* s, std::string error, bool too_large) {
+    s->r->error = std::move(error);
+    s->r->too_large = too_large;
+    return 0;  // aborts the transfer
+  }
+
   static size_t on_data(char* data, size_t, size_t n, void* user) {
     auto* s = static_cast<sink*>(user);
+    try {
+      return take(s, data, n);
+    } catch (const std::exception& e) {
+      return fail(s, std::string("cannot read the answer: ") + e.what(), false);
+    } catch (...) {
+      return fail(s, "cannot read the answer", false);
+    }
+  }
+
+  static size_t take(sink* s, char* data, size_t n) {
     check_open(s);
     if (!s->on_line || s->r->status != 200) {
+      const size_t max = s->r->status == 200 ? s->max_body : kMaxErrorBody;
+      if (s->r->body.size() + n > max) {
+        return fail(s, "the answer is over " + std::to_string(max) + " bytes", true);
+      }
       s->r->body.append(data, n);
       return n;
     }
     s->partial.append(data, n);
-    size_t start = 0, eol;
-    while ((eol = s->partial.find('\n', start)) != std::string::npos) {
+    // Only the new bytes are searched: a line that never ends costs linear time, not
+    // quadratic, until it is over the bound.
+    size_t start = 0, eol, from = s->scanned;
+    while ((eol = s->partial.find('\n', from)) != std::string::npos) {
       std::string_view line(s->partial.data() + start, eol - start);
-      start = eol + 1;
+      start = from = eol + 1;
+      if (line.size() > s->max_line) {
+        return fail(s, "a watch event is over " + std::to_string(s->max_line) + " bytes", true);
+      }
       if (!line.empty() && !(*s->on_line)(line)) {
         s->r->stopped = true;
         return 0;  // aborts the transfer
       }
     }
     s->partial.erase(0, start);
+    s->scanned = s->partial.size();
+    if (s->partial.size() > s->max_line) {
+      return fail(s, "a watch event is over " + std::to_string(s->max_line) + " bytes", true);
+    }
     return n;
   }
 
   // libcurl calls this about once a second even on an idle stream.
   static int on_progress(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
     auto* s = static_cast<sink*>(user);
-    check_open(s);
+    try {
+      check_open(s);
+    } catch (...) {
+      return 1;
+    }
     return s->self->stop_.load() ? 1 : 0;
   }
 
@@ -310,6 +438,7 @@ class http {
   const credentials& creds_;
   const std::atomic<bool>& stop_;
   CURL* curl_ = nullptr;
+  char errbuf_[CURL_ERROR_SIZE] = {};
 };
 
 // Percent-encodes a query parameter value.
@@ -326,27 +455,86 @@ int64_t now_ms() {
       .count();
 }
 
+int64_t steady_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
 // The store key of an API object (namespaced kinds default to "default"; Nodes use "").
+// Throws field_error when a name is not a string.
 object_key key_of(const json& obj, const std::string& kind) {
   std::string ns = kind == "Node" ? "" : "default", name;
-  if (auto m = obj.find("metadata"); m != obj.end() && m->is_object()) {
-    if (kind != "Node") ns = m->value("namespace", ns);
-    name = m->value("name", "");
+  if (const json* m = member(obj, "metadata"); m && m->is_object()) {
+    if (kind != "Node") ns = string_member(*m, "namespace", "metadata.namespace").value_or(ns);
+    name = string_member(*m, "name", "metadata.name").value_or("");
   }
   return {kind, ns, name};
 }
 
-// An API failure's message: a Status object's message when the body is one.
+// A Status object's reason and message (strings only, shortened): never the object itself,
+// which may be anything, nested as deep as it likes.
+std::string status_text(const json& st) {
+  auto text = [&](const char* key) {
+    const json* v = member(st, key);
+    return v && v->is_string() ? shown(v->get_ref<const std::string&>()) : std::string();
+  };
+  std::string reason = text("reason"), message = text("message");
+  if (reason.empty() && message.empty()) return "";
+  return reason + (reason.empty() || message.empty() ? "" : ": ") + message;
+}
+
+// An API failure's message: a Status object's reason and message when the body is one.
 std::string status_message(long code, const std::string& body) {
   std::string msg = "HTTP " + std::to_string(code);
-  auto j = json::parse(body, nullptr, false);
-  if (j.is_object() && j.value("kind", "") == "Status") {
-    msg += " " + j.value("reason", "") + ": " + j.value("message", "");
+  json j;
+  if (!nested_deeper_than(body, kMaxJsonDepth)) j = json::parse(body, nullptr, false);
+  const json* kind = member(j, "kind");
+  if (kind && kind->is_string() && *kind == "Status") {
+    if (auto t = status_text(j); !t.empty()) msg += " " + t;
   } else if (!body.empty()) {
-    msg += ": " + body.substr(0, 200);
+    msg += ": " + shown(body);
   }
   return msg;
 }
+
+// Repeated warnings (an undecodable event after another, an error per retry) are logged at
+// most kBurst per kWindowMs per resource; how many were left out is said on the next one.
+class log_limiter {
+ public:
+  static constexpr int kBurst = 10;
+  static constexpr int64_t kWindowMs = 10000;
+  // Whether to log now; when so, suppressed is what was left out since.
+  bool allow(uint64_t& suppressed) {
+    const int64_t now = steady_ms();
+    if (now - window_start_ >= kWindowMs) {
+      window_start_ = now;
+      used_ = 0;
+    }
+    if (used_ >= kBurst) {
+      ++suppressed_;
+      return false;
+    }
+    ++used_;
+    suppressed = suppressed_;
+    suppressed_ = 0;
+    return true;
+  }
+
+ private:
+  int64_t window_start_ = 0;
+  int used_ = 0;
+  uint64_t suppressed_ = 0;
+};
+
+std::string suppressed_note(uint64_t n) {
+  return n ? " (" + std::to_string(n) + " similar lines left out)" : "";
+}
+
+// Thrown inside list_and_watch for a bound that was exceeded (counted apart).
+struct too_large_error : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 }  // namespace
 
@@ -356,6 +544,7 @@ watcher::watcher(credentials creds, const kubernetes_config& cfg, std::vector<re
   std::call_once(curl_init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
   wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   for (const auto& r : resources_) status_.push_back({.kind = r.kind});
+  backoff_at_ms_.assign(resources_.size(), 0);
 }
 
 watcher::~watcher() {
@@ -396,7 +585,12 @@ update watcher::take() {
 
 std::vector<resource_status> watcher::status() const {
   std::lock_guard lock(mu_);
-  return status_;
+  auto out = status_;
+  const int64_t now = steady_ms();
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (now - backoff_at_ms_[i] > static_cast<int64_t>(backoff::kResetMs)) out[i].backoff_ms = 0;
+  }
+  return out;
 }
 
 void watcher::note(size_t index, const std::function<void(resource_status&)>& fn) {
@@ -441,40 +635,53 @@ void watcher::deliver_delete(object_key key) {
 }
 
 void watcher::run(size_t index) {
-  std::mt19937_64 rng(std::random_device{}());
-  uint64_t backoff_ms = 0;
+  backoff wait_for(std::random_device{}() ^ (uint64_t{std::random_device{}()} << 32) ^ index,
+                   cfg_.backoff_initial_ms, cfg_.backoff_max_ms);
+  log_limiter log;
   std::string rv;  // the last resourceVersion seen: kept across errors to watch on from it
+  // Every end of list_and_watch but a stop waits a back-off, as client-go's reflector
+  // waits between ListAndWatch calls: errors, a 410 (relist), a very short watch.
   while (!stop_.load()) {
     std::string error;
+    bool too_large = false;
     try {
-      list_and_watch(index, rv, backoff_ms);
-      continue;
+      if (list_and_watch(index, rv) == ended::stopped) break;
+    } catch (const too_large_error& e) {
+      error = e.what();
+      too_large = true;
     } catch (const std::exception& e) {
       error = e.what();
     }
     if (stop_.load()) break;
-    // Exponential back-off from 0.5 s to 30 s, each wait jittered up to +100% (client-go's
-    // reflector backs off the same way), so many nodes do not hammer a recovering server.
-    backoff_ms = std::min<uint64_t>(backoff_ms ? backoff_ms * 2 : 500, 30000);
-    uint64_t wait = backoff_ms + std::uniform_int_distribution<uint64_t>(0, backoff_ms)(rng);
-    note(index, [&](resource_status& s) {
+    const int64_t now = steady_ms();
+    const uint64_t wait = wait_for.next(now);
+    {
+      std::lock_guard lock(mu_);
+      auto& s = status_[index];
       s.connected = false;
-      ++s.errors;
-      s.last_error = error;
-    });
-    spdlog::warn("kubernetes {}: {}; retrying in {} ms", resources_[index].kind, error, wait);
+      s.backoff_ms = wait;
+      backoff_at_ms_[index] = now;
+      if (!error.empty()) {
+        ++s.errors;
+        s.too_large += too_large;
+        s.last_error = error;
+      }
+    }
+    uint64_t left_out = 0;
+    if (log.allow(left_out)) {
+      if (error.empty()) {
+        spdlog::info("kubernetes {}: resourceVersion expired (410); listing again in {} ms{}",
+                     resources_[index].kind, wait, suppressed_note(left_out));
+      } else {
+        spdlog::warn("kubernetes {}: {}; retrying in {} ms{}", resources_[index].kind, error, wait,
+                     suppressed_note(left_out));
+      }
+    }
     if (!pause(wait)) break;
   }
 }
 
-namespace {
-
-// Thrown inside list_and_watch: the resourceVersion is gone (410), list again at once.
-struct expired {};
-
-}  // namespace
-
-void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms) {
+watcher::ended watcher::list_and_watch(size_t index, std::string& rv) {
   const resource& res = resources_[index];
   http client(creds_, stop_);
   std::string selectors;
@@ -482,8 +689,20 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
   if (!res.field_selector.empty()) selectors += "&fieldSelector=" + escape(res.field_selector);
   const std::string origin = creds_.server + res.path;
   std::mt19937_64 rng(std::random_device{}());
+  log_limiter skip_log;
 
+  auto skipped = [&](const std::string& why) {
+    note(index, [](resource_status& s) { ++s.skipped; });
+    uint64_t left_out = 0;
+    if (skip_log.allow(left_out)) {
+      spdlog::warn("kubernetes: skipped {}{}", why, suppressed_note(left_out));
+    }
+  };
   auto decode = [&](json& obj, std::vector<model::object>& out) {
+    if (!obj.is_object()) {
+      skipped(res.kind + " list item: not an object, got " + obj.type_name());
+      return;
+    }
     // List items carry no kind or apiVersion; watch events do.
     obj["kind"] = res.kind;
     obj["apiVersion"] = res.api_version;
@@ -494,44 +713,69 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
     }
     // The API server accepted it, but ferry cannot decode it (a field it refuses): it is
     // left out, and said so, rather than stopping the whole source.
-    note(index, [](resource_status& s) { ++s.skipped; });
-    spdlog::warn("kubernetes: skipped {}", o.message());
+    skipped(o.message());
+  };
+  auto parse = [&](std::string_view text, const std::string& what) {
+    if (nested_deeper_than(text, kMaxJsonDepth)) {
+      throw too_large_error(what + " is nested deeper than " + std::to_string(kMaxJsonDepth) +
+                            " levels");
+    }
+    return json::parse(text, nullptr, false);
   };
 
   for (;;) {
     if (rv.empty()) {
       // A full, paged list (limit/continue), then one delivery: the store swaps the kind's
-      // API objects for this set in one publish.
+      // API objects for this set in one publish. Bounded in objects and bytes over all
+      // pages, so a server that answers `continue` forever cannot grow it without end.
       std::vector<model::object> all;
       std::string cont;
+      uint64_t bytes = 0, objects = 0;
       do {
         std::string q = res.path + "?limit=" + std::to_string(cfg_.page_size) + selectors;
         if (!cont.empty()) q += "&continue=" + escape(cont);
-        auto r = client.get(q, 120);
-        if (r.stopped) return;
+        const uint64_t budget = cfg_.max_list_bytes - bytes;
+        auto r = client.get(q, 120, budget, 0);
+        if (r.stopped) return ended::stopped;
+        if (r.too_large && r.status == 200) {
+          throw too_large_error("list " + origin + ": over kubernetes.max_list_bytes (" +
+                                std::to_string(cfg_.max_list_bytes) + " bytes)");
+        }
         if (!r.error.empty()) throw std::runtime_error("list " + origin + ": " + r.error);
         if (r.status == 410 && !cont.empty()) {
-          // The continue token expired mid-list: start the list again.
-          spdlog::info("kubernetes {}: list continuation expired; listing again", res.kind);
-          all.clear();
-          cont.clear();
-          continue;
+          // The continue token expired mid-list: list again (after a back-off).
+          rv.clear();
+          return ended::expired;
         }
         if (r.status != 200) {
           throw std::runtime_error("list " + origin + ": " + status_message(r.status, r.body));
         }
-        auto page = json::parse(r.body, nullptr, false);
-        if (!page.is_object() || !page["items"].is_array()) {
+        bytes += r.body.size();
+        auto page = parse(r.body, "list " + origin + ": the answer");
+        std::string().swap(r.body);
+        const json* items = member(page, "items");
+        if (!page.is_object() || !items || !items->is_array()) {
           throw std::runtime_error("list " + origin + ": the answer is not a " + res.kind + "List");
         }
+        // An empty page counts as one: pages are bounded too.
+        objects += std::max<size_t>(items->size(), 1);
+        if (objects > cfg_.max_list_objects) {
+          throw too_large_error("list " + origin + ": over kubernetes.max_list_objects (" +
+                                std::to_string(cfg_.max_list_objects) + ")");
+        }
         for (auto& item : page["items"]) decode(item, all);
-        const auto& meta = page["metadata"];
-        cont = meta.is_object() ? meta.value("continue", "") : "";
-        rv = meta.is_object() ? meta.value("resourceVersion", "") : "";
+        try {
+          const json empty = json::object();
+          const json* meta = member(page, "metadata");
+          if (!meta) meta = &empty;
+          cont = string_member(*meta, "continue", "metadata.continue").value_or("");
+          rv = string_member(*meta, "resourceVersion", "metadata.resourceVersion").value_or("");
+        } catch (const field_error& e) {
+          throw std::runtime_error("list " + origin + ": " + e.message);
+        }
       } while (!cont.empty());
       size_t count = all.size();
       deliver(index, std::move(all), true);
-      backoff_ms = 0;
       note(index, [&](resource_status& s) {
         ++s.relists;
         s.resource_version = rv;
@@ -545,69 +789,113 @@ void watcher::list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms
     long timeout = cfg_.watch_timeout + static_cast<long>(rng() % cfg_.watch_timeout);
     std::string q = res.path + "?watch=1&allowWatchBookmarks=true&resourceVersion=" + escape(rv) +
                     "&timeoutSeconds=" + std::to_string(timeout) + selectors;
-    bool gone = false;
+    bool gone = false, too_deep = false;
     std::string stream_error;
+    uint64_t received = 0;
     auto opened = [&] { note(index, [](resource_status& s) { s.connected = true; }); };
+    // One event. Never throws: it runs inside libcurl's write callback.
+    auto on_event = [&](std::string_view line) -> bool {
+      ++received;
+      if (nested_deeper_than(line, kMaxJsonDepth)) {
+        too_deep = true;
+        stream_error = "watch " + origin + ": an event is nested deeper than " +
+                       std::to_string(kMaxJsonDepth) + " levels";
+        return false;
+      }
+      auto ev = json::parse(line, nullptr, false);
+      const json* type_v = member(ev, "type");
+      const json* obj_v = member(ev, "object");
+      if (!type_v || !type_v->is_string() || !obj_v || !obj_v->is_object()) {
+        stream_error = "watch " + origin + ": not a watch event: " + shown(line);
+        return false;
+      }
+      const std::string type = type_v->get<std::string>();
+      json& obj = ev["object"];
+      if (type == "ERROR") {
+        const json* code_v = member(obj, "code");
+        long code = code_v && code_v->is_number_integer() ? code_v->get<long>() : 0;
+        if (code == 410) {
+          gone = true;
+        } else {
+          std::string text = status_text(obj);
+          stream_error = "watch " + origin + ": ERROR event" +
+                         (code ? ", code " + std::to_string(code) : ", no numeric code") +
+                         (text.empty() ? "" : ": " + text);
+        }
+        return false;
+      }
+      if (type != "ADDED" && type != "MODIFIED" && type != "DELETED" && type != "BOOKMARK") {
+        stream_error = "watch " + origin + ": unknown event type " + shown(type);
+        return false;
+      }
+      std::string event_rv;
+      std::optional<object_key> key;
+      try {
+        if (type != "BOOKMARK") key = key_of(obj, res.kind);
+        if (const json* m = member(obj, "metadata")) {
+          event_rv = string_member(*m, "resourceVersion", "metadata.resourceVersion").value_or("");
+        }
+      } catch (const field_error& e) {
+        // Undecodable: left out, naming the object and field. The next good event moves rv
+        // past it, so a re-watch does not stop at it again.
+        std::string what = res.kind;
+        if (key) what += " " + std::get<1>(*key) + "/" + shown(std::get<2>(*key));
+        skipped(what + " (" + type + " event): " + e.message);
+        return true;
+      }
+      if (type == "ADDED" || type == "MODIFIED") {
+        std::vector<model::object> one;
+        decode(obj, one);
+        if (one.empty()) {
+          deliver_delete(*key);  // refused now: what ferry had is stale
+        } else {
+          deliver(index, std::move(one), false);
+        }
+      } else if (type == "DELETED") {
+        deliver_delete(*key);
+      }
+      if (!event_rv.empty()) rv = event_rv;  // BOOKMARKs move it too
+      note(index, [&](resource_status& s) {
+        (type == "BOOKMARK" ? s.bookmarks : s.events)++;
+        s.resource_version = rv;
+        s.last_event_ms = now_ms();
+      });
+      return true;
+    };
+    const int64_t started = steady_ms();
     auto r = client.get(
-        q, timeout + 30,
+        q, timeout + 30, kMaxErrorBody, cfg_.max_event_bytes,
         [&](std::string_view line) {
-          backoff_ms = 0;  // the server answers: a later failure starts backing off afresh
-          auto ev = json::parse(line, nullptr, false);
-          if (!ev.is_object() || !ev["type"].is_string() || !ev["object"].is_object()) {
-            stream_error =
-                "watch " + origin + ": not a watch event: " + std::string(line.substr(0, 200));
-            return false;
+          try {
+            return on_event(line);
+          } catch (const std::exception& e) {
+            stream_error = "watch " + origin + ": " + e.what();
           }
-          const std::string type = ev["type"];
-          json& obj = ev["object"];
-          if (type == "ERROR") {
-            long code = obj.value("code", 0L);
-            if (code == 410) {
-              gone = true;
-            } else {
-              stream_error = "watch " + origin + ": " + status_message(code, obj.dump());
-            }
-            return false;
-          }
-          std::string event_rv;
-          if (auto m = obj.find("metadata"); m != obj.end() && m->is_object()) {
-            event_rv = m->value("resourceVersion", "");
-          }
-          if (type == "ADDED" || type == "MODIFIED") {
-            std::vector<model::object> one;
-            decode(obj, one);
-            if (one.empty()) {
-              deliver_delete(key_of(obj, res.kind));  // refused now: what ferry had is stale
-            } else {
-              deliver(index, std::move(one), false);
-            }
-          } else if (type == "DELETED") {
-            deliver_delete(key_of(obj, res.kind));
-          } else if (type != "BOOKMARK") {
-            stream_error = "watch " + origin + ": unknown event type " + type;
-            return false;
-          }
-          if (!event_rv.empty()) rv = event_rv;  // BOOKMARKs move it too
-          note(index, [&](resource_status& s) {
-            (type == "BOOKMARK" ? s.bookmarks : s.events)++;
-            s.resource_version = rv;
-            s.last_event_ms = now_ms();
-          });
-          return true;
+          return false;
         },
         opened);
     note(index, [](resource_status& s) { s.connected = false; });
-    if (stop_.load()) return;
+    if (stop_.load()) return ended::stopped;
     if (gone || r.status == 410) {
       // "too old resource version": the history we need is compacted away. List again.
-      spdlog::info("kubernetes {}: resourceVersion {} expired (410); listing again", res.kind, rv);
+      spdlog::debug("kubernetes {}: resourceVersion {} expired (410)", res.kind, rv);
       rv.clear();
-      continue;
+      return ended::expired;
     }
+    if (too_deep) throw too_large_error(stream_error);
     if (!stream_error.empty()) throw std::runtime_error(stream_error);
+    if (r.too_large && r.status == 200) {
+      throw too_large_error("watch " + origin + ": " + r.error + " (kubernetes.max_event_bytes)");
+    }
     if (!r.error.empty()) throw std::runtime_error("watch " + origin + ": " + r.error);
     if (r.status != 200) {
       throw std::runtime_error("watch " + origin + ": " + status_message(r.status, r.body));
+    }
+    const int64_t lasted = steady_ms() - started;
+    if (received == 0 && lasted < kShortWatchMs) {
+      throw std::runtime_error("watch " + origin +
+                               ": very short watch: the server ended it after " +
+                               std::to_string(lasted) + " ms with no event");
     }
     // The server ended the stream (timeoutSeconds, or it is shutting down): watch again
     // from the last resourceVersion seen.

@@ -13,6 +13,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <tuple>
 #include <vector>
@@ -80,7 +81,42 @@ struct resource_status {
   int64_t last_event_ms = 0;  // unix time of the last event, list or bookmark (0: never)
   uint64_t events = 0, bookmarks = 0, relists = 0, errors = 0;
   uint64_t skipped = 0;  // objects that did not decode (a field ferry refuses): left out
+  // Lists or watch events refused for a bound: max_list_objects, max_list_bytes,
+  // max_event_bytes, or JSON nested deeper than kMaxJsonDepth.
+  uint64_t too_large = 0;
+  // The wait before the last retry (jittered); 0 once healthy for backoff::kResetMs.
+  uint64_t backoff_ms = 0;
   std::string last_error;
+};
+
+/// JSON from the API server nested deeper than this is refused before it is parsed:
+/// nlohmann parses deep text fine, but dump(), copies and comparisons recurse once per
+/// level. Services, EndpointSlices and Nodes (managedFields included) nest about 10 deep.
+inline constexpr size_t kMaxJsonDepth = 100;
+
+/// Whether JSON text nests arrays and objects deeper than max (a linear scan, strings skipped).
+bool nested_deeper_than(std::string_view text, size_t max);
+
+/// client-go's reflector back-off (wait.NewExponentialBackoffManager(800ms, 30s, 2min, 2.0,
+/// 1.0)): every failed or ended ListAndWatch waits step + rand[0, step), the step doubling
+/// from 800 ms to 30 s, and starting again from 800 ms only when the previous wait began
+/// more than 2 minutes ago (a healthy period). So a server that fails every call is asked
+/// at most about once every 30-60 s per resource and node, and nodes do not retry in step.
+/// ([kubernetes] backoff_initial_ms and backoff_max_ms change the 800 ms and 30 s.)
+class backoff {
+ public:
+  static constexpr uint64_t kInitialMs = 800, kMaxMs = 30000, kResetMs = 120000;
+  explicit backoff(uint64_t seed, uint64_t initial_ms = kInitialMs, uint64_t max_ms = kMaxMs)
+      : rng_(seed | 1), initial_ms_(initial_ms), max_ms_(max_ms), step_ms_(initial_ms) {}
+  /// The wait for a failure at now_ms (a monotonic clock).
+  uint64_t next(int64_t now_ms);
+
+ private:
+  uint64_t rng_;  // xorshift64* state (never 0)
+  uint64_t initial_ms_, max_ms_;
+  uint64_t step_ms_;
+  int64_t last_start_ms_ = 0;
+  bool started_ = false;
 };
 
 class watcher {
@@ -100,9 +136,10 @@ class watcher {
 
  private:
   void run(size_t index);
-  // Lists when rv is empty, then watches from rv until an error (thrown) or a stop; sets
-  // backoff_ms to 0 whenever the server answers well.
-  void list_and_watch(size_t index, std::string& rv, uint64_t& backoff_ms);
+  // Lists when rv is empty, then watches from rv, again after each watch that ends well,
+  // until an error (thrown), a 410 (rv cleared, returns) or a stop (returns).
+  enum class ended { stopped, expired };
+  ended list_and_watch(size_t index, std::string& rv);
   // Sleeps up to ms; false when stopping.
   bool pause(uint64_t ms);
   void deliver(size_t index, std::vector<model::object> objects, bool relist);
@@ -119,6 +156,7 @@ class watcher {
   mutable std::mutex mu_;
   std::condition_variable cv_;  // wakes pause() on stop
   std::vector<resource_status> status_;
+  std::vector<int64_t> backoff_at_ms_;  // steady clock, when each resource's last wait began
   // Waiting changes, keyed like the store: (kind, namespace, name).
   std::map<object_key, std::optional<model::object>> waiting_;  // nullopt: deleted
   std::vector<std::string> relisted_;

@@ -268,6 +268,8 @@ constexpr metric kKubeMetrics[] = {
     {"relists", "ferry_kubernetes_relists_total", "counter", "Lists of the whole resource."},
     {"errors", "ferry_kubernetes_errors_total", "counter", "Failed lists or watches."},
     {"skipped", "ferry_kubernetes_skipped_total", "counter", "Objects that could not be decoded."},
+    {"too_large", "ferry_kubernetes_too_large_total", "counter",
+     "Lists or watch events refused for a size or depth bound."},
     {"synced", "ferry_kubernetes_synced", "gauge", "1 once the resource's first list is applied."},
     {"connected", "ferry_kubernetes_connected", "gauge", "1 while a watch is open."},
 };

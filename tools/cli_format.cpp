@@ -1076,7 +1076,14 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
                {"BOOKMARKS", field("bookmarks"), true},
                {"RELISTS", field("relists")},
                {"ERRORS", field("errors")},
-               {"SKIPPED", field("skipped"), true}},
+               {"BACKOFF",
+                [](const json& r) {
+                  double ms = number(member(r, "backoff_ms"));
+                  if (ms <= 0) return std::string("-");  // not backing off
+                  return ms < 60000 ? fixed(ms / 1000, 1) + "s" : duration(ms / 1000);
+                }},
+               {"SKIPPED", field("skipped"), true},
+               {"TOO-LARGE", field("too_large"), true}},
               wide, "  ");
   // Errors are sentences: below the table rather than in a column that would push it off screen.
   bool heading = false;

@@ -292,6 +292,8 @@ json sources_view(const control::kube::watcher* api, uint64_t refused) {
                          {"relists", r.relists},
                          {"errors", r.errors},
                          {"skipped", r.skipped},
+                         {"too_large", r.too_large},
+                         {"backoff_ms", r.backoff_ms},
                          {"last_error", r.last_error}});
   }
   return {{"kubernetes",

@@ -66,6 +66,14 @@ struct kubernetes_config {
   std::string service_account_dir = "/var/run/secrets/kubernetes.io/serviceaccount";
   uint32_t page_size = 500;      // list pages (limit=), as client-go's reflector
   uint32_t watch_timeout = 300;  // seconds; each watch asks for a random timeoutSeconds in [t, 2t)
+  // Bounds on what one API server answer may make ferryd hold: exceeding one fails the list
+  // or watch (then a back-off). An etcd object is at most ~1.5 MiB.
+  uint32_t max_list_objects = 100000;             // objects in one (paged) list
+  uint64_t max_list_bytes = uint64_t{256} << 20;  // bytes of one list, all pages
+  uint32_t max_event_bytes = uint32_t{4} << 20;   // one watch event (line)
+  // Back-off between list-and-watch attempts: client-go's reflector numbers.
+  uint32_t backoff_initial_ms = 800;
+  uint32_t backoff_max_ms = 30000;
   bool operator==(const kubernetes_config&) const = default;
 };
 

@@ -53,6 +53,7 @@ from urllib.parse import parse_qs, urlsplit
 
 DEFAULT_TOKEN = "ferry-test-token"
 START_RV = 1000
+DEEP_ERROR_DEPTH = 100000  # misbehave "deep_error": deep enough to overflow a recursive dump
 
 # ---- Resources -------------------------------------------------------------------------------
 
@@ -550,6 +551,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return self._send_json(400, status(400, str(e)))
         if name is not None:
             return self._send_json(*api._get_one(res, ns, name))
+        how = api.misbehave.get(res.plural)
+        if how:
+            return self._misbehave(how, res, query)
         if parse_bool(query.get("watch", "")):
             return self._watch(flt, query)
         return self._send_json(*api._list(flt, query))
@@ -581,6 +585,56 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send_text(self, code, text):
         self._send_body(code, "text/plain; charset=utf-8", text.encode())
+
+    # -- misbehaviour (FakeKubeAPI.misbehave) --
+
+    def _misbehave(self, how, res, query):
+        watch = parse_bool(query.get("watch", ""))
+        if not watch:
+            if how != "endless_list":
+                return self._send_json(*self.server.api._list(Filter(res), query))
+            n = int(query.get("continue") or 0)
+            item = {"metadata": {"name": f"endless-{n}", "namespace": "default",
+                                 "resourceVersion": str(START_RV)},
+                    "spec": {"clusterIP": "None"}}
+            return self._send_json(200, {
+                "kind": res.list_kind, "apiVersion": res.api_version,
+                "metadata": {"resourceVersion": str(START_RV), "continue": str(n + 1)},
+                "items": [item]})
+        if how == "watch_gone":
+            return self._send_json(410, too_old(0, self.server.api._compacted))
+        self._record(200)
+        self.send_response(200)
+        self._common_headers("application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        if how == "watch_bad_line":
+            data = b"{this is not json\n"
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        elif how == "deep_error":
+            d = DEEP_ERROR_DEPTH
+            data = (b'{"type":"ERROR","object":{"kind":"Status","code":500,"details":'
+                    + b"[" * d + b"]" * d + b"}}\n")
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        elif how == "wrong_types":
+            self._chunk({"type": "ADDED", "object": {
+                "kind": res.kind, "apiVersion": res.api_version,
+                "metadata": {"name": "poison", "namespace": "default", "resourceVersion": 1}}})
+            while not self.server.stopped and not self._client_gone():
+                time.sleep(0.1)
+            self.close_connection = True
+            return
+        elif how == "endless_line":
+            piece = b'{"type":"ADDED","object":{"x":"' + b"x" * 65536
+            try:
+                while not self.server.stopped:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    piece = b"x" * 65536
+            except OSError:
+                pass
+            self.close_connection = True
+            return
+        self.wfile.write(b"0\r\n\r\n")  # watch_closes, and the end of the others
 
     # -- watch --
 
@@ -701,6 +755,17 @@ class FakeKubeAPI:
                         of 200 + an ERROR event (False, the default)
       bookmark_interval seconds between BOOKMARKs on watches that allow them; None: never
       verbose           log requests and handler errors to stderr
+      misbehave         {plural: how}: a hostile or broken server, per resource ("services"):
+                          "watch_gone"      every watch gets HTTP 410 (the client relists)
+                          "watch_closes"    every watch is answered 200 and closed at once
+                          "watch_bad_line"  every watch sends one line that is not JSON
+                          "deep_error"      every watch sends an ERROR event whose object
+                                            nests DEEP_ERROR_DEPTH levels
+                          "wrong_types"     every watch sends an event whose resourceVersion
+                                            is a number, then stays open
+                          "endless_line"    every watch sends a line that never ends
+                          "endless_list"    every list page carries one more made-up object
+                                            and a continue token, forever
     """
 
     def __init__(self, pki, token=DEFAULT_TOKEN, host="127.0.0.1", port=0,
@@ -715,6 +780,7 @@ class FakeKubeAPI:
         self.bookmark_interval = bookmark_interval
         self.expired_as_http = False
         self.verbose = False
+        self.misbehave = {}
         self.requests = []
         self.token = token
         self._tokens = {token} if token else set()

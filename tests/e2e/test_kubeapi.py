@@ -444,3 +444,39 @@ def test_builders_have_real_shapes(api):
     assert stored["metadata"]["resourceVersion"] == str(rv)
     assert api.delete("Service", "default", "web") == rv + 1
     assert api.get("Service", "default", "web") is None
+
+
+# ---- Misbehaviour switches (for ferryd's tests of a hostile server) ---------------------------
+
+def test_misbehave_switches(api):
+    api.apply(service("web", cluster_ip="10.96.0.10"))
+    api.misbehave = {"services": "watch_gone"}
+    assert get(api, watch_path(api.resource_version))[0] == 410
+    assert get(api, SERVICES)[0] == 200  # lists stay normal
+    api.misbehave = {"services": "watch_closes"}
+    s = RawStream(api, watch_path(api.resource_version))
+    assert s.status == 200 and s.chunk() == b""
+    s.close()
+    api.misbehave = {"services": "watch_bad_line"}
+    s = RawStream(api, watch_path(api.resource_version))
+    assert s.chunk() == b"{this is not json\n" and s.chunk() == b""
+    s.close()
+    api.misbehave = {"services": "deep_error"}
+    s = RawStream(api, watch_path(api.resource_version))
+    data = s.chunk()
+    assert data.count(b"[") == kubeapi.DEEP_ERROR_DEPTH and data.endswith(b"}}\n")
+    s.close()
+    api.misbehave = {"services": "wrong_types"}
+    s = RawStream(api, watch_path(api.resource_version))
+    assert s.event()["object"]["metadata"]["resourceVersion"] == 1
+    s.close()
+    api.misbehave = {"services": "endless_line"}
+    s = RawStream(api, watch_path(api.resource_version))
+    assert b"\n" not in s.chunk() + s.chunk()
+    s.close()
+    api.misbehave = {"services": "endless_list"}
+    code, page = get(api, SERVICES + "?limit=1&continue=41")
+    assert code == 200 and page["metadata"]["continue"] == "42"
+    assert page["items"][0]["metadata"]["name"] == "endless-41"
+    api.misbehave = {}
+    assert [o["metadata"]["name"] for o in get(api, SERVICES)[1]["items"]] == ["web"]

@@ -137,7 +137,10 @@ def cluster():
         f.start_ferryd(config_toml(
             f.prefix, tmp, f.manifests,
             extra=f'[kubernetes]\nin_cluster = true\nservice_account_dir = "{sa}"\n'
-                  "watch_timeout = 30\npage_size = 1\n"))
+                  "watch_timeout = 30\npage_size = 1\n"
+                  # The tests fail the server one after another: a short maximum keeps each
+                  # recovery within seconds (client-go's 30 s would make them wait up to 60).
+                  "backoff_max_ms = 4000\n"))
         c = Cluster(f, api, sa)
         for kind in ("Service", "EndpointSlice", "Node"):
             c.wait(f"{kind} synced", lambda kind=kind: c.source(kind)["synced"])
@@ -423,3 +426,34 @@ def test_metrics_time_api_changes(cluster):
     for r in cluster.ferry.stats()["sources"]["kubernetes"]["resources"]:
         assert value(after, "ferry_kubernetes_synced", kind=r["kind"]) == 1
         assert value(after, "ferry_kubernetes_errors_total", kind=r["kind"]) == r["errors"]
+
+
+def test_a_hostile_server_is_backed_off_from_and_cannot_crash_ferryd(cluster, redis_session):
+    """A 410 on every watch, a watch answered 200 and closed at once, an ERROR event nested
+    100,000 deep: ferryd lives on and asks each resource only a few times in 5 s (client-go's
+    back-off: 0.8-1.6 s, then 1.6-3.2 s, ...), where it asked hundreds of times a second."""
+    api = cluster.api
+    api.misbehave = {"services": "watch_gone", "endpointslices": "deep_error",
+                     "nodes": "watch_closes"}
+    try:
+        start = len(api.requests)
+        api.close_watches()
+        time.sleep(5)
+        reqs = api.requests[start:]
+        counts = {p: sum(r["path"] == p for r in reqs)
+                  for p in ("/api/v1/services", "/apis/discovery.k8s.io/v1/endpointslices",
+                            "/api/v1/nodes")}
+        # Service: a list and a watch per try; the others a watch per try.
+        assert counts["/api/v1/services"] <= 8 and counts["/api/v1/nodes"] <= 4, counts
+        assert counts["/apis/discovery.k8s.io/v1/endpointslices"] <= 4, counts
+        assert cluster.ferry.alive(), cluster.ferry.log()
+        assert "nested deeper than 100" in cluster.source("EndpointSlice")["last_error"]
+        assert "very short watch" in cluster.source("Node")["last_error"]
+        for kind in ("Service", "EndpointSlice", "Node"):
+            assert cluster.source(kind)["backoff_ms"] >= 800
+        assert redis_session.ping() == "+PONG"
+    finally:
+        api.misbehave = {}
+    for kind in ("Service", "EndpointSlice", "Node"):
+        cluster.wait(f"{kind} watching again", lambda kind=kind: cluster.source(kind)["connected"],
+                     timeout=30)
