@@ -719,7 +719,7 @@ TEST(parse_config, log_level_and_control_keys) {
   ASSERT_TRUE(d.ok());
   EXPECT_EQ(d->log_level, "info");
   EXPECT_EQ(d->socket_gid, -1);
-  EXPECT_EQ(d->max_request_bytes, 64u << 20);
+  EXPECT_EQ(d->max_request_bytes, 4u << 20);
   // A group by name (root exists everywhere).
   auto n = parse_config(base + "[control]\nsocket_group = \"root\"\n", "t.toml");
   ASSERT_TRUE(n.ok()) << n.message();

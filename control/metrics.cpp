@@ -288,6 +288,23 @@ constexpr metric kDnsTcpMetrics[] = {
      "DNS over TCP queries that waited, or answers dropped, at tcp_memory."},
 };
 
+constexpr metric kControlSocketMetrics[] = {
+    {"connections", "ferry_control_socket_connections", "gauge",
+     "Control socket connections open now."},
+    {"buffered_bytes", "ferry_control_socket_buffered_bytes", "gauge",
+     "Bytes of unfinished control socket requests held now."},
+    {"evicted", "ferry_control_socket_evicted_total", "counter",
+     "Idle control socket connections closed to make room for a new one (all slots in use)."},
+    {"over_budget", "ferry_control_socket_over_budget_total", "counter",
+     "Unfinished control socket requests dropped: together they held too many bytes."},
+    {"too_deep", "ferry_control_socket_too_deep_total", "counter",
+     "Control socket requests refused: nested too deeply."},
+    {"too_large", "ferry_control_socket_too_large_total", "counter",
+     "Control socket requests refused: larger than control.max_request_bytes."},
+    {"timed_out", "ferry_control_socket_timed_out_total", "counter",
+     "Control socket requests not sent, or answers not taken, in time."},
+};
+
 void each(exposition& e, const json& obj, const auto& table, const labels& ls) {
   for (const auto& m : table) e.from(field(obj, m.key), m.name, m.type, m.help, ls);
 }
@@ -365,6 +382,8 @@ std::string render(const json& stats, const change_latency& latency, const proce
            "DNS over TCP packets the workers handed to the TCP server.");
     each(e, tcp, kDnsTcpMetrics, {});
   }
+
+  each(e, field(stats, "control_socket"), kControlSocketMetrics, {});
 
   const json& kube = field(field(stats, "sources"), "kubernetes");
   for (const auto& r : field(kube, "resources")) {

@@ -10,6 +10,7 @@
 
 #include "config.hpp"
 #include "ferry/net.hpp"
+#include "socket_server.hpp"
 
 namespace ferry::control {
 
@@ -867,6 +868,14 @@ result<filter_rule_config> filter_rule_of(const json& req) {
   return r;
 }
 
+// A request's field by reference, null when absent: value() would copy the client's value,
+// a recursion per level of nesting.
+const json& field_of(const json& req, const char* key) {
+  static const json kAbsent;
+  const auto it = req.find(key);
+  return it != req.end() ? *it : kAbsent;
+}
+
 }  // namespace
 
 json node::handle(const json& req) {
@@ -898,8 +907,10 @@ json node::handle(const json& req) {
     return ok(get(resource, ns));
   }
   if (op == "env") {
-    const json ns = req.value("namespace", json());
-    const json links = req.value("service_links", json(true));  // enableServiceLinks' default
+    const json& ns = field_of(req, "namespace");
+    static const json kLinksDefault = true;  // enableServiceLinks' default
+    const auto links_it = req.find("service_links");
+    const json& links = links_it != req.end() ? *links_it : kLinksDefault;
     if (!ns.is_string() || ns.get<std::string>().empty()) {
       return refused("bad request: env needs a \"namespace\" (the pod's namespace)");
     }
@@ -926,9 +937,17 @@ json node::handle(const json& req) {
       }
     }
     if (op == "flush" && out.contains("flushed")) {
-      json filters = req;
-      filters.erase("op");
-      log_change("flush " + out["flushed"].dump() + " flows matching " + filters.dump(), "socket");
+      // Only the filters flush reads, each as describe_value() shows it: a request's other
+      // fields are the client's and may be anything (dump() of a deep one overflows the stack).
+      std::string filters;
+      for (const char* key : {"service", "backend", "client", "state", "protocol"}) {
+        auto it = req.find(key);
+        if (it == req.end() || it->is_null()) continue;
+        filters += (filters.empty() ? "" : ", ") + std::string(key) + "=" + describe_value(*it);
+      }
+      log_change("flush " + describe_value(out["flushed"]) + " flows " +
+                     (filters.empty() ? std::string("(all)") : "matching " + filters),
+                 "socket");
     }
     return view_answer(std::move(out));
   }
@@ -937,7 +956,7 @@ json node::handle(const json& req) {
     if (kind != "service" && kind != "services" && kind != "svc") {
       return refused("describe: unknown kind \"" + kind + "\" (only service)");
     }
-    const json name = req.value("name", json());
+    const json& name = field_of(req, "name");
     if (!name.is_string() || name.get<std::string>().empty()) {
       return refused("bad request: describe needs a \"name\"");
     }
@@ -946,15 +965,16 @@ json node::handle(const json& req) {
     return ok(std::move(*r));
   }
   if (op == "weight") {
-    const json name = req.value("name", json());
-    const json address = req.value("address", json());
+    const json& name = field_of(req, "name");
+    const json& address = field_of(req, "address");
     if (!name.is_string() || name.get<std::string>().empty()) {
       return refused("bad request: weight needs a \"name\" (the Service)");
     }
     if (!address.is_string()) return refused("bad request: weight needs an \"address\"");
     auto ip = parse_ipv4(address.get<std::string>());
     if (!ip) {
-      return refused("bad request: \"address\" " + address.dump() + " is not an IPv4 address");
+      return refused("bad request: \"address\" " + describe_value(address) +
+                     " is not an IPv4 address");
     }
     if (!req.contains("weight")) {
       return refused("bad request: weight needs a \"weight\" (0-1000, or null to remove)");
@@ -963,15 +983,17 @@ json node::handle(const json& req) {
     std::optional<uint16_t> value;
     if (!w.is_null()) {
       if (!w.is_number_integer() || w.get<int64_t>() < 0 || w.get<int64_t>() > 1000) {
-        return refused("bad request: \"weight\" " + w.dump() +
-                       " must be an integer from 0 to 1000, or null");
+        return refused("bad request: \"weight\" must be an integer from 0 to 1000, or null, not " +
+                       describe_value(w));
       }
       value = static_cast<uint16_t>(w.get<int64_t>());
     }
     const std::string ns = req.value("namespace", "default");
     auto r = weight(ns, name.get<std::string>(), *ip, value);
     if (!r) return refused(r.message());
-    auto shown = [](const json& w) { return w.is_null() ? std::string("configured") : w.dump(); };
+    auto shown = [](const json& w) {
+      return w.is_null() ? std::string("configured") : describe_value(w);
+    };
     log_change("weight " + ns + "/" + name.get<std::string>() + " " + address.get<std::string>() +
                    " " + shown((*r)["weight"]) + " (was " + shown((*r)["previous"]) + ")",
                "socket");
@@ -980,7 +1002,7 @@ json node::handle(const json& req) {
   // Payload signature filter.
   if (op == "filter_list") return ok(filter_list());
   if (op == "filter_del") {
-    const json name = req.value("name", json());
+    const json& name = field_of(req, "name");
     if (!name.is_string() || name.get<std::string>().empty()) {
       return refused("bad request: filter_del needs a \"name\"");
     }
@@ -1000,7 +1022,7 @@ json node::handle(const json& req) {
     return ok(std::move(*out));
   }
   if (op == "log_level") {
-    const json level = req.value("level", json());
+    const json& level = field_of(req, "level");
     const std::string was = log_level();
     if (level.is_null()) return ok({{"level", was}, {"previous", was}});
     if (!level.is_string() || !set_log_level(level.get<std::string>())) {

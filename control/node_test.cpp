@@ -856,5 +856,40 @@ TEST(NodeGrace, ZeroGraceFlushesAtOnceAndNoFlusherTracksNothing) {
   EXPECT_EQ(n.pending_backend_flushes(), 0u);
 }
 
+// A client's value nested far deeper than any request needs (200,000 levels: 400 KB) must
+// never be printed whole: dump() recurses once per level and overflows the stack. Handlers name
+// the type instead, whether the value arrives through the socket (which refuses the depth
+// first) or straight from another caller.
+TEST(NodeSocket, DeepValuesAreNamedByTheirTypeNotPrinted) {
+  constexpr size_t kDeep = 200000;
+  auto deep = [] {
+    return nlohmann::json::parse(std::string(kDeep, '[') + std::string(kDeep, ']'));
+  };
+  api_node a;
+  ASSERT_TRUE(a.n.apply({{"t", service("web", "198.19.0.1") + slice("w1", "web", {"10.0.0.2"})}},
+                        source::socket));
+
+  // Built by moving: an initializer list would copy the deep value (a recursion per level).
+  nlohmann::json req = {{"op", "weight"}, {"name", "web"}, {"address", "10.0.0.2"}};
+  req["weight"] = deep();
+  auto ans = a.n.handle(req);
+  EXPECT_EQ(ans["error"],
+            "bad request: \"weight\" must be an integer from 0 to 1000, or null, not an array");
+  req["weight"] = 2000;
+  EXPECT_EQ(a.n.handle(req)["error"],
+            "bad request: \"weight\" must be an integer from 0 to 1000, or null, not 2000");
+
+  // flush logs its filters; the request's other fields are the client's and never printed.
+  a.n.set_view("flush", [&](const nlohmann::json&) { return nlohmann::json{{"flushed", 3}}; });
+  req = {{"op", "flush"}, {"protocol", "udp"}};
+  req["all"] = deep();
+  ans = a.n.handle(req);
+  EXPECT_EQ(ans["ok"], true) << ans["error"];
+  EXPECT_EQ(ans["result"]["flushed"], 3);
+  req = {{"op", "flush"}};
+  req["service"] = deep();  // a filter of the wrong type, as the view would refuse it
+  EXPECT_EQ(a.n.handle(req)["ok"], true);
+}
+
 }  // namespace
 }  // namespace ferry::control

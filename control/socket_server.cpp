@@ -1,6 +1,7 @@
 #include "socket_server.hpp"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -8,9 +9,11 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -98,6 +101,36 @@ std::string encode(const json& message) {
 
 json refusal(std::string message) { return json{{"ok", false}, {"error", std::move(message)}}; }
 
+// A parser's message may quote what it read (a whole string token, megabytes of it).
+std::string capped(std::string message) {
+  constexpr size_t kMax = 512;
+  if (message.size() > kMax) {
+    message.resize(kMax);
+    message += "...";
+  }
+  return message;
+}
+
+// Freeing this much at once is worth handing back to the system (malloc_trim).
+constexpr size_t kTrimAfterBytes = size_t{1} << 20;
+
+// "30 s", "1.5 s": a client timeout as people give it.
+std::string seconds_text(int ms) {
+  std::string s = std::to_string(ms / 1000);
+  if (ms % 1000) {
+    char frac[16];
+    std::snprintf(frac, sizeof(frac), ".%03d", ms % 1000);
+    s += frac;
+    while (s.back() == '0') s.pop_back();
+  }
+  return s + " s";
+}
+
+std::string too_deep() {
+  return "bad request: nested deeper than " + std::to_string(kMaxRequestDepth) +
+         " levels of arrays and objects";
+}
+
 bool fill_address(const std::string& path, sockaddr_un& addr) {
   addr = {};
   addr.sun_family = AF_UNIX;
@@ -134,12 +167,57 @@ class fd_guard {
 
 }  // namespace
 
+size_t nesting_scanner::feed(std::string_view bytes) {
+  for (char ch : bytes) {
+    if (in_string_) {
+      if (escaped_) {
+        escaped_ = false;
+      } else if (ch == '\\') {
+        escaped_ = true;
+      } else if (ch == '"') {
+        in_string_ = false;
+      }
+    } else if (ch == '"') {
+      in_string_ = true;
+    } else if (ch == '[' || ch == '{') {
+      deepest_ = std::max(deepest_, ++depth_);
+    } else if ((ch == ']' || ch == '}') && depth_ > 0) {
+      --depth_;
+    }
+  }
+  return deepest_;
+}
+
+std::string describe_value(const json& value) {
+  switch (value.type()) {
+    case json::value_t::object:
+      return "an object";
+    case json::value_t::array:
+      return "an array";
+    case json::value_t::string: {
+      constexpr size_t kMax = 64;
+      const auto& s = value.get_ref<const std::string&>();
+      // Through dump() for the quotes and escapes: a string is one level, no recursion.
+      if (s.size() <= kMax) return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+      return json(s.substr(0, kMax)).dump(-1, ' ', false, json::error_handler_t::replace) +
+             "... (" + std::to_string(s.size()) + " bytes)";
+    }
+    case json::value_t::discarded:
+      return "nothing";
+    default:
+      return value.dump();  // a number, boolean or null
+  }
+}
+
 json answer_request(std::string_view text, const std::function<json(const json&)>& h) {
   try {
     if (text.empty()) return refusal("bad request: empty request (expected one JSON object)");
     if (text.find('\0') != std::string_view::npos) {
       return refusal("bad request: NUL byte in request");
     }
+    // Before decoding: the handlers may be careless with deep values, and the decoded value
+    // itself would cost a recursion per level to copy or compare.
+    if (nesting_scanner().feed(text) > kMaxRequestDepth) return refusal(too_deep());
     json request = json::parse(text);
     if (!request.is_object()) {
       return refusal(std::string("bad request: expected a JSON object, got ") +
@@ -150,7 +228,7 @@ json answer_request(std::string_view text, const std::function<json(const json&)
     if (!op->is_string()) return refusal("bad request: \"op\" must be a string");
     return h(request);
   } catch (const json::parse_error& e) {
-    return refusal(std::string("bad request: ") + e.what());
+    return refusal(capped(std::string("bad request: ") + e.what()));
   } catch (const json::type_error& e) {
     // A field of the wrong type that an operation read without checking.
     return refusal(std::string("bad request: a field has the wrong type: ") + e.what());
@@ -272,8 +350,72 @@ std::string socket_server::refusal_for(int fd) const {
          std::to_string(group_) + ", control.socket_group)";
 }
 
+size_t socket_server::live() const {
+  return static_cast<size_t>(
+      std::count_if(conns_.begin(), conns_.end(), [](const connection& c) { return !c.dead; }));
+}
+
+size_t socket_server::buffered_bytes() const {
+  size_t n = 0;
+  for (const auto& c : conns_) {
+    if (!c.dead && !c.answering) n += c.in.size();
+  }
+  return n;
+}
+
+void socket_server::sweep() {
+  size_t freed = 0;
+  std::erase_if(conns_, [&](connection& c) {
+    if (!c.dead) return false;
+    freed += c.in.capacity() + c.out.capacity();
+    ::close(c.fd);
+    return true;
+  });
+  // A large request's buffers are given back to the system, not kept by malloc for the next.
+  if (freed >= kTrimAfterBytes) ::malloc_trim(0);
+}
+
+void socket_server::drop(connection& c, const std::string& why) {
+  answer(c, refusal(why));
+  (void)on_writable(c);  // best effort: one non-blocking try to say why
+  c.dead = true;
+}
+
+void socket_server::evict_idlest() {
+  connection* idlest = nullptr;
+  for (auto& c : conns_) {
+    if (c.dead || c.round == round_) continue;
+    if (!idlest || c.active < idlest->active) idlest = &c;
+  }
+  if (!idlest) return;
+  ++counters_.evicted;
+  drop(*idlest, "closed: all " + std::to_string(options_.max_connections) +
+                    " control socket connections were in use and this one was idle longest");
+}
+
+bool socket_server::make_room(const connection& c, size_t more) {
+  const size_t budget = std::max(options_.max_request_bytes, options_.max_buffered_bytes
+                                                                 ? options_.max_buffered_bytes
+                                                                 : 2 * options_.max_request_bytes);
+  for (size_t held = buffered_bytes(); held + more > budget;) {
+    connection* oldest = nullptr;
+    for (auto& o : conns_) {
+      if (&o == &c || o.dead || o.answering || o.in.empty()) continue;
+      if (!oldest || o.accepted < oldest->accepted) oldest = &o;
+    }
+    if (!oldest) return false;
+    held -= oldest->in.size();
+    ++counters_.over_budget;
+    drop(*oldest, "dropped: unfinished requests held more than " + std::to_string(budget) +
+                      " bytes together, and this one was the oldest");
+  }
+  return true;
+}
+
 void socket_server::accept_all() {
-  while (conns_.size() < options_.max_connections) {
+  // At most max_connections a poll: each may evict one connection from an earlier poll, so a
+  // connection is never evicted in the poll that accepted it.
+  for (size_t n = 0; n < options_.max_connections; ++n) {
     int fd = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC | SOCK_NONBLOCK);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
@@ -281,34 +423,50 @@ void socket_server::accept_all() {
       // again at once; leave the connection queued for the next call instead of spinning.
       return;
     }
-    connection c;
+    if (live() >= options_.max_connections) evict_idlest();
+    sweep();
+    connection& c = conns_.emplace_back();
     c.fd = fd;
-    c.deadline = steady_clock::now() + options_.io_timeout;
-    if (auto why = refusal_for(fd); !why.empty()) {
-      // A burst of refused clients must not flood the log: at most one line a second.
-      auto now = steady_clock::now();
-      if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
-        spdlog::warn("control socket: refused a client: {}{}", why,
-                     refusals_unlogged_ ? " (and " + std::to_string(refusals_unlogged_) +
-                                              " more refusals not logged)"
-                                        : "");
-        last_refusal_log_ = now;
-        refusals_unlogged_ = 0;
-      } else {
-        ++refusals_unlogged_;
-      }
-      answer(c, refusal(why));
-    }
-    conns_.push_back(std::move(c));
+    c.round = round_;
+    c.accepted = c.active = steady_clock::now();
+    c.deadline = c.accepted + options_.io_timeout;
+    if (!serve_new(c)) c.dead = true;
+    sweep();
   }
+}
+
+bool socket_server::serve_new(connection& c) {
+  if (auto why = refusal_for(c.fd); !why.empty()) {
+    // A burst of refused clients must not flood the log: at most one line a second.
+    auto now = steady_clock::now();
+    if (now - last_refusal_log_ >= std::chrono::seconds(1)) {
+      spdlog::warn("control socket: refused a client: {}{}", why,
+                   refusals_unlogged_ ? " (and " + std::to_string(refusals_unlogged_) +
+                                            " more refusals not logged)"
+                                      : "");
+      last_refusal_log_ = now;
+      refusals_unlogged_ = 0;
+    } else {
+      ++refusals_unlogged_;
+    }
+    answer(c, refusal(why));
+  }
+  // New connections usually carry their request already; serve them without another wait.
+  bool alive = c.answering || on_readable(c);
+  if (alive && c.answering) alive = on_writable(c);  // most answers fit the socket buffer
+  return alive;
 }
 
 void socket_server::answer(connection& c, const json& response) {
   c.out = encode(response);
   c.written = 0;
   c.answering = true;
+  const size_t held = c.in.capacity();
   c.in.clear();
   c.in.shrink_to_fit();
+  // Called after the request is decoded and handled, so its decoded copy is gone too: a large
+  // request's memory goes back to the system instead of staying with malloc.
+  if (held >= kTrimAfterBytes) ::malloc_trim(0);
   // A fresh deadline: time the handler spent is not the client's fault.
   c.deadline = steady_clock::now() + options_.io_timeout;
 }
@@ -329,19 +487,27 @@ bool socket_server::on_readable(connection& c) {
       answer(c, answer_request(c.in, handler_));
       return true;
     }
-    c.in.append(buf, static_cast<size_t>(n));
-    auto nl = c.in.find('\n', c.scanned);
-    if (nl != std::string::npos) c.in.resize(nl);
-    if (c.in.size() > options_.max_request_bytes) {
+    c.active = steady_clock::now();
+    std::string_view chunk(buf, static_cast<size_t>(n));
+    const auto nl = chunk.find('\n');
+    if (nl != std::string_view::npos) chunk = chunk.substr(0, nl);
+    if (c.in.size() + chunk.size() > options_.max_request_bytes) {
+      ++counters_.too_large;
       answer(c, refusal("request larger than " + std::to_string(options_.max_request_bytes) +
-                        " bytes"));
+                        " bytes (control.max_request_bytes)"));
       return true;
     }
-    if (nl != std::string::npos) {
+    if (c.nesting.feed(chunk) > kMaxRequestDepth) {
+      ++counters_.too_deep;
+      answer(c, refusal(too_deep()));
+      return true;
+    }
+    if (!make_room(c, chunk.size())) return false;  // cannot happen: budget >= one request
+    c.in.append(chunk);
+    if (nl != std::string_view::npos) {
       answer(c, answer_request(c.in, handler_));
       return true;
     }
-    c.scanned = c.in.size();
   }
   return true;
 }
@@ -355,11 +521,13 @@ bool socket_server::on_writable(connection& c) {
       return errno == EAGAIN || errno == EWOULDBLOCK;
     }
     c.written += static_cast<size_t>(n);
+    c.active = steady_clock::now();
   }
   return false;  // all written: one request per connection
 }
 
 bool socket_server::poll_once(int timeout_ms, int wake_fd) {
+  ++round_;
   // The nearest deadline bounds the wait, so a stalled client is dropped on time.
   for (const auto& c : conns_) {
     int left = remaining_ms(c.deadline);
@@ -367,8 +535,8 @@ bool socket_server::poll_once(int timeout_ms, int wake_fd) {
   }
   std::vector<pollfd> p;
   p.reserve(conns_.size() + 2);
-  const bool accepting = conns_.size() < options_.max_connections;
-  p.push_back({accepting ? fd_ : -1, POLLIN, 0});
+  // Always listening: when every slot is taken, a new client evicts the one idle longest.
+  p.push_back({fd_, POLLIN, 0});
   p.push_back({wake_fd, POLLIN, 0});
   for (const auto& c : conns_) {
     p.push_back({c.fd, static_cast<short>(c.answering ? POLLOUT : POLLIN), 0});
@@ -377,10 +545,11 @@ bool socket_server::poll_once(int timeout_ms, int wake_fd) {
   if (n < 0) return false;  // EINTR: the caller's loop comes back soon enough
   const bool woken = wake_fd >= 0 && (p[1].revents & POLLIN);
 
-  std::vector<connection> keep;
-  keep.reserve(conns_.size());
+  // Serving one connection may drop others (over the memory budget): they are marked dead,
+  // skipped here, and closed by sweep().
   for (size_t i = 0; i < conns_.size(); ++i) {
     auto& c = conns_[i];
+    if (c.dead) continue;
     const short ev = p[i + 2].revents;
     bool alive = true;
     if (!c.answering && (ev & (POLLIN | POLLHUP | POLLERR))) alive = on_readable(c);
@@ -388,37 +557,17 @@ bool socket_server::poll_once(int timeout_ms, int wake_fd) {
       alive = on_writable(c);  // try at once: most answers fit the socket buffer
     }
     if (alive && steady_clock::now() >= c.deadline) {
+      ++counters_.timed_out;
       if (!c.answering) {
-        // Best effort: one non-blocking try to say why, then close either way.
-        answer(c, refusal("request not received within " +
-                          std::to_string(options_.io_timeout.count() / 1000) + " s"));
-        on_writable(c);
+        drop(c, "request not received within " +
+                    std::to_string(options_.io_timeout.count() / 1000) + " s");
       }
       alive = false;
     }
-    if (alive) {
-      keep.push_back(std::move(c));
-    } else {
-      ::close(c.fd);
-    }
+    if (!alive) c.dead = true;
   }
-  conns_ = std::move(keep);
-  if (accepting && (p[0].revents & POLLIN)) {
-    const size_t first_new = conns_.size();
-    accept_all();
-    // New connections usually carry their request already; serve them without another wait.
-    for (size_t i = first_new; i < conns_.size();) {
-      auto& c = conns_[i];
-      bool alive = c.answering || on_readable(c);
-      if (alive && c.answering) alive = on_writable(c);
-      if (alive) {
-        ++i;
-      } else {
-        ::close(c.fd);
-        conns_.erase(conns_.begin() + static_cast<ptrdiff_t>(i));
-      }
-    }
-  }
+  sweep();
+  if (p[0].revents & POLLIN) accept_all();
   return woken;
 }
 
@@ -461,7 +610,10 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
   ::fcntl(fd.get(), F_SETFL, ::fcntl(fd.get(), F_GETFL) | O_NONBLOCK);
 
   int err = write_all(fd.get(), request_text, deadline);
-  if (err == ETIMEDOUT) return make_error("timed out sending request to ferryd at " + path);
+  if (err == ETIMEDOUT) {
+    return make_error("timed out after " + seconds_text(timeout_ms) +
+                      " sending the request to ferryd at " + path + " (is ferryd stuck?)");
+  }
   // EPIPE/ECONNRESET: ferryd stopped reading (e.g. the request was too large) but may still
   // have answered why, so read on.
   if (err != 0 && err != EPIPE && err != ECONNRESET) {
@@ -475,8 +627,12 @@ result<nlohmann::json> call(const std::string& path, const nlohmann::json& reque
   // data instead of a clean EOF; the answer we got is still complete.
   if (err == ECONNRESET && !response_text.empty()) err = 0;
   if (err == ETIMEDOUT) {
-    return make_error("timed out waiting for ferryd at " + path + " after " +
-                      std::to_string(timeout_ms) + " ms");
+    // The whole request was sent: ferryd goes on with it and may well carry it out (a large
+    // apply takes a while); only the answer was not waited for.
+    return make_error("timed out after " + seconds_text(timeout_ms) + " waiting for ferryd at " +
+                      path +
+                      " to answer; the request was sent, so ferryd may still carry it out "
+                      "(a change may be applied: check before retrying)");
   }
   if (err != 0) {
     return make_error("cannot read response from ferryd at " + path + ": " + errno_text(err));

@@ -11,6 +11,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -45,6 +46,12 @@ struct failure : std::runtime_error {
   failure(const std::string& what, int status = exit_failed)
       : std::runtime_error(what), exit_status(status) {}
   int exit_status;
+};
+
+// Where ferryd is, and how long to wait for each answer.
+struct ferryd_at {
+  std::string socket;
+  int timeout_ms = 30000;  // 0: wait as long as it takes
 };
 
 std::string default_socket_path() {
@@ -115,8 +122,8 @@ json collect_documents(const std::vector<std::string>& paths) {
 // ---- Talking to ferryd -----------------------------------------------------------------------
 
 // Sends the request and returns the response's "result"; any refusal becomes a failure.
-json request_result(const std::string& socket_path, const json& request) {
-  auto response = ferry::control::call(socket_path, request);
+json request_result(const ferryd_at& at, const json& request) {
+  auto response = ferry::control::call(at.socket, request, at.timeout_ms);
   if (!response.ok()) throw failure(response.message());
   const json& r = *response;
   auto ok = r.is_object() ? r.find("ok") : r.end();
@@ -135,11 +142,11 @@ json request_result(const std::string& socket_path, const json& request) {
 // ---- Service environment variables -----------------------------------------------------------
 
 // The variables kubelet would give a pod in `ns`, as ferryd computes them, in its order.
-std::vector<std::pair<std::string, std::string>> service_variables(const std::string& socket_path,
+std::vector<std::pair<std::string, std::string>> service_variables(const ferryd_at& at,
                                                                    const std::string& ns,
                                                                    bool service_links) {
-  json result = request_result(
-      socket_path, {{"op", "env"}, {"namespace", ns}, {"service_links", service_links}});
+  json result =
+      request_result(at, {{"op", "env"}, {"namespace", ns}, {"service_links", service_links}});
   std::vector<std::pair<std::string, std::string>> vars;
   const json& list = result.is_object() ? result.value("variables", json::array()) : json();
   for (const auto& v : list.is_array() ? list : json::array()) {
@@ -278,7 +285,7 @@ double unix_now() {
 
 // Like top: a screen redrawn every interval on a terminal, one block per interval (a blank line
 // between) when stdout is a file or a pipe. Ctrl-C ends it with status 0.
-int watch_stats(const std::string& socket_path, double interval, cli::format fmt) {
+int watch_stats(const ferryd_at& at, double interval, cli::format fmt) {
   struct sigaction sa {};
   sa.sa_handler = on_interrupt;  // no SA_RESTART: the sleep ends at once
   ::sigaction(SIGINT, &sa, nullptr);
@@ -297,12 +304,12 @@ int watch_stats(const std::string& socket_path, double interval, cli::format fmt
 
   std::string node;  // for the header; an older ferryd has no status op
   try {
-    json status = request_result(socket_path, {{"op", "status"}});
+    json status = request_result(at, {{"op", "status"}});
     if (status.is_object() && status.value("node", json()).is_string()) node = status["node"];
   } catch (const failure&) {
   }
   using clock = std::chrono::steady_clock;
-  json before = request_result(socket_path, {{"op", "stats"}});
+  json before = request_result(at, {{"op", "stats"}});
   auto taken = clock::now();
   bool first = true;
   while (!interrupted) {
@@ -314,7 +321,7 @@ int watch_stats(const std::string& socket_path, double interval, cli::format fmt
     if (interrupted) break;
     json after;
     try {
-      after = request_result(socket_path, {{"op", "stats"}});
+      after = request_result(at, {{"op", "stats"}});
     } catch (const failure&) {
       if (interrupted) break;
       throw;
@@ -347,9 +354,14 @@ int main(int argc, char** argv) {
   // required" instead of naming the word it did not understand.
   app.require_subcommand(0, 1);
 
-  std::string socket_path = default_socket_path();
+  ferryd_at at{default_socket_path()};
+  double timeout_seconds = 30;
   std::string output = "table";
-  app.add_option("--socket", socket_path, "ferryd control socket (env FERRY_SOCKET)")
+  app.add_option("--socket", at.socket, "ferryd control socket (env FERRY_SOCKET)")
+      ->capture_default_str();
+  app.add_option("--timeout", timeout_seconds,
+                 "seconds to wait for each answer from ferryd (0: no limit)")
+      ->check(CLI::Range(0.0, 86400.0))
       ->capture_default_str();
   app.add_option("-o,--output", output, "output format: table, wide, json or yaml")
       ->check(CLI::IsMember({"table", "wide", "json", "yaml"}))
@@ -495,6 +507,8 @@ int main(int argc, char** argv) {
     // own code for it is, so scripts can tell "you typed it wrong" from "ferryd said no".
     return app.exit(e) == 0 ? exit_ok : exit_usage;
   }
+  at.timeout_ms =
+      timeout_seconds > 0 ? std::max(1, static_cast<int>(std::lround(timeout_seconds * 1000))) : 0;
 
   if (app.get_subcommands().empty()) {
     std::cerr << "error: missing command (status, get, describe, trace, drain, weight, flush, "
@@ -508,14 +522,13 @@ int main(int argc, char** argv) {
     if (env->parsed()) {
       // `ferryctl -o json env` asks for JSON too; the global -o knows other formats.
       if (env_output_opt->count() == 0 && output == "json") env_output = "json";
-      print_variables(service_variables(socket_path, pod_namespace, !no_service_links), env_output);
+      print_variables(service_variables(at, pod_namespace, !no_service_links), env_output);
       return exit_ok;
     }
     if (exec->parsed()) {
-      return exec_with(service_variables(socket_path, pod_namespace, !no_service_links),
-                       exec_command);
+      return exec_with(service_variables(at, pod_namespace, !no_service_links), exec_command);
     }
-    if (stats->parsed() && watch) return watch_stats(socket_path, interval, fmt);
+    if (stats->parsed() && watch) return watch_stats(at, interval, fmt);
     if (interval_opt->count() > 0) throw failure("--interval only applies to --watch", exit_usage);
 
     json request;
@@ -652,7 +665,7 @@ int main(int argc, char** argv) {
       view = "filter list";
     }
 
-    json result = request_result(socket_path, request);
+    json result = request_result(at, request);
     if (filter) result = filter(result);
     const bool nothing = result.is_object() && result.contains("items") &&
                          result["items"].is_array() && result["items"].empty();

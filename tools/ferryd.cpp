@@ -253,6 +253,15 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
   return out;
 }
 
+// What the control socket refused or dropped: a client's bounds biting (socket_counters).
+json control_socket_view(const control::socket_server& s) {
+  const auto& c = s.counters();
+  return {{"connections", s.connections()}, {"buffered_bytes", s.buffered_bytes()},
+          {"evicted", c.evicted},           {"over_budget", c.over_budget},
+          {"too_deep", c.too_deep},         {"too_large", c.too_large},
+          {"timed_out", c.timed_out}};
+}
+
 json dns_tcp_view(const dp::dns_tcp_server::stats& s) {
   json out = {{"connections", s.connections.load()},
               {"refused_connections", s.refused_connections.load()},
@@ -508,9 +517,11 @@ int run(const node_config& cfg) {
         spdlog::info("kubernetes: following {} ({})", api_creds->server, api_creds->origin);
       }
       service_baselines baselines;
+      const control::socket_server* control_socket = nullptr;  // set once it listens
       auto stats = [&] {
         json out = stats_view(d, workers, baselines);
         out["sources"] = sources_view(api.get(), ctl.api_refused());
+        if (control_socket) out["control_socket"] = control_socket_view(*control_socket);
         if (dns_tcp) out["dns"]["tcp"] = dns_tcp_view(dns_tcp->counters());
         if (dns_tcp) out["dns"]["external"] = dns_external_view(dns_tcp->resolver()->counters());
         out["filters"] = ctl.filter_list()["rules"];
@@ -553,6 +564,7 @@ int run(const node_config& cfg) {
       if (!server) {
         spdlog::error("{}: control.socket: {}", cfg.source, server.message());
       } else {
+        control_socket = server->get();
         for (const auto& p : d.ports) {
           spdlog::info("port {}: dpdk port {}, {} RX / {} TX queues, MTU {}", p.name, p.port_id,
                        p.rx_queues, p.tx_queues, p.mtu);

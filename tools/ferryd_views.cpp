@@ -9,6 +9,8 @@
 #include <optional>
 #include <set>
 
+#include "socket_server.hpp"
+
 #ifndef FERRY_VERSION
 #define FERRY_VERSION "unknown"
 #endif
@@ -75,7 +77,8 @@ std::optional<std::string> parse_filter(const snapshot* snap, const json& req, d
   auto text = [&](const char* name, std::string& out) -> std::optional<std::string> {
     if (!req.contains(name) || req[name].is_null()) return std::nullopt;
     if (!req[name].is_string()) {
-      return std::string("bad filter \"") + name + "\": " + req[name].dump() + " is not a string";
+      return std::string("bad filter \"") + name + "\": " + control::describe_value(req[name]) +
+             " is not a string";
     }
     out = req[name].get<std::string>();
     return std::nullopt;
@@ -181,9 +184,13 @@ json flows(const dp::dataplane& d, const json& req) {
   const snapshot* snap = d.snap.load(std::memory_order_acquire);
   dp::flow_filter f;
   if (auto e = parse_filter(snap, req, f)) return {{"error", *e}};
-  const json limit = req.value("limit", json(100));
+  // By reference: value() would copy the client's value, a recursion per level of nesting.
+  static const json kDefaultLimit = 100;
+  const auto it = req.find("limit");
+  const json& limit = it != req.end() ? *it : kDefaultLimit;
   if (!limit.is_number_unsigned() && !(limit.is_number_integer() && limit.get<int64_t>() >= 0)) {
-    return {{"error", "bad filter \"limit\": " + limit.dump() + " is not a count"}};
+    return {
+        {"error", "bad filter \"limit\": " + control::describe_value(limit) + " is not a count"}};
   }
   uint64_t active = 0, matched = 0;
   const auto names = service_names(snap);

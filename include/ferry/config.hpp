@@ -163,7 +163,7 @@ struct node_config {
   std::string socket_path = "/run/ferry/ferry.sock";
   std::string socket_group;                // [control] socket_group as written ("" = process's)
   int64_t socket_gid = -1;                 // ... resolved; -1: the process's effective group
-  uint64_t max_request_bytes = 64u << 20;  // [control] max_request_bytes
+  uint64_t max_request_bytes = 4ul << 20;  // [control] max_request_bytes
   std::string log_level = "info";          // [log] level: trace|debug|info|warn|error|critical|off
   std::vector<std::string> manifests;      // files or directories
   std::string builtin_manifests;           // YAML applied at start (the built-in demo)

@@ -47,7 +47,10 @@ class FakeFerryd:
                 self.requests.append(request)
                 ok, value = self.answer(request)
                 reply = {"ok": True, "result": value} if ok else {"ok": False, "error": value}
-                conn.sendall(json.dumps(reply).encode() + b"\n")
+                try:
+                    conn.sendall(json.dumps(reply).encode() + b"\n")
+                except OSError:
+                    pass  # the client gave up waiting; serve the next one
 
     def close(self):
         # shutdown wakes the accept() in the thread; a bare close would leave it waiting on a
@@ -206,11 +209,36 @@ def test_refusals_exit_1_with_the_reason(fake):
     ["filter"], ["filter", "add", "x"], ["filter", "add", "x", "--pattern", "y", "--depth", "0"],
     ["filter", "add", "x", "--pattern", "y", "--action", "block"],
     ["filter", "add", "x", "--pattern", "y", "--vip", "1.2.3"],
-    ["filter", "add", "x", "--pattern", "y", "--vip", "1.2.3.4", "--service", "a/b"]])
+    ["filter", "add", "x", "--pattern", "y", "--vip", "1.2.3.4", "--service", "a/b"],
+    ["--timeout", "-1", "status"], ["--timeout", "soon", "status"]])
 def test_usage_errors_send_nothing(fake, args):
     r = ctl(fake, *args)
     assert r.returncode == 2, (r.returncode, r.stdout, r.stderr)
     assert r.stderr.strip() and fake.requests == []
+
+
+def test_timeout_says_the_request_may_still_be_carried_out(tmp_path):
+    """A slow answer (a large apply): ferryctl gives up after --timeout, and says that the
+    request was sent, so ferryd may still commit it (it did, in issue 16). --timeout 0 waits."""
+    def slow(request):
+        time.sleep(1.5)
+        return True, {"changes": []}
+    f = FakeFerryd(tmp_path / "ferry.sock", slow)
+    try:
+        manifest = tmp_path / "svc.yaml"
+        manifest.write_text("kind: Service\n")
+        t0 = time.monotonic()
+        r = ctl(f, "--timeout", "0.3", "apply", "-f", str(manifest))
+        assert time.monotonic() - t0 < 1.3
+        assert r.returncode == 1 and r.stdout == "", (r.returncode, r.stdout)
+        assert r.stderr.startswith("error: timed out after 0.3 s waiting for ferryd at "), r.stderr
+        assert "the request was sent, so ferryd may still carry it out" in r.stderr, r.stderr
+        time.sleep(1.5)  # the fake finishes the first request
+        assert [q["op"] for q in f.requests] == ["apply"]  # it arrived whole
+        r = ctl(f, "--timeout", "0", "apply", "-f", str(manifest))
+        assert r.returncode == 0, r.stderr
+    finally:
+        f.close()
 
 
 def counting_stats(fake_state):
