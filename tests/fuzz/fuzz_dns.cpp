@@ -71,5 +71,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   r = ferry::dns::answer(z, buf.data(), size, buf.size(), udp, 512 + room);
   if (r.len > buf.size()) __builtin_trap();
   if (r.len && (r.len < ferry::dns::kHeaderSize || !(buf[2] & 0x80))) __builtin_trap();
+  // Response rate limiting's slip, over the query as it came: never longer than it, and a
+  // response with TC when there is one.
+  std::vector<uint8_t> again(data, data + size);
+  const size_t slipped = ferry::dns::slip(again.data(), size);
+  if (slipped > size ||
+      (slipped && (slipped < ferry::dns::kHeaderSize + 5 || (again[2] & 0x82) != 0x82))) {
+    __builtin_trap();
+  }
   return 0;
 }
