@@ -76,9 +76,9 @@ struct dataplane {
   uint32_t filter_max_rules = 4096;     // [limits]: per-worker filter hit counter slots
   std::vector<uint32_t> dns_addresses;  // [dns] addresses: answered on port 53
   // [dns] response rate limiting (worker::dns_limiter, keyed by source & dns_rrl_mask): of
-  // the answers over the rate, every dns_rrl_slip-th goes out with TC (0: none). Exempt
-  // sources are looked at only once a source is over its rate. forward_sources: who may
-  // use the upstreams (empty: anyone).
+  // the answers over the rate, every dns_rrl_slip-th goes out with TC (0: none); exempt
+  // sources are neither limited nor counted. forward_sources: who may use the upstreams
+  // (empty: anyone).
   uint32_t dns_rrl_rate = 0;  // answers per second per source prefix (0: off)
   uint32_t dns_rrl_mask = 0xffffff00;
   uint32_t dns_rrl_slip = 0;

@@ -329,11 +329,12 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p);
 
 // Whether a DNS answer to src is over [dns] rate_limit (response rate limiting, as NSD's
 // and Knot's RRL: a token bucket per source prefix, so that spoofed queries cannot make
-// ferry reflect large answers at a victim). Exempt sources are looked at only when over.
+// ferry reflect large answers at a victim). Exempt sources are neither limited nor charged
+// (the list is short, usually empty).
 bool dns_over_rate(worker& w, uint32_t src) {
   const dataplane& dp = *w.dp;
-  return w.dns_limiter.enabled() && !w.dns_limiter.admit(src & dp.dns_rrl_mask, w.now) &&
-         !dataplane::in(dp.dns_rrl_exempt, src);
+  return w.dns_limiter.enabled() && !dataplane::in(dp.dns_rrl_exempt, src) &&
+         !w.dns_limiter.admit(src & dp.dns_rrl_mask, w.now);
 }
 
 // A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone (or

@@ -2087,7 +2087,14 @@ TEST_F(pipeline_dns, AnswersAreRateLimitedPerSourcePrefixWithSlip) {
   auto out = ask(kPod, kWebName, t0);
   ASSERT_EQ(out.size(), 1u);
   EXPECT_EQ(ancount(out[0]), 1u);
-  // An exempt prefix is answered whatever its rate.
+  // An exempt prefix is answered whatever its rate, and its answers are not counted
+  // against the prefix around it.
+  dp_->dns_rrl_exempt = {{kPod, 32}};
+  for (int i = 0; i < 10; ++i) {
+    out = ask(kPod, kWebName, t0);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(ancount(out[0]), 1u);
+  }
   dp_->dns_rrl_exempt = {{kClient, 24}};
   for (int i = 0; i < 3; ++i) {
     out = ask(kClient, kWebName, t0);
@@ -2095,6 +2102,8 @@ TEST_F(pipeline_dns, AnswersAreRateLimitedPerSourcePrefixWithSlip) {
     EXPECT_EQ(ancount(out[0]), 1u);
   }
   dp_->dns_rrl_exempt.clear();
+  od_->learn(1, kPod + 1, to_ether(kPodMac));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ancount(ask(kPod + 1, kWebName, t0).at(0)), 1u) << i;
   // Half a second later, two tokens are back; slip 0 drops everything over.
   dp_->dns_rrl_slip = 0;
   const uint64_t later = t0 + dp_->tsc_hz / 2 + dp_->tsc_hz / 100;
