@@ -337,6 +337,21 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
       if (!upstreams.empty() && c.dns.addresses.empty()) {
         t.fail("upstreams", "needs addresses: DNS is off without them");
       }
+      // Response rate limiting (reflection) and who may use the upstreams.
+      t.integer("rate_limit", c.dns.rate_limit, 0, 100000000);
+      t.integer("rate_limit_prefix", c.dns.rate_limit_prefix, 8, 32);
+      t.integer("rate_limit_slip", c.dns.rate_limit_slip, 0, 100);
+      auto prefixes = [&](const std::string& key, std::vector<ipv4_prefix>& out) {
+        std::vector<std::string> texts;
+        t.strings(key, texts);
+        for (const auto& text : texts) {
+          auto p = parse_ipv4_prefix(text);
+          if (!p) t.fail(key, "\"" + text + "\" is not an IPv4 address or prefix (a.b.c.d/n)");
+          out.push_back(*p);
+        }
+      };
+      prefixes("rate_limit_exempt", c.dns.rate_limit_exempt);
+      prefixes("forward_sources", c.dns.forward_sources);
     });
     top.table("conntrack", [&](table_reader& t) {
       t.integer("capacity", c.conntrack.capacity, 1024, 1 << 28);

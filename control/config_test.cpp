@@ -332,6 +332,42 @@ TEST(parse_config, reads_the_dns_tcp_limits) {
             "d.toml: dns.tcp_memory: must be between 131074 and 1073741824, got 65536");
 }
 
+// [dns] response rate limiting and forwarding sources: on by default (NSD's /24 and slip 2).
+TEST(parse_config, reads_the_dns_rate_limit) {
+  std::string base(kFullConfig);
+  auto d = parse_config(base + "[dns]\naddresses = [\"10.96.0.10\"]\n", "d.toml");
+  ASSERT_TRUE(d.ok()) << d.message();
+  EXPECT_EQ(d->dns.rate_limit, 1000u);
+  EXPECT_EQ(d->dns.rate_limit_prefix, 24u);
+  EXPECT_EQ(d->dns.rate_limit_slip, 2u);
+  EXPECT_TRUE(d->dns.rate_limit_exempt.empty());
+  EXPECT_TRUE(d->dns.forward_sources.empty());
+  auto r = parse_config(base +
+                            "[dns]\naddresses = [\"10.96.0.10\"]\nrate_limit = 50\n"
+                            "rate_limit_prefix = 32\nrate_limit_slip = 0\n"
+                            "rate_limit_exempt = [\"10.244.0.0/16\", \"192.0.2.7\"]\n"
+                            "forward_sources = [\"10.0.0.0/8\"]\n",
+                        "d.toml");
+  ASSERT_TRUE(r.ok()) << r.message();
+  EXPECT_EQ(r->dns.rate_limit, 50u);
+  EXPECT_EQ(r->dns.rate_limit_prefix, 32u);
+  EXPECT_EQ(r->dns.rate_limit_slip, 0u);
+  EXPECT_EQ(r->dns.rate_limit_exempt,
+            (std::vector<ipv4_prefix>{{0x0af40000, 16}, {0xc0000207, 32}}));
+  EXPECT_EQ(r->dns.forward_sources, (std::vector<ipv4_prefix>{{0x0a000000, 8}}));
+  EXPECT_EQ(
+      config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nrate_limit_prefix = 4\n", "d.toml"),
+      "d.toml: dns.rate_limit_prefix: must be between 8 and 32, got 4");
+  EXPECT_EQ(config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\n"
+                              "forward_sources = [\"10.0.0.0/33\"]\n",
+                       "d.toml"),
+            "d.toml: dns.forward_sources: \"10.0.0.0/33\" is not an IPv4 address or prefix "
+            "(a.b.c.d/n)");
+  EXPECT_EQ(config_err(base + "[dns]\naddresses = [\"10.96.0.10\"]\nrate_limit_exempt = \"x\"\n",
+                       "d.toml"),
+            "d.toml: dns.rate_limit_exempt: must be an array of strings");
+}
+
 TEST(parse_config, reads_the_metrics_table) {
   std::string base(kOnePort);
   // Default: loopback only, Prometheus' usual exporter port.

@@ -373,11 +373,13 @@ std::string render(const json& stats, const change_latency& latency, const proce
   }
 
   if (const json& dns = field(stats, "dns"); dns.is_object()) {
-    dns_outcomes(e, dns, "udp", {"tcp", "truncated", "tcp_packets"});
+    dns_outcomes(e, dns, "udp", {"tcp", "truncated", "tcp_packets", "slipped"});
     const json& tcp = field(dns, "tcp");
     dns_outcomes(e, tcp, "tcp", {}, kDnsTcpMetrics);
     e.from(field(dns, "truncated"), "ferry_dns_truncated_total", "counter",
            "DNS answers sent over UDP with TC set (too big).");
+    e.from(field(dns, "slipped"), "ferry_dns_slipped_total", "counter",
+           "DNS answers over [dns] rate_limit sent with TC set and no records (slip).");
     e.from(field(dns, "tcp_packets"), "ferry_dns_tcp_packets_total", "counter",
            "DNS over TCP packets the workers handed to the TCP server.");
     each(e, tcp, kDnsTcpMetrics, {});

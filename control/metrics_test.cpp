@@ -98,7 +98,7 @@ constexpr const char* kStats = R"json({
      "busy_seconds": 0.25, "poll_seconds": 2},
     {"worker": 1, "lcore": 2, "rx_packets": 5, "foreign_flow_hits": 1}
   ],
-  "dns": {"noerror": 4, "nxdomain": 1, "truncated": 0, "tcp_packets": 6,
+  "dns": {"noerror": 4, "nxdomain": 1, "truncated": 0, "tcp_packets": 6, "slipped": 2,
           "tcp": {"connections": 1, "refused_connections": 0, "evicted": 2, "idle_closed": 0,
                   "message_timeouts": 3, "memory_limited": 4, "noerror": 1, "nxdomain": 0}},
   "sources": {"kubernetes": {"server": "https://198.18.0.1:6443", "credentials": "kubeconfig",
@@ -271,6 +271,9 @@ ferry_dns_queries_total{transport="tcp",outcome="nxdomain"} 0
 # HELP ferry_dns_truncated_total DNS answers sent over UDP with TC set (too big).
 # TYPE ferry_dns_truncated_total counter
 ferry_dns_truncated_total 0
+# HELP ferry_dns_slipped_total DNS answers over [dns] rate_limit sent with TC set and no records (slip).
+# TYPE ferry_dns_slipped_total counter
+ferry_dns_slipped_total 2
 # HELP ferry_dns_tcp_packets_total DNS over TCP packets the workers handed to the TCP server.
 # TYPE ferry_dns_tcp_packets_total counter
 ferry_dns_tcp_packets_total 6

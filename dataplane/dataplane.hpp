@@ -75,6 +75,14 @@ struct dataplane {
   uint32_t max_service_ports = 0;
   uint32_t filter_max_rules = 4096;     // [limits]: per-worker filter hit counter slots
   std::vector<uint32_t> dns_addresses;  // [dns] addresses: answered on port 53
+  // [dns] response rate limiting (worker::dns_limiter, keyed by source & dns_rrl_mask): of
+  // the answers over the rate, every dns_rrl_slip-th goes out with TC (0: none); exempt
+  // sources are neither limited nor counted. forward_sources: who may use the upstreams
+  // (empty: anyone).
+  uint32_t dns_rrl_rate = 0;  // answers per second per source prefix (0: off)
+  uint32_t dns_rrl_mask = 0xffffff00;
+  uint32_t dns_rrl_slip = 0;
+  std::vector<ipv4_prefix> dns_rrl_exempt, dns_forward_sources;
   // DNS over TCP goes to the kernel through this port (dns_tcp.hpp); kNoPort: none.
   static constexpr uint16_t kNoPort = 0xffff;
   uint16_t dns_tcp_port = kNoPort;
@@ -99,6 +107,12 @@ struct dataplane {
   bool is_dns(uint32_t ip) const {
     for (uint32_t a : dns_addresses) {
       if (a == ip) return true;
+    }
+    return false;
+  }
+  static bool in(const std::vector<ipv4_prefix>& prefixes, uint32_t ip) {
+    for (const auto& p : prefixes) {
+      if (p.contains(ip)) return true;
     }
     return false;
   }
@@ -174,6 +188,8 @@ struct alignas(64) worker {
   dataplane* dp = nullptr;
   conntrack_worker ct;
   source_limiter limiter;       // [limits] new_flows_per_source
+  source_limiter dns_limiter;   // [dns] rate_limit, per source prefix
+  uint32_t dns_over = 0;        // answers over dns_limiter's rate so far (for the slip)
   uint64_t now = 0;             // TSC at the start of the current burst
   token_bucket unreach_bucket;  // no-endpoint answers ([services] icmp_unreachable_rate)
   token_bucket echo_bucket;     // echo replies ([icmp] echo_rate)

@@ -21,15 +21,26 @@ inline bool martian_source(const dataplane& dp, uint32_t src) {
   return false;
 }
 
+// Addresses that are ferry's own: the node's (its ports'), the DNS addresses and, with a
+// snapshot, every service address. Nothing outside sends from one, whatever the protocol:
+// such a source is spoofed (Linux drops it as a martian too, in fib_validate_source), and
+// answering it would make ferry talk to itself. What ferry's own kernel side sends (the DNS
+// TCP TAP port, whose segments come from DNS addresses) never comes through here.
+inline bool own_address(const dataplane& dp, const snapshot* snap, uint32_t ip) {
+  return dp.is_local(ip) || dp.is_dns(ip) || (snap && snap->is_service_address(ip));
+}
+
 // Checks for a packet that may start something (no flow matched it, or it is for the node
 // itself); an established flow never needs them: its first packet passed them. Ports are
 // checked only for TCP and UDP (pass 1 for the others). True and the reason when refused.
-inline bool refuse_new(const dataplane& dp, uint32_t src, uint32_t dst, uint16_t sport,
-                       uint16_t dport, drop& reason) {
+inline bool refuse_new(const dataplane& dp, const snapshot* snap, uint32_t src, uint32_t dst,
+                       uint16_t sport, uint16_t dport, drop& reason) {
   if (martian_source(dp, src)) {
     reason = drop::src_martian;
   } else if (src == dst) {
     reason = drop::land;  // also for TCP whatever the ports: no client sends to itself here
+  } else if (own_address(dp, snap, src)) {
+    reason = drop::src_own_address;
   } else if (!sport || !dport) {
     reason = drop::port_zero;
   } else {

@@ -340,4 +340,21 @@ answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool u
   return r;
 }
 
+size_t slip(uint8_t* msg, size_t len) {
+  if (len < kHeaderSize) return 0;
+  const uint16_t flags = get16(msg + 2);
+  if (flags & (kQr | kOpcodeMask) || get16(msg + 4) != 1) return 0;
+  size_t pos = kHeaderSize;
+  for (;;) {  // the question's labels, as answer() reads them
+    if (pos >= len || msg[pos] & 0xC0 || pos - kHeaderSize + 1u + msg[pos] > kMaxName) return 0;
+    const uint8_t l = msg[pos];
+    pos += 1u + l;
+    if (!l) break;
+  }
+  if (pos + 4 > len) return 0;
+  put16(msg + 2, kQr | kTc | (flags & (kRd | kCd)));
+  std::memset(msg + 6, 0, 6);
+  return pos + 4;
+}
+
 }  // namespace ferry::dns

@@ -757,6 +757,32 @@ TEST_F(DnsTest, UpstreamAnswerIsAppendedCapped) {
   EXPECT_EQ(decode(q).rcode, 2);
 }
 
+// Response rate limiting's slip: TC, the question, nothing else; no well-formed query, no
+// answer.
+TEST_F(DnsTest, SlipKeepsTheQuestionOnly) {
+  bytes q = query("web.shop.svc.cluster.local", dns::kTypeA, 1232);
+  const size_t question_end = q.size() - 11;  // before the OPT
+  ASSERT_EQ(dns::slip(q.data(), q.size()), question_end);
+  q.resize(question_end);
+  const response r = decode(q);
+  EXPECT_EQ(r.flags, kQr | kTc | 0x0100);  // RD kept, no AA: nothing was looked up
+  EXPECT_EQ(r.question, "web.shop.svc.cluster.local");
+  EXPECT_EQ(r.an + r.ns + r.ar, 0);
+  EXPECT_EQ(r.id, 0x1234);
+  bytes resp = query("a.b", dns::kTypeA);
+  resp[2] |= 0x80;  // a response
+  EXPECT_EQ(dns::slip(resp.data(), resp.size()), 0u);
+  bytes cut = query("a.b", dns::kTypeA);
+  EXPECT_EQ(dns::slip(cut.data(), cut.size() - 1), 0u);  // no room for type and class
+  EXPECT_EQ(dns::slip(cut.data(), 11), 0u);
+  bytes pointer = query("a.b", dns::kTypeA);
+  pointer[12] = 0xc0;
+  EXPECT_EQ(dns::slip(pointer.data(), pointer.size()), 0u);
+  bytes two = query("a.b", dns::kTypeA);
+  two[5] = 2;
+  EXPECT_EQ(dns::slip(two.data(), two.size()), 0u);
+}
+
 TEST(DnsWire, Names) {
   EXPECT_EQ(control::dns_wire("Web.Default."), std::string("\3web\7default\0", 13));
   EXPECT_EQ(control::dns_wire("a..b"), "");

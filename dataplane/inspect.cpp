@@ -168,13 +168,13 @@ trace_result trace(const dataplane& dp, uint8_t proto, uint32_t src_ip, uint16_t
   // service tables (parse(), handle_transit()). What would start something passes the
   // new-flow checks first (a DNS address never has flows).
   drop refused_as;
-  const bool refused = refuse_new(dp, src_ip, dst_ip, src_port, dst_port, refused_as);
+  const bool refused = refuse_new(dp, snap, src_ip, dst_ip, src_port, dst_port, refused_as);
   auto refuse = [&] {
     t.verdict = "drop";
     t.decision = "refused";
     t.reason = std::string(
                    "refused before any lookup (a martian source, source = destination, "
-                   "or port 0): dropped as ") +
+                   "one of ferry's own addresses as source, or port 0): dropped as ") +
                std::string(kDropNames[static_cast<size_t>(refused_as)]);
     return t;
   };
@@ -354,6 +354,7 @@ totals collect(const dataplane& dp, const std::vector<std::unique_ptr<worker>>& 
     t.neighbor_held += c.neighbor_held.get();
     for (size_t o = 0; o < dns::kNumOutcomes; ++o) t.dns[o] += c.dns[o].get();
     t.dns_truncated += c.dns_truncated.get();
+    t.dns_slipped += c.dns_slipped.get();
     t.dns_tcp += c.dns_tcp.get();
     t.icmp_errors_translated += c.icmp_errors_translated.get();
     t.icmp_time_exceeded_sent += c.icmp_time_exceeded_sent.get();

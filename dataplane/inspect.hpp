@@ -125,7 +125,7 @@ struct totals {
   uint64_t syn_stateless = 0, ack_stateless = 0;  // TCP abuse
   uint64_t arp_requests_sent = 0, arp_replies_sent = 0, icmp_echo_replies = 0,
            icmp_unreach_sent = 0, neighbor_held = 0;
-  uint64_t dns[dns::kNumOutcomes] = {}, dns_truncated = 0, dns_tcp = 0;
+  uint64_t dns[dns::kNumOutcomes] = {}, dns_truncated = 0, dns_tcp = 0, dns_slipped = 0;
   uint64_t icmp_errors_translated = 0, icmp_time_exceeded_sent = 0, icmp_frag_needed_sent = 0;
   // IPv4 fragments
   uint64_t frag_received = 0, frag_reassembled = 0, frag_held = 0, frag_fragmented = 0,

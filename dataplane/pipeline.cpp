@@ -111,8 +111,9 @@ bool ip_header_sum_ok(const rte_ipv4_hdr* ip, uint16_t ihl) {
 }
 
 // The new-flow checks (decide.hpp) on a parsed packet.
-bool refuse_new(const dataplane& dp, const parsed& p, bool ports, drop& reason) {
-  return refuse_new(dp, p.key.src_ip, p.key.dst_ip, ports ? p.key.src_port : 1,
+bool refuse_new(const dataplane& dp, const snapshot* snap, const parsed& p, bool ports,
+                drop& reason) {
+  return refuse_new(dp, snap, p.key.src_ip, p.key.dst_ip, ports ? p.key.src_port : 1,
                     ports ? p.key.dst_port : 1, reason);
 }
 
@@ -330,6 +331,16 @@ void handle_local(worker& w, rte_mbuf* m, const parsed& p) {
 void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p);
 void to_dns_tcp(worker& w, rte_mbuf* m);
 
+// Whether a DNS answer to src is over [dns] rate_limit (response rate limiting, as NSD's
+// and Knot's RRL: a token bucket per source prefix, so that spoofed queries cannot make
+// ferry reflect large answers at a victim). Exempt sources are neither limited nor charged
+// (the list is short, usually empty).
+bool dns_over_rate(worker& w, uint32_t src) {
+  const dataplane& dp = *w.dp;
+  return w.dns_limiter.enabled() && !dataplane::in(dp.dns_rrl_exempt, src) &&
+         !w.dns_limiter.admit(src & dp.dns_rrl_mask, w.now);
+}
+
 // A DNS query over UDP to a DNS address: answered in place, from the snapshot's zone (or
 // sent on to an upstream resolver when the name is outside it).
 void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_t in_port) {
@@ -338,40 +349,63 @@ void handle_dns(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p, uint16_
   if (m->nb_segs != 1 || udp_len < sizeof(rte_udp_hdr) || udp_len > p.l4_len) {
     return free_drop(w, m, drop::dns_malformed);
   }
+  const dataplane& dp = *w.dp;
   rte_ipv4_hdr* ip = p.ip;
-  const uint16_t ihl = rte_ipv4_hdr_len(ip);
   uint8_t* msg = p.l4 + sizeof(rte_udp_hdr);
-  const size_t cap = static_cast<uint8_t*>(m->buf_addr) + m->buf_len - msg;
-  const size_t max_udp = w.dp->ports[in_port].mtu - ihl - sizeof(rte_udp_hdr);
-  const service_port_entry* upstream = snap ? snap->dns_upstream.get() : nullptr;
-  // A CNAME chain that leaves the zone needs an upstream's answer: the DNS thread waits for
-  // it (dns_resolver.hpp), reached through the TAP port like TCP.
-  const bool resolver = upstream && w.dp->dns_tcp_port != dataplane::kNoPort;
-  const dns::answer_result r =
-      dns::answer(snap ? snap->dns.get() : nullptr, msg, udp_len - sizeof(rte_udp_hdr), cap, true,
-                  max_udp, upstream != nullptr, resolver ? dns::chase::hand_off : dns::chase::stop);
-  w.counters.dns[static_cast<size_t>(r.how)].add();
-  if (r.how == dns::outcome::resolve) return to_dns_tcp(w, m);
-  if (r.how == dns::outcome::forward) {
-    // Not ours: on to an upstream resolver, tracked and translated like a Service's flow.
-    p.hash = conntrack::hash(p.key);
-    p.hint = 0;
-    p.svc = upstream;
-    p.svc_known = true;
-    return handle_transit(w, snap, m, p);
+  size_t len = udp_len - sizeof(rte_udp_hdr);
+  if (dns_over_rate(w, p.key.src_ip)) [[unlikely]] {
+    // Over the rate: dropped before any lookup, except every slip-th, which is answered
+    // with TC and the question only (no bigger than the query), so a real client behind
+    // the prefix retries over TCP, which a spoofed source cannot do.
+    if (!dp.dns_rrl_slip || ++w.dns_over % dp.dns_rrl_slip || !(len = dns::slip(msg, len))) {
+      return free_drop(w, m, drop::dns_rate_limited);
+    }
+    w.counters.dns_slipped.add();
+  } else {
+    // The answer leaves with a plain 20-byte IP header (below), whatever options came.
+    const size_t cap = static_cast<uint8_t*>(m->buf_addr) + m->buf_len - msg;
+    const size_t max_udp = dp.ports[in_port].mtu - sizeof(rte_ipv4_hdr) - sizeof(rte_udp_hdr);
+    const service_port_entry* upstream = snap ? snap->dns_upstream.get() : nullptr;
+    const bool forward = upstream && (dp.dns_forward_sources.empty() ||
+                                      dataplane::in(dp.dns_forward_sources, p.key.src_ip));
+    // A CNAME chain that leaves the zone needs an upstream's answer: the DNS thread waits for
+    // it (dns_resolver.hpp), reached through the TAP port like TCP.
+    const bool resolver = forward && dp.dns_tcp_port != dataplane::kNoPort;
+    const dns::answer_result r =
+        dns::answer(snap ? snap->dns.get() : nullptr, msg, len, cap, true, max_udp, forward,
+                    resolver ? dns::chase::hand_off : dns::chase::stop);
+    w.counters.dns[static_cast<size_t>(r.how)].add();
+    if (r.how == dns::outcome::resolve) return to_dns_tcp(w, m);
+    if (r.how == dns::outcome::forward) {
+      // Not ours: on to an upstream resolver, tracked and translated like a Service's flow.
+      p.hash = conntrack::hash(p.key);
+      p.hint = 0;
+      p.svc = upstream;
+      p.svc_known = true;
+      return handle_transit(w, snap, m, p);
+    }
+    if (!r.len) return free_drop(w, m, drop::dns_not_query);
+    if (r.truncated) w.counters.dns_truncated.add();
+    len = r.len;
   }
-  if (!r.len) return free_drop(w, m, drop::dns_not_query);
-  if (r.truncated) w.counters.dns_truncated.add();
-  const auto l4_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + r.len);
-  m->data_len = static_cast<uint16_t>(kEthHdr + ihl + l4_len);
+  // ferry originates the answer: the query's IP options (a source route, say) are not sent
+  // back, which would let the asker steer where the answer goes.
+  if (rte_ipv4_hdr_len(ip) > sizeof(rte_ipv4_hdr)) [[unlikely]] {
+    auto* to = reinterpret_cast<uint8_t*>(ip + 1);
+    std::memmove(to, uh, sizeof(rte_udp_hdr) + len);
+    uh = reinterpret_cast<rte_udp_hdr*>(to);
+    ip->version_ihl = RTE_IPV4_VHL_DEF;
+  }
+  const auto l4_len = static_cast<uint16_t>(sizeof(rte_udp_hdr) + len);
+  m->data_len = static_cast<uint16_t>(kEthHdr + sizeof(rte_ipv4_hdr) + l4_len);
   m->pkt_len = m->data_len;
   const rte_be32_t client = ip->src_addr;
   ip->src_addr = ip->dst_addr;
   ip->dst_addr = client;
-  ip->total_length = rte_cpu_to_be_16(ihl + l4_len);
+  ip->total_length = rte_cpu_to_be_16(sizeof(rte_ipv4_hdr) + l4_len);
   ip->time_to_live = 64;
   ip->hdr_checksum = 0;
-  ip->hdr_checksum = csum(ip, ihl);
+  ip->hdr_checksum = csum(ip, sizeof(rte_ipv4_hdr));
   const rte_be16_t client_port = uh->src_port;
   uh->src_port = uh->dst_port;
   uh->dst_port = client_port;
@@ -814,7 +848,7 @@ void handle_transit(worker& w, const snapshot* snap, rte_mbuf* m, parsed& p) {
     return send_ip(w, m, rte_be_to_cpu_32(p.ip->dst_addr));
   }
 
-  if (drop why; refuse_new(*w.dp, p, true, why)) return free_drop(w, m, why);
+  if (drop why; refuse_new(*w.dp, snap, p, true, why)) return free_drop(w, m, why);
   if (!p.svc_known) p.svc = find_service(snap, p);
   if (p.svc) {
     const service_port_entry& s = *p.svc;
@@ -1024,8 +1058,9 @@ void set_address(rte_ipv4_hdr* ip, bool dst, uint32_t ip_host) {
 // is known to be whole (an IPv4 header, at least 8 bytes of TCP/UDP after it, the whole
 // message in the first segment under a right checksum); other ICMP to a node address is
 // local; the rest is kind::icmp.
-[[gnu::cold, gnu::noinline]] void parse_icmp(worker& w, parsed& p, uint32_t in_first_seg) {
-  if (refuse_new(*w.dp, p, false, p.reason)) return;
+[[gnu::cold, gnu::noinline]] void parse_icmp(worker& w, const snapshot* snap, parsed& p,
+                                             uint32_t in_first_seg) {
+  if (refuse_new(*w.dp, snap, p, false, p.reason)) return;
   // Every handler reads the 8-byte header in place: it must be in the first segment.
   if (p.l4_len >= sizeof(rte_icmp_hdr) && in_first_seg < sizeof(rte_icmp_hdr)) {
     p.reason = drop::l4_truncated;
@@ -1058,7 +1093,7 @@ void set_address(rte_ipv4_hdr* ip, bool dst, uint32_t ip_host) {
 }
 
 // Validates headers without reading past the first segment; fills p.
-void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
+void parse(worker& w, const snapshot* snap, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.k = kind::dropped;
   if (m->data_len < kEthHdr) {
     p.reason = drop::eth_truncated;
@@ -1122,8 +1157,8 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
       [[unlikely]] {
     if (!w.frag.tbl) {
       p.reason = drop::ip_fragment;
-    } else if (!refuse_new(*w.dp, rte_be_to_cpu_32(ip->src_addr), rte_be_to_cpu_32(ip->dst_addr), 1,
-                           1, p.reason)) {
+    } else if (!refuse_new(*w.dp, snap, rte_be_to_cpu_32(ip->src_addr),
+                           rte_be_to_cpu_32(ip->dst_addr), 1, 1, p.reason)) {
       p.ip = ip;
       p.k = kind::fragment;
     }
@@ -1141,10 +1176,10 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.sctp_chunks = 0;
   p.local = w.dp->is_local(p.key.dst_ip);
   p.in_port = in_port;
-  if (p.key.proto == kProtoIcmp) return parse_icmp(w, p, in_first_seg);
+  if (p.key.proto == kProtoIcmp) return parse_icmp(w, snap, p, in_first_seg);
   if (p.local && p.key.proto != kProtoTcp && p.key.proto != kProtoUdp &&
       p.key.proto != kProtoSctp) {
-    p.k = refuse_new(*w.dp, p, false, p.reason) ? kind::dropped : kind::local;
+    p.k = refuse_new(*w.dp, snap, p, false, p.reason) ? kind::dropped : kind::local;
     return;
   }
   if (p.key.proto == kProtoTcp) {
@@ -1199,7 +1234,7 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
   p.key.dst_port = rte_be_to_cpu_16(ports[1]);
   // The DNS addresses take port 53 before any Service does.
   if (p.key.dst_port == dns::kPort && p.key.proto != kProtoSctp && w.dp->is_dns(p.key.dst_ip)) {
-    if (refuse_new(*w.dp, p, true, p.reason)) return;
+    if (refuse_new(*w.dp, snap, p, true, p.reason)) return;
     p.k = p.key.proto == kProtoUdp ? kind::dns : kind::dns_tcp;
     return;
   }
@@ -1210,14 +1245,14 @@ void parse(worker& w, rte_mbuf* m, uint16_t in_port, parsed& p) {
 // A fragment parse found: into the reassembly table. When it completes a datagram, the whole
 // datagram (chained mbufs: parse reads only the first segment, where the L4 header is, and
 // checks lengths against pkt_len) replaces it in the burst and is parsed again.
-void take_fragment(worker& w, rte_mbuf*& m, uint16_t in_port, parsed& p) {
+void take_fragment(worker& w, const snapshot* snap, rte_mbuf*& m, uint16_t in_port, parsed& p) {
   rte_mbuf* whole = reassemble(w, m, p.ip, rte_ipv4_hdr_len(p.ip));
   if (!whole) {
     p.k = kind::taken;
     return;
   }
   m = whole;
-  parse(w, m, in_port, p);
+  parse(w, snap, m, in_port, p);
   if (p.k == kind::fragment) {  // cannot be: rte_ip_frag clears MF and the offset
     p.k = kind::dropped;
     p.reason = drop::frag_malformed;
@@ -1239,9 +1274,9 @@ void process_burst(worker& w, const snapshot* snap, rte_mbuf** pkts, uint16_t n,
   const conntrack& ct = *w.dp->ct;
   for (uint16_t i = 0; i < n; ++i) {
     if (i + 1 < n) rte_prefetch0(rte_pktmbuf_mtod(pkts[i + 1], void*));
-    parse(w, pkts[i], in_port, p[i]);
+    parse(w, snap, pkts[i], in_port, p[i]);
     if (p[i].k == kind::fragment) [[unlikely]]
-      take_fragment(w, pkts[i], in_port, p[i]);
+      take_fragment(w, snap, pkts[i], in_port, p[i]);
     p[i].svc_known = false;
     p[i].hint = 0;
     if (p[i].k == kind::transit) ct.prefetch(p[i].hash);

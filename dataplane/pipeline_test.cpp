@@ -2456,6 +2456,183 @@ TEST_F(tcp_rst, AWindowOfZeroAcceptsOnlyTheExactEnd) {
   EXPECT_EQ(e->state.load(), flow_state::tcp_reset);
 }
 
+// ---- Cluster DNS over UDP on the workers --------------------------------------------------
+
+constexpr uint32_t kDns = 0xc6130035;  // 198.19.0.53
+
+// A query for name (type A, id 0x4242, RD), as a stub resolver sends it.
+std::string dns_query(const std::string& name) {
+  std::string q = {0x42, 0x42, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0};
+  size_t start = 0;
+  while (start < name.size()) {
+    size_t dot = name.find('.', start);
+    if (dot == std::string::npos) dot = name.size();
+    q.push_back(static_cast<char>(dot - start));
+    q.append(name, start, dot - start);
+    start = dot + 1;
+  }
+  q.append(std::string("\0\0\1\0\1", 5));
+  return q;
+}
+
+class pipeline_dns : public pipeline {
+ protected:
+  // The setup's Services with the cluster DNS on kDns (names outside the zone go to kPod).
+  void SetUp() override {
+    pipeline::SetUp();
+    dp_->dns_addresses = {kDns};
+    control::store st(ipv4_prefix{0xc6130000, 16});
+    auto objs = model::parse_manifests(kManifests, "test");
+    ASSERT_TRUE(st.apply(std::move(*objs), control::source::file));
+    control::compiler comp(65537, 64);
+    comp.enable_dns(dns_config{.addresses = {kDns}, .upstreams = {{kPod, 53}}}, {0xc6130000, 16});
+    auto snap = comp.compile(st);
+    ASSERT_TRUE(snap) << snap.message();
+    snap_ = std::move(*snap);
+  }
+  std::vector<output> ask(uint32_t src, const std::string& name, uint64_t now = 0,
+                          const ip_opts& o = {}) {
+    const bool pod_side = (src & 0xffffff00) == (kPod & 0xffffff00);
+    const auto in =
+        udp(pod_side ? kPort1 : kPort0, pod_side ? kPodMac : kClientMac, src,
+            static_cast<uint16_t>(33000 + asked_++), kDns, 53, dns_query(name), true, o);
+    rte_mbuf* m = rte_pktmbuf_alloc(dp_->pool);
+    std::memcpy(rte_pktmbuf_append(m, static_cast<uint16_t>(in.size())), in.data(), in.size());
+    w_->now = now ? now : rte_rdtsc();
+    process_burst(*w_, snap_.get(), &m, 1, pod_side ? 1 : 0);
+    return take();
+  }
+  static uint16_t flags(const output& o) {
+    return static_cast<uint16_t>(o.frame[44] << 8 | o.frame[45]);
+  }
+  static uint16_t ancount(const output& o) {
+    return static_cast<uint16_t>(o.frame[48] << 8 | o.frame[49]);
+  }
+  uint64_t dns_count(dns::outcome o) const {
+    return w_->counters.dns[static_cast<size_t>(o)].get();
+  }
+  unsigned asked_ = 0;
+};
+
+const std::string kWebName = "web.default.svc.cluster.local";
+
+// [dns] rate_limit: a token bucket per source /24; over it, every slip-th answer goes out with
+// TC and the question only, the others are dropped (dns_rate_limited).
+TEST_F(pipeline_dns, AnswersAreRateLimitedPerSourcePrefixWithSlip) {
+  dp_->dns_rrl_slip = 2;
+  dp_->dns_rrl_mask = 0xffffff00;
+  ASSERT_TRUE(w_->dns_limiter.init(4, 0, 64, 1, dp_->tsc_hz));  // 4/s, a burst of 4
+  od_->learn(0, kClient + 1, to_ether(kClientMac));
+  const uint64_t t0 = rte_rdtsc();
+  const size_t query_frame = 14 + 20 + 8 + dns_query(kWebName).size();
+  for (int i = 0; i < 4; ++i) {
+    auto out = ask(kClient, kWebName, t0);
+    ASSERT_EQ(out.size(), 1u) << i;
+    EXPECT_EQ(flags(out[0]) & 0x0200, 0) << i;  // no TC
+    EXPECT_EQ(ancount(out[0]), 1u) << i;
+  }
+  for (int i = 0; i < 8; ++i) {
+    // Another address of the same /24 shares the bucket.
+    auto out = ask(i == 7 ? kClient + 1 : kClient, kWebName, t0);
+    if (i % 2 == 0) {
+      EXPECT_TRUE(out.empty()) << i;
+      continue;
+    }
+    ASSERT_EQ(out.size(), 1u) << i;
+    EXPECT_EQ(flags(out[0]), 0x8000 | 0x0200 | 0x0100) << i;  // QR, TC, RD: a slip
+    EXPECT_EQ(ancount(out[0]), 0u);
+    EXPECT_EQ(out[0].frame.size(), query_frame);  // no bigger than the query
+  }
+  EXPECT_EQ(drops(drop::dns_rate_limited), 4u);
+  EXPECT_EQ(w_->counters.dns_slipped.get(), 4u);
+  EXPECT_EQ(dns_count(dns::outcome::noerror), 4u);  // the slipped ones are not looked up
+  // Another /24 has its own bucket.
+  auto out = ask(kPod, kWebName, t0);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ancount(out[0]), 1u);
+  // An exempt prefix is answered whatever its rate, and its answers are not counted
+  // against the prefix around it.
+  dp_->dns_rrl_exempt = {{kPod, 32}};
+  for (int i = 0; i < 10; ++i) {
+    out = ask(kPod, kWebName, t0);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(ancount(out[0]), 1u);
+  }
+  dp_->dns_rrl_exempt = {{kClient, 24}};
+  for (int i = 0; i < 3; ++i) {
+    out = ask(kClient, kWebName, t0);
+    ASSERT_EQ(out.size(), 1u);
+    EXPECT_EQ(ancount(out[0]), 1u);
+  }
+  dp_->dns_rrl_exempt.clear();
+  od_->learn(1, kPod + 1, to_ether(kPodMac));
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(ancount(ask(kPod + 1, kWebName, t0).at(0)), 1u) << i;
+  // Half a second later, two tokens are back; slip 0 drops everything over.
+  dp_->dns_rrl_slip = 0;
+  const uint64_t later = t0 + dp_->tsc_hz / 2 + dp_->tsc_hz / 100;
+  EXPECT_EQ(ask(kClient, kWebName, later).size(), 1u);
+  EXPECT_EQ(ask(kClient, kWebName, later).size(), 1u);
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(ask(kClient, kWebName, later).empty());
+  EXPECT_EQ(drops(drop::dns_rate_limited), 8u);
+}
+
+TEST_F(pipeline_dns, RateLimitIsOffWithoutRate) {
+  EXPECT_FALSE(w_->dns_limiter.enabled());  // the offline dataplane had no DNS at start
+  for (int i = 0; i < 50; ++i) EXPECT_EQ(ask(kClient, kWebName).size(), 1u);
+  EXPECT_EQ(drops(drop::dns_rate_limited), 0u);
+}
+
+// The answer leaves with a plain IP header, whatever options the query carried (a source
+// route must not steer it): the same frame as the answer to the query without options.
+TEST_F(pipeline_dns, AnswersCarryNoIpOptions) {
+  auto plain = ask(kClient, kWebName);
+  asked_ = 0;  // the same source port again
+  auto with_options = ask(kClient, kWebName, 0, ip_opts{.ihl = 8});
+  ASSERT_EQ(plain.size(), 1u);
+  ASSERT_EQ(with_options.size(), 1u);
+  EXPECT_EQ(with_options[0].frame[14], 0x45);
+  EXPECT_EQ(with_options[0].frame, plain[0].frame);
+}
+
+// A query, or any new flow, whose source is one of ferry's own addresses is a martian.
+TEST_F(pipeline_dns, OwnAddressesAsSourceAreDropped) {
+  EXPECT_TRUE(ask(kNode0, kWebName).empty());
+  EXPECT_TRUE(ask(kNode1, kWebName).empty());
+  EXPECT_EQ(drops(drop::src_own_address), 2u);
+  EXPECT_EQ(dns_count(dns::outcome::noerror), 0u);
+  // From a DNS address or a service address to a Service, and to a node address.
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kDns, 40000, kVip, 80, 0x02), 0).empty());
+  EXPECT_TRUE(run(tcp(kPort0, kClientMac, kUdpVip, 40000, kVip, 80, 0x02), 0).empty());
+  EXPECT_TRUE(run(udp(kPort0, kClientMac, kVip, 40000, kUdpVip, 53, "x"), 0).empty());
+  EXPECT_TRUE(run(udp(kPort0, kClientMac, kNode1, 40000, kNode0, 7, "x"), 0).empty());
+  EXPECT_EQ(drops(drop::src_own_address), 6u);
+  // A client's own query is still answered.
+  EXPECT_EQ(ask(kClient, kWebName).size(), 1u);
+}
+
+// [dns] forward_sources: names outside the zone go upstream only for those sources; the
+// rest get REFUSED (not an open resolver).
+TEST_F(pipeline_dns, ForwardsOnlyForConfiguredSources) {
+  auto out = ask(kClient, "www.example.org");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1u);  // to the upstream
+  EXPECT_EQ(dns_count(dns::outcome::forward), 1u);
+  dp_->dns_forward_sources = {{kPod, 24}};
+  out = ask(kClient, "www.example.org");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 0u);         // answered
+  EXPECT_EQ(flags(out[0]) & 0xf, 5);  // REFUSED
+  EXPECT_EQ(dns_count(dns::outcome::refused), 1u);
+  // Names of ours are answered for everyone.
+  out = ask(kClient, kWebName);
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(ancount(out[0]), 1u);
+  dp_->dns_forward_sources = {{kClient, 24}};
+  out = ask(kClient, "www.example.org");
+  ASSERT_EQ(out.size(), 1u);
+  EXPECT_EQ(out[0].port, 1u);
+}
+
 }  // namespace
 }  // namespace ferry::dp
 

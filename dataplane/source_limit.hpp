@@ -1,5 +1,7 @@
 // Per-source new-flow limit ([limits] new_flows_per_source / new_flows_burst): a token bucket
 // per client address for new flows to service ports. Established flows never come here.
+// The DNS responder's response rate limit ([dns] rate_limit) is a second table of the same
+// kind, keyed by the source's prefix (the address with its host bits cleared).
 //
 // Concurrency contract: one table per worker, written and read only by that worker (no
 // atomics). It is allocated once at start and never grows.

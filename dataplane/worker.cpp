@@ -49,6 +49,10 @@ void init_worker(worker& w, dataplane& dp, unsigned index, unsigned lcore) {
   w.counters.filter_hits = w.filter_hits.get();
   (void)w.limiter.init(dp.limits.new_flows_per_source, dp.limits.new_flows_burst,
                        dp.limits.source_table_size, dp.n_workers, dp.tsc_hz);
+  if (!dp.dns_addresses.empty()) {
+    (void)w.dns_limiter.init(dp.dns_rrl_rate, 0, dp.limits.source_table_size, dp.n_workers,
+                             dp.tsc_hz);
+  }
   const uint64_t now = rte_rdtsc();
   w.unreach_bucket.start(dp.icmp_rate, now);
   w.echo_bucket.start(dp.echo_rate, now);

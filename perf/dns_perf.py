@@ -16,8 +16,9 @@ dnsperf (one thread, pinned to CPU 0) runs in fdp-cli for --duration seconds per
 (svc-<i>.default.svc.cluster.local A, i random) and `miss` (the same names with the pod's
 first ndots:5 search suffix appended, svc-<i>.default.svc.cluster.local.default.svc.cluster.
 local A: NXDOMAIN inside the zone). NSD and Knot run single-threaded on CPU 1 (nsd
-server-count 1, its response rate limiting off; knotd udp-workers 1), as ferryd's one worker
-does; ferryd's main lcore (control threads) shares CPU 0 with dnsperf.
+server-count 1; knotd udp-workers 1), as ferryd's one worker does; ferryd's main lcore
+(control threads) shares CPU 0 with dnsperf. Response rate limiting is off in NSD and
+ferryd (one client asks for everything).
 
 --runs rounds; a round runs every server in turn (the order rotating): namespaces built,
 server started, checked with dig (hits: NOERROR, authoritative, the address, TTL 5; misses:
@@ -288,6 +289,7 @@ manifests = ["{manifests}"]
 addresses = ["{DNS_ADDR}"]   # in eth0's subnet: ferryd answers ARP for it
 zone = "{ZONE}"
 ttl = 5
+rate_limit = 0   # response rate limiting off, as for NSD: one client asks for everything
 
 [metrics]
 address = ""   # runs beside other ferryds on the host's loopback

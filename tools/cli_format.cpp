@@ -1021,6 +1021,8 @@ std::string render_stats(const json& stats, format f, const context& ctx) {
       rows.push_back({o, text(member(dns, o)), tcp.is_object() ? text(member(tcp, o)) : "-"});
     }
     rows.push_back({"truncated", text(member(dns, "truncated")), "-"});
+    // Over [dns] rate_limit and answered with TC (the rest: drop dns_rate_limited).
+    if (dns.contains("slipped")) rows.push_back({"slipped", text(member(dns, "slipped")), "-"});
     // The TCP server's connections, and how many its bounds closed or held back.
     for (const char* key : {"connections", "refused_connections", "evicted", "idle_closed",
                             "message_timeouts", "memory_limited"}) {

@@ -197,7 +197,8 @@ json stats_view(const dp::dataplane& d, const std::vector<std::unique_ptr<dp::wo
                           {"new_flows", c.new_flows}});
     }
   }
-  json dns = {{"truncated", t.dns_truncated}, {"tcp_packets", t.dns_tcp}};
+  json dns = {
+      {"truncated", t.dns_truncated}, {"tcp_packets", t.dns_tcp}, {"slipped", t.dns_slipped}};
   for (size_t o = 0; o < dns::kNumOutcomes; ++o) dns[std::string(dns::kOutcomeNames[o])] = t.dns[o];
   json per_worker = json::array();
   auto seconds = [&](uint64_t cycles) { return static_cast<double>(cycles) / d.tsc_hz; };
@@ -418,6 +419,11 @@ int run(const node_config& cfg) {
   d.dns_addresses = cfg.dns.addresses;
   d.dns_external_ttl_max = cfg.dns.external_ttl_max;
   d.dns_external_cache = cfg.dns.external_cache_size;
+  d.dns_rrl_rate = cfg.dns.rate_limit;
+  d.dns_rrl_mask = ipv4_prefix{0, cfg.dns.rate_limit_prefix}.mask();
+  d.dns_rrl_slip = cfg.dns.rate_limit_slip;
+  d.dns_rrl_exempt = cfg.dns.rate_limit_exempt;
+  d.dns_forward_sources = cfg.dns.forward_sources;
   d.affinity = std::make_unique<dp::affinity_table>(cfg.conntrack.affinity_capacity);
   d.routes = dp::build_routes(cfg);
   d.neighbors = std::make_unique<dp::neighbor_table>(d.tsc_hz * cfg.neighbor_timeout);
@@ -495,6 +501,12 @@ int run(const node_config& cfg) {
           spdlog::warn(
               "{}: limits.source_table_size: cannot allocate {} sources; no "
               "per-source limit on worker {}",
+              cfg.source, cfg.limits.source_table_size, i - 1);
+        }
+        if (d.dns_rrl_rate && !d.dns_addresses.empty() && !workers.back()->dns_limiter.enabled()) {
+          spdlog::warn(
+              "{}: dns.rate_limit: cannot allocate {} sources (limits.source_table_size); no "
+              "DNS response rate limit on worker {}",
               cfg.source, cfg.limits.source_table_size, i - 1);
         }
         if (d.frag_enabled && !workers.back()->frag.tbl) {

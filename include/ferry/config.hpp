@@ -98,6 +98,17 @@ struct dns_config {
   // their records' TTLs are capped at this (seconds), and this many answers are cached.
   uint32_t external_ttl_max = 60;
   uint32_t external_cache_size = 1024;
+  // Response rate limiting of UDP answers (reflection): per source prefix, per second (0:
+  // off); of the answers over the limit, every rate_limit_slip-th is sent with TC and no
+  // records (0: none), the rest are dropped. Exempt prefixes are never limited.
+  uint32_t rate_limit = 1000;
+  uint8_t rate_limit_prefix = 24;
+  uint32_t rate_limit_slip = 2;
+  std::vector<ipv4_prefix> rate_limit_exempt;
+  // Sources whose names outside the zones go to the upstreams; the rest get REFUSED.
+  // Empty: every source (a cluster-internal DNS address; an edge-facing one is an open
+  // resolver without it).
+  std::vector<ipv4_prefix> forward_sources;
 
   bool enabled() const { return !addresses.empty(); }
   bool operator==(const dns_config&) const = default;

@@ -37,6 +37,7 @@ class counter {
   X(ip_bad_length)           /* total length beyond the frame or below the header */        \
   X(ip_bad_checksum)         /* IPv4 header checksum wrong (NIC's verdict or ours) */       \
   X(src_martian)             /* source 0/8, 127/8, multicast or broadcast */                \
+  X(src_own_address)         /* source is ferry's own (node, DNS or service address) */     \
   X(land)                    /* source address equals the destination */                    \
   X(ip_fragment)             /* a fragment, and [fragments] enabled = false */              \
   X(frag_timeout)            /* datagram not complete within timeout_ms */                  \
@@ -78,6 +79,7 @@ class counter {
   X(dns_not_query)           /* to the DNS address: shorter than a header, or a response */ \
   X(dns_malformed)           /* to the DNS address: split mbufs (lengths checked before) */ \
   X(dns_tcp_no_server)       /* DNS over TCP, but no TCP server is running */               \
+  X(dns_rate_limited)        /* UDP answer over [dns] rate_limit (not slipped): dropped */  \
   X(tx_full)                 /* device TX queue full */                                     \
   X(mbuf_exhausted)          /* could not allocate an mbuf for a reply */
 
@@ -118,6 +120,7 @@ struct alignas(64) worker_counters {
   counter neighbor_held;           // packets parked while their next hop was resolved
   counter dns[dns::kNumOutcomes];  // DNS queries answered, by outcome
   counter dns_truncated;           // answers sent with TC (too big for UDP)
+  counter dns_slipped;             // over [dns] rate_limit: sent with TC and no records
   counter dns_tcp;                 // DNS over TCP packets handed to the TCP server
   // TCP abuse: a SYN let through without an entry (embryonic entries at syn_max), and a
   // mid-stream TCP packet without an entry forwarded by Maglev (no entry made for it).

@@ -159,4 +159,10 @@ struct answer_result {
 answer_result answer(const zone* z, uint8_t* msg, size_t len, size_t cap, bool udp, size_t max_udp,
                      bool forward_outside = false, chase outside = chase::stop);
 
+/// Response rate limiting's slip: turns the query in msg[0, len) into an answer with TC set,
+/// the question and nothing else (no records, no OPT), whatever the name, so that a real
+/// client retries over TCP while a reflection gains nothing in size. The length of that
+/// answer (header + question), or 0 when msg holds no well-formed query with one question.
+size_t slip(uint8_t* msg, size_t len);
+
 }  // namespace ferry::dns

@@ -119,5 +119,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (r.how != ferry::dns::outcome::resolve) __builtin_trap();
   const size_t len = ferry::dns::complete(resp.data(), r.len, resp.size(), r, a, 1);
   if (len > resp.size() || len > r.limit) __builtin_trap();
+  // Response rate limiting's slip, over the query as it came: never longer than it, and a
+  // response with TC when there is one.
+  std::vector<uint8_t> again(data, data + size);
+  const size_t slipped = ferry::dns::slip(again.data(), size);
+  if (slipped > size ||
+      (slipped && (slipped < ferry::dns::kHeaderSize + 5 || (again[2] & 0x82) != 0x82))) {
+    __builtin_trap();
+  }
   return 0;
 }
