@@ -3,6 +3,7 @@
 #include <grp.h>
 
 #include <algorithm>
+#include <bit>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -53,6 +54,95 @@ size_t invalid_utf8_at(std::string_view s) {
     i += len;
   }
   return std::string_view::npos;
+}
+
+// ferry's own tables nest at most three deep ([[filter]] flags are an array in a table in an
+// array); this leaves room for any hand-written style and none for a stack overflow.
+constexpr int kMaxTomlDepth = 32;
+
+// Where the text nests tables, arrays and dotted keys deeper than kMaxTomlDepth: the 1-based
+// line, or 0. toml11 3.7 parses (and toml::value destroys) nested values recursively, so a
+// value nested 100,000 deep overflows the stack; this scan runs first and sees the same
+// depth toml11 would build: [ and { in values, dots in keys (bare, in [table] headers and in
+// inline tables), skipping strings and comments. Malformed text may be misjudged, but only
+// ever into a depth no deeper than what is counted, and toml11 then refuses its syntax.
+size_t too_deep_at(std::string_view s) {
+  struct level {
+    char open;  // '[' array, '{' inline table
+    int depth;  // the container's own depth (the root table is 0)
+  };
+  std::vector<level> stack;  // at most kMaxTomlDepth entries: deeper input returns first
+  bool in_key = true;        // reading a key (line start, or after '{' / ',' in a table)
+  int header = 0;            // depth of the current [table] / [[array]] header's table
+  int base = 0;              // depth of the table the key being read belongs to
+  int key_dots = 0;          // each dot in a key is one more table
+  int value_depth = 1;       // the depth an array or inline table opened now would have
+  size_t line = 1;
+  auto triple = [&](size_t i, char q) { return s.substr(i, 3) == std::string(3, q); };
+  auto skip_string = [&](size_t& i) {  // i at the opening quote; leaves it at the closing one
+    const char q = s[i];
+    const bool multi = triple(i, q);
+    for (i += multi ? 3 : 1; i < s.size(); ++i) {
+      if (s[i] == '\n') ++line;
+      if (q == '"' && s[i] == '\\') {
+        if (++i < s.size() && s[i] == '\n') ++line;
+      } else if (s[i] == q && (!multi || triple(i, q))) {
+        if (multi) i += 2;
+        while (multi && i + 1 < s.size() && s[i + 1] == q) ++i;  // """a"""" is a"
+        return;
+      }
+    }
+  };
+  for (size_t i = 0; i < s.size(); ++i) {
+    const char c = s[i];
+    if (c == '#') {
+      while (i + 1 < s.size() && s[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      skip_string(i);
+    } else if (c == '\n') {
+      ++line;
+      if (stack.empty()) {
+        in_key = true;
+        base = header;
+        key_dots = 0;
+      }
+    } else if (in_key && stack.empty() && c == '[') {
+      // A [table] header (depth: its dotted parts) or [[array]] (one more: the array).
+      int depth = 1;
+      if (i + 1 < s.size() && s[i + 1] == '[') ++depth, ++i;
+      for (++i; i < s.size() && s[i] != ']' && s[i] != '\n'; ++i) {
+        if (s[i] == '"' || s[i] == '\'') skip_string(i);
+        if (i < s.size() && s[i] == '.' && ++depth > kMaxTomlDepth) return line;
+      }
+      if (depth > kMaxTomlDepth) return line;
+      if (i < s.size() && s[i] == '\n') --i;  // counted by the branch above
+      header = base = depth;
+    } else if (in_key) {
+      if (c == '.' && base + ++key_dots > kMaxTomlDepth) return line;
+      if (c == '=') {
+        in_key = false;
+        value_depth = base + key_dots + 1;
+      }
+    } else if (c == '[' || c == '{') {
+      if (value_depth > kMaxTomlDepth) return line;
+      stack.push_back({c, value_depth});
+      if (c == '{') {
+        in_key = true;
+        base = value_depth;
+        key_dots = 0;
+      } else {
+        ++value_depth;
+      }
+    } else if ((c == ']' || c == '}') && !stack.empty()) {
+      stack.pop_back();
+      if (!stack.empty() && stack.back().open == '[') value_depth = stack.back().depth + 1;
+    } else if (c == ',' && !stack.empty() && stack.back().open == '{') {
+      in_key = true;
+      base = stack.back().depth;
+      key_dots = 0;
+    }
+  }
+  return 0;
 }
 
 class table_reader {
@@ -183,6 +273,104 @@ result<int64_t> group_id(const std::string& text) {
   return int64_t{found->gr_gid};
 }
 
+// The smallest prefix length services.service_cidr may have (Kubernetes: /12 for IPv4).
+constexpr uint8_t kMinServiceCidrLen = 12;
+
+bool overlap(const ipv4_prefix& a, const ipv4_prefix& b) {
+  const ipv4_prefix& wider = a.len <= b.len ? a : b;
+  const ipv4_prefix& narrower = a.len <= b.len ? b : a;
+  return wider.contains(narrower.addr);
+}
+
+std::string format_prefix(const ipv4_prefix& p) {
+  return format_ipv4(p.addr & p.mask()) + "/" + std::to_string(p.len);
+}
+
+// What names one device: a PCI address or a vdev's name (the part before its first ','),
+// and for af_packet/pcap vdevs the interface they open (iface=NAME): two vdevs of different
+// names on one interface are still one device.
+std::string device_id(std::string_view d) { return std::string(d.substr(0, d.find(','))); }
+std::string iface_of(std::string_view d) {
+  for (size_t at = d.find(','); at != std::string_view::npos; at = d.find(',', at + 1)) {
+    auto arg = d.substr(at + 1, d.find(',', at + 1) - at - 1);
+    if (arg.substr(0, 6) == "iface=") return std::string(arg.substr(6));
+  }
+  return {};
+}
+
+// The DPDK memory dataplane.eal_args gives (-m MiB, or --socket-mem's sum), or 0: unknown.
+uint64_t eal_memory_mib(const std::vector<std::string>& args) {
+  auto sum = [](std::string_view list) -> uint64_t {
+    uint64_t total = 0;
+    while (!list.empty()) {
+      auto part = list.substr(0, list.find(','));
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), n);
+      if (ec != std::errc{} || end != part.data() + part.size()) return 0;
+      total += n;
+      list.remove_prefix(std::min(list.size(), part.size() + 1));
+    }
+    return total;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    std::string_view a = args[i];
+    std::string_view next = i + 1 < args.size() ? std::string_view(args[i + 1]) : "";
+    if (a == "-m" || a == "--socket-mem") return sum(next);
+    if (a.substr(0, 13) == "--socket-mem=") return sum(a.substr(13));
+    if (a.size() > 2 && a.substr(0, 2) == "-m") return sum(a.substr(2));  // -m512
+  }
+  return 0;
+}
+
+// The worker lcores dataplane.eal_args asks for (-l or --lcores LIST of numbers and ranges,
+// less the main lcore), at least 1 (also when the list says no more).
+uint64_t eal_workers(const std::vector<std::string>& args) {
+  for (size_t i = 0; i + 1 < args.size(); ++i) {
+    if (args[i] != "-l" && args[i] != "--lcores") continue;
+    std::string_view list = args[i + 1];
+    uint64_t n = 0;
+    while (!list.empty()) {
+      auto part = list.substr(0, list.find(','));
+      auto dash = part.find('-');
+      uint64_t lo = 0, hi = 0;
+      auto num = [](std::string_view t, uint64_t& out) {
+        auto [end, ec] = std::from_chars(t.data(), t.data() + t.size(), out);
+        return ec == std::errc{} && end == t.data() + t.size();
+      };
+      if (!num(part.substr(0, dash), lo)) return 1;
+      hi = lo;
+      if (dash != std::string_view::npos && (!num(part.substr(dash + 1), hi) || hi < lo)) return 1;
+      n += hi - lo + 1;
+      list.remove_prefix(std::min(list.size(), part.size() + 1));
+    }
+    return n > 1 ? n - 1 : 1;
+  }
+  return 1;
+}
+
+// Each worker's reassembly table is allocated at start from DPDK memory: rte_ip_frag makes
+// 2 x bit_ceil(max_datagrams) slots of 256 bytes (measured: 2 MiB at 4096, 512 MiB at
+// 1048576). When eal_args says how much memory there is, a table that cannot fit (with the
+// packet pool, the other thing sized by the config) is refused here, not at start.
+// A packet buffer's least size in DPDK memory: RTE_MBUF_DEFAULT_BUF_SIZE and struct rte_mbuf.
+constexpr uint64_t kMbufBytes = 2176 + 128;
+
+template <typename Fail>
+void check_fragment_memory(const node_config& c, Fail&& fail) {
+  const uint64_t mib = eal_memory_mib(c.eal_args);
+  if (!c.fragments.enabled || mib == 0) return;
+  const uint64_t table = uint64_t{2} * std::bit_ceil(uint64_t{c.fragments.max_datagrams}) * 256;
+  const uint64_t workers = eal_workers(c.eal_args);
+  const uint64_t pool = uint64_t{c.mbufs} * kMbufBytes;
+  if (workers * table + pool > mib << 20) {
+    fail("fragments.max_datagrams: " + std::to_string(c.fragments.max_datagrams) +
+         " needs a reassembly table of " + std::to_string(table >> 20) + " MiB per worker (" +
+         std::to_string(workers) + " workers) besides " + std::to_string(pool >> 20) +
+         " MiB of packet pool, more than the " + std::to_string(mib) +
+         " MiB dataplane.eal_args gives DPDK (-m); lower it or raise -m");
+  }
+}
+
 void check(const node_config& c) {
   auto fail = [&](const std::string& what) { throw config_error{c.source + ": " + what}; };
   if (c.ports.empty()) fail("port: at least one [[port]] is required");
@@ -194,7 +382,43 @@ void check(const node_config& c) {
     if (p.name.empty()) fail(at + ".name: required");
     if (p.device.empty()) fail(at + ".device: required (PCI address or vdev string)");
     if (!names.insert(p.name).second) fail(at + ".name: duplicate port name \"" + p.name + "\"");
+    for (size_t j = 0; j < i; ++j) {
+      const auto& q = c.ports[j];
+      const std::string other = " (port[" + std::to_string(j) + "], " + q.name + ")";
+      if (device_id(p.device) == device_id(q.device) ||
+          (!iface_of(p.device).empty() && iface_of(p.device) == iface_of(q.device))) {
+        fail(at + ".device: \"" + p.device + "\" is the device of another port" + other);
+      }
+      // Two ports on one subnet: the routes could not tell which one leads to an address.
+      if (overlap(p.address, q.address)) {
+        fail(at + ".address: " + format_prefix(p.address) + " is on the subnet of another port" +
+             other + ", " + format_prefix(q.address));
+      }
+    }
   }
+  // A ClusterIP range holding a node's subnet (or the whole Internet) would take over
+  // addresses that are not services. Kubernetes caps the range at a /12 (kube-apiserver's
+  // --service-cluster-ip-range: "the mask must be >= 12").
+  if (c.service_cidr.len < kMinServiceCidrLen) {
+    fail("services.service_cidr: " + format_prefix(c.service_cidr) + " is too large: the prefix " +
+         "length must be at least " + std::to_string(kMinServiceCidrLen) + " (as Kubernetes)");
+  }
+  for (size_t i = 0; i < c.ports.size(); ++i) {
+    if (overlap(c.service_cidr, c.ports[i].address)) {
+      fail("services.service_cidr: " + format_prefix(c.service_cidr) + " overlaps port[" +
+           std::to_string(i) + "].address " + format_prefix(c.ports[i].address) +
+           " (ClusterIPs must not be node subnet addresses)");
+    }
+  }
+  for (uint32_t a : c.dns.addresses) {
+    for (size_t i = 0; i < c.ports.size(); ++i) {
+      if (a == c.ports[i].address.addr) {
+        fail("dns.addresses: " + format_ipv4(a) + " is port[" + std::to_string(i) +
+             "].address, the node's own address (give DNS an address of its own)");
+      }
+    }
+  }
+  check_fragment_memory(c, fail);
   for (size_t i = 0; i < c.routes.size(); ++i) {
     const auto& r = c.routes[i];
     std::string at = "route[" + std::to_string(i) + "]";
@@ -212,6 +436,11 @@ result<node_config> parse_config(std::string_view text, const std::string& sourc
     size_t line = 1 + std::count(text.begin(), text.begin() + bad, '\n');
     return make_error(source + ":" + std::to_string(line) + ": not valid UTF-8 (byte " +
                       std::to_string(bad) + "); a config file must be UTF-8 text");
+  }
+  if (size_t line = too_deep_at(text)) {
+    return make_error(source + ":" + std::to_string(line) + ": nested more than " +
+                      std::to_string(kMaxTomlDepth) +
+                      " levels deep (tables, arrays, inline tables and dotted keys together)");
   }
   try {
     std::istringstream in{std::string(text)};

@@ -932,5 +932,115 @@ TEST(parse_config, refuses_bad_filter_rules_naming_the_rule) {
   EXPECT_TRUE(has(msg, "more than limits.filter_max_rules (1)")) << msg;
 }
 
+// Issue 16 item 3: values nested 100,000 deep overflowed toml11's stack; now a message with
+// the line, before toml11 sees the text. Every way TOML nests is bounded.
+TEST(parse_config, deep_nesting_is_refused_before_toml11_sees_it) {
+  const size_t n = 100000;
+  const std::string base = std::string(kOnePort);
+  std::string tables, key = "a", header = "[a", mixed = "x = [";
+  for (size_t i = 0; i < n; ++i) tables += "{a=";
+  for (size_t i = 0; i < n; ++i) key += ".a";
+  for (size_t i = 0; i < n; ++i) header += ".a";
+  for (size_t i = 0; i < n / 4; ++i) mixed += "{a.b.c=[";
+  const std::vector<std::string> deep = {
+      "[node]\nname = " + std::string(n, '[') + std::string(n, ']') + "\n",  // arrays
+      "[node]\nx = " + tables + "1" + std::string(n, '}') + "\n",            // inline tables
+      key + " = 1\n",                                                        // a dotted key
+      header + "]\n",                                                        // a dotted header
+      mixed + "\n",  // dotted keys in inline tables in arrays
+  };
+  for (const auto& d : deep) {
+    auto msg = config_err(base + "\n" + d);
+    EXPECT_TRUE(has(msg, "test.toml:")) << msg.substr(0, 200);
+    EXPECT_TRUE(has(msg, "nested more than 32 levels deep")) << msg.substr(0, 200);
+  }
+  // The line is named.
+  auto at = config_err(base + "\nx = " + std::string(40, '[') + "\n");
+  EXPECT_TRUE(has(at, "test.toml:7:")) << at;
+  // Brackets inside strings and comments do not count; modest nesting is fine.
+  auto ok = parse_config(base + "# " + std::string(100, '[') + "\n[node]\nname = \"" +
+                             std::string(100, '{') + "\"\n[dataplane]\neal_args = ['''" +
+                             std::string(100, '[') + "''']\n",
+                         "t.toml");
+  ASSERT_TRUE(ok.ok()) << ok.message();
+  EXPECT_EQ(ok->node_name, std::string(100, '{'));
+  // 32 levels are allowed (the key is then refused as unknown, not for its depth); a table
+  // header's depth counts: [[port]] is 2 (the array and its table).
+  auto msg = config_err("x = " + std::string(32, '[') + std::string(32, ']') + "\n" + base);
+  EXPECT_TRUE(has(msg, "x: unknown key")) << msg;
+  msg = config_err("x = " + std::string(33, '[') + std::string(33, ']') + "\n" + base);
+  EXPECT_TRUE(has(msg, "nested")) << msg;
+  msg = config_err(base + "x = " + std::string(30, '[') + std::string(30, ']') + "\n");
+  EXPECT_TRUE(has(msg, "port[0].x: unknown key")) << msg;
+  msg = config_err(base + "x = " + std::string(31, '[') + std::string(31, ']') + "\n");
+  EXPECT_TRUE(has(msg, "nested")) << msg;
+}
+
+// Issue 16 item 19: values that passed --check but are wrong.
+TEST(parse_config, ports_must_have_their_own_device_and_subnet) {
+  const std::string two = R"toml(
+[[port]]
+name = "eth0"
+device = "net_af_packet0,iface=fe0"
+address = "198.18.0.254/24"
+[[port]]
+name = "eth1"
+)toml";
+  auto msg =
+      config_err(two + "device = \"net_af_packet0,iface=fe1\"\naddress = \"198.18.1.254/24\"\n");
+  EXPECT_TRUE(has(msg,
+                  "port[1].device: \"net_af_packet0,iface=fe1\" is the device of another "
+                  "port (port[0], eth0)"))
+      << msg;
+  msg = config_err(two + "device = \"net_af_packet1,iface=fe0\"\naddress = \"198.18.1.254/24\"\n");
+  EXPECT_TRUE(has(msg, "port[1].device")) << msg;
+  msg = config_err(two + "device = \"net_af_packet1,iface=fe1\"\naddress = \"198.18.0.1/24\"\n");
+  EXPECT_TRUE(has(msg, "port[1].address: 198.18.0.0/24 is on the subnet of another port")) << msg;
+  msg = config_err(two + "device = \"net_af_packet1,iface=fe1\"\naddress = \"198.18.0.1/16\"\n");
+  EXPECT_TRUE(has(msg, "port[1].address")) << msg;
+  auto ok = parse_config(
+      two + "device = \"net_af_packet1,iface=fe1\"\naddress = \"198.18.1.254/24\"\n", "t.toml");
+  EXPECT_TRUE(ok.ok()) << ok.message();
+}
+
+TEST(parse_config, service_cidr_and_dns_addresses_are_checked_against_the_node) {
+  const std::string base = std::string(kOnePort);
+  auto msg = config_err(base + "[services]\nservice_cidr = \"0.0.0.0/0\"\n");
+  EXPECT_TRUE(has(msg, "services.service_cidr: 0.0.0.0/0 is too large")) << msg;
+  msg = config_err(base + "[services]\nservice_cidr = \"10.0.0.0/11\"\n");
+  EXPECT_TRUE(has(msg, "at least 12")) << msg;
+  msg = config_err(base + "[services]\nservice_cidr = \"198.18.0.0/16\"\n");
+  EXPECT_TRUE(has(msg, "services.service_cidr: 198.18.0.0/16 overlaps port[0].address")) << msg;
+  EXPECT_TRUE(parse_config(base + "[services]\nservice_cidr = \"10.96.0.0/12\"\n", "t").ok());
+  msg = config_err(base + "[dns]\naddresses = [\"198.18.0.254\"]\n");
+  EXPECT_TRUE(has(msg, "dns.addresses: 198.18.0.254 is port[0].address")) << msg;
+  // On the node's subnet (ferryd answers ARP for it) is fine, as the demo does.
+  EXPECT_TRUE(parse_config(base + "[dns]\naddresses = [\"198.18.0.53\"]\n", "t").ok());
+}
+
+TEST(parse_config, reassembly_tables_must_fit_the_dpdk_memory) {
+  const std::string base = std::string(kOnePort) +
+                           "[dataplane]\neal_args = [\"-l\", \"0-2\", \"--no-huge\", \"-m\", "
+                           "\"512\"]\n[fragments]\n";
+  // The documented maximum: 512 MiB per worker, two workers.
+  auto msg = config_err(base + "max_datagrams = 1048576\n");
+  EXPECT_TRUE(has(msg,
+                  "fragments.max_datagrams: 1048576 needs a reassembly table of 512 MiB per "
+                  "worker (2 workers)"))
+      << msg;
+  EXPECT_TRUE(has(msg, "512 MiB dataplane.eal_args gives DPDK")) << msg;
+  // 128 MiB per worker: fits.
+  EXPECT_TRUE(parse_config(base + "max_datagrams = 262144\n", "t").ok());
+  // Off, or memory not given: nothing to check.
+  EXPECT_TRUE(parse_config(base + "max_datagrams = 1048576\nenabled = false\n", "t").ok());
+  EXPECT_TRUE(
+      parse_config(std::string(kOnePort) + "[fragments]\nmax_datagrams = 1048576\n", "t").ok());
+  // --socket-mem counts too.
+  msg = config_err(std::string(kOnePort) +
+                   "[dataplane]\neal_args = [\"--socket-mem=64,64\"]\n[fragments]\n"
+                   "max_datagrams = 262144\n");
+  EXPECT_TRUE(has(msg, "fragments.max_datagrams")) << msg;
+}
+
 }  // namespace
 }  // namespace ferry::control

@@ -44,6 +44,14 @@ constexpr std::string_view kServiceNameLabel = "kubernetes.io/service-name";
 // input into an error instead of a stack overflow or an exponential expansion.
 constexpr int kMaxListDepth = 32;
 constexpr size_t kMaxObjects = 1'000'000;
+// yaml-cpp keeps an alias as a second reference to one node, so it is the decoder's walk that
+// expands aliases: nested ones (a list of 10 aliases of a list of 10 ...) make a few KB of
+// YAML into billions of nodes. The walk may visit at most kWalkBase + kWalkPerByte nodes per
+// byte of the text (a key looked up in a mapping costs its entries); without aliases a text
+// never needs that many (a node takes at least two bytes, a mapping is looked up a few dozen
+// times), so only aliasing is refused, as go-yaml refuses "excessive aliasing".
+constexpr size_t kWalkBase = 100'000;
+constexpr size_t kWalkPerByte = 16;
 
 // Thrown by the field decoders and caught once in parse_manifests, which prefixes the origin
 // and the object. An exception keeps the many field checks free of error plumbing; nothing
@@ -72,13 +80,25 @@ std::string key_path(std::string_view path, std::string_view key) {
   return std::string(path) + "[" + std::string(key) + "]";
 }
 
+// What is left of a manifest text's walk budget (kWalkBase, kWalkPerByte).
+struct walk_budget {
+  size_t left;
+  size_t total;
+};
+
+// Thrown when the budget is spent; parse_manifests names the document (an object's name
+// says little when aliases repeat it).
+struct walk_exceeded {
+  size_t total;
+};
+
 // One value of a document being decoded: a yaml-cpp node (manifest text), a nlohmann::json
 // value (an API object, decoded as it is, without a detour through YAML), or a map key.
 // The decoders below read documents through these few operations only.
 class value {
  public:
   value() = default;  // absent
-  explicit value(YAML::Node y) : yaml_(std::move(y)), from_(yaml) {}
+  value(YAML::Node y, walk_budget* budget) : yaml_(std::move(y)), budget_(budget), from_(yaml) {}
   explicit value(const nlohmann::json* j) : json_(j), from_(j ? json : absent) {}
   static value key(std::string text) {
     value v;
@@ -130,7 +150,10 @@ class value {
   // A key of a mapping (absent when missing, or when this is not a mapping).
   value operator[](const char* key) const {
     if (!present()) return {};
-    if (from_ == yaml) return value(yaml_[key]);
+    if (from_ == yaml) {
+      if (yaml_.IsMap()) spend(yaml_.size());
+      return value(yaml_[key], budget_);
+    }
     if (from_ != json || !json_->is_object()) return {};
     auto it = json_->find(key);
     return it == json_->end() ? value() : value(&*it);
@@ -138,7 +161,8 @@ class value {
   std::vector<value> items() const {  // of a list
     std::vector<value> out;
     if (from_ == yaml) {
-      for (const auto& item : yaml_) out.emplace_back(item);
+      spend(yaml_.size());
+      for (const auto& item : yaml_) out.emplace_back(item, budget_);
     } else if (from_ == json) {
       for (const auto& item : *json_) out.emplace_back(&item);
     }
@@ -147,7 +171,10 @@ class value {
   std::vector<std::pair<value, value>> entries() const {  // of a mapping, in order
     std::vector<std::pair<value, value>> out;
     if (from_ == yaml) {
-      for (const auto& kv : yaml_) out.emplace_back(value(kv.first), value(kv.second));
+      spend(2 * yaml_.size());
+      for (const auto& kv : yaml_) {
+        out.emplace_back(value(kv.first, budget_), value(kv.second, budget_));
+      }
     } else if (from_ == json) {
       for (const auto& [k, v] : json_->items()) out.emplace_back(key(k), value(&v));
     }
@@ -156,7 +183,13 @@ class value {
 
  private:
   enum source { absent, yaml, json, map_key };
+  void spend(size_t nodes) const {
+    if (!budget_) return;
+    if (nodes > budget_->left) throw walk_exceeded{budget_->total};
+    budget_->left -= nodes;
+  }
   YAML::Node yaml_;
+  walk_budget* budget_ = nullptr;  // yaml only
   const nlohmann::json* json_ = nullptr;
   std::string text_;
   source from_ = absent;
@@ -404,19 +437,60 @@ bool is_iana_svc_name(std::string_view s) {
   return letter && s.front() != '-' && s.back() != '-' && s.find("--") == std::string_view::npos;
 }
 
-object_meta decode_meta(const value& doc) {
+// RFC 1035 label, the rule for Service names (ValidateServiceName): a DNS-1123 label that
+// starts with a letter. A Service's name is one label of its DNS names, so "pod-0.db" (which
+// would answer for a pod of the headless Service db) and names over 63 characters are refused.
+bool is_dns1035_label(std::string_view s) {
+  return is_dns_label(s) && s.front() >= 'a' && s.front() <= 'z';
+}
+
+// The API server's message for a name that fails its rule, after the value.
+std::string name_rule(std::string_view kind, std::string_view name) {
+  std::string why;
+  if (kind == "namespace") {
+    why = name.size() > 63 ? "must be no more than 63 characters"
+                           : "a lowercase RFC 1123 label must consist of lower case alphanumeric "
+                             "characters or '-', and must start and end with an alphanumeric "
+                             "character";
+  } else if (kind == "Service") {
+    why = name.size() > 63 ? "must be no more than 63 characters"
+                           : "a DNS-1035 label must consist of lower case alphanumeric characters "
+                             "or '-', start with an alphabetic character, and end with an "
+                             "alphanumeric character";
+  } else {
+    why = name.size() > 253 ? "must be no more than 253 characters"
+                            : "a lowercase RFC 1123 subdomain must consist of lower case "
+                              "alphanumeric characters, '-' or '.', and must start and end with "
+                              "an alphanumeric character";
+  }
+  return "Invalid value: " + quote(name) + ": " + why;
+}
+
+// metadata.name and metadata.namespace are strings in the API (ObjectMeta): a number or a
+// boolean is refused as the API server's decoder refuses it, never taken as its text.
+std::optional<std::string> name_string(const value& n, const std::string& path) {
+  if (present(n) && n.is_scalar() && n.plain()) {
+    const std::string s = n.scalar();
+    if (is_bool_text(s) || looks_numeric(s)) fail(path, "must be a string, got " + s);
+  }
+  return opt_string(n, path);
+}
+
+object_meta decode_meta(const value& doc, const std::string& kind) {
   auto m = child(doc, "metadata");
   expect_map(m, "metadata");
   object_meta meta;
-  meta.name = required_string(child(m, "name"), "metadata.name");
-  if (!is_dns_subdomain(meta.name)) {
-    fail("metadata.name",
-         "must be a lower-case DNS-1123 name (a-z, 0-9, '-', '.'; at most 253 characters), got " +
-             quote(meta.name));
+  auto name = name_string(child(m, "name"), "metadata.name");
+  if (!name || name->empty()) fail("metadata.name", "required");
+  meta.name = *name;
+  // As the API server validates each kind's name: Service a DNS-1035 label
+  // (ValidateServiceName), Pod, Endpoints, EndpointSlice and Node a DNS-1123 subdomain.
+  if (kind == "Service" ? !is_dns1035_label(meta.name) : !is_dns_subdomain(meta.name)) {
+    fail("metadata.name", name_rule(kind, meta.name));
   }
-  auto ns = opt_string(child(m, "namespace"), "metadata.namespace");
+  auto ns = name_string(child(m, "namespace"), "metadata.namespace");
   if (ns && !ns->empty()) {
-    if (!is_dns_label(*ns)) fail_not_dns_label("metadata.namespace", *ns);
+    if (!is_dns_label(*ns)) fail("metadata.namespace", name_rule("namespace", *ns));
     meta.ns = *ns;
   }
   meta.label_map = string_map(child(m, "labels"), "metadata.labels");
@@ -654,6 +728,8 @@ std::vector<endpoint_port> decode_endpoint_ports(const value& n, const std::stri
     expect_entry_map(list[i], p);
     endpoint_port ep;
     ep.name = string_or_empty(child(list[i], "name"), join(p, "name"));
+    // The API server: a DNS-1123 label (EndpointSlice and Endpoints ports alike).
+    if (!ep.name.empty() && !is_dns_label(ep.name)) fail_not_dns_label(join(p, "name"), ep.name);
     ep.protocol = protocol_of(child(list[i], "protocol"), join(p, "protocol"));
     // A null port means "all ports" in an EndpointSlice; ferry balances single ports only.
     ep.port = required_port(child(list[i], "port"), join(p, "port"));
@@ -791,6 +867,12 @@ pod decode_pod(const value& doc, object_meta meta) {
       expect_entry_map(ports[j], pp);
       container_port cp;
       cp.name = string_or_empty(child(ports[j], "name"), join(pp, "name"));
+      if (!cp.name.empty() && !is_iana_svc_name(cp.name)) {  // IsValidPortName
+        fail(join(pp, "name"),
+             "must be 1-15 lower-case letters, digits or '-' with at least one letter, "
+             "got " +
+                 quote(cp.name));
+      }
       cp.protocol = protocol_of(child(ports[j], "protocol"), join(pp, "protocol"));
       cp.port = required_port(child(ports[j], "containerPort"), join(pp, "containerPort"));
       p.ports.push_back(std::move(cp));
@@ -867,6 +949,7 @@ class decoder {
 
   void document(const value& doc, const std::string& where, int depth) {
     header = where;
+    this->where = where;
     if (!doc.is_map()) fail("", "must be a mapping, got " + describe(doc));
     auto kind = required_string(child(doc, "kind"), "kind");
     auto api_version = required_string(child(doc, "apiVersion"), "apiVersion");
@@ -884,7 +967,7 @@ class decoder {
     if (++count_ > kMaxObjects) fail("", "more than " + std::to_string(kMaxObjects) + " objects");
 
     header = where.empty() ? kind : where + ": " + kind;
-    auto meta = decode_meta(doc);
+    auto meta = decode_meta(doc, kind);
     header = kind + " " + meta.ns + "/" + meta.name;
     if (kind == "Service") {
       out_.emplace_back(decode_service(doc, std::move(meta)));
@@ -900,6 +983,7 @@ class decoder {
   }
 
   std::string header;
+  std::string where;  // the document or List item being decoded ("document 2: items[3]")
 
  private:
   void check_api_version(const std::string& kind, const std::string& got, const char* want) {
@@ -995,10 +1079,12 @@ result<std::vector<object>> parse_manifests(std::string_view text, std::string_v
 
   std::vector<object> out;
   decoder dec(out);
+  const size_t walk = kWalkBase + kWalkPerByte * text.size();
+  walk_budget budget{walk, walk};
   try {
     size_t n = 0;
     for (const auto& doc : docs) {
-      value v(doc);
+      value v(doc, &budget);
       if (!v.present()) continue;  // "---" separators with nothing between them
       dec.document(v, "document " + std::to_string(++n), 0);
     }
@@ -1006,6 +1092,12 @@ result<std::vector<object>> parse_manifests(std::string_view text, std::string_v
     std::string msg = prefix + ": " + dec.header;
     if (!e.path.empty()) msg += ": " + e.path;
     return make_error(msg + ": " + e.reason);
+  } catch (const walk_exceeded& e) {
+    return make_error(prefix + ": " + dec.where +
+                      ": excessive aliasing: decoding would visit more than " +
+                      std::to_string(e.total) + " YAML nodes (" + std::to_string(kWalkBase) +
+                      " + " + std::to_string(kWalkPerByte) +
+                      " per byte of the text); YAML aliases (*name) multiply what they repeat");
   } catch (const YAML::Exception& e) {
     // Decoding only reads nodes already checked for shape; this is a safety net.
     return make_error(prefix + ": " + dec.header + ": " + e.msg);

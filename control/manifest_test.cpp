@@ -1,5 +1,7 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -772,7 +774,7 @@ TEST(ManifestErrors, MetadataName) {
   msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: \"\"}\n");
   EXPECT_EQ(msg, "svc.yaml: document 1: Service: metadata.name: required");
   msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: My_Service}\n");
-  EXPECT_TRUE(has(msg, "document 1: Service: metadata.name: must be")) << msg;
+  EXPECT_TRUE(has(msg, "document 1: Service: metadata.name: Invalid value")) << msg;
   EXPECT_TRUE(has(msg, "\"My_Service\"")) << msg;
   msg =
       parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: " + std::string(254, 'a') + "}\n");
@@ -780,7 +782,7 @@ TEST(ManifestErrors, MetadataName) {
   msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: -a}\n");
   EXPECT_TRUE(has(msg, "metadata.name")) << msg;
   msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: {name: a, namespace: Bad.NS}\n");
-  EXPECT_TRUE(has(msg, "metadata.namespace: must be")) << msg;
+  EXPECT_TRUE(has(msg, "metadata.namespace: Invalid value")) << msg;
   msg = parse_err("apiVersion: v1\nkind: Service\nmetadata: [name, a]\n");
   EXPECT_TRUE(has(msg, "metadata: must be a mapping, got a list")) << msg;
   // Dotted names are fine.
@@ -1025,6 +1027,162 @@ TEST(ManifestRegression, DocumentsAreNumberedAndLinesCountedAcrossSeparators) {
   ASSERT_FALSE(syntax);
   // The unclosed flow ends at the end of the text: line 4 of the file, not of the document.
   EXPECT_NE(syntax.message().find("line 4"), std::string::npos) << syntax.message();
+}
+
+}  // namespace
+}  // namespace ferry::model
+
+namespace ferry::model {
+namespace {
+
+// Issue 16 item 10: nested aliases make a few KB of YAML into millions of objects. Here a
+// slice of 100 aliased endpoints, then Lists each holding ten aliases of the one before:
+// 10^5 slices, 10^7 endpoints (minutes and gigabytes) from 3 KB.
+std::string alias_bomb(int levels) {
+  std::string y = "apiVersion: v1\nkind: List\nitems:\n";
+  y += "- &s {apiVersion: discovery.k8s.io/v1, kind: EndpointSlice, metadata: {name: s, labels: "
+       "{kubernetes.io/service-name: a}}, addressType: IPv4, endpoints: [&e {addresses: "
+       "[10.0.0.1]}";
+  for (int i = 1; i < 100; ++i) y += ", *e";
+  y += "]}\n";
+  std::string below = "s";
+  for (int l = 1; l <= levels; ++l) {
+    std::string name = std::to_string(l);
+    name.insert(name.begin(), 'l');
+    y += "- &";
+    y += name;
+    y += " {apiVersion: v1, kind: List, items: [";
+    for (int i = 0; i < 10; ++i) {
+      y += i ? ", *" : "*";
+      y += below;
+    }
+    y += "]}\n";
+    below = name;
+  }
+  return y;
+}
+
+TEST(ManifestLimits, NestedAliasesAreRefusedQuickly) {
+  const std::string y = alias_bomb(5);
+  ASSERT_LT(y.size(), 4096u);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto msg = parse_err(y);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0)
+          .count();
+  EXPECT_TRUE(has(msg, "excessive aliasing")) << msg;
+  EXPECT_TRUE(has(msg, "svc.yaml: document 1: items[")) << msg;  // names where it happened
+  EXPECT_LT(ms, 2000) << "took " << ms << " ms";
+}
+
+TEST(ManifestLimits, ModestAliasesAndLargeAliasFreeTextsPass) {
+  // Anchors reused a few times, as people share labels.
+  auto objs = parse_ok(R"(apiVersion: v1
+kind: List
+items:
+- {apiVersion: v1, kind: Service, metadata: {name: a, labels: &l {app: web, tier: front}},
+   spec: {selector: *l, ports: [{port: 80}]}}
+- {apiVersion: v1, kind: Service, metadata: {name: b, labels: *l}, spec: {selector: *l}}
+)");
+  EXPECT_EQ(objs.size(), 2u);
+  // 200 slices of 50 endpoints (0.5 MB), no aliases: more nodes than kWalkBase, and fine.
+  std::string y;
+  for (int s = 0; s < 200; ++s) {
+    y += "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: s" +
+         std::to_string(s) +
+         "\n  labels: {kubernetes.io/service-name: a}\naddressType: IPv4\nendpoints:\n";
+    for (int e = 0; e < 50; ++e) {
+      y += "- addresses: [10.0." + std::to_string(e) + ".1]\n  conditions: {ready: true}\n";
+    }
+    y += "ports: [{name: http, port: 80}]\n";
+  }
+  EXPECT_EQ(parse_ok(y).size(), 200u);
+  // Flow style, the densest text: a list of many one-key maps.
+  std::string f = "apiVersion: v1\nkind: Service\nmetadata: {name: a, labels: {";
+  for (int i = 0; i < 20000; ++i) f += std::string(i ? "," : "") + "k" + std::to_string(i) + ": v";
+  f += "}}\n";
+  EXPECT_EQ(parse_ok(f).size(), 1u);
+}
+
+// Issue 16 item 16: names as the API server validates them.
+std::string named(const char* kind, const std::string& name, const char* api = "v1") {
+  return std::string("apiVersion: ") + api + "\nkind: " + kind + "\nmetadata: {name: " + name +
+         ", labels: {kubernetes.io/service-name: a}}\naddressType: IPv4\n";
+}
+
+TEST(ManifestNames, ServiceNamesAreDns1035Labels) {
+  // The impostor: pod-0.db in prod would answer pod-0.db.prod.svc.cluster.local.
+  auto msg = parse_err(named("Service", "pod-0.db"));
+  EXPECT_TRUE(has(msg, "metadata.name: Invalid value: \"pod-0.db\": a DNS-1035 label")) << msg;
+  msg = parse_err(named("Service", std::string(64, 'a')));
+  EXPECT_TRUE(has(msg, "must be no more than 63 characters")) << msg;
+  msg = parse_err(named("Service", "0abc"));  // must start with a letter
+  EXPECT_TRUE(has(msg, "start with an alphabetic character")) << msg;
+  EXPECT_EQ(parse_ok(named("Service", std::string(63, 'a'))).size(), 1u);
+  EXPECT_EQ(parse_ok(named("Service", "a-0")).size(), 1u);
+}
+
+TEST(ManifestNames, OtherObjectsAreDns1123Subdomains) {
+  EXPECT_EQ(parse_ok(named("Pod", "pod-0.db")).size(), 1u);
+  EXPECT_EQ(parse_ok(named("Pod", "0pod")).size(), 1u);
+  EXPECT_EQ(parse_ok(named("Endpoints", "a.b")).size(), 1u);
+  EXPECT_EQ(parse_ok(named("Node", "node-1.example.com")).size(), 1u);
+  EXPECT_EQ(parse_ok(named("EndpointSlice", "a.b-x1", "discovery.k8s.io/v1")).size(), 1u);
+  auto msg = parse_err(named("Pod", std::string(254, 'a')));
+  EXPECT_TRUE(has(msg, "must be no more than 253 characters")) << msg;
+  msg = parse_err(named("EndpointSlice", "a..b", "discovery.k8s.io/v1"));
+  EXPECT_TRUE(has(msg, "RFC 1123 subdomain")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: a.b}\n");
+  EXPECT_TRUE(has(msg, "metadata.namespace: Invalid value: \"a.b\"")) << msg;
+  msg = parse_err(
+      "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: " + std::string(64, 'a') + "}\n");
+  EXPECT_TRUE(has(msg, "metadata.namespace")) << msg;
+}
+
+TEST(ManifestNames, NamesAreStringsNotNumbers) {
+  auto msg = parse_err("apiVersion: v1\nkind: Pod\nmetadata: {name: 123}\n");
+  EXPECT_TRUE(has(msg, "metadata.name: must be a string, got 123")) << msg;
+  msg = parse_err("apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: 7}\n");
+  EXPECT_TRUE(has(msg, "metadata.namespace: must be a string, got 7")) << msg;
+  // Quoted, a digit name is a string, and a fine Pod name.
+  EXPECT_EQ(parse_ok("apiVersion: v1\nkind: Pod\nmetadata: {name: \"123\"}\n").size(), 1u);
+  // From the API: a JSON number is not a name.
+  for (const char* name : {"123", "true", "1.5"}) {
+    auto obj = nlohmann::json::parse(
+        std::string(R"({"apiVersion":"v1","kind":"Service","metadata":{"name":)") + name +
+        R"(},"spec":{"ports":[{"port":80}]}})");
+    auto r = parse_object(obj, "api");
+    ASSERT_FALSE(r) << name;
+    EXPECT_TRUE(has(r.message(), "metadata.name: must be a string")) << r.message();
+  }
+}
+
+TEST(ManifestNames, PortNames) {
+  auto msg = parse_err(R"(apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: s, labels: {kubernetes.io/service-name: a}}
+addressType: IPv4
+ports: [{name: Http_1, port: 80}]
+)");
+  EXPECT_TRUE(has(msg, "ports[0].name: must be a lower-case DNS-1123 label")) << msg;
+  msg = parse_err(R"(apiVersion: v1
+kind: Endpoints
+metadata: {name: s}
+subsets: [{addresses: [{ip: 10.0.0.1}], ports: [{name: a.b, port: 80}]}]
+)");
+  EXPECT_TRUE(has(msg, "subsets[0].ports[0].name")) << msg;
+  msg = parse_err(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec: {containers: [{name: c, ports: [{name: http-port-too-long, containerPort: 80}]}]}
+)");
+  EXPECT_TRUE(has(msg, "spec.containers[0].ports[0].name: must be 1-15")) << msg;
+  msg = parse_err(R"(apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec: {containers: [{name: c, ports: [{name: "8080", containerPort: 80}]}]}
+)");
+  EXPECT_TRUE(has(msg, "at least one letter")) << msg;
 }
 
 }  // namespace

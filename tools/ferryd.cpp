@@ -488,11 +488,9 @@ int run(const node_config& cfg) {
     if (!cfg.manifests.empty() || !cfg.builtin_manifests.empty()) {
       latency.begin(change_source::file);
     }
-    auto lr = ctl.load_sources(cfg);
-    latency.end();
-    if (!lr) {
-      spdlog::error("{}", lr.message());
-    } else {
+    // Every worker's state, before any runs. A reassembly table that cannot be had refuses
+    // the start: running with reassembly silently off would drop every fragment.
+    auto init_workers = [&] {
       unsigned lcore, i = 0;
       RTE_LCORE_FOREACH_WORKER(lcore) {
         workers.push_back(std::make_unique<dp::worker>());
@@ -511,13 +509,22 @@ int run(const node_config& cfg) {
         }
         if (d.frag_enabled && !workers.back()->frag.tbl) {
           spdlog::error(
-              "{}: fragments: no memory for worker {}'s reassembly table ({} datagrams); its "
-              "fragments are dropped (ip_fragment): raise -m in dataplane.eal_args or lower "
-              "fragments.max_datagrams",
+              "{}: fragments.max_datagrams: no memory for worker {}'s reassembly table ({} "
+              "datagrams): raise -m in dataplane.eal_args or lower fragments.max_datagrams",
               cfg.source, i - 1, cfg.fragments.max_datagrams);
+          return false;
         }
       }
-      i = 0;
+      return true;
+    };
+    auto lr = ctl.load_sources(cfg);
+    latency.end();
+    if (!lr) {
+      spdlog::error("{}", lr.message());
+    } else if (!init_workers()) {
+      // Logged; nothing was launched.
+    } else {
+      unsigned lcore, i = 0;
       RTE_LCORE_FOREACH_WORKER(lcore) {
         rte_eal_remote_launch(dp::worker_main, workers[i++].get(), lcore);
       }
