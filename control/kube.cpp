@@ -176,29 +176,6 @@ std::vector<resource> watched_resources(const std::string& node_name) {
   };
 }
 
-bool nested_deeper_than(std::string_view text, size_t max) {
-  size_t depth = 0;
-  bool in_string = false, escaped = false;
-  for (char c : text) {
-    if (in_string) {
-      if (escaped) {
-        escaped = false;
-      } else if (c == '\\') {
-        escaped = true;
-      } else if (c == '"') {
-        in_string = false;
-      }
-    } else if (c == '"') {
-      in_string = true;
-    } else if (c == '{' || c == '[') {
-      if (++depth > max) return true;
-    } else if ((c == '}' || c == ']') && depth > 0) {
-      --depth;
-    }
-  }
-  return false;
-}
-
 uint64_t backoff::next(int64_t now_ms) {
   if (!started_ || now_ms - last_start_ms_ > static_cast<int64_t>(kResetMs)) {
     step_ms_ = initial_ms_;  // healthy since the last wait began: start again

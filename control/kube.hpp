@@ -20,6 +20,7 @@
 
 #include "ferry/config.hpp"
 #include "ferry/result.hpp"
+#include "json_depth.hpp"
 #include "model.hpp"
 
 namespace ferry::control::kube {
@@ -93,9 +94,6 @@ struct resource_status {
 /// nlohmann parses deep text fine, but dump(), copies and comparisons recurse once per
 /// level. Services, EndpointSlices and Nodes (managedFields included) nest about 10 deep.
 inline constexpr size_t kMaxJsonDepth = 100;
-
-/// Whether JSON text nests arrays and objects deeper than max (a linear scan, strings skipped).
-bool nested_deeper_than(std::string_view text, size_t max);
 
 /// client-go's reflector back-off (wait.NewExponentialBackoffManager(800ms, 30s, 2min, 2.0,
 /// 1.0)): every failed or ended ListAndWatch waits step + rand[0, step), the step doubling

@@ -167,27 +167,6 @@ class fd_guard {
 
 }  // namespace
 
-size_t nesting_scanner::feed(std::string_view bytes) {
-  for (char ch : bytes) {
-    if (in_string_) {
-      if (escaped_) {
-        escaped_ = false;
-      } else if (ch == '\\') {
-        escaped_ = true;
-      } else if (ch == '"') {
-        in_string_ = false;
-      }
-    } else if (ch == '"') {
-      in_string_ = true;
-    } else if (ch == '[' || ch == '{') {
-      deepest_ = std::max(deepest_, ++depth_);
-    } else if ((ch == ']' || ch == '}') && depth_ > 0) {
-      --depth_;
-    }
-  }
-  return deepest_;
-}
-
 std::string describe_value(const json& value) {
   switch (value.type()) {
     case json::value_t::object:

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "ferry/result.hpp"
+#include "json_depth.hpp"
 
 namespace ferry::control {
 
@@ -53,22 +54,6 @@ struct socket_counters {
   uint64_t too_deep = 0;     // requests nested deeper than kMaxRequestDepth
   uint64_t too_large = 0;    // requests over max_request_bytes
   uint64_t timed_out = 0;    // requests not sent, or answers not taken, within io_timeout
-};
-
-/// Measures how deeply JSON text nests arrays and objects, by counting brackets outside
-/// strings, without decoding it; feed() takes the text in pieces as it arrives. Malformed text
-/// gives some depth; the parser refuses it later anyway.
-class nesting_scanner {
- public:
-  /// Scans more bytes; returns the deepest nesting seen so far.
-  size_t feed(std::string_view bytes);
-  size_t deepest() const { return deepest_; }
-
- private:
-  size_t depth_ = 0;
-  size_t deepest_ = 0;
-  bool in_string_ = false;
-  bool escaped_ = false;
 };
 
 /// A client's value as an error or log message shows it: a number, boolean or null as JSON, a
