@@ -264,23 +264,30 @@ void dns_resolver::serve(const pollfd* fds, dataplane& dp, unsigned qsbr_id) {
   }
 }
 
+std::vector<std::pair<uint32_t, uint16_t>> dns_resolver::upstreams(const snapshot* snap) {
+  std::vector<std::pair<uint32_t, uint16_t>> ups;
+  if (snap && snap->dns_upstream) {
+    for (const auto& b : snap->dns_upstream->backends) {
+      if (b.weight) ups.emplace_back(b.ip, b.port);
+    }
+  }
+  return ups;
+}
+
 void dns_resolver::on_query(int fd, dataplane& dp, unsigned qsbr_id, clock::time_point now) {
   for (int budget = 64; budget; --budget) {  // bounded per poll round: TCP gets its turn
-    waiter w{fd, {}, sizeof(sockaddr_storage), std::string(4096, '\0'), {}};
+    waiter w;
+    w.fd = fd;
+    w.msg.assign(4096, '\0');
     auto* buf = reinterpret_cast<uint8_t*>(w.msg.data());
     const ssize_t got =
         recvfrom(fd, buf, 1500, 0, reinterpret_cast<sockaddr*>(&w.peer), &w.peer_len);
     if (got <= 0) return;
     stats_.queries.fetch_add(1, std::memory_order_relaxed);
-    std::vector<std::pair<uint32_t, uint16_t>> ups;
     rte_rcu_qsbr_thread_online(dp.qsbr, qsbr_id);
     // acquire: pairs with the control thread's release store of the snapshot.
     const snapshot* snap = dp.snap.load(std::memory_order_acquire);
-    if (snap && snap->dns_upstream) {
-      for (const auto& b : snap->dns_upstream->backends) {
-        if (b.weight) ups.emplace_back(b.ip, b.port);
-      }
-    }
+    auto ups = upstreams(snap);
     w.r = dns::answer(snap ? snap->dns.get() : nullptr, buf, static_cast<size_t>(got), w.msg.size(),
                       true, 1472, false, ups.empty() ? dns::chase::stop : dns::chase::write);
     rte_rcu_qsbr_thread_offline(dp.qsbr, qsbr_id);
@@ -290,63 +297,85 @@ void dns_resolver::on_query(int fd, dataplane& dp, unsigned qsbr_id, clock::time
       reply(w);
       continue;
     }
-    const uint8_t* m = reinterpret_cast<const uint8_t*>(w.msg.data());
-    std::string name;
-    for (size_t at = w.r.target_at; at < w.msg.size();) {
-      const uint8_t l = m[at];
-      name.append(w.msg, at, 1u + l);
-      at += 1u + l;
-      if (!l) break;
-    }
-    size_t qend = dns::kHeaderSize;
-    while (qend < w.msg.size() && m[qend]) qend += 1u + m[qend];
-    const uint16_t qtype = static_cast<uint16_t>(m[qend + 1] << 8 | m[qend + 2]);
-    std::string key = name;
-    key.push_back(static_cast<char>(qtype >> 8));
-    key.push_back(static_cast<char>(qtype));
-
-    if (auto c = cache_.find(key); c != cache_.end()) {
-      if (now < c->second.expires) {
-        stats_.cache_hits.fetch_add(1, std::memory_order_relaxed);
-        const auto age = static_cast<uint32_t>(
-            std::chrono::duration_cast<std::chrono::seconds>(now - c->second.stored).count());
-        w.msg.resize(4096);
-        w.msg.resize(dns::complete(reinterpret_cast<uint8_t*>(w.msg.data()), w.r.len, w.msg.size(),
-                                   w.r, c->second.answer, age));
-        reply(w);
-        continue;
-      }
-      cache_.erase(c);
-    }
-    if (pending_ >= kMaxPending) {
-      stats_.pending_full.fetch_add(1, std::memory_order_relaxed);
-      stats_.servfail.fetch_add(1, std::memory_order_relaxed);
-      dns::servfail(reinterpret_cast<uint8_t*>(w.msg.data()), w.msg.size());
-      reply(w);
-      continue;
-    }
-    ++pending_;
-    auto same = std::find_if(inflight_.begin(), inflight_.end(),
-                             [&](const inflight& f) { return f.key == key; });
-    if (same != inflight_.end()) {  // asked already: wait for that answer
-      same->waiters.push_back(std::move(w));
-      continue;
-    }
-    inflight f;
-    f.key = std::move(key);
-    f.name = std::move(name);
-    f.qtype = qtype;
-    f.upstreams = std::move(ups);
-    rng_ = rng_ * 6364136223846793005ULL + 1442695040888963407ULL;
-    f.id = static_cast<uint16_t>(rng_ >> 48);
-    f.deadline = now + kTimeout;
-    f.waiters.push_back(std::move(w));
-    if (!send_upstream(f)) {
-      finish(f, nullptr, now);
-      continue;
-    }
-    inflight_.push_back(std::move(f));
+    resolve(std::move(w), std::move(ups), now);
   }
+}
+
+void dns_resolver::resolve_tcp(uint64_t conn, const uint8_t* msg, const dns::answer_result& r,
+                               std::vector<std::pair<uint32_t, uint16_t>> ups) {
+  stats_.queries.fetch_add(1, std::memory_order_relaxed);
+  waiter w;
+  w.tcp = conn;
+  w.msg.assign(reinterpret_cast<const char*>(msg), r.len);
+  w.r = r;
+  resolve(std::move(w), std::move(ups), clock::now());
+}
+
+namespace {
+// Room for the chain so far and every record an upstream's answer may add.
+size_t with_room(size_t len) { return len + 2 * dns::kMaxUpstreamBytes; }
+}  // namespace
+
+// w.msg is the responder's answer so far (outcome resolve): the chain's target is asked of an
+// upstream, or found in the cache.
+void dns_resolver::resolve(waiter w, std::vector<std::pair<uint32_t, uint16_t>> ups,
+                           clock::time_point now) {
+  const uint8_t* m = reinterpret_cast<const uint8_t*>(w.msg.data());
+  std::string name;
+  for (size_t at = w.r.target_at; at < w.msg.size();) {
+    const uint8_t l = m[at];
+    name.append(w.msg, at, 1u + l);
+    at += 1u + l;
+    if (!l) break;
+  }
+  size_t qend = dns::kHeaderSize;
+  while (qend < w.msg.size() && m[qend]) qend += 1u + m[qend];
+  const uint16_t qtype = static_cast<uint16_t>(m[qend + 1] << 8 | m[qend + 2]);
+  std::string key = name;
+  key.push_back(static_cast<char>(qtype >> 8));
+  key.push_back(static_cast<char>(qtype));
+
+  if (auto c = cache_.find(key); c != cache_.end()) {
+    if (now < c->second.expires) {
+      stats_.cache_hits.fetch_add(1, std::memory_order_relaxed);
+      const auto age = static_cast<uint32_t>(
+          std::chrono::duration_cast<std::chrono::seconds>(now - c->second.stored).count());
+      w.msg.resize(with_room(w.r.len));
+      w.msg.resize(dns::complete(reinterpret_cast<uint8_t*>(w.msg.data()), w.r.len, w.msg.size(),
+                                 w.r, c->second.answer, age));
+      reply(w);
+      return;
+    }
+    cache_.erase(c);
+  }
+  if (pending_ >= kMaxPending) {
+    stats_.pending_full.fetch_add(1, std::memory_order_relaxed);
+    stats_.servfail.fetch_add(1, std::memory_order_relaxed);
+    dns::servfail(reinterpret_cast<uint8_t*>(w.msg.data()), w.msg.size());
+    reply(w);
+    return;
+  }
+  ++pending_;
+  auto same = std::find_if(inflight_.begin(), inflight_.end(),
+                           [&](const inflight& f) { return f.key == key; });
+  if (same != inflight_.end()) {  // asked already: wait for that answer
+    same->waiters.push_back(std::move(w));
+    return;
+  }
+  inflight f;
+  f.key = std::move(key);
+  f.name = std::move(name);
+  f.qtype = qtype;
+  f.upstreams = std::move(ups);
+  rng_ = rng_ * 6364136223846793005ULL + 1442695040888963407ULL;
+  f.id = static_cast<uint16_t>(rng_ >> 48);
+  f.deadline = now + kTimeout;
+  f.waiters.push_back(std::move(w));
+  if (!send_upstream(f)) {
+    finish(f, nullptr, now);
+    return;
+  }
+  inflight_.push_back(std::move(f));
 }
 
 // A fresh socket per query and try: a random source port as well as a random ID, and the
@@ -396,7 +425,7 @@ void dns_resolver::finish(inflight& f, const dns::upstream_answer* a, clock::tim
   for (auto& w : f.waiters) {
     if (a) {
       const size_t len = w.msg.size();
-      w.msg.resize(4096);
+      w.msg.resize(with_room(len));
       w.msg.resize(
           dns::complete(reinterpret_cast<uint8_t*>(w.msg.data()), len, w.msg.size(), w.r, *a, 0));
     } else {
@@ -428,7 +457,11 @@ void dns_resolver::store(const std::string& key, const dns::upstream_answer& a,
   cache_[key] = {a, now, now + std::chrono::seconds(a.ttl)};
 }
 
-void dns_resolver::reply(const waiter& w) {
+void dns_resolver::reply(waiter& w) {
+  if (w.tcp) {
+    tcp_answers_.emplace_back(w.tcp, std::move(w.msg));
+    return;
+  }
   sendto(w.fd, w.msg.data(), w.msg.size(), 0, reinterpret_cast<const sockaddr*>(&w.peer),
          w.peer_len);
 }

@@ -1,11 +1,13 @@
-// ExternalName targets outside the cluster zone, resolved for UDP clients (RFC 1034 4.3.2:
-// the answer follows the CNAME). A worker cannot wait for an upstream, so it hands such a
-// query (dns::outcome::resolve) to the kernel behind the DNS TAP port, as it does TCP; this
+// ExternalName targets outside the cluster zone, resolved for clients over UDP and TCP (RFC
+// 1034 4.3.2: the answer follows the CNAME). A worker cannot wait for an upstream, so it hands
+// such a query (dns::outcome::resolve) to the kernel behind the DNS TAP port, as it does TCP; this
 // resolver, run by the DNS server's thread in that namespace, answers it: the responder
 // writes the CNAME chain, the chain's last target is asked of a [dns] upstream from the DNS
 // address (its answers come back to the TAP: pipeline.cpp sends UDP from an upstream to a
 // DNS address there), and the target's records are appended, their TTLs capped. Answers are
 // kept in a bounded cache; pending client queries are bounded; no answer in time is SERVFAIL.
+// The TCP server hands its own such queries over with resolve_tcp() and takes the finished
+// answers back with take_tcp_answers(), in the same thread.
 //
 // Thread-safety: open() runs on the thread that made the namespace; afterwards only the DNS
 // server's thread uses it (poll_fds, serve); counters() may be read from any thread.
@@ -19,6 +21,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "dataplane.hpp"
@@ -86,6 +89,16 @@ class dns_resolver {
   static result<std::unique_ptr<dns_resolver>> open(const dataplane& dp);
   ~dns_resolver();
 
+  /// The snapshot's usable upstreams (weight > 0); call while a QSBR reader is online.
+  static std::vector<std::pair<uint32_t, uint16_t>> upstreams(const snapshot* snap);
+  /// A TCP query whose chain leaves the zone: r and msg[0, r.len) are the responder's answer
+  /// so far (chase::write). The finished answer comes back through take_tcp_answers().
+  void resolve_tcp(uint64_t conn, const uint8_t* msg, const dns::answer_result& r,
+                   std::vector<std::pair<uint32_t, uint16_t>> ups);
+  /// Finished answers to TCP connections (by the id resolve_tcp was given), taken once.
+  std::vector<std::pair<uint64_t, std::string>> take_tcp_answers() {
+    return std::exchange(tcp_answers_, {});
+  }
   /// Appends the descriptors to poll (client sockets, then one per upstream query).
   void poll_fds(std::vector<pollfd>& fds) const;
   /// After poll: `fds` points at what poll_fds appended. Answers, asks upstreams, expires.
@@ -99,10 +112,11 @@ class dns_resolver {
  private:
   using clock = std::chrono::steady_clock;
   struct waiter {
-    int fd;  // the client socket it came on (its DNS address)
-    sockaddr_storage peer;
-    socklen_t peer_len;
-    std::string msg;  // the responder's answer so far
+    int fd = -1;  // the client socket it came on (its DNS address); UDP
+    sockaddr_storage peer{};
+    socklen_t peer_len = sizeof(sockaddr_storage);
+    uint64_t tcp = 0;  // else the TCP server's connection id
+    std::string msg;   // the responder's answer so far
     dns::answer_result r;
   };
   struct inflight {
@@ -124,11 +138,12 @@ class dns_resolver {
   explicit dns_resolver(std::vector<int> fds, uint32_t source, uint32_t ttl_max, size_t cache_size)
       : client_fds_(std::move(fds)), source_(source), ttl_max_(ttl_max), cache_size_(cache_size) {}
   void on_query(int fd, dataplane& dp, unsigned qsbr_id, clock::time_point now);
+  void resolve(waiter w, std::vector<std::pair<uint32_t, uint16_t>> ups, clock::time_point now);
   void on_reply(inflight& f, clock::time_point now);
   bool send_upstream(inflight& f);
   void finish(inflight& f, const dns::upstream_answer* a, clock::time_point now);
   void store(const std::string& key, const dns::upstream_answer& a, clock::time_point now);
-  void reply(const waiter& w);
+  void reply(waiter& w);
 
   std::vector<int> client_fds_;
   // The DNS namespace: the server's thread joins it before making the upstream sockets
@@ -141,6 +156,7 @@ class dns_resolver {
   std::vector<inflight> inflight_;
   size_t pending_ = 0;  // waiters over all inflight queries
   std::map<std::string, cached> cache_;
+  std::vector<std::pair<uint64_t, std::string>> tcp_answers_;
   uint64_t rng_;
   stats stats_;
 };

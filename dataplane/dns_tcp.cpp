@@ -164,11 +164,13 @@ struct dns_tcp_server::connection {
   size_t query_got = 0;
   std::vector<uint8_t> out;  // what the kernel did not take of the last answer (buffered_)
   size_t out_sent = 0;
-  bool waiting = false;  // the query waits for tcp_memory (counted once per query)
+  bool waiting = false;    // the query waits for tcp_memory (counted once per query)
+  uint64_t id = 0;         // for the resolver's answers (resolve_tcp)
+  bool resolving = false;  // its answer waits for an upstream (dns_resolver)
 
   size_t query_len() const { return static_cast<size_t>(head[0] << 8 | head[1]); }
   bool reading() const { return head_len > 0; }
-  bool idle() const { return !reading() && out.empty(); }
+  bool idle() const { return !reading() && out.empty() && !resolving; }
   bool body_unreserved() const { return head_len == 2 && query.size() != query_len(); }
 };
 
@@ -189,7 +191,8 @@ void dns_tcp_server::run() {
     const size_t first = fds.size();
     for (const auto& c : conns) {
       // No reading until the answer is out; a query waiting for memory polls for nothing.
-      const short want = !c.out.empty() ? POLLOUT : c.waiting ? 0 : POLLIN;
+      // Nor while its answer waits for the resolver.
+      const short want = !c.out.empty() ? POLLOUT : c.waiting || c.resolving ? 0 : POLLIN;
       fds.push_back({c.fd, want, 0});
     }
     const size_t resolver_at = fds.size();
@@ -216,6 +219,7 @@ void dns_tcp_server::run() {
       ++kept;
     }
     conns.erase(conns.begin() + static_cast<long>(kept), conns.end());
+    deliver_resolved(conns);
     if (fds[0].revents & POLLIN) accept_all(conns);
   }
   for (auto& c : conns) release(c);
@@ -251,6 +255,7 @@ void dns_tcp_server::accept_all(std::vector<connection>& conns) {
     c.fd = fd;
     c.source = source;
     c.active = now_;
+    c.id = next_id_++;
     conns.push_back(std::move(c));
     stats_.connections.fetch_add(1, std::memory_order_relaxed);
   }
@@ -258,6 +263,7 @@ void dns_tcp_server::accept_all(std::vector<connection>& conns) {
 
 dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
   if (revents & (POLLERR | POLLHUP | POLLNVAL)) return closed::peer;
+  if (c.resolving) return closed::no;
   if (!c.out.empty()) {
     if (closed why = send_out(c); why != closed::no || !c.out.empty()) return why;
   }
@@ -310,7 +316,8 @@ dns_tcp_server::closed dns_tcp_server::serve(connection& c, short revents) {
   return closed::no;
 }
 
-// Answers the query of `len` bytes at scratch_ + 2 and sends the answer.
+// Answers the query of `len` bytes at scratch_ + 2 and sends the answer; a CNAME chain that
+// leaves the zone goes to the resolver first (deliver_resolved sends its answer).
 dns_tcp_server::closed dns_tcp_server::answer(connection& c, size_t len) {
   uint8_t* msg = scratch_.data() + 2;
   c.head_len = 0;
@@ -318,14 +325,28 @@ dns_tcp_server::closed dns_tcp_server::answer(connection& c, size_t len) {
   rte_rcu_qsbr_thread_online(dp_.qsbr, qsbr_id_);
   // acquire: pairs with the control thread's release store of the snapshot.
   const snapshot* snap = dp_.snap.load(std::memory_order_acquire);
+  auto ups = dns_resolver::upstreams(snap);
   const dns::answer_result r =
-      dns::answer(snap ? snap->dns.get() : nullptr, msg, len, 65535, false, 0);
+      dns::answer(snap ? snap->dns.get() : nullptr, msg, len, 65535, false, 0, false,
+                  ups.empty() ? dns::chase::stop : dns::chase::write);
   rte_rcu_qsbr_thread_offline(dp_.qsbr, qsbr_id_);
   stats_.outcomes[static_cast<size_t>(r.how)].fetch_add(1, std::memory_order_relaxed);
   if (!r.len) return closed::peer;  // not a query: nothing to say on this connection
-  scratch_[0] = static_cast<uint8_t>(r.len >> 8);
-  scratch_[1] = static_cast<uint8_t>(r.len);
-  const size_t total = 2 + r.len;
+  if (r.how == dns::outcome::resolve) {
+    c.resolving = true;
+    c.active = now_;
+    resolver_->resolve_tcp(c.id, msg, r, std::move(ups));
+    return closed::no;
+  }
+  return send_answer(c, r.len);
+}
+
+// Sends the answer of `len` bytes at scratch_ + 2 (its length prefix goes before it); what
+// the kernel does not take is kept, within tcp_memory.
+dns_tcp_server::closed dns_tcp_server::send_answer(connection& c, size_t len) {
+  scratch_[0] = static_cast<uint8_t>(len >> 8);
+  scratch_[1] = static_cast<uint8_t>(len);
+  const size_t total = 2 + len;
   ssize_t n = send(c.fd, scratch_.data(), total, MSG_NOSIGNAL);
   if (n < 0) {
     if (!would_block()) return closed::peer;
@@ -342,6 +363,21 @@ dns_tcp_server::closed dns_tcp_server::answer(connection& c, size_t len) {
   c.out_sent = 0;
   buffered_ += rest;
   return closed::no;
+}
+
+// The resolver's finished answers to the connections still open (others are dropped).
+void dns_tcp_server::deliver_resolved(std::vector<connection>& conns) {
+  for (auto& [id, msg] : resolver_->take_tcp_answers()) {
+    auto c =
+        std::find_if(conns.begin(), conns.end(), [id = id](const auto& x) { return x.id == id; });
+    if (c == conns.end() || !c->resolving || msg.size() > 65535) continue;
+    c->resolving = false;
+    std::memcpy(scratch_.data() + 2, msg.data(), msg.size());
+    if (send_answer(*c, msg.size()) != closed::no) {
+      release(*c);
+      conns.erase(c);
+    }
+  }
 }
 
 dns_tcp_server::closed dns_tcp_server::send_out(connection& c) {

@@ -86,6 +86,8 @@ class dns_tcp_server {
   closed expire(const connection& c) const;
   closed send_out(connection& c);
   closed answer(connection& c, size_t len);
+  closed send_answer(connection& c, size_t len);
+  void deliver_resolved(std::vector<connection>& conns);
   void release(connection& c);
 
   dataplane& dp_;
@@ -98,6 +100,7 @@ class dns_tcp_server {
   // The server thread's own: bytes reserved for queries and answers (<= limits_.memory), the
   // scratch buffer answers are built in, and the time of this poll round.
   size_t buffered_ = 0;
+  uint64_t next_id_ = 1;  // connection ids (0: none)
   std::vector<uint8_t> scratch_;
   std::chrono::steady_clock::time_point now_;
   std::unique_ptr<dns_resolver> resolver_;

@@ -273,10 +273,21 @@ def test_external_name_outside_is_resolved_upstream(ferry, upstream, resolv_conf
     # Asked for the CNAME itself: nothing to resolve.
     assert section(dig(ferry, f"ext.shop.svc.{ZONE}", "CNAME"), "ANSWER") == [
         (f"ext.shop.svc.{ZONE}.", "7", "IN", "CNAME", "api.example.org.")]
-    # An upstream that never answers: SERVFAIL, counted.
+    # Over TCP too (as a client asks after a truncated answer): the chain and the target's
+    # records, here from the cache.
+    out = dig(ferry, "+tcp", f"ext.shop.svc.{ZONE}", "A")
+    assert status(out) == "NOERROR", out
+    assert [(r[0], r[3], r[4]) for r in section(out, "ANSWER")] == [
+        (f"ext.shop.svc.{ZONE}.", "CNAME", "api.example.org."),
+        ("api.example.org.", "A", "198.18.9.9")], out
+    assert ferry.stats()["dns"]["tcp"]["cname_upstream"] >= 1
+    # An upstream that never answers: SERVFAIL, counted, over UDP and over TCP.
     out = dig(ferry, "+tries=1", "+time=5", f"mute.shop.svc.{ZONE}", "A")
     assert status(out) == "SERVFAIL", out
     assert ferry.stats()["dns"]["external"]["servfail"] >= ext["servfail"] + 1
+    out = dig(ferry, "+tcp", "+tries=1", "+time=5", f"mute.shop.svc.{ZONE}", "A")
+    assert status(out) == "SERVFAIL", out
+    assert ferry.stats()["dns"]["external"]["servfail"] >= ext["servfail"] + 2
 
 
 def test_nxdomain_and_nodata_carry_the_soa(ferry):
