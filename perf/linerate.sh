@@ -237,6 +237,7 @@ ${syn_max:+syn_max = $syn_max}
 
 [dns]
 addresses = ["198.19.0.53"]
+rate_limit = 0   # response rate limiting off: one generator asks at line rate from one /24
 
 [metrics]
 address = ""   # in the host namespace: leave 127.0.0.1:9100 to whatever else runs there
