@@ -324,7 +324,16 @@ def udp_flow(world, stats, stop, args, seed):
             stats.add("udp_flows")
         elif name != pod:
             ip = world.ip_of.get(pod)
-            if ip and world.removed_between(ip, world.port(k), t0, time.time()) is not None:
+
+            def removed():
+                return ip and world.removed_between(ip, world.port(k), t0, time.time()) is not None
+
+            # The churn thread notes a removal once ferryd has answered the request, and the
+            # UDP flow is flushed (and moves) before that answer: give the note time to land
+            # before calling the move a misroute.
+            if not removed():
+                time.sleep(2)
+            if removed():
                 stats.add("udp_moved_after_removal")
             else:
                 stats.add("udp_misroutes", example={"service": k, "first": pod, "now": name,
