@@ -495,17 +495,21 @@ int run(const node_config& cfg) {
       RTE_LCORE_FOREACH_WORKER(lcore) {
         workers.push_back(std::make_unique<dp::worker>());
         dp::init_worker(*workers.back(), d, i++, lcore);
+        // A bound the config asks for and the memory cannot hold stops the start: none is
+        // ever silently off.
         if (cfg.limits.new_flows_per_source && !workers.back()->limiter.enabled()) {
-          spdlog::warn(
-              "{}: limits.source_table_size: cannot allocate {} sources; no "
-              "per-source limit on worker {}",
+          spdlog::error(
+              "{}: limits.source_table_size: no memory for {} sources on worker {}: raise -m "
+              "in dataplane.eal_args or lower limits.source_table_size",
               cfg.source, cfg.limits.source_table_size, i - 1);
+          return false;
         }
         if (d.dns_rrl_rate && !d.dns_addresses.empty() && !workers.back()->dns_limiter.enabled()) {
-          spdlog::warn(
-              "{}: dns.rate_limit: cannot allocate {} sources (limits.source_table_size); no "
-              "DNS response rate limit on worker {}",
+          spdlog::error(
+              "{}: dns.rate_limit: no memory for {} sources (limits.source_table_size) on worker "
+              "{}: raise -m in dataplane.eal_args or lower limits.source_table_size",
               cfg.source, cfg.limits.source_table_size, i - 1);
+          return false;
         }
         if (d.frag_enabled && !workers.back()->frag.tbl) {
           spdlog::error(
