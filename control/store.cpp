@@ -334,9 +334,9 @@ result<std::vector<change>> store::apply(std::vector<model::object> objects, sou
   // Service-range addresses the batch claims that the store does not hold: with addr_refs_,
   // how full the range is (an address the batch frees is not counted back: conservative).
   std::set<uint32_t> batch_taken;
-  const auto [range_first, range_size] = usable(ranges_.service_cidr);
+  const auto range = usable(ranges_.service_cidr);  // (first, size)
   auto claim_address = [&](uint32_t ip) {
-    if (ip - range_first < range_size && !addr_refs_.count(ip)) batch_taken.insert(ip);
+    if (ip - range.first < range.second && !addr_refs_.count(ip)) batch_taken.insert(ip);
   };
 
   std::vector<change> changes;
