@@ -317,7 +317,8 @@ void dns_outcomes(exposition& e, const json& obj, const char* transport,
   if (!obj.is_object()) return;
   for (const auto& [key, v] : obj.items()) {
     if (std::find(skip.begin(), skip.end(), key) != skip.end()) continue;
-    if (std::any_of(table.begin(), table.end(), [&](const metric& m) { return m.key == key; })) {
+    if (std::any_of(table.begin(), table.end(),
+                    [&key = key](const metric& m) { return m.key == key; })) {
       continue;
     }
     e.from(v, "ferry_dns_queries_total", "counter", "DNS queries answered, by outcome.",
